@@ -1,0 +1,43 @@
+"""Errors a user can act on: where the bad value is, what it is, what was expected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in one input: file, field path, bad value, expectation."""
+
+    path: str
+    value: object
+    expected: str
+    file: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        field = self.path or "<root>"
+        return f"{where}{field}: got {self.value!r}; expected {self.expected}"
+
+
+class DcsimError(Exception):
+    """Bad input or an impossible request; carries one or more Problems."""
+
+    def __init__(self, problems: list[Problem] | Problem | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(path="", value=None, expected=problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def format_loc(loc: tuple[object, ...]) -> str:
+    """Turn a pydantic error location into `workloads[1].slo.ttft_p99_s`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -1,0 +1,1 @@
+"""Hardware models: collectives, power, network, storage, facility."""

@@ -1,0 +1,161 @@
+"""A resolved, vectorised cost model of one (gpu, model, phase, tp)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dcsim.catalog import GpuSpec, ModelSpec, shapes
+from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.collectives import ring_allreduce_s
+from dcsim.profiles.fit import GroupFit, log_coords
+from dcsim.profiles.work import allreduce_bytes, allreduces_per_run, work_features
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Multipliers taking coefficients fitted on one GPU to another (1 on the same GPU)."""
+
+    per_flop: float = 1.0  # seconds per FLOP: source peak / target peak
+    per_byte: float = 1.0  # seconds per byte: source bandwidth / target bandwidth
+    static_w: float = 1.0  # static power: target TDP / source TDP
+    j_per_flop: float = 1.0  # energy per FLOP: (TDP / peak) target over source
+    j_per_byte: float = 1.0  # energy per byte: (TDP / bandwidth) target over source
+
+    @classmethod
+    def between(cls, src: GpuSpec, dst: GpuSpec) -> Scaling:
+        if src.id == dst.id:
+            return cls()
+        flops = src.bf16_dense_tflops / dst.bf16_dense_tflops
+        bw = src.memory_bandwidth_tbps / dst.memory_bandwidth_tbps
+        tdp = dst.tdp_w / src.tdp_w
+        return cls(flops, bw, tdp, tdp * flops, tdp * bw)
+
+    def latency_vector(self) -> np.ndarray:
+        return np.array([1.0, 1.0, self.per_flop, self.per_flop, self.per_byte])
+
+    def energy_vector(self) -> np.ndarray:
+        return np.array([self.static_w, self.j_per_flop, self.j_per_flop, self.j_per_byte])
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """Sustained compute (FLOP/s) and memory (byte/s) ceilings of one GPU."""
+
+    flops: float
+    bytes_s: float
+    source: str
+
+
+def ceilings_for(g: GpuSpec, src: GpuSpec, table: pd.DataFrame) -> Ceilings:
+    """Measured gemm/copy ceilings of `g`; else the datasheet x the efficiency measured on `src`.
+
+    gemm rows: 2 n^3 FLOPs per run (n = seq_len); copy rows: seq_len bytes read and written.
+    """
+    def measured(gpu_id: str) -> tuple[float, float] | None:
+        rows = table[table["gpu"] == gpu_id]
+        gemm, copy = rows[rows["phase"] == "gemm"], rows[rows["phase"] == "copy"]
+        if gemm.empty or copy.empty:
+            return None
+        f = float((2 * gemm["seq_len"].astype(float) ** 3 / (gemm["latency_ms"] / 1e3)).max())
+        b = float((2 * copy["seq_len"].astype(float) / (copy["latency_ms"] / 1e3)).max())
+        return f, b
+
+    peak_f, peak_b = g.bf16_dense_tflops * 1e12, g.memory_bandwidth_tbps * 1e12
+    own = measured(g.id)
+    if own:
+        return Ceilings(*own, source=f"measured on {g.id}")
+    ref = measured(src.id)
+    if ref:
+        eff_f = ref[0] / (src.bf16_dense_tflops * 1e12)
+        eff_b = ref[1] / (src.memory_bandwidth_tbps * 1e12)
+        return Ceilings(peak_f * eff_f, peak_b * eff_b, f"datasheet x efficiency measured on {src.id}")
+    return Ceilings(peak_f, peak_b, "datasheet peaks")
+
+
+@dataclass(frozen=True)
+class CostArrays:
+    latency_s: np.ndarray
+    energy_j: np.ndarray  # all GPUs of the group
+    power_w: np.ndarray  # average power of the whole group
+    provenance: np.ndarray  # "measured" | "interpolated" | "derived"
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    """Latency/energy of `phase` runs of `model` on a tp-group of `gpu`."""
+
+    gpu: GpuSpec
+    model: ModelSpec
+    phase: str
+    tp: int
+    fit: GroupFit
+    scaling: Scaling
+    ceilings: Ceilings
+    power_ceiling_w: float  # per GPU
+    ranges: tuple[int, int, int, int, int] | None  # measured b/s/tokens ranges; None = derived
+    grid: set[tuple[int, int]] | None
+    basis: str
+
+    def evaluate(self, batch: np.ndarray, seq: np.ndarray) -> CostArrays:
+        """Costs of runs with `batch` sequences of length (or context) `seq`."""
+        b = np.asarray(batch, dtype=float)
+        s = np.asarray(seq, dtype=float)
+        feats = work_features(self.model, self.phase, b, s, self.tp)
+        coords = log_coords(b, s)
+        lat_ratio, e_ratio = self.fit.residual_ratios(coords)
+        compute_s = feats @ (self.fit.lat_coef * self.scaling.latency_vector()) * lat_ratio
+        roof = np.maximum((feats[:, 2] + feats[:, 3]) / self.ceilings.flops,
+                          feats[:, 4] / self.ceilings.bytes_s)
+        compute_s = np.maximum(compute_s, roof)
+        ecoef = self.fit.energy_coef * self.scaling.energy_vector()
+        gpu_j = np.column_stack([compute_s, feats[:, 2:]]) @ ecoef * e_ratio
+        comm_s = self._collective_s(b, s)
+        latency = compute_s + comm_s
+        # GPUs waiting in a collective draw about their static power
+        energy = self.tp * (gpu_j + ecoef[0] * comm_s)
+        power = np.clip(energy / latency, self.gpu.idle_power_w * self.tp,
+                        self.power_ceiling_w * self.tp)
+        return CostArrays(latency, power * latency, power, self._provenance(b, s))
+
+    def _collective_s(self, b: np.ndarray, s: np.ndarray) -> np.ndarray:
+        if self.tp == 1 or self.ranges is not None:
+            return np.zeros_like(b)
+        bw = self.gpu.scaleup_bandwidth_gbyte_s * GB
+        per = ring_allreduce_s(allreduce_bytes(self.model, self.phase, b, s), self.tp, bw,
+                               self.gpu.link_latency_us * 1e-6)
+        return allreduces_per_run(self.model, self.phase) * per
+
+    def _provenance(self, b: np.ndarray, s: np.ndarray) -> np.ndarray:
+        out = np.full(b.shape, "derived", dtype=object)
+        if self.ranges is None:
+            return out
+        bmin, bmax, smin, smax, tmax = self.ranges
+        inside = (b >= bmin) & (b <= bmax) & (s >= smin) & (s <= smax) & (b * s <= tmax)
+        out[inside] = "interpolated"
+        if self.grid:
+            hit = np.array([(int(x), int(y)) in self.grid for x, y in zip(b, s, strict=True)])
+            out[hit & inside] = "measured"
+        return out
+
+    def memory_needed_gb(self, batch: int, seq: int) -> float:
+        """Per-GPU memory for weights (and training state) plus the KV cache, GB."""
+        if self.phase == "train":
+            state = shapes.total_params(self.model) * 16
+        else:
+            state = shapes.weight_bytes(self.model) + batch * seq * shapes.kv_bytes_per_token(
+                self.model)
+        return state / self.tp / GB
+
+    def check_fits(self, batch: int, seq: int) -> None:
+        need = self.memory_needed_gb(batch, seq)
+        if need > self.gpu.memory_gb:
+            raise DcsimError(Problem(
+                "tp", self.tp,
+                f"enough GPUs for {self.model.id} {self.phase} (batch {batch} x {seq}): needs "
+                f"{need:.1f} GB per GPU, {self.gpu.id} has {self.gpu.memory_gb:g} GB",
+            ))
