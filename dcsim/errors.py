@@ -17,6 +17,8 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}: " if self.file else ""
         field = self.path or "<root>"
+        if self.value is None:
+            return f"{where}{field}: {self.expected}"
         return f"{where}{field}: got {self.value!r}; expected {self.expected}"
 
 

@@ -77,7 +77,7 @@ class Catalog:
         spec = self.models[base]
         if not suffix:
             return spec
-        if not (suffix.endswith("L") and suffix[:-1].isdigit() and 0 < int(suffix[:-1])):
+        if not (suffix.endswith("L") and suffix[:-1].isdigit() and int(suffix[:-1]) > 0):
             raise DcsimError(Problem("model", model_id, "a layer slice written as NAME/<layers>L"))
         return spec.model_copy(
             update={"id": model_id, "layers": int(suffix[:-1]), "vocab": 0, "published_params": None}

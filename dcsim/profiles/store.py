@@ -87,14 +87,14 @@ class ProfileStore:
             return self.catalog.gpu(name).id
         except DcsimError:
             raise DcsimError(Problem(f"row {row + 2}.gpu", name, "a GPU in the catalog "
-                                     f"(id or driver name): {', '.join(self.catalog.gpus)}"))
+                                     f"(id or driver name): {', '.join(self.catalog.gpus)}")) from None
 
     def _model_ok(self, name: str, row: int) -> None:
         try:
             self.catalog.model(name)
         except DcsimError:
             raise DcsimError(Problem(f"row {row + 2}.model", name, "a model in the catalog "
-                                     f"(or a slice NAME/<n>L): {', '.join(self.catalog.models)}"))
+                                     f"(or a slice NAME/<n>L): {', '.join(self.catalog.models)}")) from None
 
     # -- what is measured -------------------------------------------------
     def measured(self) -> pd.DataFrame:
@@ -219,7 +219,8 @@ class ProfileStore:
         # NVML's energy counter can average above the limit over short runs because the
         # limiter acts on a longer window; the highest measured average is the true ceiling.
         t = self.table
-        measured = t.loc[(t["gpu"] == g.id) & t["phase"].isin(PHASES) & (t["tp"] == 1), "avg_power_w"]
+        rows = t[(t["gpu"] == g.id) & t["phase"].isin(PHASES) & (t["tp"] == 1)]
+        measured = rows["energy_j"] / (rows["latency_ms"] / 1e3)
         return max(g.tdp_w, float(measured.max()) if len(measured) else 0.0)
 
     def query(self, gpu: str, model: str, phase: str, batch_size: int, seq_len: int,

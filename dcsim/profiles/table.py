@@ -66,8 +66,8 @@ def normalize(raw: pd.DataFrame, origin: str = "") -> pd.DataFrame:
     df["gpu"] = df["gpu"].astype(str)
     df["model"] = df["model"].astype(str)
     df["phase"] = df["phase"].astype(str)
-    df["tp"] = df["tp"] if "tp" in df else 1
-    df["power_cap_w"] = df["power_cap_w"] if "power_cap_w" in df else np.nan
+    df["tp"] = df.get("tp", 1)
+    df["power_cap_w"] = df.get("power_cap_w", np.nan)
     df["source"] = df["source"].fillna("measured") if "source" in df else "measured"
     problems = _cell_problems(df, origin)
     if problems:

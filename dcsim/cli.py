@@ -1,0 +1,108 @@
+"""Command-line interface. Library code raises DcsimError; only this module prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dcsim import __version__
+from dcsim.errors import DcsimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Plan AI data centers: capacity, energy, cost and carbon.")
+profiles_app = typer.Typer(no_args_is_help=True, help="Inspect and query measured profiles.")
+app.add_typer(profiles_app, name="profiles")
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(exc: DcsimError) -> typer.Exit:
+    """Print every problem on its own line and exit 1 (no traceback)."""
+    for p in exc.problems:
+        err.print(f"error: {p}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", help="Print the version.")) -> None:
+    if version:
+        out.print(f"dcsim {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def validate(files: list[Path] = typer.Argument(..., help="Scenario YAML files.")) -> None:
+    """Check scenario files; exit 1 listing every problem (file, field, value, expected)."""
+    from dcsim.scenario import load_scenario
+
+    bad = 0
+    for f in files:
+        try:
+            load_scenario(f)
+            out.print(f"ok: {f}", highlight=False)
+        except DcsimError as exc:
+            bad += 1
+            for p in exc.problems:
+                err.print(f"error: {p}", markup=False, highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files (for editor completion and checks)."""
+    from dcsim.scenario import Scenario
+
+    typer.echo(json.dumps(Scenario.model_json_schema(), indent=2))
+
+
+@profiles_app.command("list")
+def profiles_list(
+    files: list[Path] = typer.Option([], "--file", "-f", help="Extra profile CSVs."),
+) -> None:
+    """Show what is measured: one row per (gpu, model, tp, phase) with its ranges."""
+    from dcsim.catalog import load_catalog
+    from dcsim.profiles.store import ProfileStore
+
+    try:
+        groups = ProfileStore.from_files(load_catalog(), files).measured()
+    except DcsimError as exc:
+        raise fail(exc) from None
+    table = Table(title="Measured profiles")
+    for col in ("gpu", "model", "tp", "phase", "points", "batch", "seq_len", "source"):
+        table.add_column(col, no_wrap=col == "model")
+    for r in groups.itertuples():
+        table.add_row(r.gpu, r.model, str(r.tp), r.phase, str(r.points),
+                      f"{r.batch_min}-{r.batch_max}", f"{r.seq_min}-{r.seq_max}", r.source)
+    out.print(table)
+
+
+@profiles_app.command("query")
+def profiles_query(
+    gpu: str = typer.Option(..., help="GPU catalog id or driver name."),
+    model: str = typer.Option(..., help="Model catalog id (NAME/<n>L for a layer slice)."),
+    phase: str = typer.Option(..., help="prefill | decode | train"),
+    batch: int = typer.Option(..., help="Sequences per run."),
+    seq: int = typer.Option(..., help="Prompt length (prefill/train) or KV context (decode)."),
+    tp: int = typer.Option(1, help="Tensor-parallel degree."),
+    files: list[Path] = typer.Option([], "--file", "-f", help="Extra profile CSVs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Latency, energy and power of one run, with provenance (measured/interpolated/derived)."""
+    from dcsim.catalog import load_catalog
+    from dcsim.profiles.store import ProfileStore
+
+    try:
+        ans = ProfileStore.from_files(load_catalog(), files).query(gpu, model, phase, batch, seq, tp)
+    except DcsimError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(ans.to_dict(), indent=2))
+        return
+    out.print(f"latency_ms  {ans.latency_ms:.4f}\nenergy_j    {ans.energy_j:.4f}\n"
+              f"power_w     {ans.power_w:.1f}\nprovenance  {ans.provenance}\n"
+              f"basis       {ans.basis}", highlight=False)

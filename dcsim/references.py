@@ -1,0 +1,130 @@
+"""Checks that need the catalog: names exist, models fit, inventory suffices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dcsim.catalog import Catalog, load_catalog, shapes
+from dcsim.errors import DcsimError, Problem
+from dcsim.scenario import Scenario
+from dcsim.workloads.spec import EmpiricalLength, InferenceService, TraceArrivals, TrainingJob
+from dcsim.workloads.traces import resolve_trace_path
+
+
+def scenario_catalog(s: Scenario) -> Catalog:
+    """Built-in catalog with the scenario's additions and overrides."""
+    o = s.catalog
+    return load_catalog().with_overrides(tuple(o.gpus), tuple(o.servers), tuple(o.models))
+
+
+def _lookup(problems: list[Problem], path: str, fn, key: str):
+    try:
+        return fn(key)
+    except DcsimError as exc:
+        problems.append(Problem(path, key, exc.problems[0].expected))
+        return None
+
+
+def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
+    """Every problem of names, memory fit, power caps, inventory and files."""
+    problems: list[Problem] = []
+    cat = scenario_catalog(s)
+    inventory: dict[str, int] = {}
+    for i, rack in enumerate(s.fleet.racks):
+        for j, grp in enumerate(rack.servers):
+            srv = _lookup(problems, f"fleet.racks[{i}].servers[{j}].type", cat.server, grp.type)
+            if srv and _lookup(problems, f"fleet.racks[{i}].servers[{j}].type", cat.gpu, srv.gpu):
+                inventory[srv.gpu] = inventory.get(srv.gpu, 0) + (
+                    rack.count * grp.count * srv.gpus_per_server)
+    for i, w in enumerate(s.workloads):
+        p = f"workloads[{i}]"
+        model = _lookup(problems, f"{p}.model", cat.model, w.model)
+        if isinstance(w, InferenceService):
+            gpu = _lookup(problems, f"{p}.deployment.gpu", cat.gpu, w.deployment.gpu)
+            if gpu and model:
+                problems += _inference_fit(w, gpu, model, p)
+            problems += _trace_files(w, base_dir, p)
+        else:
+            gpu = _lookup(problems, f"{p}.gpu", cat.gpu, w.gpu)
+            if gpu:
+                problems += _training_fit(w, cat, p)
+        if gpu and w.power_cap_w_value() is not None:
+            cap = w.power_cap_w_value()
+            if not gpu.power_limit_min_w <= cap <= gpu.power_limit_max_w:
+                where = f"{p}.deployment.power_cap_w" if isinstance(w, InferenceService) else (
+                    f"{p}.power_cap_w")
+                problems.append(Problem(where, cap, f"a power limit within {gpu.id}'s range "
+                                        f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
+    problems += _inventory(s, inventory)
+    problems += _profile_files(s, cat, base_dir)
+    return problems
+
+
+def _inference_fit(w: InferenceService, gpu, model, p: str) -> list[Problem]:
+    d = w.deployment
+    need = shapes.weight_bytes(model) / d.tp / 1e9
+    have = gpu.memory_gb * d.gpu_memory_utilization
+    if need >= have:
+        return [Problem(f"{p}.deployment.tp", d.tp, f"a TP degree whose GPUs hold {model.id}: "
+                        f"weights need {need:.1f} GB per GPU at tp={d.tp}, {gpu.id} offers "
+                        f"{have:.1f} GB (memory x gpu_memory_utilization)")]
+    return []
+
+
+def _training_fit(w: TrainingJob, cat: Catalog, p: str) -> list[Problem]:
+    per_server = [s.gpus_per_server for s in cat.servers.values() if s.gpu == w.gpu]
+    limit = max(per_server) if per_server else None
+    if limit is not None and w.parallelism.tp > limit:
+        return [Problem(f"{p}.parallelism.tp", w.parallelism.tp,
+                        f"at most {limit} (GPUs in one {w.gpu} server; TP stays inside a server)")]
+    return []
+
+
+def _trace_files(w: InferenceService, base_dir: Path, p: str) -> list[Problem]:
+    refs = []
+    if isinstance(w.arrival, TraceArrivals):
+        refs.append((f"{p}.arrival.path", w.arrival.path))
+    for field in ("prompt_tokens", "output_tokens"):
+        spec = getattr(w, field)
+        if isinstance(spec, EmpiricalLength):
+            refs.append((f"{p}.{field}.trace", spec.trace))
+    out = []
+    for where, ref in refs:
+        try:
+            resolve_trace_path(ref, base_dir)
+        except DcsimError as exc:
+            out.append(Problem(where, ref, exc.problems[0].expected))
+    return out
+
+
+def _inventory(s: Scenario, inventory: dict[str, int]) -> list[Problem]:
+    if not s.fleet.racks:
+        return []
+    need: dict[str, int] = {}
+    out = []
+    for i, w in enumerate(s.workloads):
+        if isinstance(w, InferenceService):
+            d = w.deployment
+            need[d.gpu] = need.get(d.gpu, 0) + d.replicas * d.tp
+        elif w.gpus > inventory.get(w.gpu, 0):
+            out.append(Problem(f"workloads[{i}].gpus", w.gpus,
+                               f"at most the {inventory.get(w.gpu, 0)} {w.gpu} GPUs in the fleet"))
+    for gpu, n in need.items():
+        if n > inventory.get(gpu, 0):
+            out.append(Problem("workloads", f"{n} {gpu} GPUs for inference replicas",
+                               f"at most the {inventory.get(gpu, 0)} {gpu} GPUs in fleet.racks"))
+    return out
+
+
+def _profile_files(s: Scenario, cat: Catalog, base_dir: Path) -> list[Problem]:
+    from dcsim.profiles.store import ProfileStore
+
+    out = []
+    for i, f in enumerate(s.profiles):
+        path = Path(f) if Path(f).is_absolute() else base_dir / f
+        try:
+            ProfileStore.from_files(cat, [path], builtin=False)
+        except DcsimError as exc:
+            out += [Problem(f"profiles[{i}] {e.path}".strip(), e.value, e.expected)
+                    for e in exc.problems]
+    return out

@@ -1,0 +1,144 @@
+"""Scenario files: one YAML document validated by frozen pydantic models.
+
+Units are in field names (``power_budget_kw``, ``duration_s``) and descriptions.
+``load_scenario`` reads a file and returns a ``Scenario`` or raises ``DcsimError``
+whose problems name the file, the field path, the bad value and what is expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from dcsim.catalog.specs import GpuSpec, ModelSpec, ServerSpec
+from dcsim.errors import DcsimError, Problem
+from dcsim.schema_base import Spec
+from dcsim.validation import pydantic_problems
+from dcsim.workloads.spec import WorkloadSpec
+
+
+class Facility(Spec):
+    pue: float = Field(default=1.3, ge=1.0, le=3.0, description="Facility / IT energy (constant).")
+    power_budget_kw: float | None = Field(
+        default=None, gt=0, description="Facility IT power budget, kW (none = unlimited)."
+    )
+    carbon_intensity_g_per_kwh: float = Field(
+        default=400.0, ge=0, description="Grid carbon intensity, gCO2e per kWh (constant)."
+    )
+    electricity_price_usd_per_kwh: float = Field(
+        default=0.08, ge=0, description="Electricity price, USD per kWh (constant)."
+    )
+
+
+class ServerGroup(Spec):
+    type: str = Field(description="Server catalog id.")
+    count: int = Field(ge=1, description="Servers of this type in one rack.")
+
+
+class Rack(Spec):
+    name: str = Field(min_length=1)
+    count: int = Field(default=1, ge=1, description="Identical racks of this kind.")
+    power_budget_kw: float = Field(gt=0, description="Power budget of one rack, kW.")
+    servers: list[ServerGroup] = Field(min_length=1)
+
+
+class Network(Spec):
+    topology: Literal["leaf_spine", "fat_tree"] = "leaf_spine"
+    oversubscription: float = Field(default=1.0, ge=1.0, description="Leaf down/up bandwidth ratio.")
+    servers_per_leaf: int = Field(default=16, ge=1)
+    switch_port_power_w: float = Field(default=15.0, ge=0, description="Power per active port, W.")
+
+
+class Storage(Spec):
+    read_bandwidth_gbyte_s: float = Field(default=100.0, gt=0, description="Aggregate read, GB/s.")
+    write_bandwidth_gbyte_s: float = Field(default=50.0, gt=0, description="Aggregate write, GB/s.")
+    per_client_gbyte_s: float = Field(default=5.0, gt=0, description="Per-server limit, GB/s.")
+    capacity_tb: float = Field(default=1000.0, gt=0)
+
+
+class Fleet(Spec):
+    racks: list[Rack] = Field(default_factory=list, description="Empty: sized from deployments.")
+    network: Network = Network()
+    storage: Storage = Storage()
+
+
+class CatalogOverrides(Spec):
+    gpus: list[GpuSpec] = Field(default_factory=list)
+    servers: list[ServerSpec] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(default_factory=list)
+
+
+class Simulation(Spec):
+    duration_s: float = Field(default=3600.0, gt=0, description="Simulated time, s.")
+    warmup_s: float = Field(default=0.0, ge=0, description="Excluded from statistics, s.")
+    seed: int = Field(default=0, ge=0, description="Root of every random stream.")
+    time_bucket_s: float = Field(default=60.0, gt=0, description="Width of time-series buckets, s.")
+
+    @model_validator(mode="after")
+    def _warmup_short(self) -> Simulation:
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(f"warmup_s ({self.warmup_s}) must be below duration_s "
+                             f"({self.duration_s})")
+        return self
+
+
+class Scenario(Spec):
+    name: str = Field(default="scenario", min_length=1)
+    description: str = ""
+    facility: Facility = Facility()
+    fleet: Fleet = Fleet()
+    catalog: CatalogOverrides = CatalogOverrides()
+    profiles: list[str] = Field(
+        default_factory=list, description="Extra profile CSVs (relative to the scenario file)."
+    )
+    workloads: list[WorkloadSpec] = Field(default_factory=list)
+    simulation: Simulation = Simulation()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Scenario:
+        names = [w.name for w in self.workloads]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"workload names must be unique; repeated: {dup}")
+        return self
+
+
+def parse_yaml(text: str, origin: str) -> object:
+    """Safe-load YAML; syntax errors become a Problem with line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        raise DcsimError(Problem(where, exc.problem, "valid YAML", origin)) from None
+    except yaml.YAMLError as exc:
+        raise DcsimError(Problem("", str(exc), "valid YAML", origin)) from None
+
+
+def scenario_from_data(data: object, origin: str = "") -> Scenario:
+    """Validate parsed data as a Scenario (schema only)."""
+    if not isinstance(data, dict):
+        raise DcsimError(Problem("", type(data).__name__, "a mapping of scenario fields", origin))
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise DcsimError(pydantic_problems(exc, Scenario, origin)) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, validate and cross-check a scenario file."""
+    from dcsim.references import check_references  # the catalog checks need the store
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DcsimError(Problem("", str(path), f"a readable file ({exc.strerror})")) from None
+    scenario = scenario_from_data(parse_yaml(text, str(path)), str(path))
+    problems = check_references(scenario, path.parent)
+    if problems:
+        raise DcsimError([Problem(p.path, p.value, p.expected, str(path)) for p in problems])
+    return scenario

@@ -1,0 +1,210 @@
+"""Scenario schema of workloads: inference services and training jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from dcsim.schema_base import Spec
+
+# -- arrival processes -------------------------------------------------------
+
+
+class PoissonArrivals(Spec):
+    """Exponential inter-arrival times at a constant rate."""
+
+    kind: Literal["poisson"] = "poisson"
+    rate_per_s: float = Field(gt=0, description="Mean arrivals per second.")
+
+
+class GammaArrivals(Spec):
+    """Bursty arrivals: Gamma inter-arrival times with a coefficient of variation."""
+
+    kind: Literal["gamma"] = "gamma"
+    rate_per_s: float = Field(gt=0, description="Mean arrivals per second.")
+    cv: float = Field(gt=0, description="Coefficient of variation of inter-arrival times (1 = Poisson).")
+
+
+class DiurnalArrivals(Spec):
+    """Non-homogeneous Poisson arrivals whose rate follows the hour of day."""
+
+    kind: Literal["diurnal"] = "diurnal"
+    hourly_rate_per_s: list[float] | None = Field(
+        default=None, min_length=24, max_length=24,
+        description="Rate for each hour 0..23 (req/s); or give mean/peak for a sinusoid.",
+    )
+    mean_rate_per_s: float | None = Field(default=None, gt=0, description="Sinusoid mean, req/s.")
+    amplitude: float = Field(default=0.5, ge=0, lt=1, description="Sinusoid amplitude / mean.")
+    peak_hour: float = Field(default=14.0, ge=0, lt=24, description="Hour of the sinusoid's peak.")
+    start_hour: float = Field(default=0.0, ge=0, lt=24, description="Hour of day at t = 0.")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> DiurnalArrivals:
+        if (self.hourly_rate_per_s is None) == (self.mean_rate_per_s is None):
+            raise ValueError("give exactly one of hourly_rate_per_s or mean_rate_per_s")
+        if self.hourly_rate_per_s is not None and any(r < 0 for r in self.hourly_rate_per_s):
+            raise ValueError("hourly_rate_per_s must be >= 0 for every hour")
+        return self
+
+
+class TraceArrivals(Spec):
+    """Replay of an Azure-LLM-format trace (TIMESTAMP, ContextTokens, GeneratedTokens)."""
+
+    kind: Literal["trace"] = "trace"
+    path: str = Field(
+        description="CSV path (relative to the scenario file), or builtin:azure-conv-2023 / "
+        "builtin:azure-code-2023."
+    )
+    time_scale: float = Field(default=1.0, gt=0, description="Multiply inter-arrival gaps by this.")
+    rate_scale: float = Field(
+        default=1.0, gt=0,
+        description="Multiply the request rate: >1 replicates requests, <1 thins them.",
+    )
+    use_token_lengths: bool = Field(
+        default=True, description="Take prompt/output lengths from the trace rows."
+    )
+
+
+ArrivalSpec = Annotated[
+    PoissonArrivals | GammaArrivals | DiurnalArrivals | TraceArrivals, Field(discriminator="kind")
+]
+ARRIVALS = {"poisson": PoissonArrivals, "gamma": GammaArrivals, "diurnal": DiurnalArrivals,
+            "trace": TraceArrivals}
+
+# -- token-length distributions ----------------------------------------------
+
+
+class ConstantLength(Spec):
+    kind: Literal["constant"] = "constant"
+    tokens: int = Field(gt=0, description="Every request has this many tokens.")
+
+
+class LognormalLength(Spec):
+    kind: Literal["lognormal"] = "lognormal"
+    mean_tokens: float = Field(gt=0, description="Mean length, tokens.")
+    sigma: float = Field(gt=0, description="Sigma of the underlying normal.")
+    max_tokens: int = Field(default=32768, gt=0, description="Lengths are clipped to this.")
+
+
+class EmpiricalLength(Spec):
+    kind: Literal["empirical"] = "empirical"
+    trace: str = Field(description="Azure-format CSV (or builtin:...) to resample lengths from.")
+
+
+LengthSpec = Annotated[
+    ConstantLength | LognormalLength | EmpiricalLength, Field(discriminator="kind")
+]
+LENGTHS = {"constant": ConstantLength, "lognormal": LognormalLength, "empirical": EmpiricalLength}
+
+# -- inference services ------------------------------------------------------
+
+
+class Slo(Spec):
+    """Latency objectives; a request meets the SLO when every given bound holds."""
+
+    ttft_p99_s: float | None = Field(default=None, gt=0, description="Time to first token, s.")
+    tpot_p99_s: float | None = Field(default=None, gt=0, description="Time per output token, s.")
+    e2e_p99_s: float | None = Field(default=None, gt=0, description="End-to-end latency, s.")
+
+
+class Deployment(Spec):
+    """How a service is deployed: replicas of `tp` GPUs of one type."""
+
+    gpu: str = Field(description="GPU catalog id.")
+    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel degree (GPUs/replica).")
+    replicas: int = Field(ge=1, description="Number of model replicas.")
+    max_num_seqs: int = Field(default=256, ge=1, description="Most sequences in one batch.")
+    max_batched_tokens: int = Field(
+        default=8192, ge=1, description="Token budget of one iteration (prefill + decode)."
+    )
+    chunked_prefill: bool = Field(default=True, description="Split long prompts over iterations.")
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Share of GPU memory for weights + KV cache."
+    )
+    power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
+
+
+class InferenceService(Spec):
+    kind: Literal["inference"] = "inference"
+    name: str = Field(min_length=1)
+    model: str = Field(description="Model catalog id.")
+    arrival: ArrivalSpec
+    prompt_tokens: LengthSpec | None = Field(
+        default=None, description="Prompt lengths (required unless the trace supplies them)."
+    )
+    output_tokens: LengthSpec | None = Field(
+        default=None, description="Output lengths (required unless the trace supplies them)."
+    )
+    slo: Slo = Slo()
+    deployment: Deployment
+    routing: Literal["round_robin", "least_outstanding", "power_of_two"] = "least_outstanding"
+
+    def power_cap_w_value(self) -> float | None:
+        return self.deployment.power_cap_w
+
+    @model_validator(mode="after")
+    def _lengths_given(self) -> InferenceService:
+        from_trace = isinstance(self.arrival, TraceArrivals) and self.arrival.use_token_lengths
+        if not from_trace and (self.prompt_tokens is None or self.output_tokens is None):
+            raise ValueError("prompt_tokens and output_tokens are required unless a trace "
+                             "arrival with use_token_lengths supplies them")
+        return self
+
+# -- training jobs -----------------------------------------------------------
+
+
+class Parallelism(Spec):
+    tp: int = Field(default=1, ge=1, description="Tensor-parallel degree (within a server).")
+    pp: int = Field(default=1, ge=1, description="Pipeline stages.")
+    dp: int = Field(default=1, ge=1, description="Data-parallel replicas.")
+
+
+class Checkpointing(Spec):
+    interval_s: float | Literal["young_daly"] = Field(
+        default="young_daly", description="Seconds between checkpoints, or the Young/Daly optimum."
+    )
+    bytes_per_param: float = Field(
+        default=14.0, gt=0, description="Checkpoint bytes per parameter (bf16 weights + fp32 Adam)."
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> Checkpointing:
+        if isinstance(self.interval_s, float | int) and self.interval_s <= 0:
+            raise ValueError("interval_s must be > 0 or 'young_daly'")
+        return self
+
+
+class TrainingJob(Spec):
+    kind: Literal["training"] = "training"
+    name: str = Field(min_length=1)
+    model: str = Field(description="Model catalog id.")
+    gpu: str = Field(description="GPU catalog id.")
+    gpus: int = Field(ge=1, description="GPUs the job runs on (tp x pp x dp).")
+    parallelism: Parallelism = Parallelism()
+    total_tokens: float | None = Field(default=None, gt=0, description="Tokens to train on.")
+    steps: int | None = Field(default=None, ge=1, description="Optimizer steps (or total_tokens).")
+    global_batch_tokens: int = Field(gt=0, description="Tokens per optimizer step.")
+    seq_len: int = Field(default=4096, gt=0, description="Sequence length, tokens.")
+    micro_batches: int = Field(default=8, ge=1, description="Micro-batches per step (pipeline).")
+    start_s: float = Field(default=0.0, ge=0, description="Submission time, s.")
+    priority: int = Field(default=0, description="Higher runs first under priority scheduling.")
+    checkpoint: Checkpointing = Checkpointing()
+    power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
+
+    def power_cap_w_value(self) -> float | None:
+        return self.power_cap_w
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingJob:
+        p = self.parallelism
+        if p.tp * p.pp * p.dp != self.gpus:
+            raise ValueError(f"parallelism tp x pp x dp = {p.tp * p.pp * p.dp} must equal gpus "
+                             f"= {self.gpus}")
+        if (self.total_tokens is None) == (self.steps is None):
+            raise ValueError("give exactly one of total_tokens or steps")
+        return self
+
+
+WorkloadSpec = Annotated[InferenceService | TrainingJob, Field(discriminator="kind")]
+WORKLOADS = {"inference": InferenceService, "training": TrainingJob}

@@ -1,0 +1,68 @@
+"""Request traces in the Azure LLM inference format.
+
+Columns: ``TIMESTAMP`` (arrival, a date-time), ``ContextTokens`` (prompt length),
+``GeneratedTokens`` (output length). Two one-hour traces from Azure's 2023
+production services ship with the package (CC-BY 4.0, see data/traces).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dcsim.errors import DcsimError, Problem
+
+BUILTIN_TRACES = {
+    "azure-conv-2023": "AzureLLMInferenceTrace_conv.csv",
+    "azure-code-2023": "AzureLLMInferenceTrace_code.csv",
+}
+COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
+def resolve_trace_path(spec: str, base_dir: Path | None = None) -> Path:
+    """File path of `spec`: ``builtin:NAME`` or a path relative to `base_dir`."""
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        if name not in BUILTIN_TRACES:
+            raise DcsimError(Problem("trace", spec, f"one of builtin:{', builtin:'.join(BUILTIN_TRACES)}"))
+        root = resources.files("dcsim").joinpath("data", "traces", "azure_llm_2023")
+        return Path(str(root)) / BUILTIN_TRACES[name]
+    path = Path(spec)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        raise DcsimError(Problem("trace", spec, "an existing trace CSV file (or builtin:NAME)"))
+    return path
+
+
+def load_trace(path: Path) -> pd.DataFrame:
+    """Trace as `arrival_s` (from the first request), `prompt_tokens`, `output_tokens`."""
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DcsimError(Problem("", str(path), f"a readable CSV ({exc})")) from None
+    missing = [c for c in COLUMNS if c not in raw.columns]
+    if missing:
+        raise DcsimError(Problem("columns", list(raw.columns), f"also the columns {missing}",
+                                 str(path)))
+    ts = pd.to_datetime(raw["TIMESTAMP"], errors="coerce", format="mixed")
+    problems = [Problem(f"row {i + 2}.TIMESTAMP", raw.at[i, "TIMESTAMP"], "a date-time",
+                        str(path)) for i in raw.index[ts.isna()][:10]]
+    for col in COLUMNS[1:]:
+        v = pd.to_numeric(raw[col], errors="coerce")
+        bad = raw.index[~(v >= 0) | (v != v.round())]
+        problems += [Problem(f"row {i + 2}.{col}", raw.at[i, col], "a whole number >= 0",
+                             str(path)) for i in bad[:10]]
+    if problems:
+        raise DcsimError(problems)
+    order = np.argsort(ts.to_numpy(), kind="stable")
+    t = ts.to_numpy()[order]
+    arrival = (t - t[0]) / np.timedelta64(1, "s")
+    return pd.DataFrame({
+        "arrival_s": arrival.astype(float),
+        "prompt_tokens": raw["ContextTokens"].to_numpy()[order].astype(np.int64),
+        "output_tokens": raw["GeneratedTokens"].to_numpy()[order].astype(np.int64),
+    })

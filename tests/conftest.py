@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dcsim.catalog import Catalog, load_catalog
+from dcsim.profiles.store import ProfileStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def store(catalog: Catalog) -> ProfileStore:
+    return ProfileStore.from_files(catalog)
