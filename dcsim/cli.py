@@ -106,3 +106,72 @@ def profiles_query(
     out.print(f"latency_ms  {ans.latency_ms:.4f}\nenergy_j    {ans.energy_j:.4f}\n"
               f"power_w     {ans.power_w:.1f}\nprovenance  {ans.provenance}\n"
               f"basis       {ans.basis}", highlight=False)
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., help="Scenario YAML file."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Results folder (default: runs/...)."),
+    seed: int | None = typer.Option(None, "--seed", help="Override simulation.seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Simulate a scenario; write requests, time series and summary; print the summary."""
+    from dcsim.engine.simulation import simulate
+    from dcsim.output import default_out_dir, write_run
+    from dcsim.results import summarize
+    from dcsim.scenario import load_scenario
+
+    try:
+        s = load_scenario(file)
+        if seed is not None:
+            s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
+        result = _simulate_with_progress(simulate, s, file.parent, quiet)
+        summary = summarize(s, result.requests, result.replicas, result.provenance)
+        target = write_run(out_dir or default_out_dir(s), s, {
+            "requests": result.requests, "timeseries": result.timeseries,
+            "replicas": result.replicas}, summary)
+    except DcsimError as exc:
+        raise fail(exc) from None
+    _print_summary(summary)
+    out.print(f"results: {target}", highlight=False)
+
+
+def _simulate_with_progress(simulate, s, base_dir: Path, quiet: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        return simulate(s, base_dir)
+    columns = (TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f}/"
+               "{task.total:.0f} s simulated"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("sim", total=s.simulation.duration_s)
+        result = simulate(s, base_dir, progress=lambda t: bar.update(task, completed=t))
+        bar.update(task, completed=s.simulation.duration_s)
+    return result
+
+
+def _print_summary(summary: dict) -> None:
+    services = summary["services"]
+    table = Table(title=f"{summary['scenario']}: {summary['duration_s']:g} s simulated "
+                        f"(after {summary['warmup_s']:g} s warm-up)")
+    table.add_column("metric")
+    for name in services:
+        table.add_column(name, justify="right")
+    rows = [("requests finished", "requests_finished", 1, "d"), ("throughput req/s",
+            "throughput_req_s", 1, ".3g"), ("TTFT p50 ms", "ttft_p50_s", 1e3, ".3g"),
+            ("TTFT p99 ms", "ttft_p99_s", 1e3, ".3g"), ("TPOT p50 ms", "tpot_p50_s", 1e3, ".3g"),
+            ("TPOT p99 ms", "tpot_p99_s", 1e3, ".3g"), ("E2E p99 s", "e2e_p99_s", 1, ".3g"),
+            ("SLO attainment", "slo_attainment", 1, ".1%"), ("preemptions", "preemptions", 1, "d"),
+            ("GPU energy kWh", "energy_kwh", 1, ".3g"), ("J per output token",
+            "j_per_output_token", 1, ".3g")]
+    for label, key, scale, spec in rows:
+        cells = []
+        for v in services.values():
+            x = v.get(key)
+            cells.append("-" if x is None else format(x * scale if scale != 1 else x, spec))
+        table.add_row(label, *cells)
+    out.print(table)
+    t = summary["total"]
+    out.print(f"total: {t['gpus']} GPUs, {t['gpu_hours']:.3g} GPU-h, {t['energy_kwh']:.3g} kWh "
+              f"GPU energy, {t['facility_kwh']:.3g} kWh facility, {t['carbon_kg']:.3g} kg CO2e, "
+              f"${t['cost_usd']:.3g}", highlight=False)

@@ -87,15 +87,24 @@ class LognormalLength(Spec):
     max_tokens: int = Field(default=32768, gt=0, description="Lengths are clipped to this.")
 
 
+class GeometricLength(Spec):
+    """Memoryless lengths (geometric): with per-token decode time constant, service is ~exponential."""
+
+    kind: Literal["geometric"] = "geometric"
+    mean_tokens: float = Field(ge=1, description="Mean length, tokens.")
+    max_tokens: int = Field(default=1_000_000, gt=0, description="Lengths are clipped to this.")
+
+
 class EmpiricalLength(Spec):
     kind: Literal["empirical"] = "empirical"
     trace: str = Field(description="Azure-format CSV (or builtin:...) to resample lengths from.")
 
 
 LengthSpec = Annotated[
-    ConstantLength | LognormalLength | EmpiricalLength, Field(discriminator="kind")
+    ConstantLength | LognormalLength | GeometricLength | EmpiricalLength, Field(discriminator="kind")
 ]
-LENGTHS = {"constant": ConstantLength, "lognormal": LognormalLength, "empirical": EmpiricalLength}
+LENGTHS = {"constant": ConstantLength, "lognormal": LognormalLength, "geometric": GeometricLength,
+           "empirical": EmpiricalLength}
 
 # -- inference services ------------------------------------------------------
 
@@ -138,7 +147,11 @@ class InferenceService(Spec):
     )
     slo: Slo = Slo()
     deployment: Deployment
-    routing: Literal["round_robin", "least_outstanding", "power_of_two"] = "least_outstanding"
+    routing: Literal["round_robin", "least_outstanding", "power_of_two", "central_queue"] = Field(
+        default="least_outstanding",
+        description="round_robin | least_outstanding | power_of_two: pick a replica on arrival; "
+        "central_queue: one FIFO per service, replicas pull when they have room.",
+    )
 
     def power_cap_w_value(self) -> float | None:
         return self.deployment.power_cap_w

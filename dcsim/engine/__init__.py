@@ -1,0 +1,1 @@
+"""SimPy engine: serving replicas, routing, metrics."""

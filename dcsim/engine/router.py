@@ -1,0 +1,62 @@
+"""Routing of a service's requests to its replicas."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from dcsim.engine.metrics import RequestLog
+from dcsim.engine.replica import Replica, Seq
+
+REJECTED = 2
+
+
+class Router:
+    """Sends each arrival to a replica (or to a shared queue replicas pull from)."""
+
+    def __init__(self, policy: str, replicas: list[Replica], rng: np.random.Generator,
+                 log: RequestLog, shared: deque[Seq] | None = None) -> None:
+        self.policy, self.replicas, self.rng, self.log = policy, replicas, rng, log
+        self.shared = shared
+        self.next = 0
+        self.kv_limit = min(r.capacity for r in replicas)
+
+    def route(self, seq: Seq) -> None:
+        if seq.prompt + 1 > self.kv_limit:  # can never fit: refused like an over-long prompt
+            self.log.status[seq.rid] = REJECTED
+            return
+        if self.policy == "central_queue":
+            self._enqueue(seq)
+            return
+        self.replicas[self._pick()].submit(seq)
+
+    def _pick(self) -> int:
+        n = len(self.replicas)
+        if self.policy == "round_robin":
+            i = self.next
+            self.next = (i + 1) % n
+            return i
+        if self.policy == "least_outstanding":
+            best, best_load = 0, self.replicas[0].outstanding
+            for i in range(1, n):
+                load = self.replicas[i].outstanding
+                if load < best_load:
+                    best, best_load = i, load
+            return best
+        if n == 1:
+            return 0
+        a, b = self.rng.choice(n, size=2, replace=False)  # power of two choices
+        return int(a) if self.replicas[a].outstanding <= self.replicas[b].outstanding else int(b)
+
+    def _enqueue(self, seq: Seq) -> None:
+        assert self.shared is not None
+        self.shared.append(seq)
+        for r in self.replicas:  # an idle replica first
+            if r.state == "idle" and not r.wake.triggered:
+                r.poke()
+                return
+        for r in self.replicas:
+            if r.state == "block" and r.has_room():
+                r.poke()
+                return

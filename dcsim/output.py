@@ -1,0 +1,57 @@
+"""Write a run's results atomically: into a temporary folder, then rename."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from dcsim import __version__
+from dcsim.scenario import Scenario
+
+
+def default_out_dir(s: Scenario, root: Path = Path("runs")) -> Path:
+    """A new folder runs/<scenario>-<UTC time> (suffixed if it exists)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    base = root / f"{s.name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def write_run(out: Path, s: Scenario, tables: dict[str, pd.DataFrame],
+              summary: dict[str, object]) -> Path:
+    """Write every table (parquet), summary.json and the resolved scenario; all or nothing."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, df in tables.items():
+            df.to_parquet(tmp / f"{name}.parquet", index=False)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+        resolved = {"dcsim_version": __version__, **s.model_dump(mode="json")}
+        (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _plain(x: object) -> object:
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"cannot write {type(x).__name__} to JSON")

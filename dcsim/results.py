@@ -1,0 +1,115 @@
+"""Summaries of simulation results. Pure pandas on the result tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from dcsim.scenario import Scenario
+from dcsim.workloads.spec import InferenceService
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def slo_met(req: pd.DataFrame, svc: InferenceService) -> pd.Series:
+    """Per finished request: every bound the service sets holds (a missing bound always holds)."""
+    ok = pd.Series(True, index=req.index)
+    for col, bound in (("ttft_s", svc.slo.ttft_p99_s), ("tpot_s", svc.slo.tpot_p99_s),
+                       ("e2e_s", svc.slo.e2e_p99_s)):
+        if bound is not None:
+            ok &= req[col].fillna(0.0) <= bound
+    return ok
+
+
+def _latency_stats(done: pd.DataFrame) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for col in ("ttft_s", "tpot_s", "e2e_s"):
+        v = done[col].dropna().to_numpy()
+        for q in QUANTILES:
+            out[f"{col.removesuffix('_s')}_p{round(q * 100)}_s"] = (
+                float(np.quantile(v, q)) if v.size else None)
+    return out
+
+
+def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, end_s: float,
+                    energy_j: float, gpus: int) -> dict[str, object]:
+    """Counts, latency percentiles and SLO attainment of one service after warm-up.
+
+    SLO attainment = requests meeting every bound / requests that finished or whose
+    elapsed time at the end already breaks a bound (unfinished ones that might still
+    make it are left out rather than guessed).
+    """
+    r = req[~req["in_warmup"]]
+    done = r[r["status"] == "finished"]
+    open_ = r[r["status"] == "unfinished"]
+    tightest = min([b for b in (svc.slo.ttft_p99_s, svc.slo.e2e_p99_s) if b is not None],
+                   default=math.inf)
+    late = open_[(end_s - open_["arrival_s"]) > tightest]
+    met = int(slo_met(done, svc).sum())
+    judged = len(done) + len(late) + int((r["status"].isin(["rejected", "aborted"])).sum())
+    out_tokens = int(done["output_tokens"].sum())
+    return {
+        "requests_arrived": len(r), "requests_finished": len(done),
+        "requests_unfinished": len(open_),
+        "requests_rejected": int((r["status"] == "rejected").sum()),
+        "requests_aborted": int((r["status"] == "aborted").sum()),
+        "throughput_req_s": len(done) / window_s,
+        "output_tokens_per_s": out_tokens / window_s,
+        **_latency_stats(done),
+        "slo_attainment": met / judged if judged else None,
+        "preemptions": int(r["preemptions"].sum()),
+        "gpus": gpus, "gpu_hours": gpus * end_s / 3600.0,
+        "energy_kwh": energy_j / 3.6e6,
+    }
+
+
+def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
+              provenance: dict) -> dict[str, object]:
+    """summary.json content: per service and in total."""
+    f = s.facility
+    sim = s.simulation
+    window = sim.duration_s - sim.warmup_s
+    services = {}
+    for w in s.workloads:
+        if not isinstance(w, InferenceService):
+            continue
+        reps = replicas[replicas["service"] == w.name]
+        row = service_summary(requests[requests["service"] == w.name], w, window,
+                              sim.duration_s, float(reps["energy_j"].sum()),
+                              int(reps["tp"].sum()))
+        row.update(_money_and_carbon(row["energy_kwh"], f, row["requests_finished"],
+                                     requests[(requests["service"] == w.name)
+                                              & (requests["status"] == "finished")
+                                              & ~requests["in_warmup"]]))
+        row["profile_provenance"] = provenance.get(w.name, {})
+        services[w.name] = row
+    total_kwh = float(replicas["energy_j"].sum()) / 3.6e6
+    total = {
+        "requests_finished": sum(v["requests_finished"] for v in services.values()),
+        "gpus": int(replicas["tp"].sum()),
+        "gpu_hours": float(replicas["tp"].sum()) * sim.duration_s / 3600.0,
+        "energy_kwh": total_kwh,
+        "idle_energy_kwh": float(replicas["idle_energy_j"].sum()) / 3.6e6,
+        **_money_and_carbon(total_kwh, f, None, None),
+    }
+    return {"scenario": s.name, "duration_s": sim.duration_s, "warmup_s": sim.warmup_s,
+            "seed": sim.seed, "services": services, "total": total,
+            "notes": {"energy_kwh": "GPU energy of the serving replicas (busy + idle), "
+                                    "measured/derived profiles; host power is not included",
+                      "facility_kwh": "energy_kwh x facility.pue"}}
+
+
+def _money_and_carbon(kwh: float, f, finished: int | None, done: pd.DataFrame | None
+                      ) -> dict[str, float | None]:
+    fac = kwh * f.pue
+    out: dict[str, float | None] = {
+        "facility_kwh": fac,
+        "carbon_kg": fac * f.carbon_intensity_g_per_kwh / 1000.0,
+        "cost_usd": fac * f.electricity_price_usd_per_kwh,
+    }
+    if done is not None:
+        tokens = int(done["output_tokens"].sum())
+        out["j_per_output_token"] = kwh * 3.6e6 / tokens if tokens else None
+    return out
