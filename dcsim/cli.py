@@ -114,6 +114,8 @@ def run(
     out_dir: Path | None = typer.Option(None, "--out", help="Results folder (default: runs/...)."),
     seed: int | None = typer.Option(None, "--seed", help="Override simulation.seed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    step_by_step: bool = typer.Option(
+        False, "--step-by-step", help="One event per decode step (a slow check of the fast path)."),
 ) -> None:
     """Simulate a scenario; write requests, time series and summary; print the summary."""
     from dcsim.engine.simulation import simulate
@@ -125,7 +127,7 @@ def run(
         s = load_scenario(file)
         if seed is not None:
             s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
-        result = _simulate_with_progress(simulate, s, file.parent, quiet)
+        result = _simulate_with_progress(simulate, s, file.parent, quiet, not step_by_step)
         summary = summarize(s, result.requests, result.replicas, result.provenance)
         target = write_run(out_dir or default_out_dir(s), s, {
             "requests": result.requests, "timeseries": result.timeseries,
@@ -145,7 +147,8 @@ def _simulate_with_progress(simulate, s, base_dir: Path, quiet: bool):
                "{task.total:.0f} s simulated"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("sim", total=s.simulation.duration_s)
-        result = simulate(s, base_dir, progress=lambda t: bar.update(task, completed=t))
+        result = simulate(s, base_dir, coalesce=coalesce,
+                          progress=lambda t: bar.update(task, completed=t))
         bar.update(task, completed=s.simulation.duration_s)
     return result
 

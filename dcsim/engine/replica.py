@@ -50,6 +50,8 @@ class Replica:
         self.running: list[Seq] = []
         self.used = 0  # KV tokens reserved
         self.outstanding = 0  # requests routed here and not yet done
+        self.in_system_x_s = 0.0  # integral of `outstanding` over time (Little's law)
+        self._t_level = 0.0
         self.state = "idle"
         self.wake: simpy.Event = env.event()
         self.since = 0.0  # start of the current idle period or iteration
@@ -63,8 +65,14 @@ class Replica:
     # -- called by the router ----------------------------------------------
     def submit(self, seq: Seq) -> None:
         self.waiting.append(seq)
-        self.outstanding += 1
+        self._change_outstanding(+1)
         self.poke()
+
+    def _change_outstanding(self, delta: int) -> None:
+        now = self.env.now
+        self.in_system_x_s += self.outstanding * (now - self._t_level)
+        self._t_level = now
+        self.outstanding += delta
 
     def has_room(self) -> bool:
         return len(self.running) < self.max_num_seqs
@@ -181,7 +189,8 @@ class Replica:
             budget -= c
             if self.log.replica[s.rid] < 0:
                 self.log.replica[s.rid] = self.index
-                self.outstanding += self.pulls
+                if self.pulls:
+                    self._change_outstanding(+1)
         if not chunks and not decoding:
             return None
         return chunks, decoding
@@ -218,7 +227,7 @@ class Replica:
 
     def _release(self, s: Seq) -> None:
         self.log.energy_j[s.rid] = s.energy_j
-        self.outstanding -= 1
+        self._change_outstanding(-1)
 
     def _account(self, t0: float, t1: float, energy: float, batch: float,
                  kv_mean: float | None = None) -> None:
@@ -253,6 +262,7 @@ class Replica:
             for s in decoding:
                 s.energy_j += part / len(decoding)
             self._account(self.since, now, part, len(decoding))
+        self._change_outstanding(0)
         for s in list(self.running) + list(self.waiting):
             if self.log.status[s.rid] == 0:
                 self.log.energy_j[s.rid] = s.energy_j

@@ -56,7 +56,7 @@ class Router:
             if r.state == "idle" and not r.wake.triggered:
                 r.poke()
                 return
-        for r in self.replicas:
-            if r.state == "block" and r.has_room():
-                r.poke()
-                return
+        # otherwise cut short the decode block of the least busy replica with a free slot
+        open_ = [r for r in self.replicas if r.state == "block" and r.has_room()]
+        if open_:
+            min(open_, key=lambda r: len(r.running)).poke()

@@ -151,7 +151,8 @@ def _collect(reqs, names, log, series, replicas, rows, warmup) -> SimResult:
     ts = _timeseries(series, replicas, rows)
     reps = pd.DataFrame(rows).assign(
         energy_j=[r.device_energy_j for r in replicas],
-        idle_energy_j=[r.idle_energy_j for r in replicas])
+        idle_energy_j=[r.idle_energy_j for r in replicas],
+        in_system_x_s=[r.in_system_x_s for r in replicas])
     prov: dict[str, dict[str, dict[str, int]]] = {}
     for r, row in zip(replicas, rows, strict=True):
         p = prov.setdefault(row["service"], {"decode_steps": {}, "prefill_iterations": {}})

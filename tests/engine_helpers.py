@@ -1,0 +1,51 @@
+"""Scenario builders shared by the engine tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from dcsim.scenario import Scenario, scenario_from_data
+
+FLAT_GPU = {
+    "id": "FLAT-GPU", "memory_gb": 141, "memory_bandwidth_tbps": 4.8, "bf16_dense_tflops": 989,
+    "tdp_w": 700, "idle_power_w": 80, "power_limit_min_w": 200, "power_limit_max_w": 700,
+    "scaleup_bandwidth_gbyte_s": 900, "source": "derived: test device with a flat profile",
+}
+
+
+def flat_profile(path: Path, prefill_ms: float, decode_ms: float) -> Path:
+    """A profile whose prefill and decode times do not depend on length: queueing theory fits."""
+    rows = []
+    for s in (1, 2, 4):
+        rows.append(("prefill", 1, s, prefill_ms))
+    for ctx in (1, 1024, 65536):
+        rows.append(("decode", 1, ctx, decode_ms))
+    df = pd.DataFrame(rows, columns=["phase", "batch_size", "seq_len", "latency_ms"])
+    df = df.assign(gpu="FLAT-GPU", model="llama-3.2-1b", energy_j=df["latency_ms"] * 0.4)
+    df.to_csv(path, index=False)
+    return path
+
+
+def queue_scenario(tmp: Path, arrival: dict, output: dict, replicas: int, duration_s: float,
+                   seed: int = 11, prefill_ms: float = 1.0, decode_ms: float = 10.0) -> Scenario:
+    profile = flat_profile(tmp / "flat.csv", prefill_ms, decode_ms)
+    data = {
+        "name": "queue-check",
+        "catalog": {"gpus": [FLAT_GPU]},
+        "profiles": [str(profile)],
+        "workloads": [{
+            "kind": "inference", "name": "q", "model": "llama-3.2-1b", "arrival": arrival,
+            "prompt_tokens": {"kind": "constant", "tokens": 1}, "output_tokens": output,
+            "deployment": {"gpu": "FLAT-GPU", "replicas": replicas, "max_num_seqs": 1},
+            "routing": "central_queue",
+        }],
+        "simulation": {"duration_s": duration_s, "seed": seed, "time_bucket_s": duration_s / 10},
+    }
+    return scenario_from_data(data)
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
