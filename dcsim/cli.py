@@ -138,11 +138,11 @@ def run(
     out.print(f"results: {target}", highlight=False)
 
 
-def _simulate_with_progress(simulate, s, base_dir: Path, quiet: bool):
+def _simulate_with_progress(simulate, s, base_dir: Path, quiet: bool, coalesce: bool):  # noqa: ANN001, ANN202
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     if quiet:
-        return simulate(s, base_dir)
+        return simulate(s, base_dir, coalesce=coalesce)
     columns = (TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f}/"
                "{task.total:.0f} s simulated"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from dcsim.catalog import Catalog, load_catalog, shapes
+from dcsim.catalog import Catalog, GpuSpec, ModelSpec, load_catalog, shapes
 from dcsim.errors import DcsimError, Problem
 from dcsim.scenario import Scenario
 from dcsim.workloads.spec import EmpiricalLength, InferenceService, TraceArrivals, TrainingJob
 from dcsim.workloads.traces import resolve_trace_path
+
+T = TypeVar("T")
 
 
 def scenario_catalog(s: Scenario) -> Catalog:
@@ -17,7 +21,7 @@ def scenario_catalog(s: Scenario) -> Catalog:
     return load_catalog().with_overrides(tuple(o.gpus), tuple(o.servers), tuple(o.models))
 
 
-def _lookup(problems: list[Problem], path: str, fn, key: str):
+def _lookup(problems: list[Problem], path: str, fn: Callable[[str], T], key: str) -> T | None:
     try:
         return fn(key)
     except DcsimError as exc:
@@ -60,7 +64,7 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
     return problems
 
 
-def _inference_fit(w: InferenceService, gpu, model, p: str) -> list[Problem]:
+def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str) -> list[Problem]:
     d = w.deployment
     need = shapes.weight_bytes(model) / d.tp / 1e9
     have = gpu.memory_gb * d.gpu_memory_utilization

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from dcsim.scenario import Scenario
+from dcsim.scenario import Facility, Scenario
 from dcsim.workloads.spec import InferenceService
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -79,7 +79,7 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
         row = service_summary(requests[requests["service"] == w.name], w, window,
                               sim.duration_s, float(reps["energy_j"].sum()),
                               int(reps["tp"].sum()))
-        row.update(_money_and_carbon(row["energy_kwh"], f, row["requests_finished"],
+        row.update(_money_and_carbon(row["energy_kwh"], f,
                                      requests[(requests["service"] == w.name)
                                               & (requests["status"] == "finished")
                                               & ~requests["in_warmup"]]))
@@ -92,7 +92,7 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
         "gpu_hours": float(replicas["tp"].sum()) * sim.duration_s / 3600.0,
         "energy_kwh": total_kwh,
         "idle_energy_kwh": float(replicas["idle_energy_j"].sum()) / 3.6e6,
-        **_money_and_carbon(total_kwh, f, None, None),
+        **_money_and_carbon(total_kwh, f, None),
     }
     return {"scenario": s.name, "duration_s": sim.duration_s, "warmup_s": sim.warmup_s,
             "seed": sim.seed, "services": services, "total": total,
@@ -101,7 +101,7 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
                       "facility_kwh": "energy_kwh x facility.pue"}}
 
 
-def _money_and_carbon(kwh: float, f, finished: int | None, done: pd.DataFrame | None
+def _money_and_carbon(kwh: float, f: Facility, done: pd.DataFrame | None
                       ) -> dict[str, float | None]:
     fac = kwh * f.pue
     out: dict[str, float | None] = {

@@ -146,3 +146,12 @@ def test_cli_profiles_query_bad_input_exits_1():
     res = runner.invoke(app, ["profiles", "query", "--gpu", "H200-SXM", "--model", "nope",
                               "--phase", "decode", "--batch", "1", "--seq", "128"])
     assert res.exit_code == 1 and "Traceback" not in res.output
+
+
+def test_zero_batch_and_unknown_routing(tmp_path):
+    d = _default()
+    d["workloads"][0]["deployment"]["max_num_seqs"] = 0
+    d["workloads"][0]["routing"] = "random"
+    msg = _problem_for(tmp_path, d)
+    assert "workloads[0].deployment.max_num_seqs: got 0" in msg
+    assert "workloads[0].routing: got 'random'" in msg and "least_outstanding" in msg

@@ -25,23 +25,38 @@ class TimeSeries:
     def __init__(self, replicas: int, duration_s: float, bucket_s: float) -> None:
         self.bucket_s = bucket_s
         self.n = max(int(np.ceil(duration_s / bucket_s)), 1)
-        shape = (replicas, self.n)
-        self.energy_j = np.zeros(shape)
-        self.busy_s = np.zeros(shape)
-        self.batch_x_s = np.zeros(shape)  # integral of running batch size
-        self.kv_x_s = np.zeros(shape)  # integral of KV tokens in use
-        self.queue_x_s = np.zeros(shape)  # integral of waiting requests
+        # lists of lists: scalar updates in the hot loop are much cheaper than numpy indexing
+        def grid() -> list[list[float]]:
+            return [[0.0] * self.n for _ in range(replicas)]
+
+        self.energy_j = grid()
+        self.busy_s = grid()
+        self.batch_x_s = grid()  # integral of running batch size
+        self.kv_x_s = grid()  # integral of KV tokens in use
+        self.queue_x_s = grid()  # integral of waiting requests
+
+    def array(self, name: str) -> np.ndarray:
+        """One metric as a (replicas, buckets) array."""
+        return np.asarray(getattr(self, name), dtype=float)
 
     def add(self, r: int, t0: float, t1: float, energy: float, busy: bool, batch: float,
             kv: float, queue: float) -> None:
         """Spread an interval's energy and state over the buckets it overlaps, by time."""
         if t1 <= t0:
             if energy:
-                self.energy_j[r, min(int(t0 / self.bucket_s), self.n - 1)] += energy
+                self.energy_j[r][min(int(t0 / self.bucket_s), self.n - 1)] += energy
             return
         w, span = self.bucket_s, t1 - t0
         b = min(int(t0 / w), self.n - 1)
         last = min(int(t1 / w), self.n - 1)
+        if b == last:  # the common case: one bucket
+            self.energy_j[r][b] += energy
+            if busy:
+                self.busy_s[r][b] += span
+            self.batch_x_s[r][b] += batch * span
+            self.kv_x_s[r][b] += kv * span
+            self.queue_x_s[r][b] += queue * span
+            return
         given = 0.0
         while True:
             hi = t1 if b == last else (b + 1) * w
@@ -49,12 +64,12 @@ class TimeSeries:
             # the last bucket takes the remainder, so bucket energies add up to the total
             share = energy - given if b == last else energy * dt / span
             given += share
-            self.energy_j[r, b] += share
+            self.energy_j[r][b] += share
             if busy:
-                self.busy_s[r, b] += dt
-            self.batch_x_s[r, b] += batch * dt
-            self.kv_x_s[r, b] += kv * dt
-            self.queue_x_s[r, b] += queue * dt
+                self.busy_s[r][b] += dt
+            self.batch_x_s[r][b] += batch * dt
+            self.kv_x_s[r][b] += kv * dt
+            self.queue_x_s[r][b] += queue * dt
             if b == last:
                 return
             b += 1

@@ -15,8 +15,8 @@ the scheduler runs again, exactly where a step-by-step simulation would.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Generator
 
-import numpy as np
 import simpy
 
 from dcsim.engine.costs import IterationCosts
@@ -87,7 +87,7 @@ class Replica:
             self.process.interrupt()
 
     # -- the process ---------------------------------------------------------
-    def run(self):
+    def run(self) -> Generator[simpy.Event, None, None]:
         env = self.env
         while True:
             plan = self.schedule()
@@ -103,7 +103,8 @@ class Replica:
             else:
                 yield from self._decode_block(decoding)
 
-    def _mixed_iteration(self, chunks: list[tuple[Seq, int]], decoding: list[Seq]):
+    def _mixed_iteration(self, chunks: list[tuple[Seq, int]], decoding: list[Seq]
+                         ) -> Generator[simpy.Event, None, None]:
         env, start = self.env, self.env.now
         n_tok = sum(c for _, c in chunks)
         ctx = sum(s.kv for s in decoding) / len(decoding) if decoding else 0.0
@@ -127,40 +128,37 @@ class Replica:
         self._account(start, env.now, e, len(self.running))
         self._retire(env.now)
 
-    def _decode_block(self, decoding: list[Seq]):
+    def _decode_block(self, decoding: list[Seq]) -> Generator[simpy.Event, None, None]:
         env, start, b = self.env, self.env.now, len(decoding)
         k = min(s.output - s.generated for s in decoding)
         k = min(k, (self.capacity - self.used) // b) if self.coalesce else 1
         ctx_sum = sum(s.kv for s in decoding)
-        # mean context of each step; integer sums keep step-by-step runs bit-identical
-        ctx = (ctx_sum + np.arange(k, dtype=np.int64) * b) / b
-        lat, en = self.costs.decode.series(b, ctx)
-        ends = np.cumsum(lat)
-        self.state, self.since, self.current = "block", start, ("block", decoding, lat, en, ends)
+        blk = self.costs.decode.block(b, ctx_sum, k)
+        self.state, self.since, self.current = "block", start, ("block", decoding, blk)
         try:
-            yield env.timeout(float(ends[-1]))
+            yield env.timeout(blk.time_s)
             done = k
         except simpy.Interrupt:
-            done = int(np.searchsorted(ends, env.now - start, side="right"))
+            done = blk.steps_done(env.now - start)
             if done < k:  # finish the step in progress, then schedule again
-                yield env.timeout(max(start + float(ends[done]) - env.now, 0.0))
                 done += 1
-        self._apply_steps(decoding, done, en, start, float(ctx[0]), float(ctx[done - 1]))
+                yield env.timeout(max(start + blk.time_after(done) - env.now, 0.0))
+        self._apply_steps(decoding, done, blk.energy_after(done), start, ctx_sum)
         self._retire(env.now)
 
-    def _apply_steps(self, decoding: list[Seq], done: int, en: np.ndarray, start: float,
-                     ctx_first: float, ctx_last: float) -> None:
+    def _apply_steps(self, decoding: list[Seq], done: int, energy: float, start: float,
+                     ctx_sum: int) -> None:
         b = len(decoding)
-        e = float(en[:done].sum())
         for s in decoding:
             s.generated += done
             s.kv += done
-            s.energy_j += e / b
+            s.energy_j += energy / b
         kv0 = self.used
         self.used += b * done
-        self.steps[self.costs.provenance("decode", b, ctx_first)] += done // 2
-        self.steps[self.costs.provenance("decode", b, ctx_last)] += done - done // 2
-        self._account(start, self.env.now, e, b, kv_mean=kv0 + b * done / 2)
+        prov = self.costs.provenance
+        self.steps[prov("decode", b, ctx_sum / b)] += done // 2
+        self.steps[prov("decode", b, ctx_sum / b + done - 1)] += done - done // 2
+        self._account(start, self.env.now, energy, b, kv_mean=kv0 + b * done / 2)
 
     # -- scheduling ------------------------------------------------------------
     def schedule(self) -> tuple[list[tuple[Seq, int]], list[Seq]] | None:
@@ -253,12 +251,13 @@ class Replica:
                 s.energy_j += part / len(seqs)
             self._account(self.since, now, part, len(self.running))
         else:
-            _, decoding, lat, en, ends = self.current
+            _, decoding, blk = self.current
             elapsed = now - self.since
-            done = int(np.searchsorted(ends, elapsed, side="right"))
-            prev = float(ends[done - 1]) if done else 0.0
-            part = float(en[:done].sum()) + (
-                float(en[done]) * (elapsed - prev) / float(lat[done]) if done < len(lat) else 0.0)
+            done = blk.steps_done(elapsed)
+            part = blk.energy_after(done)
+            if done < blk.k:  # the step in progress, pro rata
+                t0, t1 = blk.time_after(done), blk.time_after(done + 1)
+                part += (blk.energy_after(done + 1) - part) * (elapsed - t0) / (t1 - t0)
             for s in decoding:
                 s.energy_j += part / len(decoding)
             self._account(self.since, now, part, len(decoding))

@@ -37,13 +37,9 @@ class Router:
             i = self.next
             self.next = (i + 1) % n
             return i
-        if self.policy == "least_outstanding":
-            best, best_load = 0, self.replicas[0].outstanding
-            for i in range(1, n):
-                load = self.replicas[i].outstanding
-                if load < best_load:
-                    best, best_load = i, load
-            return best
+        if self.policy == "least_outstanding":  # ties go to the lowest index
+            loads = [r.outstanding for r in self.replicas]
+            return loads.index(min(loads))
         if n == 1:
             return 0
         a, b = self.rng.choice(n, size=2, replace=False)  # power of two choices

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from dcsim.catalog import shapes
+from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
 from dcsim.engine.costs import IterationCosts
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica, Seq
@@ -34,10 +34,10 @@ class SimResult:
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
-def kv_capacity_tokens(svc: InferenceService, gpu_memory_gb: float, model) -> int:
+def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) -> int:
     """KV-cache tokens of one replica: (tp x memory x utilisation - weights) / KV bytes per token."""
     d = svc.deployment
-    free = d.tp * gpu_memory_gb * 1e9 * d.gpu_memory_utilization - shapes.weight_bytes(model)
+    free = d.tp * gpu.memory_gb * 1e9 * d.gpu_memory_utilization - shapes.weight_bytes(model)
     return int(free // shapes.kv_bytes_per_token(model))
 
 
@@ -61,6 +61,40 @@ def _check_supported(s: Scenario) -> list[InferenceService]:
     return services
 
 
+@dataclass
+class _Fleet:
+    """What the services of one run share while they are built."""
+
+    env: simpy.Environment
+    catalog: Catalog
+    store: ProfileStore
+    log: RequestLog
+    series: TimeSeries
+    coalesce: bool
+    replicas: list[Replica] = field(default_factory=list)
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    def add_service(self, svc: InferenceService, reqs: pd.DataFrame,
+                    rng: np.random.Generator) -> Router:
+        d = svc.deployment
+        gpu, model = self.catalog.gpu(d.gpu), self.catalog.model(svc.model)
+        cap = kv_capacity_tokens(svc, gpu, model)
+        longest = int((reqs["prompt_tokens"] + reqs["output_tokens"]).max()) if len(reqs) else 1
+        max_ctx = max(min(cap, longest + 1), 2)
+        max_prompt = max(min(max_ctx, max(d.max_batched_tokens, longest)), 2)
+        costs = IterationCosts(self.store, gpu.id, model.id, d.tp, d.max_num_seqs, max_prompt,
+                               max_ctx)
+        shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
+        first = len(self.replicas)
+        reps = [Replica(self.env, first + j, costs, d.max_num_seqs, d.max_batched_tokens,
+                        d.chunked_prefill, cap, self.log, self.series, self.coalesce, shared)
+                for j in range(d.replicas)]
+        self.replicas += reps
+        self.rows += [{"replica": r.index, "service": svc.name, "gpu": gpu.id, "model": model.id,
+                       "tp": d.tp, "kv_capacity_tokens": cap} for r in reps]
+        return Router(svc.routing, reps, rng, self.log, shared)
+
+
 def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | None = None,
              coalesce: bool = True, progress: Callable[[float], None] | None = None) -> SimResult:
     """Run the scenario's inference services for simulation.duration_s."""
@@ -70,53 +104,30 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     store = store or ProfileStore.from_files(
         cat, [p if Path(p).is_absolute() else base / p for p in s.profiles])
     sim = s.simulation
-    seeds = np.random.SeedSequence(sim.seed).spawn(len(s.workloads))
-    tables = []
-    for i, svc in enumerate(services):
-        req_seed, _ = seeds[i].spawn(2)
-        tables.append(service_requests(svc, sim.duration_s, req_seed, base).assign(service=i))
-    reqs = pd.concat(tables, ignore_index=True).sort_values(["arrival_s", "service"],
-                                                             kind="stable", ignore_index=True)
+    # one seed stream per workload: requests, then routing
+    seeds = [seq.spawn(2) for seq in np.random.SeedSequence(sim.seed).spawn(len(s.workloads))]
+    reqs = pd.concat(
+        [service_requests(svc, sim.duration_s, seeds[i][0], base).assign(service=i)
+         for i, svc in enumerate(services)], ignore_index=True,
+    ).sort_values(["arrival_s", "service"], kind="stable", ignore_index=True)
     env = simpy.Environment()
     n_rep = sum(svc.deployment.replicas for svc in services)
-    log = RequestLog(len(reqs))
-    series = TimeSeries(n_rep, sim.duration_s, sim.time_bucket_s)
-    routers, all_replicas, rows = [], [], []
-    for i, svc in enumerate(services):
-        sub = reqs[reqs["service"] == i]
-        r, reps = _build_service(env, i, svc, cat, store, sub, log, series, len(all_replicas),
-                                 coalesce, np.random.default_rng(seeds[i].spawn(2)[1]))
-        routers.append(r)
-        all_replicas += reps
-        rows += [{"replica": rep.index, "service": svc.name, "gpu": svc.deployment.gpu,
-                  "model": svc.model, "tp": svc.deployment.tp, "kv_capacity_tokens": rep.capacity}
-                 for rep in reps]
+    fleet = _Fleet(env, cat, store, RequestLog(len(reqs)),
+                   TimeSeries(n_rep, sim.duration_s, sim.time_bucket_s), coalesce)
+    routers = [fleet.add_service(svc, reqs[reqs["service"] == i],
+                                 np.random.default_rng(seeds[i][1]))
+               for i, svc in enumerate(services)]
     env.process(_arrivals(env, reqs, routers))
     if progress is not None:
         env.process(_ticks(env, sim.duration_s, progress))
     env.run(until=sim.duration_s)
-    for rep in all_replicas:
+    for rep in fleet.replicas:
         rep.finish(env.now)
-    names = [svc.name for svc in services]
-    return _collect(reqs, names, log, series, all_replicas, rows, sim.warmup_s)
+    return _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
 
 
-def _build_service(env, i, svc, cat, store, sub, log, series, first, coalesce, rng):
-    d = svc.deployment
-    gpu, model = cat.gpu(d.gpu), cat.model(svc.model)
-    cap = kv_capacity_tokens(svc, gpu.memory_gb, model)
-    longest = int((sub["prompt_tokens"] + sub["output_tokens"]).max()) if len(sub) else 1
-    max_ctx = max(min(cap, longest + 1), 2)
-    costs = IterationCosts(store, gpu.id, model.id, d.tp, d.max_num_seqs,
-                           max(min(max_ctx, max(d.max_batched_tokens, longest)), 2), max_ctx)
-    shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
-    reps = [Replica(env, first + j, costs, d.max_num_seqs, d.max_batched_tokens,
-                    d.chunked_prefill, cap, log, series, coalesce, shared)
-            for j in range(d.replicas)]
-    return Router(svc.routing, reps, rng, log, shared), reps
-
-
-def _arrivals(env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router]):
+def _arrivals(env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router]
+              ) -> Generator[simpy.Event, None, None]:
     times = reqs["arrival_s"].tolist()
     prompts, outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
     svcs = reqs["service"].tolist()
@@ -126,55 +137,59 @@ def _arrivals(env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router])
         routers[svcs[rid]].route(Seq(rid, prompts[rid], outputs[rid]))
 
 
-def _ticks(env: simpy.Environment, duration: float, progress: Callable[[float], None]):
+def _ticks(env: simpy.Environment, duration: float, progress: Callable[[float], None]
+           ) -> Generator[simpy.Event, None, None]:
     step = duration / PROGRESS_TICKS
     while True:
         progress(env.now)
         yield env.timeout(step)
 
 
-def _collect(reqs, names, log, series, replicas, rows, warmup) -> SimResult:
+def _collect(reqs: pd.DataFrame, names: list[str], fleet: _Fleet, warmup: float) -> SimResult:
+    log, replicas = fleet.log, fleet.replicas
     first, finish = log.first_token_s, log.finish_s
+    arrival = reqs["arrival_s"].to_numpy()
     out = reqs["output_tokens"].to_numpy()
     requests = pd.DataFrame({
         "service": pd.Categorical.from_codes(reqs["service"].to_numpy(), categories=names),
-        "replica": log.replica, "arrival_s": reqs["arrival_s"].to_numpy(),
+        "replica": log.replica, "arrival_s": arrival,
         "first_token_s": first, "finish_s": finish,
         "prompt_tokens": reqs["prompt_tokens"].to_numpy(), "output_tokens": out,
-        "ttft_s": first - reqs["arrival_s"].to_numpy(),
+        "ttft_s": first - arrival,
         "tpot_s": np.where(out > 1, (finish - first) / np.maximum(out - 1, 1), np.nan),
-        "e2e_s": finish - reqs["arrival_s"].to_numpy(),
+        "e2e_s": finish - arrival,
         "preemptions": log.preemptions, "energy_j": log.energy_j,
         "status": pd.Categorical.from_codes(log.status, categories=list(STATUS)),
-        "in_warmup": reqs["arrival_s"].to_numpy() < warmup,
+        "in_warmup": arrival < warmup,
     })
-    ts = _timeseries(series, replicas, rows)
-    reps = pd.DataFrame(rows).assign(
+    reps = pd.DataFrame(fleet.rows).assign(
         energy_j=[r.device_energy_j for r in replicas],
         idle_energy_j=[r.idle_energy_j for r in replicas],
         in_system_x_s=[r.in_system_x_s for r in replicas])
     prov: dict[str, dict[str, dict[str, int]]] = {}
-    for r, row in zip(replicas, rows, strict=True):
-        p = prov.setdefault(row["service"], {"decode_steps": {}, "prefill_iterations": {}})
+    for r, row in zip(replicas, fleet.rows, strict=True):
+        p = prov.setdefault(str(row["service"]), {"decode_steps": {}, "prefill_iterations": {}})
         for k, v in r.steps.items():
             p["decode_steps"][k] = p["decode_steps"].get(k, 0) + v
         for k, v in r.prefills.items():
             p["prefill_iterations"][k] = p["prefill_iterations"].get(k, 0) + v
-    return SimResult(requests, ts, reps, prov)
+    return SimResult(requests, _timeseries(fleet), reps, prov)
 
 
-def _timeseries(series: TimeSeries, replicas, rows) -> pd.DataFrame:
+def _timeseries(fleet: _Fleet) -> pd.DataFrame:
+    series, replicas, rows = fleet.series, fleet.replicas, fleet.rows
     w = series.bucket_s
-    n_rep, n = series.energy_j.shape
+    energy = series.array("energy_j")
+    n_rep, n = energy.shape
     t0 = np.tile(np.arange(n) * w, n_rep)
     return pd.DataFrame({
         "replica": np.repeat([r.index for r in replicas], n),
         "service": np.repeat([row["service"] for row in rows], n),
         "t_start_s": t0, "t_end_s": t0 + w,
-        "energy_j": series.energy_j.ravel(), "power_w": series.energy_j.ravel() / w,
-        "busy_fraction": series.busy_s.ravel() / w,
-        "batch_size": series.batch_x_s.ravel() / w,
-        "kv_tokens": series.kv_x_s.ravel() / w,
-        "kv_use": series.kv_x_s.ravel() / w / np.repeat([r.capacity for r in replicas], n),
-        "queue_length": series.queue_x_s.ravel() / w,
+        "energy_j": energy.ravel(), "power_w": energy.ravel() / w,
+        "busy_fraction": series.array("busy_s").ravel() / w,
+        "batch_size": series.array("batch_x_s").ravel() / w,
+        "kv_tokens": series.array("kv_x_s").ravel() / w,
+        "kv_use": series.array("kv_x_s").ravel() / w / np.repeat([r.capacity for r in replicas], n),
+        "queue_length": series.array("queue_x_s").ravel() / w,
     })

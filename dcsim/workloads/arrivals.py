@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from dcsim.workloads.spec import (
@@ -14,7 +16,8 @@ from dcsim.workloads.spec import (
 HOUR_S = 3600.0
 
 
-def renewal_times(gaps_fn, mean_gap_s: float, duration_s: float) -> np.ndarray:
+def renewal_times(gaps_fn: Callable[[int], np.ndarray], mean_gap_s: float, duration_s: float
+                  ) -> np.ndarray:
     """Cumulative sums of i.i.d. gaps until `duration_s` (drawn in vectorised chunks)."""
     chunks, t = [], 0.0
     n = int(duration_s / mean_gap_s * 1.1) + 16

@@ -6,11 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dcsim.workloads.spec import ConstantLength, EmpiricalLength, GeometricLength, LognormalLength
+from dcsim.workloads.spec import (
+    ConstantLength,
+    EmpiricalLength,
+    GeometricLength,
+    LengthSpec,
+    LognormalLength,
+)
 from dcsim.workloads.traces import load_trace, resolve_trace_path
 
 
-def sample_lengths(spec, n: int, rng: np.random.Generator, column: str,
+def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, column: str,
                    base_dir: Path | None) -> np.ndarray:
     """`n` lengths >= 1 token. `column` picks the trace column for empirical lengths."""
     if isinstance(spec, ConstantLength):

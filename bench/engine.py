@@ -1,0 +1,93 @@
+"""Engine speed: simulated requests per wall-clock second against bare SimPy.
+
+Run: python bench/engine.py [--requests N] [--replicas R]
+
+Simulates the Azure conversation trace (2023), rate-scaled to about N requests
+in its hour, on R replicas of Llama-3.1-8B on H200; then, in the same process,
+a bare SimPy M/M/c model (c = R) of the same request count and load. Prints
+both rates, their ratio and the peak memory of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import simpy
+
+from dcsim.engine.simulation import simulate
+from dcsim.scenario import scenario_from_data
+
+TRACE_REQUESTS = 19366  # rows of the conversation trace
+
+
+def dcsim_run(n: int, replicas: int) -> tuple[int, float, float]:
+    data = {
+        "name": "bench-engine",
+        "workloads": [{
+            "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+            "arrival": {"kind": "trace", "path": "builtin:azure-conv-2023",
+                        "rate_scale": n / TRACE_REQUESTS},
+            "deployment": {"gpu": "H200-SXM", "replicas": replicas, "max_num_seqs": 256},
+            "routing": "least_outstanding",
+        }],
+        "simulation": {"duration_s": 3600, "seed": 1, "time_bucket_s": 60},
+    }
+    s = scenario_from_data(data)
+    before = _peak_rss_mib()
+    t0 = time.perf_counter()
+    r = simulate(s)
+    wall = time.perf_counter() - t0
+    return len(r.requests), wall, _peak_rss_mib() - before
+
+
+def bare_mmc(n: int, servers: int, mean_service_s: float, seed: int = 1) -> tuple[int, float, float]:
+    rng = np.random.default_rng(seed)
+    lam = 0.7 * servers / mean_service_s
+    gaps = rng.exponential(1 / lam, n).tolist()
+    services = rng.exponential(mean_service_s, n).tolist()
+
+    def customer(env, res, s):
+        with res.request() as req:
+            yield req
+            yield env.timeout(s)
+
+    def source(env, res):
+        for g, s in zip(gaps, services, strict=True):
+            yield env.timeout(g)
+            env.process(customer(env, res, s))
+
+    before = _peak_rss_mib()
+    t0 = time.perf_counter()
+    env = simpy.Environment()
+    res = simpy.Resource(env, capacity=servers)
+    env.process(source(env, res))
+    env.run()
+    wall = time.perf_counter() - t0
+    return n, wall, _peak_rss_mib() - before
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=1_000_000)
+    ap.add_argument("--replicas", type=int, default=64)
+    a = ap.parse_args()
+    # the baseline runs first, so each peak-memory growth is its own
+    m, wall_b, mem_b = bare_mmc(a.requests, a.replicas, 2.0)
+    print(f"bare SimPy M/M/c: {m:>9,} requests in {wall_b:7.1f} s = {m / wall_b:9,.0f} req/s, "
+          f"peak memory growth {mem_b:7.1f} MiB")
+    n, wall, mem = dcsim_run(a.requests, a.replicas)
+    print(f"dcsim engine:     {n:>9,} requests in {wall:7.1f} s = {n / wall:9,.0f} req/s, "
+          f"peak memory growth {mem:7.1f} MiB (setup and results tables included)")
+    print(f"ratio dcsim / bare SimPy: {(n / wall) / (m / wall_b):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""`dcsim run`: results folder contents, summary consistency, clean failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dcsim.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("run")
+    d = yaml.safe_load((ROOT / "scenarios" / "default.yaml").read_text())
+    d["simulation"].update(duration_s=300, warmup_s=30)
+    scen = tmp / "s.yaml"
+    scen.write_text(yaml.safe_dump(d))
+    res = runner.invoke(app, ["run", str(scen), "--out", str(tmp / "out"), "--seed", "4", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "SLO attainment" in res.output
+    return tmp / "out"
+
+
+def test_results_folder_has_every_table(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {"requests.parquet", "timeseries.parquet", "replicas.parquet",
+                     "summary.json", "scenario.resolved.yaml"}
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    for col in ("service", "replica", "arrival_s", "first_token_s", "finish_s", "prompt_tokens",
+                "output_tokens", "ttft_s", "tpot_s", "e2e_s", "preemptions", "energy_j"):
+        assert col in req.columns
+    resolved = yaml.safe_load((run_dir / "scenario.resolved.yaml").read_text())
+    assert resolved["simulation"]["seed"] == 4  # --seed overrides the file
+    assert "dcsim_version" in resolved
+
+
+def test_summary_agrees_with_the_tables(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    reps = pd.read_parquet(run_dir / "replicas.parquet")
+    chat = summary["services"]["chat"]
+    counted = req[(req["status"] == "finished") & ~req["in_warmup"]]
+    assert chat["requests_finished"] == len(counted)
+    assert chat["ttft_p99_s"] == pytest.approx(counted["ttft_s"].quantile(0.99))
+    assert chat["energy_kwh"] == pytest.approx(reps["energy_j"].sum() / 3.6e6)
+    total = summary["total"]
+    assert total["facility_kwh"] == pytest.approx(total["energy_kwh"] * 1.3)  # default.yaml PUE
+    assert total["carbon_kg"] == pytest.approx(total["facility_kwh"] * 0.4)
+    assert total["gpu_hours"] == pytest.approx(4 * 300 / 3600)
+    assert sum(chat["profile_provenance"]["decode_steps"].values()) > 0
+
+
+def test_failed_run_exits_1_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(ROOT / "scenarios" / "training.yaml"), "--out", str(out)])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
