@@ -10,24 +10,32 @@ Events scale with requests, not tokens: while only decoding happens and the batc
 cannot change, all steps up to the next completion run as one block. An arrival
 that could join the batch interrupts the block; the step in progress finishes and
 the scheduler runs again, exactly where a step-by-step simulation would.
+
+Bookkeeping is O(1) per block: decoding sequences share a step counter and a
+per-sequence energy accumulator, and each remembers their values when it joined.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Generator
 
 import simpy
 
-from dcsim.engine.costs import IterationCosts
+from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
+
+FINISHED, ABORTED = 1, 3
 
 
 class Seq:
-    """A request inside a replica."""
+    """A request inside a replica. While decoding, live values are derived from the
+    replica's counters: generated = gen0 + (step - step0), kv = kv0 + (step - step0),
+    energy = e0 + (e_cum - e_cum0)."""
 
-    __slots__ = ("energy_j", "generated", "kv", "output", "prefill_left", "prefill_total",
-                 "prompt", "rid")
+    __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "kv", "kv0", "output",
+                 "prefill_left", "prefill_total", "prompt", "rid", "step0", "version")
 
     def __init__(self, rid: int, prompt: int, output: int) -> None:
         self.rid, self.prompt, self.output = rid, prompt, output
@@ -35,6 +43,9 @@ class Seq:
         self.prefill_total = self.prefill_left = prompt
         self.kv = 0
         self.energy_j = 0.0
+        self.version = 0  # bumps when the sequence leaves decoding (stale heap entries)
+        self.gen0 = self.kv0 = self.step0 = 0
+        self.e0 = self.e_cum0 = 0.0
 
 
 class Replica:
@@ -47,8 +58,14 @@ class Replica:
         self.capacity, self.log, self.series, self.coalesce = kv_capacity, log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
         self.waiting: deque[Seq] = deque() if waiting is None else waiting
-        self.running: list[Seq] = []
-        self.used = 0  # KV tokens reserved
+        self.running: list[Seq] = []  # admission order (the newest is preempted first)
+        self.prefilling: list[Seq] = []  # admitted, prompt not yet fully processed
+        self.decoding: set[Seq] = set()
+        self.finish_heap: list[tuple[int, int, int, Seq]] = []  # (step, rid, version, seq)
+        self.step = 0  # decode steps taken by this replica
+        self.e_cum = 0.0  # energy charged to each decoding sequence so far
+        self.dec_kv = 0  # KV tokens of the decoding sequences
+        self.used = 0  # KV tokens reserved (decoding + prefilling)
         self.outstanding = 0  # requests routed here and not yet done
         self.in_system_x_s = 0.0  # integral of `outstanding` over time (Little's law)
         self._t_level = 0.0
@@ -68,12 +85,6 @@ class Replica:
         self._change_outstanding(+1)
         self.poke()
 
-    def _change_outstanding(self, delta: int) -> None:
-        now = self.env.now
-        self.in_system_x_s += self.outstanding * (now - self._t_level)
-        self._t_level = now
-        self.outstanding += delta
-
     def has_room(self) -> bool:
         return len(self.running) < self.max_num_seqs
 
@@ -86,55 +97,57 @@ class Replica:
             self.state = "cutting"
             self.process.interrupt()
 
+    def _change_outstanding(self, delta: int) -> None:
+        now = self.env.now
+        self.in_system_x_s += self.outstanding * (now - self._t_level)
+        self._t_level = now
+        self.outstanding += delta
+
     # -- the process ---------------------------------------------------------
     def run(self) -> Generator[simpy.Event, None, None]:
         env = self.env
         while True:
-            plan = self.schedule()
-            if plan is None:
+            chunks = self.schedule()
+            if chunks:
+                yield from self._mixed_iteration(chunks)
+            elif self.decoding:
+                yield from self._decode_block()
+            else:
                 self.state, self.since, self.current = "idle", env.now, None
                 self.wake = env.event()
                 yield self.wake
                 self._idle_until(env.now)
-                continue
-            chunks, decoding = plan
-            if chunks:
-                yield from self._mixed_iteration(chunks, decoding)
-            else:
-                yield from self._decode_block(decoding)
 
-    def _mixed_iteration(self, chunks: list[tuple[Seq, int]], decoding: list[Seq]
+    def _mixed_iteration(self, chunks: list[tuple[Seq, int]]
                          ) -> Generator[simpy.Event, None, None]:
-        env, start = self.env, self.env.now
+        env, start, nd = self.env, self.env.now, len(self.decoding)
         n_tok = sum(c for _, c in chunks)
-        ctx = sum(s.kv for s in decoding) / len(decoding) if decoding else 0.0
-        t, e = self.costs.mixed(len(chunks), n_tok / len(chunks), len(decoding), ctx)
-        self.prefills[self.costs.provenance("prefill", len(chunks), n_tok / len(chunks))] += 1
-        self.state, self.since, self.current = "busy", start, ("mixed", chunks, decoding, t, e)
+        mean_chunk = n_tok / len(chunks)
+        t, e = self.costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
+        self.prefills[self.costs.provenance("prefill", len(chunks), mean_chunk)] += 1
+        self.state, self.since, self.current = "busy", start, ("mixed", chunks, t, e)
         yield env.timeout(t)
-        total = n_tok + len(decoding)
-        for s in decoding:
-            s.energy_j += e / total
-            s.generated += 1
-            s.kv += 1
-        self.used += len(decoding)
+        total = n_tok + nd
+        if nd:  # every decoding sequence produced one token
+            self._advance(1, e * nd / total)
         for s, c in chunks:
             s.energy_j += e * c / total
             s.prefill_left -= c
             if s.prefill_left == 0:
-                s.generated += 1
+                self.prefilling.remove(s)
+                s.generated += 1  # the last prefill chunk emits a token
                 if s.generated == 1:  # a recomputed prefill has emitted before
                     self.log.first_token_s[s.rid] = env.now
+                self._join_decoding(s)
         self._account(start, env.now, e, len(self.running))
         self._retire(env.now)
 
-    def _decode_block(self, decoding: list[Seq]) -> Generator[simpy.Event, None, None]:
-        env, start, b = self.env, self.env.now, len(decoding)
-        k = min(s.output - s.generated for s in decoding)
+    def _decode_block(self) -> Generator[simpy.Event, None, None]:
+        env, start, b = self.env, self.env.now, len(self.decoding)
+        k = self.finish_heap[0][0] - self.step
         k = min(k, (self.capacity - self.used) // b) if self.coalesce else 1
-        ctx_sum = sum(s.kv for s in decoding)
-        blk = self.costs.decode.block(b, ctx_sum, k)
-        self.state, self.since, self.current = "block", start, ("block", decoding, blk)
+        blk = self.costs.decode.block(b, self.dec_kv, k)
+        self.state, self.since, self.current = "block", start, ("block", blk)
         try:
             yield env.timeout(blk.time_s)
             done = k
@@ -143,43 +156,61 @@ class Replica:
             if done < k:  # finish the step in progress, then schedule again
                 done += 1
                 yield env.timeout(max(start + blk.time_after(done) - env.now, 0.0))
-        self._apply_steps(decoding, done, blk.energy_after(done), start, ctx_sum)
+        ctx_mid = self.dec_kv / b + (done - 1) / 2
+        self.steps[self.costs.provenance("decode", b, ctx_mid)] += done
+        kv0 = self.used
+        energy = blk.energy_after(done)
+        self._advance(done, energy)
+        self._account(start, env.now, energy, b, kv_mean=kv0 + b * done / 2)
         self._retire(env.now)
 
-    def _apply_steps(self, decoding: list[Seq], done: int, energy: float, start: float,
-                     ctx_sum: int) -> None:
-        b = len(decoding)
-        for s in decoding:
-            s.generated += done
-            s.kv += done
-            s.energy_j += energy / b
-        kv0 = self.used
-        self.used += b * done
-        prov = self.costs.provenance
-        self.steps[prov("decode", b, ctx_sum / b)] += done // 2
-        self.steps[prov("decode", b, ctx_sum / b + done - 1)] += done - done // 2
-        self._account(start, self.env.now, energy, b, kv_mean=kv0 + b * done / 2)
+    # -- decoding group --------------------------------------------------------
+    def _advance(self, steps: int, energy: float) -> None:
+        """Every decoding sequence takes `steps` steps and an equal share of `energy`."""
+        b = len(self.decoding)
+        self.step += steps
+        self.e_cum += energy / b
+        self.dec_kv += b * steps
+        self.used += b * steps
+
+    def _join_decoding(self, s: Seq) -> None:
+        s.gen0, s.kv0, s.step0 = s.generated, s.kv, self.step
+        s.e0, s.e_cum0 = s.energy_j, self.e_cum
+        self.decoding.add(s)
+        self.dec_kv += s.kv
+        heapq.heappush(self.finish_heap, (self.step + s.output - s.generated, s.rid, s.version, s))
+
+    def _leave_decoding(self, s: Seq) -> None:
+        """Freeze the live values of a decoding sequence and take it out of the group."""
+        d = self.step - s.step0
+        s.generated, s.kv = s.gen0 + d, s.kv0 + d
+        s.energy_j = s.e0 + (self.e_cum - s.e_cum0)
+        s.version += 1
+        self.decoding.discard(s)
+        self.dec_kv -= s.kv
 
     # -- scheduling ------------------------------------------------------------
-    def schedule(self) -> tuple[list[tuple[Seq, int]], list[Seq]] | None:
-        """Admit, preempt and size chunks for the next iteration; None when idle."""
-        decoding = self._make_room()
-        budget = self.budget - len(decoding)
+    def schedule(self) -> list[tuple[Seq, int]]:
+        """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
+        self._make_room()
+        budget = self.budget - len(self.decoding)
         chunks: list[tuple[Seq, int]] = []
-        for s in self.running:
-            if s.prefill_left and budget > 0:
-                c = min(s.prefill_left, budget)
-                chunks.append((s, c))
-                budget -= c
-        while self.waiting and budget > 0 and self.has_room():
+        for s in self.prefilling:
+            if budget <= 0:
+                break
+            c = min(s.prefill_left, budget)
+            chunks.append((s, c))
+            budget -= c
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             s = self.waiting[0]
             need = s.prefill_total
             if self.used + need + 1 > self.capacity:
                 break
-            if not self.chunked and need > budget and (chunks or decoding):
+            if not self.chunked and need > budget and (chunks or self.decoding):
                 break
             self.waiting.popleft()
             self.running.append(s)
+            self.prefilling.append(s)
             self.used += need
             s.kv = need
             c = min(need, budget) if self.chunked else need
@@ -189,39 +220,39 @@ class Replica:
                 self.log.replica[s.rid] = self.index
                 if self.pulls:
                     self._change_outstanding(+1)
-        if not chunks and not decoding:
-            return None
-        return chunks, decoding
+        return chunks
 
-    def _make_room(self) -> list[Seq]:
+    def _make_room(self) -> None:
         """Preempt the newest sequences until the next decode step fits in the KV cache."""
-        decoding = [s for s in self.running if not s.prefill_left]
-        while decoding and self.used + len(decoding) > self.capacity:
+        while self.decoding and self.used + len(self.decoding) > self.capacity:
             victim = self.running.pop()
+            if victim in self.decoding:
+                self._leave_decoding(victim)
+            else:
+                self.prefilling.remove(victim)
             self.used -= victim.kv
             victim.kv = 0
             if not self.running:  # alone and still too long: it can never finish here
-                self.log.status[victim.rid] = 3  # aborted
+                self.log.status[victim.rid] = ABORTED
                 self._release(victim)
-                return []
+                return
             victim.prefill_total = victim.prefill_left = victim.prompt + victim.generated
             self.log.preemptions[victim.rid] += 1
             self.waiting.appendleft(victim)
-            decoding = [s for s in self.running if not s.prefill_left]
-        return decoding
 
     # -- bookkeeping -------------------------------------------------------
     def _retire(self, now: float) -> None:
-        keep = []
-        for s in self.running:
-            if s.generated >= s.output and not s.prefill_left:
-                self.used -= s.kv
-                self.log.finish_s[s.rid] = now
-                self.log.status[s.rid] = 1
-                self._release(s)
-            else:
-                keep.append(s)
-        self.running = keep
+        heap = self.finish_heap
+        while heap and heap[0][0] <= self.step:
+            _, _, version, s = heapq.heappop(heap)
+            if version != s.version:  # preempted since it was queued
+                continue
+            self._leave_decoding(s)
+            self.running.remove(s)
+            self.used -= s.kv
+            self.log.finish_s[s.rid] = now
+            self.log.status[s.rid] = FINISHED
+            self._release(s)
 
     def _release(self, s: Seq) -> None:
         self.log.energy_j[s.rid] = s.energy_j
@@ -244,24 +275,29 @@ class Replica:
         if self.current is None:
             self._idle_until(now)
         elif self.current[0] == "mixed":
-            _, chunks, decoding, t, e = self.current
+            _, chunks, t, e = self.current
             part = e * (now - self.since) / t
-            seqs = [s for s, _ in chunks] + decoding
-            for s in seqs:
-                s.energy_j += part / len(seqs)
+            n = len(chunks) + len(self.decoding)
+            for s, _ in chunks:
+                s.energy_j += part / n
+            if self.decoding:
+                self.e_cum += part / n
             self._account(self.since, now, part, len(self.running))
         else:
-            _, decoding, blk = self.current
-            elapsed = now - self.since
-            done = blk.steps_done(elapsed)
-            part = blk.energy_after(done)
-            if done < blk.k:  # the step in progress, pro rata
-                t0, t1 = blk.time_after(done), blk.time_after(done + 1)
-                part += (blk.energy_after(done + 1) - part) * (elapsed - t0) / (t1 - t0)
-            for s in decoding:
-                s.energy_j += part / len(decoding)
-            self._account(self.since, now, part, len(decoding))
+            self._finish_block(now, self.current[1])
         self._change_outstanding(0)
+        for s in list(self.decoding):
+            self._leave_decoding(s)
         for s in list(self.running) + list(self.waiting):
             if self.log.status[s.rid] == 0:
                 self.log.energy_j[s.rid] = s.energy_j
+
+    def _finish_block(self, now: float, blk: DecodeBlock) -> None:
+        elapsed = now - self.since
+        done = blk.steps_done(elapsed)
+        part = blk.energy_after(done)
+        if done < blk.k:  # the step in progress, pro rata
+            t0, t1 = blk.time_after(done), blk.time_after(done + 1)
+            part += (blk.energy_after(done + 1) - part) * (elapsed - t0) / (t1 - t0)
+        self.e_cum += part / len(self.decoding)
+        self._account(self.since, now, part, len(self.decoding))
