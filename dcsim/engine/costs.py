@@ -1,11 +1,12 @@
 """Iteration costs of one serving deployment, tabulated from the profile store.
 
 The store answers (batch, length) points; the engine needs millions of them, so
-each deployment tabulates decode cost for every batch size 1..max_num_seqs over a
-dense geometric grid of KV context (nodes about 1.5 % apart, plus every power of
-two so measured points are nodes), and prefill cost for 1..K prompts over a grid
-of prompt lengths. Between nodes costs are linear in context, as the decode
-physics is; the tabulation error is far below the store's own error.
+each deployment evaluates decode cost for every batch size 1..max_num_seqs on a
+dense geometric grid of KV context (and prefill cost for 1..64 prompts over prompt
+lengths), then keeps per batch size only the nodes that linear interpolation needs
+to stay within TOLERANCE of the store (a few 1e-5 in practice, measured lengths
+always kept). Between nodes costs are linear in length, which also gives a decode
+block of many steps a closed form (see Table.block).
 
 A mixed iteration (prefill chunks and decode tokens together) reads the weights
 once: its time is prefill time + decode time - one weight read (weights / measured

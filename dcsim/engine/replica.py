@@ -105,28 +105,45 @@ class Replica:
 
     # -- the process ---------------------------------------------------------
     def run(self) -> Generator[simpy.Event, None, None]:
-        env = self.env
+        # one flat loop: every resume of a nested generator would cost a frame switch
+        env, costs = self.env, self.costs
         while True:
             chunks = self.schedule()
-            if chunks:
-                yield from self._mixed_iteration(chunks)
-            elif self.decoding:
-                yield from self._decode_block()
+            start = env.now
+            if chunks:  # prefill chunks, plus one token for each decoding sequence
+                nd = len(self.decoding)
+                n_tok = sum(c for _, c in chunks)
+                mean_chunk = n_tok / len(chunks)
+                t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
+                self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
+                self.state, self.since, self.current = "busy", start, ("mixed", chunks, t, e)
+                yield env.timeout(t)
+                self._after_mixed(chunks, n_tok, nd, e, start)
+            elif self.decoding:  # a block of decode steps up to the next completion
+                b = len(self.decoding)
+                k = self.finish_heap[0][0] - self.step
+                k = min(k, (self.capacity - self.used) // b) if self.coalesce else 1
+                blk = costs.decode.block(b, self.dec_kv, k)
+                self.state, self.since, self.current = "block", start, ("block", blk)
+                try:
+                    yield env.timeout(blk.time_s)
+                    done = k
+                except simpy.Interrupt:
+                    done = blk.steps_done(env.now - start)
+                    if done < k:  # finish the step in progress, then schedule again
+                        done += 1
+                        yield env.timeout(max(start + blk.time_after(done) - env.now, 0.0))
+                self._after_block(blk, b, done, start)
             else:
-                self.state, self.since, self.current = "idle", env.now, None
+                self.state, self.current = "idle", None
+                self.since = start
                 self.wake = env.event()
                 yield self.wake
                 self._idle_until(env.now)
 
-    def _mixed_iteration(self, chunks: list[tuple[Seq, int]]
-                         ) -> Generator[simpy.Event, None, None]:
-        env, start, nd = self.env, self.env.now, len(self.decoding)
-        n_tok = sum(c for _, c in chunks)
-        mean_chunk = n_tok / len(chunks)
-        t, e = self.costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
-        self.prefills[self.costs.provenance("prefill", len(chunks), mean_chunk)] += 1
-        self.state, self.since, self.current = "busy", start, ("mixed", chunks, t, e)
-        yield env.timeout(t)
+    def _after_mixed(self, chunks: list[tuple[Seq, int]], n_tok: int, nd: int, e: float,
+                     start: float) -> None:
+        now = self.env.now
         total = n_tok + nd
         if nd:  # every decoding sequence produced one token
             self._advance(1, e * nd / total)
@@ -137,32 +154,19 @@ class Replica:
                 self.prefilling.remove(s)
                 s.generated += 1  # the last prefill chunk emits a token
                 if s.generated == 1:  # a recomputed prefill has emitted before
-                    self.log.first_token_s[s.rid] = env.now
+                    self.log.first_token_s[s.rid] = now
                 self._join_decoding(s)
-        self._account(start, env.now, e, len(self.running))
-        self._retire(env.now)
+        self._account(start, now, e, len(self.running))
+        self._retire(now)
 
-    def _decode_block(self) -> Generator[simpy.Event, None, None]:
-        env, start, b = self.env, self.env.now, len(self.decoding)
-        k = self.finish_heap[0][0] - self.step
-        k = min(k, (self.capacity - self.used) // b) if self.coalesce else 1
-        blk = self.costs.decode.block(b, self.dec_kv, k)
-        self.state, self.since, self.current = "block", start, ("block", blk)
-        try:
-            yield env.timeout(blk.time_s)
-            done = k
-        except simpy.Interrupt:
-            done = blk.steps_done(env.now - start)
-            if done < k:  # finish the step in progress, then schedule again
-                done += 1
-                yield env.timeout(max(start + blk.time_after(done) - env.now, 0.0))
-        ctx_mid = self.dec_kv / b + (done - 1) / 2
-        self.steps[self.costs.provenance("decode", b, ctx_mid)] += done
+    def _after_block(self, blk: DecodeBlock, b: int, done: int, start: float) -> None:
+        now = self.env.now
+        self.steps[self.costs.provenance("decode", b, self.dec_kv / b + (done - 1) / 2)] += done
         kv0 = self.used
         energy = blk.energy_after(done)
         self._advance(done, energy)
-        self._account(start, env.now, energy, b, kv_mean=kv0 + b * done / 2)
-        self._retire(env.now)
+        self._account(start, now, energy, b, kv_mean=kv0 + b * done / 2)
+        self._retire(now)
 
     # -- decoding group --------------------------------------------------------
     def _advance(self, steps: int, energy: float) -> None:
