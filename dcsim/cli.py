@@ -89,6 +89,7 @@ def profiles_query(
     batch: int = typer.Option(..., help="Sequences per run."),
     seq: int = typer.Option(..., help="Prompt length (prefill/train) or KV context (decode)."),
     tp: int = typer.Option(1, help="Tensor-parallel degree."),
+    power_cap: float | None = typer.Option(None, "--power-cap", help="GPU power limit, W."),
     files: list[Path] = typer.Option([], "--file", "-f", help="Extra profile CSVs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -97,7 +98,8 @@ def profiles_query(
     from dcsim.profiles.store import ProfileStore
 
     try:
-        ans = ProfileStore.from_files(load_catalog(), files).query(gpu, model, phase, batch, seq, tp)
+        ans = ProfileStore.from_files(load_catalog(), files).query(gpu, model, phase, batch, seq, tp,
+                                                                   power_cap)
     except DcsimError as exc:
         raise fail(exc) from None
     if as_json:

@@ -37,9 +37,23 @@ class GpuSpec(_Entry):
     link_latency_us: float = Field(
         default=1.0, ge=0, description="Alpha (per ring step) of the scale-up link, us."
     )
+    dvfs_floor_w: float | None = Field(
+        default=None, gt=0,
+        description="Power that does not scale with the SM clock under load, W (DVFS model); "
+        "empty: derived from the calibrated GPUs.",
+    )
+    dvfs_knee: float | None = Field(
+        default=None, gt=0, le=1,
+        description="Clock fraction below which voltage stops falling (DVFS model).",
+    )
+    dvfs_min_clock: float | None = Field(
+        default=None, gt=0, le=1, description="Lowest SM clock / highest SM clock."
+    )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> GpuSpec:
+        if self.dvfs_floor_w is not None and self.dvfs_floor_w >= self.tdp_w:
+            raise ValueError(f"dvfs_floor_w ({self.dvfs_floor_w}) must be below tdp_w ({self.tdp_w})")
         if not self.idle_power_w < self.power_limit_min_w <= self.power_limit_max_w:
             raise ValueError(
                 "expected idle_power_w < power_limit_min_w <= power_limit_max_w, got "

@@ -168,9 +168,9 @@ class IterationCosts:
     """Prefill, decode and mixed iteration costs of one (gpu, model, tp) deployment."""
 
     def __init__(self, store: ProfileStore, gpu: str, model: str, tp: int, max_num_seqs: int,
-                 max_prompt: int, max_ctx: int) -> None:
-        self.decode_cost = store.resolve(gpu, model, "decode", tp)
-        self.prefill_cost = store.resolve(gpu, model, "prefill", tp)
+                 max_prompt: int, max_ctx: int, power_cap_w: float | None = None) -> None:
+        self.decode_cost = store.resolve(gpu, model, "decode", tp, power_cap_w)
+        self.prefill_cost = store.resolve(gpu, model, "prefill", tp, power_cap_w)
         self.decode = Table(self.decode_cost, max_num_seqs, context_nodes(max_ctx, _lengths(
             self.decode_cost)))
         rows = min(max_num_seqs, MAX_PREFILL_ROWS)

@@ -47,10 +47,6 @@ def _check_supported(s: Scenario) -> list[InferenceService]:
         if not isinstance(w, InferenceService):
             raise DcsimError(Problem(f"workloads[{i}].kind", w.kind, "an inference service: "
                                      "training jobs are validated but not simulated yet"))
-        if w.deployment.power_cap_w is not None:
-            raise DcsimError(Problem(f"workloads[{i}].deployment.power_cap_w",
-                                     w.deployment.power_cap_w, "no power cap: the power-cap "
-                                     "model is not part of the simulator yet"))
         if w.deployment.max_batched_tokens < w.deployment.max_num_seqs:
             raise DcsimError(Problem(f"workloads[{i}].deployment.max_batched_tokens",
                                      w.deployment.max_batched_tokens,
@@ -83,7 +79,7 @@ class _Fleet:
         max_ctx = max(min(cap, longest + 1), 2)
         max_prompt = max(min(max_ctx, max(d.max_batched_tokens, longest)), 2)
         costs = IterationCosts(self.store, gpu.id, model.id, d.tp, d.max_num_seqs, max_prompt,
-                               max_ctx)
+                               max_ctx, d.power_cap_w)
         shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
         first = len(self.replicas)
         reps = [Replica(self.env, first + j, costs, d.max_num_seqs, d.max_batched_tokens,
@@ -91,7 +87,8 @@ class _Fleet:
                 for j in range(d.replicas)]
         self.replicas += reps
         self.rows += [{"replica": r.index, "service": svc.name, "gpu": gpu.id, "model": model.id,
-                       "tp": d.tp, "kv_capacity_tokens": cap} for r in reps]
+                       "tp": d.tp, "power_cap_w": d.power_cap_w, "kv_capacity_tokens": cap}
+                      for r in reps]
         return Router(svc.routing, reps, rng, self.log, shared)
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from dcsim.catalog import GpuSpec, ModelSpec, shapes
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.collectives import ring_allreduce_s
+from dcsim.hardware.dvfs import Dvfs, apply_cap
 from dcsim.profiles.fit import GroupFit, log_coords
 from dcsim.profiles.work import allreduce_bytes, allreduces_per_run, work_features
 
@@ -100,6 +101,9 @@ class PhaseCost:
     ranges: tuple[int, int, int, int, int] | None  # measured b/s/tokens ranges; None = derived
     grid: set[tuple[int, int]] | None
     basis: str
+    dvfs: Dvfs
+    compute_coef: np.ndarray  # the GPU's seconds per feature; FLOP terms are clock-bound
+    power_cap_w: float | None = None
 
     def evaluate(self, batch: np.ndarray, seq: np.ndarray) -> CostArrays:
         """Costs of runs with `batch` sequences of length (or context) `seq`."""
@@ -120,7 +124,17 @@ class PhaseCost:
         energy = self.tp * (gpu_j + ecoef[0] * comm_s)
         power = np.clip(energy / latency, self.gpu.idle_power_w * self.tp,
                         self.power_ceiling_w * self.tp)
-        return CostArrays(latency, power * latency, power, self._provenance(b, s))
+        prov = self._provenance(b, s)
+        if self.power_cap_w is not None:
+            gpu_w = power / self.tp
+            flops_s = feats[:, 2:4] @ self.compute_coef[2:4]
+            beta = np.clip(flops_s / np.maximum(feats @ self.compute_coef, 1e-15), 0, 1)
+            beta = beta * compute_s / latency  # collectives do not speed up with the clock
+            latency, gpu_w_capped = apply_cap(self.power_cap_w, latency, gpu_w,
+                                              self.fit.clock_at(coords), beta, self.dvfs)
+            prov[gpu_w > self.power_cap_w] = "derived"
+            power = gpu_w_capped * self.tp
+        return CostArrays(latency, power * latency, power, prov)
 
     def _collective_s(self, b: np.ndarray, s: np.ndarray) -> np.ndarray:
         if self.tp == 1 or self.ranges is not None:

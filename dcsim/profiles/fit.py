@@ -57,6 +57,13 @@ class GroupFit:
     points: np.ndarray  # (n, 2) log coords of the measured runs
     lat_log_ratio: np.ndarray
     energy_log_ratio: np.ndarray
+    clock: np.ndarray | None = None  # SM clock / highest clock at the measured points
+
+    def clock_at(self, coords: np.ndarray) -> np.ndarray:
+        """Clock fraction the runs had under the default limit (1 where unknown)."""
+        if self.clock is None:
+            return np.ones(coords.shape[0])
+        return idw(self.points, self.clock, coords)
 
     def residual_ratios(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Measured / fitted ratios of latency and energy interpolated at coords."""
@@ -76,6 +83,7 @@ def fit_coefficients(
 def with_residuals(
     lat_coef: np.ndarray, energy_coef: np.ndarray, feats: np.ndarray, batch: np.ndarray,
     seq: np.ndarray, latency_s: np.ndarray, energy_j: np.ndarray,
+    clock: np.ndarray | None = None,
 ) -> GroupFit:
     """A GroupFit of given coefficients with residuals taken at measured runs."""
     base_lat = feats @ lat_coef
@@ -86,4 +94,5 @@ def with_residuals(
         points=log_coords(batch, seq),
         lat_log_ratio=np.log(latency_s / np.maximum(base_lat, 1e-12)),
         energy_log_ratio=np.log(np.maximum(energy_j, 1e-12) / np.maximum(base_e, 1e-12)),
+        clock=clock,
     )

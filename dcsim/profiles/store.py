@@ -20,7 +20,7 @@ Derived latencies never beat the roofline of the target GPU's ceilings.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import pandas as pd
 
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
 from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.dvfs import dvfs_of
 from dcsim.profiles.cost import PhaseCost, Scaling, ceilings_for
 from dcsim.profiles.fit import GroupFit, fit_coefficients, with_residuals
 from dcsim.profiles.table import PHASES, builtin_dir, normalize, read_profile_csv
@@ -49,6 +50,7 @@ class ProfileAnswer:
     power_w: float
     provenance: str
     basis: str
+    power_cap_w: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -97,9 +99,10 @@ class ProfileStore:
                                      f"(or a slice NAME/<n>L): {', '.join(self.catalog.models)}")) from None
 
     # -- what is measured -------------------------------------------------
-    def measured(self) -> pd.DataFrame:
-        """One row per measured group: gpu, model, tp, phase, points and ranges."""
-        rows = self.table[self.table["phase"].isin(PHASES) & self.table["power_cap_w"].isna()]
+    def measured(self, cap: float | None = None) -> pd.DataFrame:
+        """One row per measured group (at the default limit, or at `cap`): ranges and size."""
+        t = self.table
+        rows = t[t["phase"].isin(PHASES) & _cap_mask(t, cap)]
         rows = rows.assign(tokens=rows["batch_size"] * rows["seq_len"])
         return (
             rows.groupby(["gpu", "model", "tp", "phase"], sort=True)
@@ -110,10 +113,19 @@ class ProfileStore:
             .reset_index()
         )
 
-    def group_rows(self, gpu: str, model: str, phase: str, tp: int) -> pd.DataFrame:
+    def group_rows(self, gpu: str, model: str, phase: str, tp: int, cap: float | None = None
+                   ) -> pd.DataFrame:
         t = self.table
         sel = (t["gpu"] == gpu) & (t["model"] == model) & (t["phase"] == phase) & (t["tp"] == tp)
-        return t[sel & t["power_cap_w"].isna()]
+        return t[sel & _cap_mask(t, cap)]
+
+    def _clock_fraction(self, rows: pd.DataFrame) -> np.ndarray | None:
+        """Measured SM clock over the highest clock seen on that GPU (None if not recorded)."""
+        if "sm_clock_mhz" not in rows or rows["sm_clock_mhz"].isna().any() or rows.empty:
+            return None
+        t = self.table
+        top = t.loc[t["gpu"] == rows["gpu"].iloc[0], "sm_clock_mhz"].max()
+        return (rows["sm_clock_mhz"] / top).to_numpy(float)
 
     def _group_data(self, rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
         b, s = rows["batch_size"].to_numpy(float), rows["seq_len"].to_numpy(float)
@@ -138,25 +150,42 @@ class ProfileStore:
             self._pooled[(gpu, phase)] = fit_coefficients(feats, lat, energy)
         return self._pooled[(gpu, phase)]
 
-    def group_fit(self, gpu: str, model: str, phase: str, tp: int, pooled: bool = False
-                  ) -> GroupFit:
+    def group_fit(self, gpu: str, model: str, phase: str, tp: int, pooled: bool = False,
+                  cap: float | None = None) -> GroupFit:
         """Fit of one measured group: its own coefficients, or the GPU's pooled ones."""
-        key = (gpu, model, phase, str(tp), str(pooled))
+        key = (gpu, model, phase, str(tp), str(pooled), str(cap))
         if key not in self._fits:
-            feats, b, s, lat, energy = self._group_data(self.group_rows(gpu, model, phase, tp))
+            rows = self.group_rows(gpu, model, phase, tp, cap)
+            feats, b, s, lat, energy = self._group_data(rows)
             coefs = self.pooled_coefficients(gpu, phase) if pooled else fit_coefficients(
                 feats, lat, energy)
-            self._fits[key] = with_residuals(*coefs, feats, b, s, lat, energy)
+            self._fits[key] = with_residuals(*coefs, feats, b, s, lat, energy,
+                                             self._clock_fraction(rows))
         return self._fits[key]
 
     # -- resolution -------------------------------------------------------
-    def resolve(self, gpu: str, model: str, phase: str, tp: int = 1) -> PhaseCost:
-        """The cost model for (gpu, model, phase, tp), measured or derived."""
+    def resolve(self, gpu: str, model: str, phase: str, tp: int = 1,
+                power_cap_w: float | None = None) -> PhaseCost:
+        """The cost model for (gpu, model, phase, tp) under a power cap (None: default limit).
+
+        Points measured at that cap are used as they are; otherwise the default-limit
+        answer goes through the DVFS model (dcsim.hardware.dvfs).
+        """
         if phase not in PHASES:
             raise DcsimError(Problem("phase", phase, f"one of {PHASES}"))
         if tp < 1:
             raise DcsimError(Problem("tp", tp, "a tensor-parallel degree >= 1"))
         g, m = self.catalog.gpu(gpu), self.catalog.model(model)
+        if power_cap_w is not None:
+            _check_cap(g, power_cap_w)
+            at_cap = self.measured(power_cap_w)
+            at_cap = at_cap[(at_cap["gpu"] == g.id) & (at_cap["model"] == m.id)
+                            & (at_cap["phase"] == phase) & (at_cap["tp"] == tp)]
+            if at_cap.empty:
+                base = self.resolve(gpu, model, phase, tp)
+                return replace(base, power_cap_w=power_cap_w, basis=f"{base.basis}; under a "
+                               f"{power_cap_w:g} W cap by the DVFS model")
+            return self._measured_at_cap(g, m, phase, tp, power_cap_w, at_cap.iloc[0])
         groups = self.measured()
         groups = groups[groups["phase"] == phase]
         if groups.empty:
@@ -166,10 +195,16 @@ class ProfileStore:
         src = self._source_group(m, tp, on_gpu)
         notes = self._notes(g, m, tp, src_gpu, src)
         scaling = Scaling.between(src_gpu, g)
+        fit = self.group_fit(src_gpu.id, src["model"], phase, int(src["tp"]), pooled=bool(notes))
+        if src_gpu.id != g.id:  # clocks measured on another GPU say nothing here
+            fit = replace(fit, clock=None)
         return PhaseCost(
             gpu=g, model=m, phase=phase, tp=tp,
-            fit=self.group_fit(src_gpu.id, src["model"], phase, int(src["tp"]), pooled=bool(notes)),
+            fit=fit,
             scaling=scaling,
+            dvfs=dvfs_of(g),
+            compute_coef=self.pooled_coefficients(src_gpu.id, phase)[0]
+            * scaling.latency_vector(),
             ceilings=ceilings_for(g, src_gpu, self.table),
             power_ceiling_w=self._power_ceiling(src_gpu) * g.tdp_w / src_gpu.tdp_w,
             ranges=None if notes else (src["batch_min"], src["batch_max"], src["seq_min"],
@@ -177,6 +212,18 @@ class ProfileStore:
             grid=None if notes else self._grid(src_gpu.id, src["model"], phase, tp),
             basis=self._basis(src_gpu, src, notes),
         )
+
+    def _measured_at_cap(self, g: GpuSpec, m: ModelSpec, phase: str, tp: int, cap: float,
+                         src: pd.Series) -> PhaseCost:
+        base = self.resolve(g.id, m.id, phase, tp)
+        return replace(
+            base, fit=self.group_fit(g.id, m.id, phase, tp, cap=cap), scaling=Scaling(),
+            ranges=(src["batch_min"], src["batch_max"], src["seq_min"], src["seq_max"],
+                    src["tokens_max"]),
+            grid=set(zip(*(self.group_rows(g.id, m.id, phase, tp, cap)[c].tolist()
+                           for c in ("batch_size", "seq_len")), strict=True)),
+            power_ceiling_w=cap, basis=f"{src['source']} {g.id} {m.id} tp={tp} at a {cap:g} W "
+                                       f"cap ({src['points']} points)")
 
     def _source_gpu(self, g: GpuSpec, groups: pd.DataFrame) -> GpuSpec:
         if (groups["gpu"] == g.id).any():
@@ -224,12 +271,12 @@ class ProfileStore:
         return max(g.tdp_w, float(measured.max()) if len(measured) else 0.0)
 
     def query(self, gpu: str, model: str, phase: str, batch_size: int, seq_len: int,
-              tp: int = 1) -> ProfileAnswer:
+              tp: int = 1, power_cap_w: float | None = None) -> ProfileAnswer:
         """Latency, energy and power of one run, with provenance."""
         for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
             if v < 1:
                 raise DcsimError(Problem(name, v, "a positive whole number"))
-        cost = self.resolve(gpu, model, phase, tp)
+        cost = self.resolve(gpu, model, phase, tp, power_cap_w)
         cost.check_fits(batch_size, seq_len)
         out = cost.evaluate(np.array([batch_size]), np.array([seq_len]))
         return ProfileAnswer(
@@ -237,4 +284,15 @@ class ProfileStore:
             batch_size=int(batch_size), seq_len=int(seq_len),
             latency_ms=float(out.latency_s[0] * 1e3), energy_j=float(out.energy_j[0]),
             power_w=float(out.power_w[0]), provenance=str(out.provenance[0]), basis=cost.basis,
+            power_cap_w=power_cap_w,
         )
+
+
+def _cap_mask(t: pd.DataFrame, cap: float | None) -> pd.Series:
+    return t["power_cap_w"].isna() if cap is None else t["power_cap_w"] == cap
+
+
+def _check_cap(g: GpuSpec, cap: float) -> None:
+    if not g.power_limit_min_w <= cap <= g.power_limit_max_w:
+        raise DcsimError(Problem("power_cap_w", cap, f"a power limit within {g.id}'s range "
+                                 f"{g.power_limit_min_w:g}-{g.power_limit_max_w:g} W"))
