@@ -155,3 +155,10 @@ def test_zero_batch_and_unknown_routing(tmp_path):
     msg = _problem_for(tmp_path, d)
     assert "workloads[0].deployment.max_num_seqs: got 0" in msg
     assert "workloads[0].routing: got 'random'" in msg and "least_outstanding" in msg
+
+
+def test_token_budget_must_hold_a_full_batch(tmp_path):
+    d = _default()
+    d["workloads"][0]["deployment"].update(max_num_seqs=512, max_batched_tokens=256)
+    msg = _problem_for(tmp_path, d)
+    assert "workloads[0].deployment: max_batched_tokens (256) must be at least" in msg

@@ -218,9 +218,13 @@ def _lengths(cost: PhaseCost) -> tuple[int, ...]:
 
 
 def _inside_bounds(cost: PhaseCost, rows: int) -> list[tuple[float, float] | None]:
-    """Per batch size, the length interval inside the measured ranges (None: none)."""
+    """Per batch size, the length interval inside the measured ranges (None: none).
+
+    Under a power cap every answer is counted as derived (the DVFS model shaped it),
+    which errs on the side of less trust where the cap does not bind.
+    """
     out: list[tuple[float, float] | None] = [None] * (rows + 1)
-    if cost.ranges is None:
+    if cost.ranges is None or cost.power_cap_w is not None:
         return out
     bmin, bmax, smin, smax, tmax = cost.ranges
     for b in range(max(bmin, 1), min(bmax, rows) + 1):

@@ -47,10 +47,6 @@ def _check_supported(s: Scenario) -> list[InferenceService]:
         if not isinstance(w, InferenceService):
             raise DcsimError(Problem(f"workloads[{i}].kind", w.kind, "an inference service: "
                                      "training jobs are validated but not simulated yet"))
-        if w.deployment.max_batched_tokens < w.deployment.max_num_seqs:
-            raise DcsimError(Problem(f"workloads[{i}].deployment.max_batched_tokens",
-                                     w.deployment.max_batched_tokens,
-                                     f">= max_num_seqs ({w.deployment.max_num_seqs})"))
         services.append(w)
     if not services:
         raise DcsimError(Problem("workloads", [], "at least one inference service to simulate"))

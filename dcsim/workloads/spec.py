@@ -133,6 +133,14 @@ class Deployment(Spec):
     )
     power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
 
+    @model_validator(mode="after")
+    def _budget_holds_a_batch(self) -> Deployment:
+        if self.max_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_batched_tokens ({self.max_batched_tokens}) must be at least "
+                             f"max_num_seqs ({self.max_num_seqs}): each decoding sequence needs "
+                             "one token of the iteration budget")
+        return self
+
 
 class InferenceService(Spec):
     kind: Literal["inference"] = "inference"
