@@ -122,6 +122,7 @@ def run(
     """Simulate a scenario; write requests, time series and summary; print the summary."""
     from dcsim.engine.simulation import simulate
     from dcsim.output import default_out_dir, write_run
+    from dcsim.power_summary import request_carbon_and_cost
     from dcsim.results import summarize
     from dcsim.scenario import load_scenario
 
@@ -130,10 +131,13 @@ def run(
         if seed is not None:
             s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
         result = _simulate_with_progress(simulate, s, file.parent, quiet, not step_by_step)
-        summary = summarize(s, result.requests, result.replicas, result.provenance)
+        summary = summarize(s, result.requests, result.replicas, result.provenance,
+                            result.power, result.budgets)
+        requests = request_carbon_and_cost(result.requests, result.power)
         target = write_run(out_dir or default_out_dir(s), s, {
-            "requests": result.requests, "timeseries": result.timeseries,
-            "replicas": result.replicas}, summary)
+            "requests": requests, "timeseries": result.timeseries,
+            "replicas": result.replicas, "power": result.power, "budgets": result.budgets},
+            summary)
     except DcsimError as exc:
         raise fail(exc) from None
     _print_summary(summary)
@@ -177,6 +181,14 @@ def _print_summary(summary: dict) -> None:
         table.add_row(label, *cells)
     out.print(table)
     t = summary["total"]
-    out.print(f"total: {t['gpus']} GPUs, {t['gpu_hours']:.3g} GPU-h, {t['energy_kwh']:.3g} kWh "
-              f"GPU energy, {t['facility_kwh']:.3g} kWh facility, {t['carbon_kg']:.3g} kg CO2e, "
-              f"${t['cost_usd']:.3g}", highlight=False)
+    out.print(f"total: {t['gpus_serving']} of {t['gpus']} GPUs serving, {t['gpu_hours']:.3g} "
+              f"GPU-h; energy {t['gpu_energy_kwh']:.3g} kWh GPUs, {t['it_energy_kwh']:.3g} kWh IT, "
+              f"{t['facility_kwh']:.3g} kWh facility (PUE {t['effective_pue']:.3g}); "
+              f"{t['carbon_kg']:.3g} kg CO2e; ${t['cost_usd']:.3g}", highlight=False)
+    for d in summary["power_domains"]:
+        if d["budget_w"] is None:
+            continue
+        limited = f" (GPUs limited to {d['gpu_limit_w']:.0f} W)" if d["throttled"] else ""
+        out.print(f"{d['domain']} {d['name']}: peak {d['peak_w'] / 1e3:.3g} kW, p99 "
+                  f"{d['p99_w'] / 1e3:.3g} kW of {d['budget_w'] / 1e3:.3g} kW{limited}; "
+                  f"room for {d['extra_servers_at_p99']} more servers at p99", highlight=False)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from dcsim.scenario import Facility, Scenario
+from dcsim.power_summary import domain_peaks, energy_split
+from dcsim.scenario import Scenario
 from dcsim.workloads.spec import InferenceService
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -66,50 +67,40 @@ def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, e
 
 
 def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
-              provenance: dict) -> dict[str, object]:
-    """summary.json content: per service and in total."""
-    f = s.facility
+              provenance: dict, power: pd.DataFrame, budgets: pd.DataFrame) -> dict[str, object]:
+    """summary.json content: per service, per power domain and in total."""
     sim = s.simulation
     window = sim.duration_s - sim.warmup_s
+    split = energy_split(power)
+    # facility carbon and cost follow GPU energy to the services that spent it
+    gpu_j = float(replicas["energy_j"].sum())
     services = {}
     for w in s.workloads:
         if not isinstance(w, InferenceService):
             continue
         reps = replicas[replicas["service"] == w.name]
-        row = service_summary(requests[requests["service"] == w.name], w, window,
-                              sim.duration_s, float(reps["energy_j"].sum()),
-                              int(reps["tp"].sum()))
-        row.update(_money_and_carbon(row["energy_kwh"], f,
-                                     requests[(requests["service"] == w.name)
-                                              & (requests["status"] == "finished")
-                                              & ~requests["in_warmup"]]))
-        row["profile_provenance"] = provenance.get(w.name, {})
+        e = float(reps["energy_j"].sum())
+        req = requests[requests["service"] == w.name]
+        row = service_summary(req, w, window, sim.duration_s, e, int(reps["tp"].sum()))
+        share = e / gpu_j if gpu_j else 0.0
+        done = req[(req["status"] == "finished") & ~req["in_warmup"]]
+        tokens = int(done["output_tokens"].sum())
+        row.update(facility_kwh_allocated=split["facility_kwh"] * share,
+                   carbon_kg=split["carbon_kg"] * share, cost_usd=split["cost_usd"] * share,
+                   j_per_output_token=float(done["energy_j"].sum()) / tokens if tokens else None,
+                   profile_provenance=provenance.get(w.name, {}))
         services[w.name] = row
-    total_kwh = float(replicas["energy_j"].sum()) / 3.6e6
     total = {
         "requests_finished": sum(v["requests_finished"] for v in services.values()),
-        "gpus": int(replicas["tp"].sum()),
+        "gpus": int((power["domain"] == "gpu").sum() // max(power["t_start_s"].nunique(), 1)),
+        "gpus_serving": int(replicas["tp"].sum()),
         "gpu_hours": float(replicas["tp"].sum()) * sim.duration_s / 3600.0,
-        "energy_kwh": total_kwh,
-        "idle_energy_kwh": float(replicas["idle_energy_j"].sum()) / 3.6e6,
-        **_money_and_carbon(total_kwh, f, None),
+        **split,
     }
     return {"scenario": s.name, "duration_s": sim.duration_s, "warmup_s": sim.warmup_s,
             "seed": sim.seed, "services": services, "total": total,
-            "notes": {"energy_kwh": "GPU energy of the serving replicas (busy + idle), "
-                                    "measured/derived profiles; host power is not included",
-                      "facility_kwh": "energy_kwh x facility.pue"}}
-
-
-def _money_and_carbon(kwh: float, f: Facility, done: pd.DataFrame | None
-                      ) -> dict[str, float | None]:
-    fac = kwh * f.pue
-    out: dict[str, float | None] = {
-        "facility_kwh": fac,
-        "carbon_kg": fac * f.carbon_intensity_g_per_kwh / 1000.0,
-        "cost_usd": fac * f.electricity_price_usd_per_kwh,
-    }
-    if done is not None:
-        tokens = int(done["output_tokens"].sum())
-        out["j_per_output_token"] = kwh * 3.6e6 / tokens if tokens else None
-    return out
+            "power_domains": domain_peaks(power, budgets),
+            "notes": {"energy_kwh": "per service: GPU energy of its replicas (busy + idle)",
+                      "it_energy_kwh": "servers at the wall: GPUs (idle ones too), host, PSU loss",
+                      "facility_kwh": "IT + cooling + losses (facility model)",
+                      "j_per_output_token": "GPU energy of finished requests per output token"}}

@@ -40,6 +40,7 @@ class ServerGroup(Spec):
 
 class Rack(Spec):
     name: str = Field(min_length=1)
+    row: str = Field(default="row-1", min_length=1, description="Row / PDU the rack hangs off.")
     count: int = Field(default=1, ge=1, description="Identical racks of this kind.")
     power_budget_kw: float = Field(gt=0, description="Power budget of one rack, kW.")
     servers: list[ServerGroup] = Field(min_length=1)
@@ -59,8 +60,14 @@ class Storage(Spec):
     capacity_tb: float = Field(default=1000.0, gt=0)
 
 
+class Row(Spec):
+    name: str = Field(min_length=1)
+    power_budget_kw: float = Field(gt=0, description="Power budget of the row / PDU, kW.")
+
+
 class Fleet(Spec):
     racks: list[Rack] = Field(default_factory=list, description="Empty: sized from deployments.")
+    rows: list[Row] = Field(default_factory=list, description="Row budgets (optional).")
     network: Network = Network()
     storage: Storage = Storage()
 

@@ -32,10 +32,11 @@ def run_dir(tmp_path_factory) -> Path:
 def test_results_folder_has_every_table(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert names == {"requests.parquet", "timeseries.parquet", "replicas.parquet",
-                     "summary.json", "scenario.resolved.yaml"}
+                     "power.parquet", "budgets.parquet", "summary.json", "scenario.resolved.yaml"}
     req = pd.read_parquet(run_dir / "requests.parquet")
     for col in ("service", "replica", "arrival_s", "first_token_s", "finish_s", "prompt_tokens",
-                "output_tokens", "ttft_s", "tpot_s", "e2e_s", "preemptions", "energy_j"):
+                "output_tokens", "ttft_s", "tpot_s", "e2e_s", "preemptions", "energy_j",
+                "carbon_g", "cost_usd"):
         assert col in req.columns
     resolved = yaml.safe_load((run_dir / "scenario.resolved.yaml").read_text())
     assert resolved["simulation"]["seed"] == 4  # --seed overrides the file
@@ -52,9 +53,12 @@ def test_summary_agrees_with_the_tables(run_dir):
     assert chat["ttft_p99_s"] == pytest.approx(counted["ttft_s"].quantile(0.99))
     assert chat["energy_kwh"] == pytest.approx(reps["energy_j"].sum() / 3.6e6)
     total = summary["total"]
-    assert total["facility_kwh"] == pytest.approx(total["energy_kwh"] * 1.3)  # default.yaml PUE
+    assert total["facility_kwh"] == pytest.approx(total["it_energy_kwh"] * 1.3)  # default PUE
     assert total["carbon_kg"] == pytest.approx(total["facility_kwh"] * 0.4)
+    assert total["cost_usd"] == pytest.approx(total["facility_kwh"] * 0.08)
     assert total["gpu_hours"] == pytest.approx(4 * 300 / 3600)
+    # every request's carbon adds up to the facility's
+    assert req["carbon_g"].sum() / 1e3 <= total["carbon_kg"] + 1e-9
     assert sum(chat["profile_provenance"]["decode_steps"].values()) > 0
 
 

@@ -69,6 +69,11 @@ class ServerSpec(_Entry):
     gpus_per_server: int = Field(gt=0)
     max_power_w: float = Field(gt=0, description="Nameplate maximum power, W.")
     non_gpu_power_w: float = Field(ge=0, description="CPUs, memory, fans, NICs at full load, W.")
+    non_gpu_idle_fraction: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Host (non-GPU) power with idle GPUs as a share of its full-load power; the "
+        "shipped 0.5 is an assumption, set a measured value.",
+    )
     nics: int = Field(ge=0, description="Scale-out NICs per server.")
     nic_gbps: float = Field(gt=0, description="Line rate of one NIC, Gb/s.")
 

@@ -17,6 +17,9 @@ from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica, Seq
 from dcsim.engine.router import Router
 from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.facility import facility_rows
+from dcsim.hardware.placement import Domain, Server, budget_caps, place, worst_case_w
+from dcsim.hardware.power import bucket_seconds, domain_power
 from dcsim.profiles.store import ProfileStore
 from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
@@ -30,7 +33,9 @@ PROGRESS_TICKS = 200
 class SimResult:
     requests: pd.DataFrame
     timeseries: pd.DataFrame
-    replicas: pd.DataFrame  # one row per replica: config and energy totals
+    replicas: pd.DataFrame  # one row per replica: config, placement, cap, energy totals
+    power: pd.DataFrame  # per domain (gpu, server, rack, row, facility) and time bucket
+    budgets: pd.DataFrame  # per rack / row / facility: budget and enforced GPU limit
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
@@ -63,6 +68,8 @@ class _Fleet:
     log: RequestLog
     series: TimeSeries
     coalesce: bool
+    caps: list[float | None] = field(default_factory=list)  # per replica, after budgets
+    where: list[Server] = field(default_factory=list)  # per replica
     replicas: list[Replica] = field(default_factory=list)
     rows: list[dict[str, object]] = field(default_factory=list)
 
@@ -70,21 +77,28 @@ class _Fleet:
                     rng: np.random.Generator) -> Router:
         d = svc.deployment
         gpu, model = self.catalog.gpu(d.gpu), self.catalog.model(svc.model)
-        cap = kv_capacity_tokens(svc, gpu, model)
+        kv = kv_capacity_tokens(svc, gpu, model)
         longest = int((reqs["prompt_tokens"] + reqs["output_tokens"]).max()) if len(reqs) else 1
-        max_ctx = max(min(cap, longest + 1), 2)
+        max_ctx = max(min(kv, longest + 1), 2)
         max_prompt = max(min(max_ctx, max(d.max_batched_tokens, longest)), 2)
-        costs = IterationCosts(self.store, gpu.id, model.id, d.tp, d.max_num_seqs, max_prompt,
-                               max_ctx, d.power_cap_w)
         shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
-        first = len(self.replicas)
-        reps = [Replica(self.env, first + j, costs, d.max_num_seqs, d.max_batched_tokens,
-                        d.chunked_prefill, cap, self.log, self.series, self.coalesce, shared)
-                for j in range(d.replicas)]
-        self.replicas += reps
+        costs: dict[float | None, IterationCosts] = {}
+        reps = []
+        for j in range(d.replicas):
+            index = len(self.replicas) + j
+            cap = self.caps[index]
+            if cap not in costs:  # replicas under one limit share their tables
+                costs[cap] = IterationCosts(self.store, gpu.id, model.id, d.tp, d.max_num_seqs,
+                                            max_prompt, max_ctx, cap)
+            reps.append(Replica(self.env, index, costs[cap], d.max_num_seqs,
+                                d.max_batched_tokens, d.chunked_prefill, kv, self.log,
+                                self.series, self.coalesce, shared))
         self.rows += [{"replica": r.index, "service": svc.name, "gpu": gpu.id, "model": model.id,
-                       "tp": d.tp, "power_cap_w": d.power_cap_w, "kv_capacity_tokens": cap}
-                      for r in reps]
+                       "tp": d.tp, "requested_cap_w": d.power_cap_w,
+                       "power_cap_w": self.caps[r.index], "server": self.where[r.index].name,
+                       "rack": self.where[r.index].rack, "row": self.where[r.index].row,
+                       "kv_capacity_tokens": kv} for r in reps]
+        self.replicas += reps
         return Router(svc.routing, reps, rng, self.log, shared)
 
 
@@ -105,8 +119,10 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     ).sort_values(["arrival_s", "service"], kind="stable", ignore_index=True)
     env = simpy.Environment()
     n_rep = sum(svc.deployment.replicas for svc in services)
+    servers, server_caps, doms, replica_caps, where = _placement(s, services, cat)
     fleet = _Fleet(env, cat, store, RequestLog(len(reqs)),
-                   TimeSeries(n_rep, sim.duration_s, sim.time_bucket_s), coalesce)
+                   TimeSeries(n_rep, sim.duration_s, sim.time_bucket_s), coalesce,
+                   replica_caps, where)
     routers = [fleet.add_service(svc, reqs[reqs["service"] == i],
                                  np.random.default_rng(seeds[i][1]))
                for i, svc in enumerate(services)]
@@ -116,7 +132,44 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     env.run(until=sim.duration_s)
     for rep in fleet.replicas:
         rep.finish(env.now)
-    return _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
+    result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
+    dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
+    power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps)
+    result.power = facility_rows(power, it_w, dt, s.facility)
+    result.budgets = _budget_table(doms, servers, server_caps)
+    return result
+
+
+def _placement(s: Scenario, services: list[InferenceService], cat: Catalog
+               ) -> tuple[list[Server], np.ndarray, list[Domain], list[float | None], list[Server]]:
+    """Servers with replicas, per-server GPU limits after budgets, and per-replica caps."""
+    servers = place(s, services, cat)
+    caps_req = [svc.deployment.power_cap_w for svc in services
+                for _ in range(svc.deployment.replicas)]
+    where: list[Server] = [servers[0]] * len(caps_req)
+    requested = np.empty(len(servers))
+    for si, x in enumerate(servers):
+        for r in x.replicas:
+            where[r] = x
+        own = [caps_req[r] or x.gpu.power_limit_max_w for r in x.replicas]
+        requested[si] = max(own, default=x.gpu.power_limit_max_w)
+    server_caps, doms = budget_caps(s, servers, requested)
+    replica_caps: list[float | None] = []
+    for r, cap in enumerate(caps_req):
+        x = where[r]
+        limit = min(cap or x.gpu.power_limit_max_w, server_caps[servers.index(x)])
+        replica_caps.append(None if limit >= x.gpu.power_limit_max_w else float(limit))
+    return servers, server_caps, doms, replica_caps, where
+
+
+def _budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "domain": d.kind, "name": d.name, "servers": len(d.servers),
+        "budget_w": np.nan if d.budget_w is None else d.budget_w,
+        "worst_case_w": worst_case_w(servers, d.servers, caps),
+        "gpu_limit_w": float(caps[list(d.servers)].min()) if d.servers else np.nan,
+        "throttled": any(caps[i] < servers[i].gpu.power_limit_max_w for i in d.servers),
+    } for d in doms])
 
 
 def _arrivals(env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router]
@@ -166,7 +219,7 @@ def _collect(reqs: pd.DataFrame, names: list[str], fleet: _Fleet, warmup: float)
             p["decode_steps"][k] = p["decode_steps"].get(k, 0) + v
         for k, v in r.prefills.items():
             p["prefill_iterations"][k] = p["prefill_iterations"].get(k, 0) + v
-    return SimResult(requests, _timeseries(fleet), reps, prov)
+    return SimResult(requests, _timeseries(fleet), reps, pd.DataFrame(), pd.DataFrame(), prov)
 
 
 def _timeseries(fleet: _Fleet) -> pd.DataFrame:

@@ -1,0 +1,142 @@
+"""Where replicas run: servers of the fleet, racks, rows; and the GPU caps budgets impose.
+
+Replicas are placed in scenario order on the first server of their GPU type with
+`tp` free GPUs (tensor parallelism stays inside a server). Without racks in the
+scenario, servers of the first catalog type with that GPU are added to an
+unbudgeted rack "auto".
+
+Budgets are enforced the way sites provision them: when a domain's worst case
+(every GPU at its limit, hosts at full load, through the PSUs) exceeds its budget,
+all its GPUs get one lower power limit that fits; rows and the facility are
+checked after racks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dcsim.catalog import Catalog, GpuSpec, ServerSpec
+from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.server import server_power_w
+from dcsim.scenario import Scenario
+from dcsim.workloads.spec import InferenceService
+
+
+@dataclass
+class Server:
+    name: str
+    rack: str
+    row: str
+    spec: ServerSpec
+    gpu: GpuSpec
+    free: int
+    replicas: list[int] = field(default_factory=list)
+    tps: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Domain:
+    kind: str  # rack | row | facility
+    name: str
+    budget_w: float | None
+    servers: tuple[int, ...]
+
+
+def fleet_servers(s: Scenario, cat: Catalog) -> list[Server]:
+    out = []
+    for rack in s.fleet.racks:
+        for k in range(rack.count):
+            rname = rack.name if rack.count == 1 else f"{rack.name}-{k + 1}"
+            for grp in rack.servers:
+                spec = cat.server(grp.type)
+                for j in range(grp.count):
+                    out.append(Server(f"{rname}/{grp.type}-{j + 1}", rname, rack.row, spec,
+                                      cat.gpu(spec.gpu), spec.gpus_per_server))
+    return out
+
+
+def place(s: Scenario, services: list[InferenceService], cat: Catalog) -> list[Server]:
+    """Servers with the replicas placed on them (global replica indices in order)."""
+    servers = fleet_servers(s, cat)
+    index = 0
+    for i, svc in enumerate(services):
+        d = svc.deployment
+        for _ in range(d.replicas):
+            slot = next((x for x in servers if x.gpu.id == d.gpu and x.free >= d.tp), None)
+            if slot is None and not s.fleet.racks:
+                slot = _auto_server(cat, d.gpu, d.tp, len(servers), i)
+                servers.append(slot)
+            if slot is None:
+                raise DcsimError(Problem(f"workloads[{i}].deployment", f"{d.replicas} x tp={d.tp}",
+                                         f"room on {d.gpu} servers of fleet.racks for every "
+                                         "replica (tp GPUs inside one server)"))
+            slot.free -= d.tp
+            slot.replicas.append(index)
+            slot.tps.append(d.tp)
+            index += 1
+    return servers
+
+
+def _auto_server(cat: Catalog, gpu: str, tp: int, n: int, i: int) -> Server:
+    g = cat.gpu(gpu)
+    spec = next((x for x in cat.servers.values() if x.gpu == gpu and x.gpus_per_server >= tp),
+                None)
+    if spec is None:  # no server type known: the GPUs alone, behind power supplies
+        spec = ServerSpec(id=f"gpus-only-{gpu}", gpu=gpu, gpus_per_server=tp,
+                          max_power_w=tp * g.tdp_w, non_gpu_power_w=0.0, nics=0, nic_gbps=1.0,
+                          source="derived: no catalog server for this GPU; GPUs only")
+    return Server(f"auto/{spec.id}-{n + 1}", "auto", "auto", spec, g, spec.gpus_per_server)
+
+
+def domains(s: Scenario, servers: list[Server]) -> list[Domain]:
+    """Racks, rows and the facility, each with its budget (W) and its servers."""
+    budgets = {r.name if r.count == 1 else f"{r.name}-{k + 1}": r.power_budget_kw * 1e3
+               for r in s.fleet.racks for k in range(r.count)}
+    row_budgets = {r.name: r.power_budget_kw * 1e3 for r in s.fleet.rows}
+    out = []
+    for kind, key, table in (("rack", "rack", budgets), ("row", "row", row_budgets)):
+        for name in dict.fromkeys(getattr(x, key) for x in servers):
+            members = tuple(i for i, x in enumerate(servers) if getattr(x, key) == name)
+            out.append(Domain(kind, name, table.get(name), members))
+    fb = s.facility.power_budget_kw
+    out.append(Domain("facility", "facility", fb * 1e3 if fb else None,
+                      tuple(range(len(servers)))))
+    return out
+
+
+def worst_case_w(servers: list[Server], members: tuple[int, ...], caps: np.ndarray) -> float:
+    """Wall power of `members` with every GPU at its limit and hosts at full load."""
+    total = 0.0
+    for i in members:
+        x = servers[i]
+        wall, _, _ = server_power_w(x.spec.gpus_per_server * caps[i], x.spec, x.gpu)
+        total += float(wall)
+    return total
+
+
+def budget_caps(s: Scenario, servers: list[Server], limits: np.ndarray
+                ) -> tuple[np.ndarray, list[Domain]]:
+    """Per-server GPU limit (W) after every budget is enforced; limits are the requested ones."""
+    caps = limits.astype(float).copy()
+    doms = domains(s, servers)
+    for dom in doms:
+        if dom.budget_w is None or worst_case_w(servers, dom.servers, caps) <= dom.budget_w:
+            continue
+        lo = max(servers[i].gpu.power_limit_min_w for i in dom.servers)
+        trial = caps.copy()
+        trial[list(dom.servers)] = np.minimum(caps[list(dom.servers)], lo)
+        if worst_case_w(servers, dom.servers, trial) > dom.budget_w:
+            raise DcsimError(Problem(
+                f"{dom.kind} {dom.name} power budget", f"{dom.budget_w / 1e3:g} kW",
+                f"at least {worst_case_w(servers, dom.servers, trial) / 1e3:.1f} kW: its servers "
+                "draw that much with every GPU at its lowest power limit"))
+        hi = float(caps[list(dom.servers)].max())
+        for _ in range(50):  # bisection on one common limit for the domain's GPUs
+            mid = (lo + hi) / 2
+            trial[list(dom.servers)] = np.minimum(caps[list(dom.servers)], mid)
+            lo, hi = (mid, hi) if worst_case_w(servers, dom.servers, trial) <= dom.budget_w else (
+                lo, mid)
+        caps[list(dom.servers)] = np.minimum(caps[list(dom.servers)], lo)
+    return caps, doms
