@@ -61,7 +61,29 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
                                         f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
     problems += _inventory(s, inventory)
     problems += _profile_files(s, cat, base_dir)
+    problems += _facility_files(s, base_dir)
     return problems
+
+
+def _facility_files(s: Scenario, base_dir: Path) -> list[Problem]:
+    from dcsim.hardware.series import load_hourly
+    from dcsim.scenario import WeatherFile
+
+    f = s.facility
+    files = [("facility.carbon_intensity_file", f.carbon_intensity_file, "g_per_kwh"),
+             ("facility.electricity_price_file", f.electricity_price_file, "usd_per_kwh")]
+    if f.cooling is not None and isinstance(f.cooling.weather, WeatherFile):
+        files.append(("facility.cooling.weather.path", f.cooling.weather.path, "dry_bulb_c"))
+    out = []
+    for where, name, column in files:
+        if name is None:
+            continue
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        try:
+            load_hourly(path, column)
+        except DcsimError as exc:
+            out += [Problem(f"{where} {e.path}".strip(), e.value, e.expected) for e in exc.problems]
+    return out
 
 
 def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str) -> list[Problem]:

@@ -7,8 +7,9 @@ whose problems name the file, the field path, the bad value and what is expected
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -20,8 +21,75 @@ from dcsim.validation import pydantic_problems
 from dcsim.workloads.spec import WorkloadSpec
 
 
+class SyntheticWeather(Spec):
+    """Outdoor dry-bulb temperature as a yearly plus a daily sinusoid (a stated assumption)."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    mean_c: float = Field(default=15.0, ge=-40, le=40, description="Annual mean, deg C.")
+    seasonal_amplitude_c: float = Field(default=10.0, ge=0, le=30, description="deg C.")
+    daily_amplitude_c: float = Field(default=5.0, ge=0, le=20, description="deg C.")
+    warmest_day_of_year: int = Field(default=200, ge=1, le=366)
+
+
+class WeatherFile(Spec):
+    """Hourly weather CSV: columns timestamp, dry_bulb_c."""
+
+    kind: Literal["file"] = "file"
+    path: str = Field(description="CSV path, relative to the scenario file.")
+
+
+WeatherSpec = Annotated[SyntheticWeather | WeatherFile, Field(discriminator="kind")]
+
+
+class Cooling(Spec):
+    """Modelled cooling and electrical losses (replaces the constant PUE).
+
+    Defaults are typical engineering values, not measurements of any site: set yours.
+    """
+
+    medium: Literal["air", "liquid"] = Field(
+        default="air", description="Air (CRAH, cold chilled water) or direct liquid (warm water)."
+    )
+    supply_water_c: float | None = Field(
+        default=None, ge=0, le=45,
+        description="Chilled / facility water supply, deg C (default 10 air, 30 liquid).",
+    )
+    approach_k: float = Field(default=5.0, ge=0, le=20,
+                              description="Cooling tower / dry cooler approach, K.")
+    carnot_fraction: float = Field(default=0.5, gt=0, le=1,
+                                   description="Chiller COP as a share of the Carnot COP.")
+    max_cop: float = Field(default=12.0, gt=0, description="Upper bound on the chiller COP.")
+    fan_pump_fraction: float | None = Field(
+        default=None, ge=0, le=0.5,
+        description="CRAH/CDU fans and pumps as a share of IT power (default 0.05 air, 0.02 "
+        "liquid).",
+    )
+    ups_efficiency: float = Field(default=0.96, gt=0.5, le=1,
+                                  description="UPS efficiency at full load.")
+    ups_fixed_loss_fraction: float = Field(
+        default=0.01, ge=0, le=0.2,
+        description="UPS no-load loss as a share of the facility IT capacity.",
+    )
+    distribution_loss_fraction: float = Field(
+        default=0.015, ge=0, le=0.2, description="Transformers, PDUs and cables, share of IT power."
+    )
+    weather: WeatherSpec = SyntheticWeather()
+
+
 class Facility(Spec):
     pue: float = Field(default=1.3, ge=1.0, le=3.0, description="Facility / IT energy (constant).")
+    cooling: Cooling | None = Field(
+        default=None, description="Model cooling and losses from weather instead of a constant PUE."
+    )
+    start_time: datetime = Field(
+        default=datetime(2025, 1, 1), description="Calendar time of t = 0 (weather, grid series)."
+    )
+    carbon_intensity_file: str | None = Field(
+        default=None, description="Hourly CSV: timestamp, g_per_kwh (replaces the constant)."
+    )
+    electricity_price_file: str | None = Field(
+        default=None, description="Hourly CSV: timestamp, usd_per_kwh (replaces the constant)."
+    )
     power_budget_kw: float | None = Field(
         default=None, gt=0, description="Facility IT power budget, kW (none = unlimited)."
     )

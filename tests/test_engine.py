@@ -171,8 +171,7 @@ def test_every_inference_example_runs():
             continue
         d["simulation"]["duration_s"] = 60
         d["simulation"]["warmup_s"] = 0
-        d["profiles"] = [str(path.parent / p) for p in d.get("profiles", [])]
-        r = simulate(scenario_from_data(d))
+        r = simulate(scenario_from_data(d), base_dir=path.parent)
         assert (r.requests["status"] == "finished").sum() > 0, path.name
 
 

@@ -135,7 +135,9 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
     power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps)
-    result.power = facility_rows(power, it_w, dt, s.facility)
+    capacity = (s.facility.power_budget_kw * 1e3 if s.facility.power_budget_kw
+                else sum(x.spec.max_power_w for x in servers))
+    result.power = facility_rows(power, it_w, dt, s.facility, base, capacity)
     result.budgets = _budget_table(doms, servers, server_caps)
     return result
 
