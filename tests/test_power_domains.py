@@ -90,3 +90,28 @@ def test_row_and_facility_budgets_apply_after_racks():
     b = r.budgets.set_index("domain")
     assert not b.loc["rack", "throttled"] or b.loc["rack", "worst_case_w"] <= 40000
     assert b.loc["row", "throttled"] and b.loc["row", "worst_case_w"] <= 9000 + 1e-6
+
+
+def test_throttled_replica_slows_down_exactly_as_the_model_says(tmp_path, store):
+    trace = tmp_path / "one.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.0,2048,32\n")
+    d = _scenario(rack_kw=8.5)
+    d["workloads"][0]["arrival"] = {"kind": "trace", "path": str(trace)}
+    r = simulate(scenario_from_data(d))
+    cap = float(r.replicas["power_cap_w"].iloc[0])
+    req = r.requests.iloc[0]
+    pre = store.query("H200-SXM", "llama-3.1-8b", "prefill", 1, 2048, power_cap_w=cap)
+    dec = sum(store.query("H200-SXM", "llama-3.1-8b", "decode", 1, 2048 + j,
+                          power_cap_w=cap).latency_ms for j in range(31))
+    assert req["ttft_s"] == pytest.approx(pre.latency_ms / 1e3, rel=1e-4)
+    assert req["e2e_s"] - req["ttft_s"] == pytest.approx(dec / 1e3, rel=1e-3)
+    slow = r.replicas["cap_slowdown_prefill"].iloc[0]
+    free = store.query("H200-SXM", "llama-3.1-8b", "prefill", 1, 2048)
+    assert slow == pytest.approx(pre.latency_ms / free.latency_ms) and slow > 1
+
+
+def test_zero_budget_is_a_schema_error():
+    from dcsim.errors import DcsimError as Err
+
+    with pytest.raises(Err, match=r"fleet\.racks\[0\]\.power_budget_kw: got 0"):
+        scenario_from_data(_scenario(rack_kw=0))

@@ -93,13 +93,28 @@ class _Fleet:
             reps.append(Replica(self.env, index, costs[cap], d.max_num_seqs,
                                 d.max_batched_tokens, d.chunked_prefill, kv, self.log,
                                 self.series, self.coalesce, shared))
+        slow = {cap: self._slowdown(gpu.id, model.id, d.tp, min(16, d.max_num_seqs), cap)
+                for cap in costs}
         self.rows += [{"replica": r.index, "service": svc.name, "gpu": gpu.id, "model": model.id,
                        "tp": d.tp, "requested_cap_w": d.power_cap_w,
                        "power_cap_w": self.caps[r.index], "server": self.where[r.index].name,
                        "rack": self.where[r.index].rack, "row": self.where[r.index].row,
-                       "kv_capacity_tokens": kv} for r in reps]
+                       "kv_capacity_tokens": kv,
+                       "cap_slowdown_prefill": slow[self.caps[r.index]][0],
+                       "cap_slowdown_decode": slow[self.caps[r.index]][1]} for r in reps]
         self.replicas += reps
         return Router(svc.routing, reps, rng, self.log, shared)
+
+    def _slowdown(self, gpu: str, model: str, tp: int, batch: int, cap: float | None
+                  ) -> tuple[float, float]:
+        """Latency under the replica's limit over latency at the default limit: prefill of one
+        2048-token prompt and a decode step of `batch` sequences at 2048 tokens of context."""
+        if cap is None:
+            return 1.0, 1.0
+        q = self.store.query
+        return tuple(q(gpu, model, ph, b, 2048, tp, cap).latency_ms
+                     / q(gpu, model, ph, b, 2048, tp).latency_ms
+                     for ph, b in (("prefill", 1), ("decode", batch)))  # type: ignore[return-value]
 
 
 def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | None = None,
