@@ -5,8 +5,8 @@ each deployment evaluates decode cost for every batch size 1..max_num_seqs on a
 dense geometric grid of KV context (and prefill cost for 1..64 prompts over prompt
 lengths), then keeps per batch size only the nodes that linear interpolation needs
 to stay within TOLERANCE of the store (a few 1e-5 in practice, measured lengths
-always kept). Between nodes costs are linear in length, which also gives a decode
-block of many steps a closed form (see Table.block).
+always kept). Between nodes costs are linear in length; a decode block of many
+steps then has a closed form (see Table).
 
 A mixed iteration (prefill chunks and decode tokens together) reads the weights
 once: its time is prefill time + decode time - one weight read (weights / measured
@@ -16,7 +16,7 @@ memory ceiling), and its energy is credited the same interval at decode power.
 from __future__ import annotations
 
 from bisect import bisect_right
-from math import ceil, sqrt
+from math import sqrt
 
 import numpy as np
 
@@ -55,8 +55,62 @@ def adaptive_nodes(x: np.ndarray, ys: list[np.ndarray], pinned: np.ndarray) -> n
     return np.unique(np.concatenate([[0, x.size - 1], marks, pinned]).astype(int))
 
 
+class _Row:
+    """One batch size: nodes, values, slopes and prefix integrals of latency and energy."""
+
+    __slots__ = ("el", "gl", "ll", "sl", "x")
+
+    def __init__(self, x: np.ndarray, lat: np.ndarray, en: np.ndarray) -> None:
+        dx = np.diff(x)
+        self.x = x.tolist()
+        self.ll = (lat.tolist(), en.tolist())  # values at the nodes
+        self.sl = ((np.diff(lat) / dx).tolist(), (np.diff(en) / dx).tolist())  # slopes
+        # prefix integrals from the first node (trapezoids are exact for linear pieces)
+        self.gl = tuple(np.concatenate([[0.0], np.cumsum((v[1:] + v[:-1]) / 2 * dx)]).tolist()
+                        for v in (lat, en))
+        self.el = len(self.x) - 1
+
+    def value(self, q: int, length: float) -> float:
+        """Linear interpolation (held flat outside the nodes) of quantity q (0 time, 1 energy)."""
+        x, last = self.x, self.el
+        if length >= x[last]:
+            return self.ll[q][last]
+        i = bisect_right(x, length) - 1
+        if i < 0:
+            return self.ll[q][0]
+        return self.ll[q][i] + (length - x[i]) * self.sl[q][i]
+
+    def integral(self, q: int, upto: float) -> float:
+        """Integral of quantity q from the first node to `upto` (negative below it)."""
+        x, last, y = self.x, self.el, self.ll[q]
+        if upto <= x[0]:
+            return (upto - x[0]) * y[0]
+        if upto >= x[last]:
+            return self.gl[q][last] + (upto - x[last]) * y[last]
+        i = bisect_right(x, upto) - 1
+        d = upto - x[i]
+        return self.gl[q][i] + d * y[i] + 0.5 * self.sl[q][i] * d * d
+
+    def solve(self, q: int, target: float) -> float:
+        """The length at which integral(q, .) reaches target (the integral only grows)."""
+        x, last, y, g = self.x, self.el, self.ll[q], self.gl[q]
+        if target <= 0.0:
+            return x[0] + target / y[0]
+        if target >= g[last]:
+            return x[last] + (target - g[last]) / y[last]
+        i = bisect_right(g, target) - 1
+        a, b, c = 0.5 * self.sl[q][i], y[i], g[i] - target  # a d^2 + b d + c = 0
+        d = -c / b if abs(a) < 1e-300 else (-b + sqrt(b * b - 4 * a * c)) / (2 * a)
+        return x[i] + d
+
+
 class Table:
-    """Costs for batch sizes 1..rows over lengths; linear between per-row adaptive nodes."""
+    """Costs for batch sizes 1..rows over lengths; linear between per-row adaptive nodes.
+
+    One run at length x costs the mean of the linear pieces over [x - 1/2, x + 1/2]:
+    as exact as the pieces themselves, and a run of decode steps, whose mean context
+    grows by one token per step, then telescopes to a difference of prefix integrals.
+    """
 
     def __init__(self, cost: PhaseCost, rows: int, dense: np.ndarray) -> None:
         b = np.repeat(np.arange(1, rows + 1, dtype=float), dense.size)
@@ -65,103 +119,57 @@ class Table:
         en = out.energy_j.reshape(rows, dense.size)
         grid = {s for _, s in cost.grid} if cost.grid else set()
         pinned = np.flatnonzero(np.isin(dense, list(grid)))
-        self.rows: list[tuple[list[float], list[float], list[float], list[float], list[float]]] = []
+        self.rows: list[_Row] = []
         for r in range(rows):
             keep = adaptive_nodes(dense, [lat[r], en[r]], pinned)
-            x, lt, e = dense[keep], lat[r, keep], en[r, keep]
-            dx = np.diff(x)
-            self.rows.append((x.tolist(), lt.tolist(), e.tolist(), (np.diff(lt) / dx).tolist(),
-                              (np.diff(e) / dx).tolist()))
+            self.rows.append(_Row(dense[keep], lat[r, keep], en[r, keep]))
+
+    def point(self, batch: int, length: float) -> tuple[float, float]:
+        """Latency and energy of one run, read off the linear pieces (exact on nodes)."""
+        row = self.rows[batch - 1]
+        return row.value(0, length), row.value(1, length)
 
     def at(self, batch: int, length: float) -> tuple[float, float]:
-        """Latency and energy of one run (batch in 1..rows; length clamped to the grid)."""
-        x, lat, en, dl, de = self.rows[batch - 1]
-        last = len(x) - 1
-        if length >= x[last]:
-            return lat[last], en[last]
-        i = bisect_right(x, length) - 1
-        if i < 0:
-            return lat[0], en[0]
-        f = length - x[i]
-        return lat[i] + f * dl[i], en[i] + f * de[i]
+        """Latency and energy of one decode step (its unit interval's mean; batch in 1..rows)."""
+        row = self.rows[batch - 1]
+        lo, hi = length - 0.5, length + 0.5
+        return (row.integral(0, hi) - row.integral(0, lo),
+                row.integral(1, hi) - row.integral(1, lo))
 
     def block(self, batch: int, ctx_sum: int, k: int) -> DecodeBlock:
-        """k decode steps of `batch` sequences whose contexts sum to ctx_sum at step 0.
-
-        The mean context grows by one token per step and costs are linear between
-        nodes, so each stretch of steps inside one segment has a closed form.
-        """
-        x, lat, en, dl, de = self.rows[batch - 1]
-        last = len(x) - 1
-        x0 = ctx_sum / batch
-        i = max(bisect_right(x, x0) - 1, 0)
-        segs: list[tuple[int, int, float, float, float, float, float, float]] = []
-        j, t, e = 0, 0.0, 0.0
-        while j < k:
-            xj = x0 + j
-            while i < last and x[i + 1] <= xj:
-                i += 1
-            if i >= last:  # past the grid: constant at the last node
-                n, a, da, b, db = k - j, lat[last], 0.0, en[last], 0.0
-            else:
-                f = xj - x[i] if xj > x[i] else 0.0
-                da, db = dl[i], de[i]
-                a, b = lat[i] + f * da, en[i] + f * db
-                n = ceil(x[i + 1] - xj)
-                n = 1 if n < 1 else (k - j if n > k - j else n)
-            segs.append((j, n, a, da, b, db, t, e))
-            half = n * (n - 1) / 2
-            t += n * a + da * half
-            e += n * b + db * half
-            j += n
-        return DecodeBlock(segs, k, t, e)
+        """k decode steps of `batch` sequences whose contexts sum to ctx_sum at step 0."""
+        return DecodeBlock(self.rows[batch - 1], ctx_sum / batch - 0.5, k)
 
 
 class DecodeBlock:
-    """Cumulative time and energy of a run of decode steps (see Table.block)."""
+    """Cumulative time and energy of a run of k decode steps (see Table)."""
 
-    __slots__ = ("energy_j", "k", "segs", "time_s")
+    __slots__ = ("e0", "energy_j", "k", "lo", "row", "t0", "time_s")
 
-    def __init__(self, segs: list, k: int, time_s: float, energy_j: float) -> None:
-        self.segs, self.k, self.time_s, self.energy_j = segs, k, time_s, energy_j
-
-    def steps_done(self, elapsed: float) -> int:
-        """How many steps have ended `elapsed` seconds into the block."""
-        for j0, n, a, da, _, _, t0, _ in self.segs:
-            t_end = t0 + n * a + da * n * (n - 1) / 2
-            if t_end <= elapsed:
-                continue
-            rem = elapsed - t0
-            # largest m with m a + da m (m - 1) / 2 <= rem
-            if da > 0:
-                m = int((-(a - da / 2) + sqrt((a - da / 2) ** 2 + 2 * da * rem)) / da)
-            else:
-                m = int(rem / a) if a > 0 else n
-            m = min(max(m, 0), n)
-            while m > 0 and m * a + da * m * (m - 1) / 2 > rem:
-                m -= 1
-            while m < n and (m + 1) * a + da * (m + 1) * m / 2 <= rem:
-                m += 1
-            return j0 + m
-        return self.k
+    def __init__(self, row: _Row, lo: float, k: int) -> None:
+        self.row, self.lo, self.k = row, lo, k
+        self.t0, self.e0 = row.integral(0, lo), row.integral(1, lo)
+        self.time_s = row.integral(0, lo + k) - self.t0
+        self.energy_j = row.integral(1, lo + k) - self.e0
 
     def time_after(self, steps: int) -> float:
         """Seconds from the block's start to the end of step `steps` (1-based count)."""
-        return self._cum(steps, 2, 3, 6)
+        return self.time_s if steps >= self.k else self.row.integral(0, self.lo + steps) - self.t0
 
     def energy_after(self, steps: int) -> float:
         """Energy of the first `steps` steps, J."""
-        return self._cum(steps, 4, 5, 7)
+        return self.energy_j if steps >= self.k else (
+            self.row.integral(1, self.lo + steps) - self.e0)
 
-    def _cum(self, steps: int, ia: int, id_: int, i0: int) -> float:
-        if steps >= self.k:
-            return self.time_s if ia == 2 else self.energy_j
-        for seg in self.segs:
-            j0, n = seg[0], seg[1]
-            if steps <= j0 + n:
-                m = steps - j0
-                return seg[i0] + m * seg[ia] + seg[id_] * m * (m - 1) / 2
-        return self.time_s if ia == 2 else self.energy_j
+    def steps_done(self, elapsed: float) -> int:
+        """How many steps have ended `elapsed` seconds into the block."""
+        m = int(self.row.solve(0, self.t0 + elapsed) - self.lo)
+        m = min(max(m, 0), self.k)
+        while m < self.k and self.time_after(m + 1) <= elapsed:
+            m += 1
+        while m > 0 and self.time_after(m) > elapsed:
+            m -= 1
+        return m
 
 
 class IterationCosts:
@@ -185,7 +193,7 @@ class IterationCosts:
 
     def prefill_at(self, n: int, mean_len: float) -> tuple[float, float]:
         if n <= self.prefill_rows:
-            return self.prefill.at(n, mean_len)
+            return self.prefill.point(n, mean_len)
         out = self.prefill_cost.evaluate(np.array([float(n)]), np.array([mean_len]))
         return float(out.latency_s[0]), float(out.energy_j[0])
 
