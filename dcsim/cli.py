@@ -132,12 +132,13 @@ def run(
             s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
         result = _simulate_with_progress(simulate, s, file.parent, quiet, not step_by_step)
         summary = summarize(s, result.requests, result.replicas, result.provenance,
-                            result.power, result.budgets)
+                            result.power, result.budgets, result.jobs)
         requests = request_carbon_and_cost(result.requests, result.power)
-        target = write_run(out_dir or default_out_dir(s), s, {
-            "requests": requests, "timeseries": result.timeseries,
-            "replicas": result.replicas, "power": result.power, "budgets": result.budgets},
-            summary)
+        tables = {"requests": requests, "timeseries": result.timeseries,
+                  "replicas": result.replicas, "power": result.power, "budgets": result.budgets}
+        if not result.jobs.empty:
+            tables["jobs"] = result.jobs
+        target = write_run(out_dir or default_out_dir(s), s, tables, summary)
     except DcsimError as exc:
         raise fail(exc) from None
     _print_summary(summary)
@@ -180,6 +181,11 @@ def _print_summary(summary: dict) -> None:
             cells.append("-" if x is None else format(x * scale if scale != 1 else x, spec))
         table.add_row(label, *cells)
     out.print(table)
+    for j in summary.get("jobs", []):
+        state = "finished" if j["finished"] else "running at the end"
+        out.print(f"job {j['job']}: {j['gpus']} GPUs, {state}; {j['tokens_done']:.3g} tokens, "
+                  f"goodput {j['goodput']:.1%}, {j['restarts']} restarts, "
+                  f"{j['energy_j'] / 3.6e6:.3g} kWh GPU energy", highlight=False)
     t = summary["total"]
     out.print(f"total: {t['gpus_serving']} of {t['gpus']} GPUs serving, {t['gpu_hours']:.3g} "
               f"GPU-h; energy {t['gpu_energy_kwh']:.3g} kWh GPUs, {t['it_energy_kwh']:.3g} kWh IT, "

@@ -67,13 +67,15 @@ def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, e
 
 
 def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
-              provenance: dict, power: pd.DataFrame, budgets: pd.DataFrame) -> dict[str, object]:
+              provenance: dict, power: pd.DataFrame, budgets: pd.DataFrame,
+              jobs: pd.DataFrame | None = None) -> dict[str, object]:
     """summary.json content: per service, per power domain and in total."""
     sim = s.simulation
     window = sim.duration_s - sim.warmup_s
     split = energy_split(power)
-    # facility carbon and cost follow GPU energy to the services that spent it
-    gpu_j = float(replicas["energy_j"].sum())
+    # facility carbon and cost follow GPU energy to the services and jobs that spent it
+    job_j = float(jobs["energy_j"].sum()) if jobs is not None and not jobs.empty else 0.0
+    gpu_j = float(replicas["energy_j"].sum()) + job_j
     services = {}
     for w in s.workloads:
         if not isinstance(w, InferenceService):
@@ -93,12 +95,22 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
     total = {
         "requests_finished": sum(v["requests_finished"] for v in services.values()),
         "gpus": int((power["domain"] == "gpu").sum() // max(power["t_start_s"].nunique(), 1)),
-        "gpus_serving": int(replicas["tp"].sum()),
-        "gpu_hours": float(replicas["tp"].sum()) * sim.duration_s / 3600.0,
+        "gpus_serving": int(replicas["tp"].sum()) if len(replicas) else 0,
+        "gpus_training": int(jobs["gpus"].sum()) if jobs is not None and not jobs.empty else 0,
+        "gpu_hours": float(replicas["tp"].sum() if len(replicas) else 0) * sim.duration_s / 3600.0,
         **split,
     }
+    job_rows = []
+    for j in ([] if jobs is None or jobs.empty else jobs.to_dict("records")):
+        share = j["energy_j"] / gpu_j if gpu_j else 0.0
+        job_rows.append({k: j[k] for k in ("job", "gpus", "finished", "runtime_s",
+                                           "tokens_done", "goodput", "restarts",
+                                           "lost_gpu_hours", "checkpoints", "energy_j",
+                                           "tokens_per_s", "step_s")}
+                        | {"carbon_kg": split["carbon_kg"] * share,
+                           "cost_usd": split["cost_usd"] * share})
     return {"scenario": s.name, "duration_s": sim.duration_s, "warmup_s": sim.warmup_s,
-            "seed": sim.seed, "services": services, "total": total,
+            "seed": sim.seed, "services": services, "jobs": job_rows, "total": total,
             "power_domains": domain_peaks(power, budgets),
             "notes": {"energy_kwh": "per service: GPU energy of its replicas (busy + idle)",
                       "it_energy_kwh": "servers at the wall: GPUs (idle ones too), host, PSU loss",

@@ -119,6 +119,10 @@ class Network(Spec):
     oversubscription: float = Field(default=1.0, ge=1.0, description="Leaf down/up bandwidth ratio.")
     servers_per_leaf: int = Field(default=16, ge=1)
     switch_port_power_w: float = Field(default=15.0, ge=0, description="Power per active port, W.")
+    link_latency_us: float = Field(
+        default=5.0, ge=0, description="Per-step latency of a collective across servers, us "
+        "(alpha of the alpha-beta model; a typical RDMA figure, set yours)."
+    )
 
 
 class Storage(Spec):

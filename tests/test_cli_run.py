@@ -63,9 +63,25 @@ def test_summary_agrees_with_the_tables(run_dir):
 
 
 def test_failed_run_exits_1_and_writes_nothing(tmp_path):
+    d = yaml.safe_load((ROOT / "scenarios" / "default.yaml").read_text())
+    d["fleet"]["racks"][0]["power_budget_kw"] = 2  # below the servers at their lowest limits
+    scen = tmp_path / "s.yaml"
+    scen.write_text(yaml.safe_dump(d))
     out = tmp_path / "out"
-    res = runner.invoke(app, ["run", str(ROOT / "scenarios" / "training.yaml"), "--out", str(out)])
+    res = runner.invoke(app, ["run", str(scen), "--out", str(out)])
     assert res.exit_code == 1
-    assert "Traceback" not in res.output
-    assert not out.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert "power budget" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_training_scenario_runs_from_the_cli(tmp_path):
+    d = yaml.safe_load((ROOT / "scenarios" / "training.yaml").read_text())
+    d["simulation"]["duration_s"] = 7200
+    scen = tmp_path / "t.yaml"
+    scen.write_text(yaml.safe_dump(d))
+    res = runner.invoke(app, ["run", str(scen), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 0, res.output
+    jobs = pd.read_parquet(tmp_path / "o" / "jobs.parquet")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert jobs["job"].tolist() == ["pretrain-70b"] and jobs["tokens_done"].iloc[0] > 0
+    assert summary["jobs"][0]["energy_j"] == pytest.approx(jobs["energy_j"].iloc[0])

@@ -12,7 +12,7 @@ from engine_helpers import load_yaml, queue_scenario
 
 from dcsim.engine.simulation import simulate
 from dcsim.errors import DcsimError
-from dcsim.scenario import load_scenario, scenario_from_data
+from dcsim.scenario import scenario_from_data
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFILL_S, DECODE_S = 0.001, 0.010
@@ -189,8 +189,3 @@ def test_bad_traces_are_rejected(tmp_path):
         d["workloads"][0]["arrival"]["path"] = str(path)
         with pytest.raises(DcsimError, match=where.replace(".", r"\.")):
             simulate(scenario_from_data(d))
-
-
-def test_unsupported_parts_are_refused_clearly():
-    with pytest.raises(DcsimError, match="training jobs are validated but not simulated"):
-        simulate(load_scenario(ROOT / "scenarios" / "training.yaml"))

@@ -13,18 +13,26 @@ import simpy
 
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
 from dcsim.engine.costs import IterationCosts
+from dcsim.engine.jobs import jobs_table, start_jobs
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica, Seq
 from dcsim.engine.router import Router
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_rows
-from dcsim.hardware.placement import Domain, Server, budget_caps, place, worst_case_w
+from dcsim.hardware.placement import (
+    Domain,
+    Server,
+    budget_caps,
+    place,
+    place_jobs,
+    worst_case_w,
+)
 from dcsim.hardware.power import bucket_seconds, domain_power
 from dcsim.profiles.store import ProfileStore
 from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
 from dcsim.workloads.requests import service_requests
-from dcsim.workloads.spec import InferenceService
+from dcsim.workloads.spec import InferenceService, TrainingJob
 
 PROGRESS_TICKS = 200
 
@@ -36,6 +44,7 @@ class SimResult:
     replicas: pd.DataFrame  # one row per replica: config, placement, cap, energy totals
     power: pd.DataFrame  # per domain (gpu, server, rack, row, facility) and time bucket
     budgets: pd.DataFrame  # per rack / row / facility: budget and enforced GPU limit
+    jobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per training job
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
@@ -46,16 +55,12 @@ def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) ->
     return int(free // shapes.kv_bytes_per_token(model))
 
 
-def _check_supported(s: Scenario) -> list[InferenceService]:
-    services = []
-    for i, w in enumerate(s.workloads):
-        if not isinstance(w, InferenceService):
-            raise DcsimError(Problem(f"workloads[{i}].kind", w.kind, "an inference service: "
-                                     "training jobs are validated but not simulated yet"))
-        services.append(w)
-    if not services:
-        raise DcsimError(Problem("workloads", [], "at least one inference service to simulate"))
-    return services
+def _split(s: Scenario) -> tuple[list[InferenceService], list[TrainingJob]]:
+    services = [w for w in s.workloads if isinstance(w, InferenceService)]
+    jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
+    if not services and not jobs:
+        raise DcsimError(Problem("workloads", [], "at least one workload to simulate"))
+    return services, jobs
 
 
 @dataclass
@@ -120,7 +125,7 @@ class _Fleet:
 def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | None = None,
              coalesce: bool = True, progress: Callable[[float], None] | None = None) -> SimResult:
     """Run the scenario's inference services for simulation.duration_s."""
-    services = _check_supported(s)
+    services, jobs = _split(s)
     base = base_dir or Path(".")
     cat = scenario_catalog(s)
     store = store or ProfileStore.from_files(
@@ -128,19 +133,23 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     sim = s.simulation
     # one seed stream per workload: requests, then routing
     seeds = [seq.spawn(2) for seq in np.random.SeedSequence(sim.seed).spawn(len(s.workloads))]
-    reqs = pd.concat(
-        [service_requests(svc, sim.duration_s, seeds[i][0], base).assign(service=i)
-         for i, svc in enumerate(services)], ignore_index=True,
+    tables = [service_requests(svc, sim.duration_s, seeds[i][0], base).assign(service=i)
+              for i, svc in enumerate(services)]
+    reqs = (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        {"arrival_s": [], "prompt_tokens": [], "output_tokens": [], "service": []},
+    ).astype({"prompt_tokens": "int64", "output_tokens": "int64", "service": "int64"})
     ).sort_values(["arrival_s", "service"], kind="stable", ignore_index=True)
     env = simpy.Environment()
     n_rep = sum(svc.deployment.replicas for svc in services)
-    servers, server_caps, doms, replica_caps, where = _placement(s, services, cat)
+    servers, server_caps, doms, replica_caps, where = _placement(s, services, jobs, cat)
     fleet = _Fleet(env, cat, store, RequestLog(len(reqs)),
-                   TimeSeries(n_rep, sim.duration_s, sim.time_bucket_s), coalesce,
+                   TimeSeries(n_rep + len(jobs), sim.duration_s, sim.time_bucket_s), coalesce,
                    replica_caps, where)
     routers = [fleet.add_service(svc, reqs[reqs["service"] == i],
                                  np.random.default_rng(seeds[i][1]))
                for i, svc in enumerate(services)]
+    runs = start_jobs(env, s, jobs, cat, store, servers, server_caps, fleet.series, n_rep, seeds,
+                      len(services))
     env.process(_arrivals(env, reqs, routers))
     if progress is not None:
         env.process(_ticks(env, sim.duration_s, progress))
@@ -148,8 +157,11 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     for rep in fleet.replicas:
         rep.finish(env.now)
     result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
+    result.jobs = jobs_table(runs, sim.duration_s)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
-    power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps)
+    job_rows = {j: (n_rep + j, job.gpus) for j, job in enumerate(jobs)}
+    power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps,
+                               job_rows)
     capacity = (s.facility.power_budget_kw * 1e3 if s.facility.power_budget_kw
                 else sum(x.spec.max_power_w for x in servers))
     result.power = facility_rows(power, it_w, dt, s.facility, base, capacity)
@@ -157,18 +169,22 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     return result
 
 
-def _placement(s: Scenario, services: list[InferenceService], cat: Catalog
+def _placement(s: Scenario, services: list[InferenceService], jobs: list[TrainingJob],
+               cat: Catalog
                ) -> tuple[list[Server], np.ndarray, list[Domain], list[float | None], list[Server]]:
-    """Servers with replicas, per-server GPU limits after budgets, and per-replica caps."""
+    """Servers with replicas and jobs, per-server GPU limits after budgets, per-replica caps."""
     servers = place(s, services, cat)
+    place_jobs(s, jobs, cat, servers)
     caps_req = [svc.deployment.power_cap_w for svc in services
                 for _ in range(svc.deployment.replicas)]
-    where: list[Server] = [servers[0]] * len(caps_req)
+    where: list[Server] = [servers[0]] * len(caps_req) if caps_req else []
     requested = np.empty(len(servers))
     for si, x in enumerate(servers):
         for r in x.replicas:
             where[r] = x
         own = [caps_req[r] or x.gpu.power_limit_max_w for r in x.replicas]
+        if x.job is not None:
+            own.append(jobs[x.job].power_cap_w or x.gpu.power_limit_max_w)
         requested[si] = max(own, default=x.gpu.power_limit_max_w)
     server_caps, doms = budget_caps(s, servers, requested)
     replica_caps: list[float | None] = []
@@ -236,13 +252,15 @@ def _collect(reqs: pd.DataFrame, names: list[str], fleet: _Fleet, warmup: float)
             p["decode_steps"][k] = p["decode_steps"].get(k, 0) + v
         for k, v in r.prefills.items():
             p["prefill_iterations"][k] = p["prefill_iterations"].get(k, 0) + v
-    return SimResult(requests, _timeseries(fleet), reps, pd.DataFrame(), pd.DataFrame(), prov)
+    return SimResult(requests, _timeseries(fleet), reps, pd.DataFrame(), pd.DataFrame(),
+                     provenance=prov)
 
 
 def _timeseries(fleet: _Fleet) -> pd.DataFrame:
     series, replicas, rows = fleet.series, fleet.replicas, fleet.rows
     w = series.bucket_s
-    energy = series.array("energy_j")
+    n_rep = len(replicas)  # rows after these belong to training jobs
+    energy = series.array("energy_j")[:n_rep]
     n_rep, n = energy.shape
     t0 = np.tile(np.arange(n) * w, n_rep)
     return pd.DataFrame({
@@ -250,9 +268,10 @@ def _timeseries(fleet: _Fleet) -> pd.DataFrame:
         "service": np.repeat([row["service"] for row in rows], n),
         "t_start_s": t0, "t_end_s": t0 + w,
         "energy_j": energy.ravel(), "power_w": energy.ravel() / w,
-        "busy_fraction": series.array("busy_s").ravel() / w,
-        "batch_size": series.array("batch_x_s").ravel() / w,
-        "kv_tokens": series.array("kv_x_s").ravel() / w,
-        "kv_use": series.array("kv_x_s").ravel() / w / np.repeat([r.capacity for r in replicas], n),
-        "queue_length": series.array("queue_x_s").ravel() / w,
+        "busy_fraction": series.array("busy_s")[:n_rep].ravel() / w,
+        "batch_size": series.array("batch_x_s")[:n_rep].ravel() / w,
+        "kv_tokens": series.array("kv_x_s")[:n_rep].ravel() / w,
+        "kv_use": series.array("kv_x_s")[:n_rep].ravel() / w
+        / np.repeat([r.capacity for r in replicas], n),
+        "queue_length": series.array("queue_x_s")[:n_rep].ravel() / w,
     })

@@ -21,7 +21,7 @@ from dcsim.catalog import Catalog, GpuSpec, ServerSpec
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.server import server_power_w
 from dcsim.scenario import Scenario
-from dcsim.workloads.spec import InferenceService
+from dcsim.workloads.spec import InferenceService, TrainingJob
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Server:
     free: int
     replicas: list[int] = field(default_factory=list)
     tps: list[int] = field(default_factory=list)
+    job: int | None = None  # a training job holding the whole server
+    job_gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,25 @@ def place(s: Scenario, services: list[InferenceService], cat: Catalog) -> list[S
             slot.tps.append(d.tp)
             index += 1
     return servers
+
+
+def place_jobs(s: Scenario, jobs: list[TrainingJob], cat: Catalog, servers: list[Server]
+               ) -> None:
+    """Gang-place each job on whole free servers of its GPU type, in fleet order."""
+    for j, job in enumerate(jobs):
+        left = job.gpus
+        while left > 0:
+            slot = next((x for x in servers if x.gpu.id == job.gpu and x.job is None
+                         and not x.replicas), None)
+            if slot is None and not s.fleet.racks:
+                slot = _auto_server(cat, job.gpu, min(left, 8), len(servers), j)
+                servers.append(slot)
+            if slot is None:
+                raise DcsimError(Problem(f"training job {job.name}", f"{job.gpus} {job.gpu} GPUs",
+                                         "enough whole free servers of that GPU in fleet.racks"))
+            slot.job, slot.job_gpus = j, min(left, slot.spec.gpus_per_server)
+            slot.free -= slot.job_gpus
+            left -= slot.job_gpus
 
 
 def _auto_server(cat: Catalog, gpu: str, tp: int, n: int, i: int) -> Server:

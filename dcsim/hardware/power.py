@@ -22,11 +22,21 @@ def bucket_seconds(n: int, bucket_s: float, duration_s: float) -> np.ndarray:
 
 
 def gpu_power(servers: list[Server], replica_energy_j: np.ndarray, dt: np.ndarray,
-              caps: np.ndarray) -> pd.DataFrame:
-    """One row per GPU and bucket: power_w, cap_w, throttled."""
+              caps: np.ndarray, job_rows: dict[int, tuple[int, int]] | None = None
+              ) -> pd.DataFrame:
+    """One row per GPU and bucket: power_w, cap_w, throttled.
+
+    replica_energy_j rows are replicas, then training jobs (job_rows: job -> (row, GPUs)).
+    """
     frames = []
     for si, x in enumerate(servers):
         slot = 0
+        if x.job is not None and job_rows:
+            row, gpus = job_rows[x.job]
+            for _ in range(x.job_gpus):
+                frames.append((f"{x.name}/gpu{slot}", replica_energy_j[row] / dt / gpus,
+                               caps[si], x.gpu.power_limit_max_w))
+                slot += 1
         for r, tp in zip(x.replicas, x.tps, strict=True):
             per_gpu = replica_energy_j[r] / dt / tp
             for _ in range(tp):
@@ -55,9 +65,11 @@ def _rows(domain: str, frames: list[tuple[str, np.ndarray, float, float]], dt: n
 
 
 def domain_power(servers: list[Server], doms: list[Domain], replica_energy_j: np.ndarray,
-                 dt: np.ndarray, caps: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+                 dt: np.ndarray, caps: np.ndarray,
+                 job_rows: dict[int, tuple[int, int]] | None = None
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
     """GPU, server, rack, row and facility rows, and the facility IT power per bucket."""
-    gpus = gpu_power(servers, replica_energy_j, dt, caps)
+    gpus = gpu_power(servers, replica_energy_j, dt, caps, job_rows)
     per_server = gpus.groupby("name", sort=False)["power_w"]
     gpu_w = np.zeros((len(servers), dt.size))
     for si, x in enumerate(servers):

@@ -196,6 +196,21 @@ class Checkpointing(Spec):
         return self
 
 
+class Failures(Spec):
+    """Hardware failures of a training job's GPUs (each failure stops the whole job)."""
+
+    gpu_mtbf_hours: float | None = Field(
+        default=None, gt=0, description="Mean time between failures of one GPU (with its "
+        "server share), hours; none: no failures."
+    )
+    distribution: Literal["exponential", "weibull"] = "exponential"
+    weibull_shape: float = Field(default=1.0, gt=0, description="Shape k (k < 1: infant mortality).")
+    restart_s: float = Field(default=600.0, ge=0, description="Time to restart the job, s.")
+    times_s: list[float] | None = Field(
+        default=None, description="Replay these failure times instead of drawing them, s."
+    )
+
+
 class TrainingJob(Spec):
     kind: Literal["training"] = "training"
     name: str = Field(min_length=1)
@@ -211,6 +226,16 @@ class TrainingJob(Spec):
     start_s: float = Field(default=0.0, ge=0, description="Submission time, s.")
     priority: int = Field(default=0, description="Higher runs first under priority scheduling.")
     checkpoint: Checkpointing = Checkpointing()
+    failures: Failures = Failures()
+    dp_overlap: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Share of the data-parallel gradient all-reduce hidden behind backward.",
+    )
+    achieved_tflops_per_gpu: float | None = Field(
+        default=None, gt=0,
+        description="Use this measured average throughput (6 N tokens / GPU-s) instead of the "
+        "profile-derived step time, e.g. to replay a published run.",
+    )
     power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
 
     def power_cap_w_value(self) -> float | None:

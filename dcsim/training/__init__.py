@@ -1,0 +1,1 @@
+"""Training jobs: step time, checkpoints, failures."""

@@ -1,0 +1,29 @@
+"""Checkpoint size, write and read time, and the Young/Daly interval."""
+
+from __future__ import annotations
+
+import math
+
+from dcsim.catalog import ModelSpec, shapes
+from dcsim.scenario import Storage
+
+
+def checkpoint_bytes(m: ModelSpec, bytes_per_param: float) -> float:
+    """Weights plus optimizer state: parameters x bytes per parameter."""
+    return shapes.total_params(m) * bytes_per_param
+
+
+def transfer_s(nbytes: float, servers: int, storage: Storage, write: bool) -> float:
+    """Time to move nbytes to or from the parallel file system, s.
+
+    The servers write (or read) their shards in parallel, each limited to the
+    per-client bandwidth, all together to the aggregate bandwidth.
+    """
+    aggregate = storage.write_bandwidth_gbyte_s if write else storage.read_bandwidth_gbyte_s
+    rate = min(aggregate, servers * storage.per_client_gbyte_s) * 1e9
+    return nbytes / rate
+
+
+def young_daly_s(checkpoint_s: float, mtbf_s: float) -> float:
+    """Checkpoint interval minimising expected lost work: sqrt(2 x checkpoint time x MTBF)."""
+    return math.sqrt(2 * checkpoint_s * mtbf_s)

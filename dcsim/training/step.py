@@ -1,0 +1,95 @@
+"""Time and energy of one optimizer step of a parallel training job.
+
+With tensor parallelism t, pipeline stages p, data parallelism d and m micro-batches:
+
+- a stage runs L / p layers of the model on t GPUs; one micro-batch of
+  B / (d m) tokens through a stage takes the store's `train` time of that layer
+  slice (forward, backward, optimizer; tensor-parallel collectives included when
+  t > 1) - embedding and head on the end stages are left out;
+- compute = m x micro-batch time; the 1F1B pipeline bubble adds (p - 1) micro-batch
+  times, a share (p - 1) / m of compute;
+- gradients (2 bytes per parameter of a GPU's shard) are all-reduced across the d
+  replicas over the scale-out network (ring, alpha-beta), of which `dp_overlap` is
+  hidden behind the backward pass.
+
+GPUs waiting in the bubble or on the network draw their DVFS floor power (the
+clock-independent power calibrated on the Zeus sweeps; dcsim.hardware.dvfs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dcsim.catalog import Catalog, shapes
+from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.collectives import ring_allreduce_s
+from dcsim.hardware.dvfs import dvfs_of
+from dcsim.profiles.store import ProfileStore
+from dcsim.scenario import Network
+from dcsim.workloads.spec import TrainingJob
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """One optimizer step of a job (times in s, energy in J for all of the job's GPUs)."""
+
+    micro_batch_s: float
+    compute_s: float
+    bubble_s: float
+    dp_allreduce_s: float
+    exposed_dp_s: float
+    step_s: float
+    busy_power_w: float  # per GPU while computing
+    wait_power_w: float  # per GPU in the bubble or waiting on the network
+    energy_j: float
+    tokens: int
+    provenance: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.step_s
+
+
+def _network_bytes_s(job: TrainingJob, cat: Catalog, net: Network) -> float:
+    """Scale-out bandwidth per GPU: the server's NICs shared by its GPUs, over the spine."""
+    servers = [s for s in cat.servers.values() if s.gpu == job.gpu]
+    if not servers:
+        raise DcsimError(Problem("gpu", job.gpu, "a GPU with a catalog server (its NICs carry "
+                                 "the data-parallel traffic)"))
+    srv = max(servers, key=lambda s: s.gpus_per_server)
+    per_gpu = srv.nics * srv.nic_gbps / srv.gpus_per_server * 1e9 / 8
+    crosses_leaf = job.gpus / srv.gpus_per_server > net.servers_per_leaf
+    return per_gpu / (net.oversubscription if crosses_leaf else 1.0)
+
+
+def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network) -> StepModel:
+    p = job.parallelism
+    m = cat.model(job.model)
+    seqs = job.global_batch_tokens / (p.dp * job.micro_batches * job.seq_len)
+    if seqs < 1:
+        raise DcsimError(Problem("global_batch_tokens", job.global_batch_tokens,
+                                 f"at least dp x micro_batches x seq_len = "
+                                 f"{p.dp * job.micro_batches * job.seq_len} tokens"))
+    stage = f"{m.id}/{math.ceil(m.layers / p.pp)}L"
+    cost = store.resolve(job.gpu, stage, "train", p.tp, job.power_cap_w)
+    out = cost.evaluate(np.array([seqs]), np.array([float(job.seq_len)]))
+    micro = float(out.latency_s[0])
+    busy_w = float(out.power_w[0]) / p.tp
+    compute = job.micro_batches * micro
+    bubble = (p.pp - 1) * micro
+    shard = shapes.total_params(m) / (p.tp * p.pp)
+    g = dvfs_of(cat.gpu(job.gpu))
+    dp = ring_allreduce_s(2 * shard, p.dp, _network_bytes_s(job, cat, net), net.link_latency_us
+                          * 1e-6)
+    exposed = (1 - job.dp_overlap) * dp
+    step = compute + bubble + exposed
+    if job.achieved_tflops_per_gpu is not None:  # a published throughput replaces the model
+        step = 6 * shapes.total_params(m) * job.global_batch_tokens / (
+            job.gpus * job.achieved_tflops_per_gpu * 1e12)
+        compute, bubble, exposed = step, 0.0, 0.0
+    energy = job.gpus * (busy_w * compute + g.floor_w * (bubble + exposed))
+    return StepModel(micro, compute, bubble, dp, exposed, step, busy_w, g.floor_w, energy,
+                     job.global_batch_tokens, str(out.provenance[0]))
