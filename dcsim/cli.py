@@ -138,6 +138,7 @@ def run(
                   "replicas": result.replicas, "power": result.power, "budgets": result.budgets}
         if not result.jobs.empty:
             tables["jobs"] = result.jobs
+            tables["failures"] = result.failures
         target = write_run(out_dir or default_out_dir(s), s, tables, summary)
     except DcsimError as exc:
         raise fail(exc) from None

@@ -54,9 +54,11 @@ def test_single_job_runs_at_the_throughput_its_profile_implies(store):
 
 
 def test_job_energy_matches_its_gpus_in_the_power_table():
-    d = _job_scenario(total_tokens=4194304 * 400, failures={"gpu_mtbf_hours": 2000})
+    d = _job_scenario(total_tokens=4194304 * 400, failures={"gpu_mtbf_hours": 256})
     d["simulation"] = {"duration_s": 6 * 3600, "seed": 2, "time_bucket_s": 600}
     r = simulate(scenario_from_data(d))
+    assert r.jobs["restarts"].iloc[0] == len(r.failures) > 0
+    assert r.failures["lost_gpu_hours"].sum() == pytest.approx(r.jobs["lost_gpu_hours"].iloc[0])
     p = r.power[r.power["domain"] == "gpu"]
     gpu_j = float((p["power_w"] * (p["t_end_s"] - p["t_start_s"])).sum())
     assert r.jobs["energy_j"].sum() == pytest.approx(gpu_j, rel=1e-9)

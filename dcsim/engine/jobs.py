@@ -88,3 +88,10 @@ def jobs_table(runs: list[tuple[JobProcess, StepModel, dict[str, float]]], end_s
             "profile_provenance": step.provenance, **extra,
         })
     return pd.DataFrame(rows)
+
+
+def failures_table(runs: list[tuple[JobProcess, StepModel, dict[str, float]]]) -> pd.DataFrame:
+    """One row per failure: job, time, steps lost, GPU-hours lost (work, restart, restore)."""
+    rows = [{"job": proc.run.name, "time_s": t, "steps_lost": steps, "lost_gpu_hours": gpu_h}
+            for proc, _, _ in runs for t, steps, gpu_h in proc.run.failures]
+    return pd.DataFrame(rows, columns=["job", "time_s", "steps_lost", "lost_gpu_hours"])

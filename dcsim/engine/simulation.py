@@ -13,7 +13,7 @@ import simpy
 
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
 from dcsim.engine.costs import IterationCosts
-from dcsim.engine.jobs import jobs_table, start_jobs
+from dcsim.engine.jobs import failures_table, jobs_table, start_jobs
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica, Seq
 from dcsim.engine.router import Router
@@ -45,6 +45,7 @@ class SimResult:
     power: pd.DataFrame  # per domain (gpu, server, rack, row, facility) and time bucket
     budgets: pd.DataFrame  # per rack / row / facility: budget and enforced GPU limit
     jobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per training job
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per job failure
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
@@ -158,6 +159,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
         rep.finish(env.now)
     result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
     result.jobs = jobs_table(runs, sim.duration_s)
+    result.failures = failures_table(runs)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
     job_rows = {j: (n_rep + j, job.gpus) for j, job in enumerate(jobs)}
     power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps,

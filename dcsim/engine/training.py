@@ -38,7 +38,7 @@ class JobRun:
     checkpoint_s: float = 0.0
     lost_s: float = 0.0  # compute thrown away plus restart downtime
     energy_j: float = 0.0
-    failure_times_s: list[float] = field(default_factory=list)
+    failures: list[tuple[float, int, float]] = field(default_factory=list)  # time, steps, GPU-h
 
 
 def failure_gaps(n_gpus: int, mtbf_h: float | None, shape: float, kind: str,
@@ -135,9 +135,9 @@ class JobProcess:
         """Run `seconds` more, fail, lose the uncommitted steps, restart from the checkpoint."""
         run = self.run
         yield from self._spend(seconds, power_w, True)
-        run.failure_times_s.append(self.env.now)
-        run.lost_s += (run.steps_uncommitted * self.step.step_s + seconds + self.restart_s
-                       + self.read_s)
+        lost = run.steps_uncommitted * self.step.step_s + seconds + self.restart_s + self.read_s
+        run.failures.append((self.env.now, run.steps_uncommitted, lost * run.gpus / 3600))
+        run.lost_s += lost
         run.steps_lost += run.steps_uncommitted
         run.steps_uncommitted = 0
         run.restarts += 1
