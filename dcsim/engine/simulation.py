@@ -180,10 +180,11 @@ def _placement(s: Scenario, services: list[InferenceService], jobs: list[Trainin
     caps_req = [svc.deployment.power_cap_w for svc in services
                 for _ in range(svc.deployment.replicas)]
     where: list[Server] = [servers[0]] * len(caps_req) if caps_req else []
+    where_index = [0] * len(caps_req)
     requested = np.empty(len(servers))
     for si, x in enumerate(servers):
         for r in x.replicas:
-            where[r] = x
+            where[r], where_index[r] = x, si
         own = [caps_req[r] or x.gpu.power_limit_max_w for r in x.replicas]
         if x.job is not None:
             own.append(jobs[x.job].power_cap_w or x.gpu.power_limit_max_w)
@@ -192,7 +193,7 @@ def _placement(s: Scenario, services: list[InferenceService], jobs: list[Trainin
     replica_caps: list[float | None] = []
     for r, cap in enumerate(caps_req):
         x = where[r]
-        limit = min(cap or x.gpu.power_limit_max_w, server_caps[servers.index(x)])
+        limit = min(cap or x.gpu.power_limit_max_w, server_caps[where_index[r]])
         replica_caps.append(None if limit >= x.gpu.power_limit_max_w else float(limit))
     return servers, server_caps, doms, replica_caps, where
 

@@ -69,6 +69,7 @@ class ProfileStore:
         self.table = table
         self._fits: dict[tuple[str, ...], GroupFit] = {}
         self._pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._measured: dict[float | None, pd.DataFrame] = {}
 
     @classmethod
     def from_files(
@@ -101,6 +102,11 @@ class ProfileStore:
     # -- what is measured -------------------------------------------------
     def measured(self, cap: float | None = None) -> pd.DataFrame:
         """One row per measured group (at the default limit, or at `cap`): ranges and size."""
+        if cap not in self._measured:
+            self._measured[cap] = self._group_summary(cap)
+        return self._measured[cap]
+
+    def _group_summary(self, cap: float | None) -> pd.DataFrame:
         t = self.table
         rows = t[t["phase"].isin(PHASES) & _cap_mask(t, cap)]
         rows = rows.assign(tokens=rows["batch_size"] * rows["seq_len"])
