@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +12,10 @@ from rich.table import Table
 
 from dcsim import __version__
 from dcsim.errors import DcsimError
+
+if TYPE_CHECKING:
+    from dcsim.engine.simulation import SimResult
+    from dcsim.scenario import Scenario
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plan AI data centers: capacity, energy, cost and carbon.")
@@ -120,7 +125,6 @@ def run(
         False, "--step-by-step", help="One event per decode step (a slow check of the fast path)."),
 ) -> None:
     """Simulate a scenario; write requests, time series and summary; print the summary."""
-    from dcsim.engine.simulation import simulate
     from dcsim.output import default_out_dir, write_run
     from dcsim.power_summary import request_carbon_and_cost
     from dcsim.results import summarize
@@ -130,7 +134,7 @@ def run(
         s = load_scenario(file)
         if seed is not None:
             s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
-        result = _simulate_with_progress(simulate, s, file.parent, quiet, not step_by_step)
+        result = _simulate_with_progress(s, file.parent, quiet, not step_by_step)
         summary = summarize(s, result.requests, result.replicas, result.provenance,
                             result.power, result.budgets, result.jobs)
         requests = request_carbon_and_cost(result.requests, result.power)
@@ -146,8 +150,11 @@ def run(
     out.print(f"results: {target}", highlight=False)
 
 
-def _simulate_with_progress(simulate, s, base_dir: Path, quiet: bool, coalesce: bool):  # noqa: ANN001, ANN202
+def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: bool
+                            ) -> SimResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dcsim.engine.simulation import simulate
 
     if quiet:
         return simulate(s, base_dir, coalesce=coalesce)

@@ -52,13 +52,12 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
             gpu = _lookup(problems, f"{p}.gpu", cat.gpu, w.gpu)
             if gpu:
                 problems += _training_fit(w, cat, p)
-        if gpu and w.power_cap_w_value() is not None:
-            cap = w.power_cap_w_value()
-            if not gpu.power_limit_min_w <= cap <= gpu.power_limit_max_w:
-                where = f"{p}.deployment.power_cap_w" if isinstance(w, InferenceService) else (
-                    f"{p}.power_cap_w")
-                problems.append(Problem(where, cap, f"a power limit within {gpu.id}'s range "
-                                        f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
+        inference = isinstance(w, InferenceService)
+        cap = w.deployment.power_cap_w if inference else w.power_cap_w
+        if gpu and cap is not None and not gpu.power_limit_min_w <= cap <= gpu.power_limit_max_w:
+            where = f"{p}.deployment.power_cap_w" if inference else f"{p}.power_cap_w"
+            problems.append(Problem(where, cap, f"a power limit within {gpu.id}'s range "
+                                    f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
     problems += _inventory(s, inventory)
     problems += _profile_files(s, cat, base_dir)
     problems += _facility_files(s, base_dir)

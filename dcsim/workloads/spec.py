@@ -161,9 +161,6 @@ class InferenceService(Spec):
         "central_queue: one FIFO per service, replicas pull when they have room.",
     )
 
-    def power_cap_w_value(self) -> float | None:
-        return self.deployment.power_cap_w
-
     @model_validator(mode="after")
     def _lengths_given(self) -> InferenceService:
         from_trace = isinstance(self.arrival, TraceArrivals) and self.arrival.use_token_lengths
@@ -237,9 +234,6 @@ class TrainingJob(Spec):
         "profile-derived step time, e.g. to replay a published run.",
     )
     power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
-
-    def power_cap_w_value(self) -> float | None:
-        return self.power_cap_w
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingJob:
