@@ -136,13 +136,17 @@ def run(
             s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
         result = _simulate_with_progress(s, file.parent, quiet, not step_by_step)
         summary = summarize(s, result.requests, result.replicas, result.provenance,
-                            result.power, result.budgets, result.jobs)
+                            result.power, result.budgets, result.jobs, result.cluster_pods,
+                            result.cluster)
         requests = request_carbon_and_cost(result.requests, result.power)
         tables = {"requests": requests, "timeseries": result.timeseries,
                   "replicas": result.replicas, "power": result.power, "budgets": result.budgets}
         if not result.jobs.empty:
             tables["jobs"] = result.jobs
             tables["failures"] = result.failures
+        if not result.cluster_pods.empty:
+            tables["cluster_pods"] = result.cluster_pods
+            tables["cluster"] = result.cluster
         target = write_run(out_dir or default_out_dir(s), s, tables, summary)
     except DcsimError as exc:
         raise fail(exc) from None
@@ -194,7 +198,14 @@ def _print_summary(summary: dict) -> None:
         out.print(f"job {j['job']}: {j['gpus']} GPUs, {state}; {j['tokens_done']:.3g} tokens, "
                   f"goodput {j['goodput']:.1%}, {j['restarts']} restarts, "
                   f"{j['energy_j'] / 3.6e6:.3g} kWh GPU energy", highlight=False)
+    for c in summary.get("cluster_replays", []):
+        out.print(f"cluster {c['workload']}: {c['pods_started']} of {c['pods']} pods started, "
+                  f"wait mean {c['wait_mean_s']:.3g} s / p90 {c['wait_p90_s']:.3g} s, GPU "
+                  f"allocation mean {c['gpu_allocation_mean']:.1%} peak "
+                  f"{c['gpu_allocation_peak']:.1%}", highlight=False)
     t = summary["total"]
+    if not t["gpus"]:  # nothing of its own to power (a trace replay alone)
+        return
     out.print(f"total: {t['gpus_serving']} of {t['gpus']} GPUs serving, {t['gpu_hours']:.3g} "
               f"GPU-h; energy {t['gpu_energy_kwh']:.3g} kWh GPUs, {t['it_energy_kwh']:.3g} kWh IT, "
               f"{t['facility_kwh']:.3g} kWh facility (PUE {t['effective_pue']:.3g}); "

@@ -9,7 +9,14 @@ from typing import TypeVar
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, load_catalog, shapes
 from dcsim.errors import DcsimError, Problem
 from dcsim.scenario import Scenario
-from dcsim.workloads.spec import EmpiricalLength, InferenceService, TraceArrivals, TrainingJob
+from dcsim.workloads.cluster_trace import resolve as resolve_cluster_trace
+from dcsim.workloads.spec import (
+    ClusterReplaySpec,
+    EmpiricalLength,
+    InferenceService,
+    TraceArrivals,
+    TrainingJob,
+)
 from dcsim.workloads.traces import resolve_trace_path
 
 T = TypeVar("T")
@@ -42,6 +49,12 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
                     rack.count * grp.count * srv.gpus_per_server)
     for i, w in enumerate(s.workloads):
         p = f"workloads[{i}]"
+        if isinstance(w, ClusterReplaySpec):
+            try:
+                resolve_cluster_trace(w.trace, base_dir)
+            except DcsimError as exc:
+                problems.append(Problem(f"{p}.trace", w.trace, exc.problems[0].expected))
+            continue
         model = _lookup(problems, f"{p}.model", cat.model, w.model)
         if isinstance(w, InferenceService):
             gpu = _lookup(problems, f"{p}.deployment.gpu", cat.gpu, w.deployment.gpu)

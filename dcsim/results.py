@@ -66,9 +66,26 @@ def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, e
     }
 
 
+def cluster_summary(pods: pd.DataFrame, series: pd.DataFrame) -> list[dict[str, object]]:
+    """Per replayed cluster trace: pods started, waiting time, allocation, fragmentation."""
+    out = []
+    for name, p in pods.groupby("workload", sort=False):
+        t = series[series["workload"] == name]
+        busy = t[t["gpu_allocation"] > 0]
+        out.append({"workload": name, "pods": len(p), "pods_started": int(p["started"].sum()),
+                    "wait_mean_s": float(p["wait_s"].mean()),
+                    "wait_p90_s": float(p["wait_s"].quantile(0.9)),
+                    "gpu_allocation_mean": float(t["gpu_allocation"].mean()),
+                    "gpu_allocation_peak": float(t["gpu_allocation"].max()),
+                    "fragmentation_mean_when_busy": float(busy["fragmentation"].mean())
+                    if len(busy) else None})
+    return out
+
+
 def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
               provenance: dict, power: pd.DataFrame, budgets: pd.DataFrame,
-              jobs: pd.DataFrame | None = None) -> dict[str, object]:
+              jobs: pd.DataFrame | None = None, cluster_pods: pd.DataFrame | None = None,
+              cluster: pd.DataFrame | None = None) -> dict[str, object]:
     """summary.json content: per service, per power domain and in total."""
     sim = s.simulation
     window = sim.duration_s - sim.warmup_s
@@ -110,7 +127,10 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
                         | {"carbon_kg": split["carbon_kg"] * share,
                            "cost_usd": split["cost_usd"] * share})
     return {"scenario": s.name, "duration_s": sim.duration_s, "warmup_s": sim.warmup_s,
-            "seed": sim.seed, "services": services, "jobs": job_rows, "total": total,
+            "seed": sim.seed, "services": services, "jobs": job_rows,
+            "cluster_replays": cluster_summary(cluster_pods, cluster)
+            if cluster_pods is not None and not cluster_pods.empty else [],
+            "total": total,
             "power_domains": domain_peaks(power, budgets),
             "notes": {"energy_kwh": "per service: GPU energy of its replicas (busy + idle)",
                       "it_energy_kwh": "servers at the wall: GPUs (idle ones too), host, PSU loss",

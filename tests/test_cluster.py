@@ -78,3 +78,27 @@ def test_alibaba_trace_loads_and_checks():
     assert len(pods) == 8152 and (pods["run_s"] >= 0).all()
     with pytest.raises(DcsimError, match="builtin:alibaba-gpu-2023"):
         resolve("builtin:nope", None)
+
+
+def test_cluster_replay_runs_from_the_cli(tmp_path):
+    import json
+    from pathlib import Path
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from dcsim.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    d = yaml.safe_load((root / "scenarios" / "cluster_replay.yaml").read_text())
+    d["simulation"]["duration_s"] = 100000
+    scen = tmp_path / "c.yaml"
+    scen.write_text(yaml.safe_dump(d))
+    res = CliRunner().invoke(app, ["run", str(scen), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 0, res.output
+    pods = pd.read_parquet(tmp_path / "o" / "cluster_pods.parquet")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    c = summary["cluster_replays"][0]
+    assert c["pods"] == len(pods) == 8152
+    assert c["pods_started"] == int(pods["started"].sum()) > 0
+    assert 0 < c["gpu_allocation_peak"] <= 1

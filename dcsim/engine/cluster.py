@@ -14,10 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import simpy
+
+from dcsim.scenario import Scenario
+from dcsim.workloads.cluster_trace import load_cluster_trace, resolve
+from dcsim.workloads.spec import ClusterReplaySpec
 
 FULL = 1000  # milli-GPU
 BACKFILL_WINDOW = 256  # queued pods a backfill pass looks at, as schedulers bound it
@@ -50,6 +55,12 @@ class ClusterReplay:
         self.node = np.full(len(pods), -1)
         self.gpu_slot: dict[int, list[int]] = {}
         self.ends: list[list[tuple[float, int]]] = [[] for _ in self.nodes]
+        # per-node summaries kept current, so best fit is a vectorised scan
+        self.n_full = np.array([len(nd.free) for nd in self.nodes])  # wholly free GPUs
+        self.max_free = np.array([FULL if nd.free else 0 for nd in self.nodes])
+        self.sum_free = np.array([FULL * len(nd.free) for nd in self.nodes])
+        self.cpu_free = np.array([nd.cpu for nd in self.nodes])
+        self.mem_free = np.array([nd.mem for nd in self.nodes])
         self.queue: list[int] = []
         self.used = 0
         self.stranded = 0  # free milli-GPU on partly used GPUs
@@ -122,15 +133,24 @@ class ClusterReplay:
         return sum(1 for f in nd.free if f == FULL) >= g
 
     def _fit(self, p: int, exclude: int = -1) -> int:
-        """Best-fit node for pod p (other than `exclude`), or -1."""
-        best, best_left = -1, None
-        for i, nd in enumerate(self.nodes):
-            if i == exclude or not self._fits_node(p, nd):
-                continue
-            left = sum(nd.free) - self.gpus[p] * self.milli[p]
-            if best_left is None or left < best_left:
-                best, best_left = i, left
-        return best
+        """Best-fit node for pod p (other than `exclude`): least free GPU left; or -1."""
+        ok = (self.cpu_free >= self.cpu[p]) & (self.mem_free >= self.mem[p])
+        if self.gpus[p] and self.milli[p] < FULL:
+            ok &= self.max_free >= self.milli[p]
+        elif self.gpus[p]:
+            ok &= self.n_full >= self.gpus[p]
+        if exclude >= 0:
+            ok[exclude] = False
+        if not ok.any():
+            return -1
+        return int(np.argmin(np.where(ok, self.sum_free, np.iinfo(np.int64).max)))
+
+    def _refresh(self, i: int) -> None:
+        nd = self.nodes[i]
+        self.n_full[i] = sum(1 for f in nd.free if f == FULL)
+        self.max_free[i] = max(nd.free, default=0)
+        self.sum_free[i] = sum(nd.free)
+        self.cpu_free[i], self.mem_free[i] = nd.cpu, nd.mem
 
     def _start(self, p: int, i: int) -> None:
         nd = self.nodes[i]
@@ -148,6 +168,7 @@ class ClusterReplay:
         nd.mem -= self.mem[p]
         self.used += self.gpus[p] * self.milli[p]
         self.gpu_slot[p] = slots
+        self._refresh(i)
         self.start[p], self.node[p] = self.env.now, i
         self.ends[i].append((self.env.now + self.run[p], p))
         self.env.process(self._running(p))
@@ -166,6 +187,7 @@ class ClusterReplay:
         nd.cpu += self.cpu[p]
         nd.mem += self.mem[p]
         self.used -= self.gpus[p] * self.milli[p]
+        self._refresh(int(self.node[p]))
         self.ends[self.node[p]].remove((self.start[p] + self.run[p], p))
 
     def _reservation(self, p: int) -> tuple[float, int]:
@@ -189,9 +211,11 @@ class ClusterReplay:
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         self._observe()
         end = self.start + self.run
+        wait = self.start - self.submit
+        wait = np.where(np.abs(wait) < 1e-6, 0.0, wait)  # time sums leave float dust
         pods = pd.DataFrame({"pod": np.arange(len(self.submit)), "submit_s": self.submit,
-                             "start_s": self.start, "end_s": end, "wait_s": self.start
-                             - self.submit, "node": self.node, "gpus": self.gpus,
+                             "start_s": self.start, "end_s": end, "wait_s": wait,
+                             "node": self.node, "gpus": self.gpus,
                              "gpu_milli": self.milli, "run_s": self.run,
                              "started": ~np.isnan(self.start)})
         n = len(self.util_x)
@@ -202,3 +226,29 @@ class ClusterReplay:
                                "queue_length": self.queue_x / dt,
                                "fragmentation": self.frag_x / dt})
         return pods, series
+
+
+def start_replays(env: simpy.Environment, s: Scenario, base_dir: Path
+                  ) -> list[tuple[str, ClusterReplay]]:
+    """A ClusterReplay for every cluster_replay workload of the scenario."""
+    out = []
+    for w in s.workloads:
+        if not isinstance(w, ClusterReplaySpec):
+            continue
+        nodes, pods = load_cluster_trace(*resolve(w.trace, base_dir))
+        keep = np.unique(np.linspace(0, len(nodes) - 1, max(round(len(nodes) * w.node_fraction),
+                                                             1)).round().astype(int))
+        nodes = nodes.iloc[keep].reset_index(drop=True)
+        pods = pods.assign(creation_time=pods["creation_time"] * w.arrival_time_scale)
+        out.append((w.name, ClusterReplay(env, nodes, pods, w.policy, s.simulation.duration_s,
+                                          s.simulation.time_bucket_s)))
+    return out
+
+
+def replay_tables(replays: list[tuple[str, ClusterReplay]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pods and metrics of every replay, tagged with the workload's name."""
+    if not replays:
+        return pd.DataFrame(), pd.DataFrame()
+    pods, series = zip(*((p.assign(workload=n), t.assign(workload=n))
+                         for n, c in replays for p, t in [c.tables()]), strict=True)
+    return pd.concat(pods, ignore_index=True), pd.concat(series, ignore_index=True)

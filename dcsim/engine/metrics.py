@@ -37,7 +37,7 @@ class TimeSeries:
 
     def array(self, name: str) -> np.ndarray:
         """One metric as a (replicas, buckets) array."""
-        return np.asarray(getattr(self, name), dtype=float)
+        return np.asarray(getattr(self, name), dtype=float).reshape(-1, self.n)
 
     def add(self, r: int, t0: float, t1: float, energy: float, busy: bool, batch: float,
             kv: float, queue: float) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import simpy
 
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
+from dcsim.engine.cluster import replay_tables, start_replays
 from dcsim.engine.costs import IterationCosts
 from dcsim.engine.jobs import failures_table, jobs_table, start_jobs
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
@@ -46,6 +47,8 @@ class SimResult:
     budgets: pd.DataFrame  # per rack / row / facility: budget and enforced GPU limit
     jobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per training job
     failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per job failure
+    cluster_pods: pd.DataFrame = field(default_factory=pd.DataFrame)  # replayed trace pods
+    cluster: pd.DataFrame = field(default_factory=pd.DataFrame)  # replay metrics over time
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
@@ -59,7 +62,7 @@ def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) ->
 def _split(s: Scenario) -> tuple[list[InferenceService], list[TrainingJob]]:
     services = [w for w in s.workloads if isinstance(w, InferenceService)]
     jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
-    if not services and not jobs:
+    if not s.workloads:
         raise DcsimError(Problem("workloads", [], "at least one workload to simulate"))
     return services, jobs
 
@@ -151,6 +154,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
                for i, svc in enumerate(services)]
     runs = start_jobs(env, s, jobs, cat, store, servers, server_caps, fleet.series, n_rep, seeds,
                       len(services))
+    replays = start_replays(env, s, base)
     env.process(_arrivals(env, reqs, routers))
     if progress is not None:
         env.process(_ticks(env, sim.duration_s, progress))
@@ -160,6 +164,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
     result.jobs = jobs_table(runs, sim.duration_s)
     result.failures = failures_table(runs)
+    result.cluster_pods, result.cluster = replay_tables(replays)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
     job_rows = {j: (n_rep + j, job.gpus) for j, job in enumerate(jobs)}
     power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps,

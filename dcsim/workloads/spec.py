@@ -246,5 +246,23 @@ class TrainingJob(Spec):
         return self
 
 
-WorkloadSpec = Annotated[InferenceService | TrainingJob, Field(discriminator="kind")]
-WORKLOADS = {"inference": InferenceService, "training": TrainingJob}
+class ClusterReplaySpec(Spec):
+    """Replay a GPU cluster trace (Alibaba 2023 format) through a scheduler."""
+
+    kind: Literal["cluster_replay"] = "cluster_replay"
+    name: str = Field(min_length=1)
+    trace: str = Field(default="builtin:alibaba-gpu-2023",
+                       description="builtin:NAME, or 'nodes.csv,pods.csv' (relative paths).")
+    policy: Literal["fifo", "priority", "easy_backfill"] = "easy_backfill"
+    arrival_time_scale: float = Field(
+        default=1.0, gt=0, le=1, description="Multiply submission times (< 1 compresses them "
+        "and raises the load; run times stay as traced)."
+    )
+    node_fraction: float = Field(default=1.0, gt=0, le=1,
+                                 description="Keep this share of the trace's nodes.")
+
+
+WorkloadSpec = Annotated[InferenceService | TrainingJob | ClusterReplaySpec,
+                         Field(discriminator="kind")]
+WORKLOADS = {"inference": InferenceService, "training": TrainingJob,
+             "cluster_replay": ClusterReplaySpec}
