@@ -144,6 +144,7 @@ def run(
         if not result.jobs.empty:
             tables["jobs"] = result.jobs
             tables["failures"] = result.failures
+            tables["links"] = result.links
         if not result.cluster_pods.empty:
             tables["cluster_pods"] = result.cluster_pods
             tables["cluster"] = result.cluster

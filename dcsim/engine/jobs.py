@@ -11,11 +11,12 @@ import simpy
 from dcsim.catalog import Catalog
 from dcsim.engine.metrics import TimeSeries
 from dcsim.engine.training import JobProcess, JobRun, failure_gaps
+from dcsim.hardware.network import Fabric
 from dcsim.hardware.placement import Server
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
 from dcsim.training.checkpoint import checkpoint_bytes, transfer_s, young_daly_s
-from dcsim.training.step import StepModel, step_model
+from dcsim.training.step import StepModel, nic_bytes_s_per_gpu, step_model
 from dcsim.workloads.spec import TrainingJob
 
 
@@ -34,9 +35,21 @@ def _enforced(job: TrainingJob, j: int, servers: list[Server], caps: np.ndarray)
     return job.model_copy(update={"power_cap_w": None if cap >= gpu_max else float(cap)})
 
 
+def build_fabric(env: simpy.Environment, s: Scenario, servers: list[Server],
+                 series: TimeSeries) -> tuple[Fabric, list[int]]:
+    """Leaf-spine uplinks of the fleet (servers in order, servers_per_leaf each)."""
+    net = s.fleet.network
+    leaf = [i // net.servers_per_leaf for i in range(len(servers))]
+    cap = np.zeros(max(leaf, default=-1) + 1)
+    for i, x in enumerate(servers):
+        cap[leaf[i]] += x.spec.nics * x.spec.nic_gbps * 1e9 / 8 / net.oversubscription
+    return Fabric(cap, lambda: env.now, series.bucket_s, series.n), leaf
+
+
 def start_jobs(env: simpy.Environment, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
                store: ProfileStore, servers: list[Server], caps: np.ndarray, series: TimeSeries,
-               first_row: int, seeds: list[list[np.random.SeedSequence]], seed_offset: int
+               first_row: int, seeds: list[list[np.random.SeedSequence]], seed_offset: int,
+               fabric: Fabric, leaf: list[int]
                ) -> list[tuple[JobProcess, StepModel, dict[str, float]]]:
     out = []
     for j, job in enumerate(jobs):
@@ -54,8 +67,13 @@ def start_jobs(env: simpy.Environment, s: Scenario, jobs: list[TrainingJob], cat
         rng = np.random.default_rng(seeds[seed_offset + j][0])
         gaps = failure_gaps(job.gpus, f.gpu_mtbf_hours, f.weibull_shape, f.distribution,
                             f.times_s, rng)
+        leaves: dict[int, int] = {}
+        for i, x in enumerate(servers):
+            if x.job == j:
+                leaves[leaf[i]] = leaves.get(leaf[i], 0) + x.job_gpus
         proc = JobProcess(env, run, step, interval, write, read, f.restart_s,
-                          cat.gpu(job.gpu).idle_power_w, gaps, series, first_row + j)
+                          cat.gpu(job.gpu).idle_power_w, gaps, series, first_row + j,
+                          fabric, j, leaves, nic_bytes_s_per_gpu(job, cat))
         out.append((proc, step, {"checkpoint_write_s": write, "checkpoint_interval_s": interval,
                                 "job_mtbf_s": mtbf_job_s, "power_cap_w": job.power_cap_w}))
     return out
@@ -65,9 +83,9 @@ def jobs_table(runs: list[tuple[JobProcess, StepModel, dict[str, float]]], end_s
                ) -> pd.DataFrame:
     """One row per job: timing, goodput, failures, checkpoints, energy, step breakdown."""
     rows = []
-    for proc, step, extra in runs:
+    for proc, _, extra in runs:
         proc.finish(end_s)
-        run = proc.run
+        run, step = proc.run, proc.step  # the step as last shared by the fabric
         finished = not math.isnan(run.end_s)
         wall = (run.end_s if finished else end_s) - run.start_s
         progress = run.steps_done + run.steps_uncommitted

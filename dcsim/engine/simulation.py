@@ -14,7 +14,7 @@ import simpy
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
 from dcsim.engine.cluster import replay_tables, start_replays
 from dcsim.engine.costs import IterationCosts
-from dcsim.engine.jobs import failures_table, jobs_table, start_jobs
+from dcsim.engine.jobs import build_fabric, failures_table, jobs_table, start_jobs
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica, Seq
 from dcsim.engine.router import Router
@@ -49,6 +49,7 @@ class SimResult:
     failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per job failure
     cluster_pods: pd.DataFrame = field(default_factory=pd.DataFrame)  # replayed trace pods
     cluster: pd.DataFrame = field(default_factory=pd.DataFrame)  # replay metrics over time
+    links: pd.DataFrame = field(default_factory=pd.DataFrame)  # leaf uplinks over time
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
@@ -152,8 +153,9 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     routers = [fleet.add_service(svc, reqs[reqs["service"] == i],
                                  np.random.default_rng(seeds[i][1]))
                for i, svc in enumerate(services)]
+    fabric, leaf = build_fabric(env, s, servers, fleet.series)
     runs = start_jobs(env, s, jobs, cat, store, servers, server_caps, fleet.series, n_rep, seeds,
-                      len(services))
+                      len(services), fabric, leaf)
     replays = start_replays(env, s, base)
     env.process(_arrivals(env, reqs, routers))
     if progress is not None:
@@ -164,6 +166,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
     result.jobs = jobs_table(runs, sim.duration_s)
     result.failures = failures_table(runs)
+    result.links = fabric.links_table(sim.duration_s) if jobs else pd.DataFrame()
     result.cluster_pods, result.cluster = replay_tables(replays)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
     job_rows = {j: (n_rep + j, job.gpus) for j, job in enumerate(jobs)}

@@ -17,6 +17,7 @@ import numpy as np
 import simpy
 
 from dcsim.engine.metrics import TimeSeries
+from dcsim.hardware.network import Fabric
 from dcsim.training.step import StepModel
 
 
@@ -71,8 +72,12 @@ class JobProcess:
 
     def __init__(self, env: simpy.Environment, run: JobRun, step: StepModel, interval_s: float,
                  write_s: float, read_s: float, restart_s: float, idle_w: float,
-                 gaps: Iterator[float], series: TimeSeries, row: int) -> None:
+                 gaps: Iterator[float], series: TimeSeries, row: int,
+                 fabric: Fabric, job: int, leaves: dict[int, int], nic_byte_s: float) -> None:
         self.env, self.run, self.step, self.series, self.row = env, run, step, series, row
+        self.base = step
+        self.fabric, self.job, self.leaves, self.nic = fabric, job, leaves, nic_byte_s
+        self.dp_seconds = 0.0  # time-weighted step, for the mean reported in jobs.parquet
         self.interval_s, self.write_s, self.read_s = interval_s, write_s, read_s
         self.restart_s, self.idle_w, self.gaps = restart_s, idle_w, gaps
         self.current: tuple[float, float, bool] | None = None  # start, power, busy
@@ -83,14 +88,17 @@ class JobProcess:
         if run.submit_s > env.now:
             yield env.timeout(run.submit_s - env.now)
         run.start_s = env.now
+        self.fabric.start(self.job, self.leaves, self.nic)
         # an infinite interval (Young/Daly without failures) never checkpoints
         per_ckpt = (run.steps_total if math.isinf(self.interval_s)
                     else max(1, round(self.interval_s / step.step_s)))
-        step_w = step.energy_j / step.step_s  # the job's power while stepping
-        # work runs in slices of at most one time bucket, so the power series is right
-        max_slice = max(1, int(self.series.bucket_s // step.step_s))
         to_fail = next(self.gaps)
         while run.steps_done + run.steps_uncommitted < run.steps_total:
+            # the fabric's share may have changed since the last slice
+            self.step = step = self.base.with_bandwidth(self.fabric.per_gpu[self.job])
+            step_w = step.energy_j / step.step_s  # the job's power while stepping
+            # work runs in slices of at most one time bucket, so the power series is right
+            max_slice = max(1, int(self.series.bucket_s // step.step_s))
             left = run.steps_total - run.steps_done - run.steps_uncommitted
             n = min(per_ckpt - run.steps_uncommitted, left, max_slice)
             work = n * step.step_s
@@ -117,6 +125,7 @@ class JobProcess:
         run.steps_uncommitted = 0
         run.end_s = env.now
         self.current = None
+        self.fabric.end(self.job)
 
     def _spend(self, seconds: float, power_w: float, busy: bool
                ) -> Generator[simpy.Event, None, None]:

@@ -9,8 +9,8 @@ With tensor parallelism t, pipeline stages p, data parallelism d and m micro-bat
 - compute = m x micro-batch time; the 1F1B pipeline bubble adds (p - 1) micro-batch
   times, a share (p - 1) / m of compute;
 - gradients (2 bytes per parameter of a GPU's shard) are all-reduced across the d
-  replicas over the scale-out network (ring, alpha-beta), of which `dp_overlap` is
-  hidden behind the backward pass.
+  replicas over the scale-out network (ring, alpha-beta) at the bandwidth the fabric
+  grants (dcsim.hardware.network), of which `dp_overlap` is hidden behind backward.
 
 GPUs waiting in the bubble or on the network draw their DVFS floor power (the
 clock-independent power calibrated on the Zeus sweeps; dcsim.hardware.dvfs).
@@ -19,7 +19,7 @@ clock-independent power calibrated on the Zeus sweeps; dcsim.hardware.dvfs).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,25 +47,42 @@ class StepModel:
     energy_j: float
     tokens: int
     provenance: str
+    gpus: int = 0
+    dp_ranks: int = 1
+    grad_bytes: float = 0.0  # gradient bytes per GPU all-reduced each step
+    alpha_s: float = 0.0
+    dp_overlap: float = 0.0
+    fixed: bool = False  # a published throughput: the network does not enter
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.step_s
 
+    def with_bandwidth(self, byte_s: float) -> StepModel:
+        """The same step with the data-parallel all-reduce at `byte_s` per GPU."""
+        if self.fixed:
+            return self
+        dp = ring_allreduce_s(self.grad_bytes, self.dp_ranks, byte_s, self.alpha_s)
+        exposed = (1 - self.dp_overlap) * dp
+        step = self.compute_s + self.bubble_s + exposed
+        energy = self.gpus * (self.busy_power_w * self.compute_s
+                              + self.wait_power_w * (self.bubble_s + exposed))
+        return replace(self, dp_allreduce_s=dp, exposed_dp_s=exposed, step_s=step,
+                       energy_j=energy)
 
-def _network_bytes_s(job: TrainingJob, cat: Catalog, net: Network) -> float:
-    """Scale-out bandwidth per GPU: the server's NICs shared by its GPUs, over the spine."""
+
+def nic_bytes_s_per_gpu(job: TrainingJob, cat: Catalog) -> float:
+    """Scale-out bandwidth of one GPU: its server's NICs shared by the server's GPUs."""
     servers = [s for s in cat.servers.values() if s.gpu == job.gpu]
     if not servers:
         raise DcsimError(Problem("gpu", job.gpu, "a GPU with a catalog server (its NICs carry "
                                  "the data-parallel traffic)"))
     srv = max(servers, key=lambda s: s.gpus_per_server)
-    per_gpu = srv.nics * srv.nic_gbps / srv.gpus_per_server * 1e9 / 8
-    crosses_leaf = job.gpus / srv.gpus_per_server > net.servers_per_leaf
-    return per_gpu / (net.oversubscription if crosses_leaf else 1.0)
+    return srv.nics * srv.nic_gbps / srv.gpus_per_server * 1e9 / 8
 
 
 def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network) -> StepModel:
+    """The step alone on the network (line rate); Fabric shares decide the rest."""
     p = job.parallelism
     m = cat.model(job.model)
     seqs = job.global_batch_tokens / (p.dp * job.micro_batches * job.seq_len)
@@ -82,7 +99,7 @@ def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network
     bubble = (p.pp - 1) * micro
     shard = shapes.total_params(m) / (p.tp * p.pp)
     g = dvfs_of(cat.gpu(job.gpu))
-    dp = ring_allreduce_s(2 * shard, p.dp, _network_bytes_s(job, cat, net), net.link_latency_us
+    dp = ring_allreduce_s(2 * shard, p.dp, nic_bytes_s_per_gpu(job, cat), net.link_latency_us
                           * 1e-6)
     exposed = (1 - job.dp_overlap) * dp
     step = compute + bubble + exposed
@@ -92,4 +109,6 @@ def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network
         compute, bubble, exposed = step, 0.0, 0.0
     energy = job.gpus * (busy_w * compute + g.floor_w * (bubble + exposed))
     return StepModel(micro, compute, bubble, dp, exposed, step, busy_w, g.floor_w, energy,
-                     job.global_batch_tokens, str(out.provenance[0]))
+                     job.global_batch_tokens, str(out.provenance[0]), gpus=job.gpus,
+                     dp_ranks=p.dp, grad_bytes=2 * shard, alpha_s=net.link_latency_us * 1e-6,
+                     dp_overlap=job.dp_overlap, fixed=job.achieved_tflops_per_gpu is not None)
