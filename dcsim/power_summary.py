@@ -13,12 +13,14 @@ def energy_split(power: pd.DataFrame) -> dict[str, float]:
     dt = power["t_end_s"] - power["t_start_s"]
     kwh = power["power_w"] * dt / 3.6e6
     gpu = float(kwh[power["domain"] == "gpu"].sum())
+    network = float(kwh[power["domain"] == "network"].sum())
     fac = power["domain"] == "facility"
     it = float(kwh[fac].sum())
     cooling = float((power.loc[fac, "cooling_w"] * dt[fac]).sum() / 3.6e6)
     losses = float((power.loc[fac, "losses_w"] * dt[fac]).sum() / 3.6e6)
     total = it + cooling + losses
-    return {"gpu_energy_kwh": gpu, "host_and_psu_energy_kwh": it - gpu, "it_energy_kwh": it,
+    return {"gpu_energy_kwh": gpu, "host_and_psu_energy_kwh": it - gpu - network,
+            "network_energy_kwh": network, "it_energy_kwh": it,
             "cooling_kwh": cooling, "losses_kwh": losses, "facility_kwh": total,
             "effective_pue": total / it if it else None,
             "carbon_kg": float(power.loc[fac, "carbon_g"].sum()) / 1e3,

@@ -118,7 +118,14 @@ class Network(Spec):
     topology: Literal["leaf_spine", "fat_tree"] = "leaf_spine"
     oversubscription: float = Field(default=1.0, ge=1.0, description="Leaf down/up bandwidth ratio.")
     servers_per_leaf: int = Field(default=16, ge=1)
-    switch_port_power_w: float = Field(default=15.0, ge=0, description="Power per active port, W.")
+    switch_port_power_w: float = Field(
+        default=15.0, ge=0,
+        description="Switch port power when carrying traffic, W (an assumed typical figure for "
+        "a 400 Gb/s port with optics; set yours).",
+    )
+    switch_port_idle_w: float = Field(
+        default=10.0, ge=0, description="Switch port power when idle, W (assumed; set yours)."
+    )
     link_latency_us: float = Field(
         default=5.0, ge=0, description="Per-step latency of a collective across servers, us "
         "(alpha of the alpha-beta model; a typical RDMA figure, set yours)."

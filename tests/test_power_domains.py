@@ -44,8 +44,12 @@ def test_energy_adds_up_from_gpus_to_the_facility(free_run):
     srv = p[p["domain"] == "server"]
     assert _energy(p, "server") > _energy(p, "gpu")
     assert (srv["losses_w"] > 0).all()
-    for dom in ("rack", "row", "facility"):
+    for dom in ("rack", "row"):
         assert _energy(p, dom) == pytest.approx(_energy(p, "server"), rel=1e-9)
+    # the facility's IT load is the servers plus the switch ports
+    assert _energy(p, "network") > 0
+    assert _energy(p, "facility") == pytest.approx(_energy(p, "server") + _energy(p, "network"),
+                                                   rel=1e-9)
     split = energy_split(p)
     # constant PUE: facility = IT x PUE, exactly; facility = IT + cooling + losses
     assert split["facility_kwh"] == pytest.approx(split["it_energy_kwh"] * 1.3, rel=1e-12)

@@ -77,13 +77,13 @@ class ClusterReplay:
         now = min(self.env.now, self.duration_s)
         free = self.total - self.used
         values = (self.used / self.total, len(self.queue), self.stranded / free if free else 0.0)
-        t, w = self._t, self.bucket_s
-        while t < now:
-            b = min(int(t / w), len(self.util_x) - 1)
-            hi = min(now, (b + 1) * w)
+        t, w, last = self._t, self.bucket_s, len(self.util_x) - 1
+        b = min(int(t / w), last)
+        while t < now:  # step the bucket index: t / w can round below a boundary
+            hi = now if b == last else min(now, (b + 1) * w)
             for arr, v in zip((self.util_x, self.queue_x, self.frag_x), values, strict=True):
                 arr[b] += v * (hi - t)
-            t = hi
+            t, b = hi, b + 1
         self._t = now
 
     # -- processes --------------------------------------------------------------

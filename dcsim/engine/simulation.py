@@ -20,6 +20,7 @@ from dcsim.engine.replica import Replica, Seq
 from dcsim.engine.router import Router
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_rows
+from dcsim.hardware.network import Fabric, switch_power_w
 from dcsim.hardware.placement import (
     Domain,
     Server,
@@ -172,11 +173,34 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     job_rows = {j: (n_rep + j, job.gpus) for j, job in enumerate(jobs)}
     power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps,
                                job_rows)
+    net_w = _network_power(s, servers, leaf, fabric, fleet.series, n_rep, dt)
+    fac = power["domain"] == "facility"
+    power.loc[fac, "power_w"] = power.loc[fac, "power_w"].to_numpy() + net_w
+    power = pd.concat([power, pd.DataFrame({
+        "domain": "network", "name": "leaf-spine", "t_start_s": np.cumsum(dt) - dt,
+        "t_end_s": np.cumsum(dt), "power_w": net_w, "cap_w": np.nan, "throttled": False})],
+        ignore_index=True)
+    it_w = it_w + net_w
     capacity = (s.facility.power_budget_kw * 1e3 if s.facility.power_budget_kw
                 else sum(x.spec.max_power_w for x in servers))
     result.power = facility_rows(power, it_w, dt, s.facility, base, capacity)
     result.budgets = _budget_table(doms, servers, server_caps)
     return result
+
+
+def _network_power(s: Scenario, servers: list[Server], leaf: list[int], fabric: Fabric,
+                   series: TimeSeries, n_rep: int, dt: np.ndarray) -> np.ndarray:
+    """Switch-port power per bucket; a server's ports are busy while its job trains."""
+    busy = np.zeros((len(servers), dt.size))
+    job_busy = series.array("busy_s")[n_rep:] / dt
+    for i, x in enumerate(servers):
+        if x.job is not None:
+            busy[i] = job_busy[x.job]
+    fabric.observe()
+    util = fabric.load_x / dt / np.maximum(fabric.capacity[:, None], 1e-9)
+    net = s.fleet.network
+    return switch_power_w([x.spec.nics for x in servers], leaf, busy, util,
+                          net.oversubscription, net.switch_port_idle_w, net.switch_port_power_w)
 
 
 def _placement(s: Scenario, services: list[InferenceService], jobs: list[TrainingJob],

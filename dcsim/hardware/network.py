@@ -76,11 +76,11 @@ class Fabric:
         """Integrate the uplink load since the last change into the time buckets."""
         now, t, w = self.clock(), self._t, self.bucket_s
         last = self.load_x.shape[1] - 1
-        while t < now:
-            b = min(int(t / w), last)
+        b = min(int(t / w), last)
+        while t < now:  # step the bucket index: t / w can round below a boundary
             hi = now if b == last else min(now, (b + 1) * w)
             self.load_x[:, b] += self.load * (hi - t)
-            t = hi
+            t, b = hi, b + 1
         self._t = now
 
     def links_table(self, duration_s: float) -> pd.DataFrame:
@@ -117,3 +117,26 @@ class Fabric:
             self.load[link[0]] += r
             worst[j] = min(worst.get(j, np.inf), r / gpus)  # the slowest leaf paces the ring
         self.per_gpu.update(worst)
+
+
+def switch_power_w(nics: list[int], leaf: list[int], server_busy: np.ndarray,
+                   uplink_util: np.ndarray, oversubscription: float, idle_w: float,
+                   active_w: float) -> np.ndarray:
+    """Power of the leaf-spine fabric per time bucket, W.
+
+    Ports: one leaf port per server NIC; per leaf, ceil(its server ports /
+    oversubscription) uplinks, each with a spine port at the other end. A port draws
+    idle_w plus (active_w - idle_w) x its use: a server's ports the share of the
+    bucket its server trained (rows of server_busy), an uplink its utilisation.
+    """
+    n = uplink_util.shape[1]
+    if not nics:
+        return np.zeros(n)
+    ports = np.asarray(nics, dtype=float)
+    extra = active_w - idle_w
+    power = idle_w * ports.sum() + extra * (ports[:, None] * server_busy).sum(axis=0)
+    per_leaf = np.zeros(uplink_util.shape[0])
+    np.add.at(per_leaf, np.asarray(leaf), ports)
+    uplinks = np.ceil(per_leaf / oversubscription)
+    return power + 2 * (idle_w * uplinks.sum() + extra * (uplinks[:, None] * uplink_util).sum(
+        axis=0))

@@ -1,7 +1,8 @@
 """Power per domain and time bucket, from the replicas' GPU energy (tidy table).
 
-Domains: every GPU, server (wall power: GPUs + host through the PSUs), rack, row
-and facility (IT). GPUs without a replica draw their idle power. Facility
+Domains: every GPU, server (wall power: GPUs + host through the PSUs), rack, row,
+the network (switch ports, added by the simulation) and the facility (IT: servers
+and network). GPUs without a replica draw their idle power. Facility
 overhead (cooling, losses) comes from dcsim.hardware.facility; carbon and cost
 from the grid series.
 """
