@@ -77,7 +77,11 @@ class Cooling(Spec):
 
 
 class Facility(Spec):
-    pue: float = Field(default=1.3, ge=1.0, le=3.0, description="Facility / IT energy (constant).")
+    pue: float = Field(
+        default=1.3, ge=1.0, le=3.0,
+        description="Facility / IT energy (constant). Default 1.3: between hyperscale fleets "
+        "(~1.1) and the industry average (~1.57, Uptime Institute 2023-24); set yours.",
+    )
     cooling: Cooling | None = Field(
         default=None, description="Model cooling and losses from weather instead of a constant PUE."
     )
@@ -94,10 +98,14 @@ class Facility(Spec):
         default=None, gt=0, description="Facility IT power budget, kW (none = unlimited)."
     )
     carbon_intensity_g_per_kwh: float = Field(
-        default=400.0, ge=0, description="Grid carbon intensity, gCO2e per kWh (constant)."
+        default=400.0, ge=0,
+        description="Grid carbon intensity, gCO2e per kWh (constant; the default is an assumed "
+        "round figure for a fossil-heavy grid mix: set your grid's).",
     )
     electricity_price_usd_per_kwh: float = Field(
-        default=0.08, ge=0, description="Electricity price, USD per kWh (constant)."
+        default=0.08, ge=0,
+        description="Electricity price, USD per kWh (constant; the default is an assumed "
+        "round industrial tariff: set yours).",
     )
 
 
@@ -133,10 +141,12 @@ class Network(Spec):
 
 
 class Storage(Spec):
+    """The shared parallel file system (defaults are assumed round figures: set yours)."""
+
     read_bandwidth_gbyte_s: float = Field(default=100.0, gt=0, description="Aggregate read, GB/s.")
     write_bandwidth_gbyte_s: float = Field(default=50.0, gt=0, description="Aggregate write, GB/s.")
     per_client_gbyte_s: float = Field(default=5.0, gt=0, description="Per-server limit, GB/s.")
-    capacity_tb: float = Field(default=1000.0, gt=0)
+    capacity_tb: float = Field(default=1000.0, gt=0, description="Capacity, TB.")
 
 
 class Row(Spec):

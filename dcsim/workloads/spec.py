@@ -202,7 +202,8 @@ class Failures(Spec):
     )
     distribution: Literal["exponential", "weibull"] = "exponential"
     weibull_shape: float = Field(default=1.0, gt=0, description="Shape k (k < 1: infant mortality).")
-    restart_s: float = Field(default=600.0, ge=0, description="Time to restart the job, s.")
+    restart_s: float = Field(default=600.0, ge=0,
+                             description="Time to restart the job, s (assumed default).")
     times_s: list[float] | None = Field(
         default=None, description="Replay these failure times instead of drawing them, s."
     )
