@@ -85,7 +85,7 @@ def test_hourly_carbon_and_price_series(tmp_path):
     ("timestamp,g_per_kwh\n2025-01-01 00:00,100\n2025-01-01 02:00,100\n", "without gaps"),
     ("timestamp,g_per_kwh\nnoon,100\n", "row 2.timestamp"),
     ("timestamp,g_per_kwh\n2025-01-01 00:00,-5\n", "a number in [0, 2000]"),
-    ("timestamp,grams\n2025-01-01 00:00,5\n", "also ['g_per_kwh']"),
+    ("timestamp,grams\n2025-01-01 00:00,5\n", "also the columns ['g_per_kwh']"),
 ])
 def test_bad_series_are_rejected(tmp_path, rows, message):
     path = tmp_path / "bad.csv"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dcsim.csvfiles import read_csv_with
 from dcsim.errors import DcsimError, Problem
 from dcsim.scenario import SyntheticWeather
 
@@ -22,15 +23,7 @@ HOUR = pd.Timedelta(hours=1)
 def load_hourly(path: Path, column: str) -> pd.Series:
     """Values indexed by hourly timestamps; DcsimError names every bad row."""
     origin = str(path)
-    try:
-        raw = pd.read_csv(path)
-    except FileNotFoundError:
-        raise DcsimError(Problem("", origin, "an existing hourly CSV file")) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DcsimError(Problem("", origin, f"a readable CSV ({exc})")) from None
-    missing = [c for c in ("timestamp", column) if c not in raw.columns]
-    if missing:
-        raise DcsimError(Problem("columns", list(raw.columns), f"also {missing}", origin))
+    raw = read_csv_with(path, ("timestamp", column), "hourly CSV file")
     ts = pd.to_datetime(raw["timestamp"], errors="coerce", format="mixed")
     v = pd.to_numeric(raw[column], errors="coerce")
     lo, hi = RANGES[column]

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dcsim.csvfiles import read_csv_with
 from dcsim.errors import DcsimError, Problem
 
 REQUIRED = ("gpu", "model", "phase", "batch_size", "seq_len", "latency_ms", "energy_j")
@@ -46,13 +47,7 @@ def builtin_dir(name: str = "h200") -> Path:
 def read_profile_csv(path: str | Path) -> pd.DataFrame:
     """Read and validate one profile table; raise DcsimError naming every bad cell."""
     path = Path(path)
-    try:
-        raw = pd.read_csv(path)
-    except FileNotFoundError:
-        raise DcsimError(Problem("", str(path), "an existing profile CSV file")) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DcsimError(Problem("", str(path), f"a readable CSV ({exc})")) from None
-    return normalize(raw, str(path))
+    return normalize(read_csv_with(path, (), "profile CSV file"), str(path))
 
 
 def normalize(raw: pd.DataFrame, origin: str = "") -> pd.DataFrame:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dcsim.csvfiles import read_csv_with
 from dcsim.errors import DcsimError, Problem
 
 BUILTIN = {"alibaba-gpu-2023": ("openb_node_list_gpu_node.csv", "openb_pod_list_default.csv")}
@@ -41,13 +42,7 @@ def resolve(spec: str, base_dir: Path | None) -> tuple[Path, Path]:
 
 
 def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DcsimError(Problem("", str(path), f"a readable CSV ({exc})")) from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DcsimError(Problem("columns", list(df.columns), f"also {missing}", str(path)))
+    df = read_csv_with(path, columns, "cluster trace CSV file")
     for c in columns[1:]:
         v = pd.to_numeric(df[c], errors="coerce")
         bad = df.index[~(v >= 0)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dcsim.csvfiles import read_csv_with
 from dcsim.errors import DcsimError, Problem
 
 BUILTIN_TRACES = {
@@ -40,14 +41,7 @@ def resolve_trace_path(spec: str, base_dir: Path | None = None) -> Path:
 
 def load_trace(path: Path) -> pd.DataFrame:
     """Trace as `arrival_s` (from the first request), `prompt_tokens`, `output_tokens`."""
-    try:
-        raw = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DcsimError(Problem("", str(path), f"a readable CSV ({exc})")) from None
-    missing = [c for c in COLUMNS if c not in raw.columns]
-    if missing:
-        raise DcsimError(Problem("columns", list(raw.columns), f"also the columns {missing}",
-                                 str(path)))
+    raw = read_csv_with(path, COLUMNS, "trace CSV file")
     ts = pd.to_datetime(raw["TIMESTAMP"], errors="coerce", format="mixed")
     problems = [Problem(f"row {i + 2}.TIMESTAMP", raw.at[i, "TIMESTAMP"], "a date-time",
                         str(path)) for i in raw.index[ts.isna()][:10]]
