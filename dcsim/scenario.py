@@ -154,11 +154,27 @@ class Row(Spec):
     power_budget_kw: float = Field(gt=0, description="Power budget of the row / PDU, kW.")
 
 
+class TrainingScheduler(Spec):
+    """How the scenario's training jobs queue for and are placed on whole servers."""
+
+    policy: Literal["fifo", "priority", "easy_backfill"] = Field(
+        default="fifo", description="fifo: in submission order; priority: higher first; "
+        "easy_backfill: FIFO, later jobs may jump ahead if they do not delay the first blocked "
+        "job's reserved start (run-time estimates from the profiles, without failures).")
+    placement: Literal["topology", "first_fit"] = Field(
+        default="topology", description="topology: the fewest leaves (best-fit leaf, then rack); "
+        "first_fit: free servers in fleet order.")
+    spare_servers: int = Field(
+        default=0, ge=0, description="Hot spares per GPU type that training uses: held back "
+        "from jobs and swapped in for a failed server.")
+
+
 class Fleet(Spec):
     racks: list[Rack] = Field(default_factory=list, description="Empty: sized from deployments.")
     rows: list[Row] = Field(default_factory=list, description="Row budgets (optional).")
     network: Network = Network()
     storage: Storage = Storage()
+    training_scheduler: TrainingScheduler = TrainingScheduler()
 
 
 class CatalogOverrides(Spec):

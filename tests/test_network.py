@@ -22,7 +22,7 @@ def test_progressive_filling_textbook_case():
         2.0, 8.0]
 
 
-def _two_jobs(both: bool) -> dict:
+def _two_jobs(both: bool, placement: str = "first_fit") -> dict:
     job = {"kind": "training", "model": "llama-3.1-8b", "gpu": "H100-SXM", "gpus": 56,
            "parallelism": {"tp": 8, "pp": 1, "dp": 7}, "steps": 200,
            "global_batch_tokens": 7 * 8 * 8192, "seq_len": 8192, "micro_batches": 8}
@@ -30,7 +30,8 @@ def _two_jobs(both: bool) -> dict:
     return {"name": "contention",
             "fleet": {"racks": [{"name": "r", "count": 4, "power_budget_kw": 60,
                                  "servers": [{"type": "dgx-h100", "count": 4}]}],
-                      "network": {"servers_per_leaf": 4, "oversubscription": 4.0}},
+                      "network": {"servers_per_leaf": 4, "oversubscription": 4.0},
+                      "training_scheduler": {"placement": placement}},
             "workloads": jobs,
             "simulation": {"duration_s": 7200, "seed": 1, "time_bucket_s": 60}}
 
@@ -49,3 +50,14 @@ def test_two_jobs_on_one_oversubscribed_uplink_slow_each_other():
     links = shared.links
     busy = links[(links["link"] == "leaf-1/uplink") & (links["t_start_s"] < 60)]
     assert busy["utilization"].iloc[0] == pytest.approx(1.0)
+
+
+def test_topology_placement_keeps_the_second_job_off_the_shared_leaf():
+    # the same two jobs placed by leaf: a takes leaf 0 and 3 servers of leaf 1, b the
+    # fullest leaves 2 and 3, so no uplink is shared and a runs as fast as alone
+    alone = simulate(scenario_from_data(_two_jobs(False, "topology")))
+    shared = simulate(scenario_from_data(_two_jobs(True, "topology")))
+    jobs = shared.jobs.set_index("job")
+    assert jobs["leaves"].tolist() == [2, 2]
+    assert jobs.loc["a", "exposed_dp_s"] == pytest.approx(
+        alone.jobs.set_index("job").loc["a", "exposed_dp_s"], rel=1e-9)

@@ -68,7 +68,8 @@ def _goodput(interval_s: float, seeds: range) -> float:
     out = []
     for seed in seeds:
         d = _job_scenario(steps=10**6, checkpoint={"interval_s": interval_s},
-                          failures={"gpu_mtbf_hours": 256 * 3.0, "restart_s": 300})
+                          failures={"gpu_mtbf_hours": 256 * 3.0, "restart_s": 300,
+                                    "repair_s": 0})  # the server is back at once
         d["simulation"] = {"duration_s": 40 * 86400, "seed": seed, "time_bucket_s": 3600}
         out.append(float(simulate(scenario_from_data(d)).jobs["goodput"].iloc[0]))
     return float(np.mean(out))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -10,12 +11,13 @@ import simpy
 
 from dcsim.catalog import Catalog
 from dcsim.engine.metrics import TimeSeries
-from dcsim.engine.training import JobProcess, JobRun, failure_gaps
+from dcsim.engine.scheduler import JobScheduler
+from dcsim.engine.training import JobPlan, JobProcess, JobRun, Shared, failure_gaps
 from dcsim.hardware.network import Fabric
 from dcsim.hardware.placement import Server
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
-from dcsim.training.checkpoint import checkpoint_bytes, transfer_s, young_daly_s
+from dcsim.training.checkpoint import checkpoint_bytes, young_daly_s
 from dcsim.training.step import StepModel, nic_bytes_s_per_gpu, step_model
 from dcsim.workloads.spec import TrainingJob
 
@@ -25,14 +27,6 @@ def _steps_total(job: TrainingJob) -> int:
         return job.steps
     assert job.total_tokens is not None
     return math.ceil(job.total_tokens / job.global_batch_tokens)
-
-
-def _enforced(job: TrainingJob, j: int, servers: list[Server], caps: np.ndarray) -> TrainingJob:
-    """The job with the power limit its servers' budgets allow."""
-    limit = min((caps[i] for i, x in enumerate(servers) if x.job == j), default=math.inf)
-    gpu_max = next(x.gpu.power_limit_max_w for x in servers if x.job == j)
-    cap = min(job.power_cap_w or gpu_max, limit)
-    return job.model_copy(update={"power_cap_w": None if cap >= gpu_max else float(cap)})
 
 
 def build_fabric(env: simpy.Environment, s: Scenario, servers: list[Server],
@@ -46,46 +40,70 @@ def build_fabric(env: simpy.Environment, s: Scenario, servers: list[Server],
     return Fabric(cap, lambda: env.now, series.bucket_s, series.n), leaf
 
 
-def start_jobs(env: simpy.Environment, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
-               store: ProfileStore, servers: list[Server], caps: np.ndarray, series: TimeSeries,
-               first_row: int, seeds: list[list[np.random.SeedSequence]], seed_offset: int,
-               fabric: Fabric, leaf: list[int]
-               ) -> list[tuple[JobProcess, StepModel, dict[str, float]]]:
+def _step_for(job: TrainingJob, cat: Catalog, store: ProfileStore, s: Scenario,
+              servers: list[Server], caps: np.ndarray
+              ) -> Callable[[list[int]], tuple[StepModel, float]]:
+    """Step model on given servers: the job's limit, lowered to what their budgets allow."""
+    gpu_max = cat.gpu(job.gpu).power_limit_max_w
+    nic = nic_bytes_s_per_gpu(job, cat)
+    cache: dict[float, StepModel] = {}
+
+    def step_for(held: list[int]) -> tuple[StepModel, float]:
+        cap = min([job.power_cap_w or gpu_max] + [float(caps[i]) for i in held])
+        if cap not in cache:
+            limited = job.model_copy(update={"power_cap_w": None if cap >= gpu_max else cap})
+            cache[cap] = step_model(limited, cat, store, s.fleet.network)
+        return cache[cap], nic
+
+    return step_for
+
+
+def start_jobs(sh: Shared, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
+               store: ProfileStore, servers: list[Server], caps: np.ndarray, first_row: int,
+               seeds: list[list[np.random.SeedSequence]], seed_offset: int
+               ) -> list[tuple[JobProcess, dict[str, float]]]:
     out = []
+    sh.scheduler.hold_spares({job.gpu for job in jobs})
     for j, job in enumerate(jobs):
-        job = _enforced(job, j, servers, caps)
-        step = step_model(job, cat, store, s.fleet.network)
-        n_servers = sum(1 for x in servers if x.job == j)
+        step_for = _step_for(job, cat, store, s, servers, caps)
+        alone, _ = step_for([])
+        per_server = max(x.spec.gpus_per_server for x in servers if x.gpu.id == job.gpu)
+        n_servers = math.ceil(job.gpus / per_server)
         size = checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param)
-        write = transfer_s(size, n_servers, s.fleet.storage, write=True)
-        read = transfer_s(size, n_servers, s.fleet.storage, write=False)
+        write = sh.storage.alone_s(size, n_servers, write=True)
         f = job.failures
         mtbf_job_s = f.gpu_mtbf_hours * 3600 / job.gpus if f.gpu_mtbf_hours else math.inf
         ci = job.checkpoint.interval_s
         interval = (young_daly_s(write, mtbf_job_s) if ci == "young_daly" else float(ci))
-        run = JobRun(job.name, job.gpus, _steps_total(job), job.start_s)
-        rng = np.random.default_rng(seeds[seed_offset + j][0])
+        steps = _steps_total(job)
+        estimate = steps * alone.step_s + (0.0 if math.isinf(interval) else
+                                           steps * alone.step_s / interval * write)
+        gap_seed, server_seed = seeds[seed_offset + j]
         gaps = failure_gaps(job.gpus, f.gpu_mtbf_hours, f.weibull_shape, f.distribution,
-                            f.times_s, rng)
-        leaves: dict[int, int] = {}
-        for i, x in enumerate(servers):
-            if x.job == j:
-                leaves[leaf[i]] = leaves.get(leaf[i], 0) + x.job_gpus
-        proc = JobProcess(env, run, step, interval, write, read, f.restart_s,
-                          cat.gpu(job.gpu).idle_power_w, gaps, series, first_row + j,
-                          fabric, j, leaves, nic_bytes_s_per_gpu(job, cat))
-        out.append((proc, step, {"checkpoint_write_s": write, "checkpoint_interval_s": interval,
-                                "job_mtbf_s": mtbf_job_s, "power_cap_w": job.power_cap_w}))
+                            f.times_s, np.random.default_rng(gap_seed))
+        plan = JobPlan(j, first_row + j, job.gpu, job.priority, estimate, step_for, interval,
+                       size, f.restart_s, f.repair_s, cat.gpu(job.gpu).idle_power_w, gaps,
+                       np.random.default_rng(server_seed))
+        proc = JobProcess(sh, JobRun(job.name, job.gpus, steps, job.start_s), plan)
+        out.append((proc, {"checkpoint_write_s": write, "checkpoint_interval_s": interval,
+                           "job_mtbf_s": mtbf_job_s, "estimated_runtime_s": estimate}))
     return out
 
 
-def jobs_table(runs: list[tuple[JobProcess, StepModel, dict[str, float]]], end_s: float
-               ) -> pd.DataFrame:
+def jobs_table(runs: list[tuple[JobProcess, dict[str, float]]], end_s: float) -> pd.DataFrame:
     """One row per job: timing, goodput, failures, checkpoints, energy, step breakdown."""
     rows = []
-    for proc, _, extra in runs:
+    for proc, extra in runs:
         proc.finish(end_s)
-        run, step = proc.run, proc.step  # the step as last shared by the fabric
+        run = proc.run
+        if proc.step is None and proc.base is None:  # still queued at the end
+            rows.append({"job": run.name, "gpus": run.gpus, "finished": False,
+                         "submit_s": run.submit_s, "queue_wait_s": end_s - run.submit_s,
+                         "steps_total": run.steps_total, "steps_done": 0, "energy_j": 0.0,
+                         **extra})
+            continue
+        step = proc.step or proc.base  # the step as last shared by the fabric
+        assert step is not None
         finished = not math.isnan(run.end_s)
         wall = (run.end_s if finished else end_s) - run.start_s
         progress = run.steps_done + run.steps_uncommitted
@@ -99,17 +117,64 @@ def jobs_table(runs: list[tuple[JobProcess, StepModel, dict[str, float]]], end_s
             "tokens_done": progress * step.tokens,
             "goodput": useful / wall if wall > 0 else math.nan,
             "restarts": run.restarts, "lost_gpu_hours": run.lost_s * run.gpus / 3600,
+            "replacement_wait_s": run.replacement_wait_s, "servers": run.servers,
+            "leaves": run.leaves,
             "checkpoints": run.checkpoints, "checkpoint_overhead_s": run.checkpoint_s,
             "energy_j": run.energy_j, "step_s": step.step_s, "compute_s": step.compute_s,
             "bubble_s": step.bubble_s, "exposed_dp_s": step.exposed_dp_s,
             "tokens_per_s": step.tokens_per_s, "busy_power_w": step.busy_power_w,
-            "profile_provenance": step.provenance, **extra,
+            "power_cap_w": step.power_cap_w, "profile_provenance": step.provenance, **extra,
         })
     return pd.DataFrame(rows)
 
 
-def failures_table(runs: list[tuple[JobProcess, StepModel, dict[str, float]]]) -> pd.DataFrame:
+def failures_table(runs: list[tuple[JobProcess, dict[str, float]]]) -> pd.DataFrame:
     """One row per failure: job, time, steps lost, GPU-hours lost (work, restart, restore)."""
     rows = [{"job": proc.run.name, "time_s": t, "steps_lost": steps, "lost_gpu_hours": gpu_h}
-            for proc, _, _ in runs for t, steps, gpu_h in proc.run.failures]
+            for proc, _ in runs for t, steps, gpu_h in proc.run.failures]
     return pd.DataFrame(rows, columns=["job", "time_s", "steps_lost", "lost_gpu_hours"])
+
+
+def _overlap(t0: float, t1: float, w: float, n: int) -> tuple[int, np.ndarray]:
+    """First bucket and seconds of [t0, t1) in each bucket from it on (width w, n buckets)."""
+    b0 = min(int(t0 // w), n - 1)
+    b1 = max(min(int(t1 // w), n - 1), b0)
+    edges = np.clip(np.arange(b0, b1 + 2) * w, t0, t1)
+    edges[-1] = t1
+    return b0, np.diff(edges)
+
+
+def server_training_power(sched: JobScheduler, series: TimeSeries, first_row: int,
+                          servers: list[Server], dt: np.ndarray, end_s: float
+                          ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+    """Per pool server and bucket: mean GPU power (W), share of time training, share in service.
+
+    A job's GPUs draw alike, so its energy in a bucket splits over the servers it held
+    by GPU-seconds; GPUs a job leaves unused on its servers, and free servers, draw
+    idle power; a server under repair draws nothing.
+    """
+    n = dt.size
+    energy = series.array("energy_j")[first_row:]
+    gpu_s = series.array("batch_x_s")[first_row:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_gpu = np.where(gpu_s > 0, energy / gpu_s, 0.0)
+        busy_share = np.where(series.array("kv_x_s")[first_row:] > 0, series.array(
+            "busy_s")[first_row:] / series.array("kv_x_s")[first_row:], 0.0)
+    e = np.zeros((len(servers), n))
+    busy, held, off = np.zeros_like(e), np.zeros_like(e), np.zeros_like(e)
+    for job, si, g, t0, t1 in sched.allocations(end_s).itertuples(index=False):
+        b, o = _overlap(t0, t1, series.bucket_s, n)
+        idle = servers[si].gpu.idle_power_w * (servers[si].spec.gpus_per_server - g)
+        sl = slice(b, b + o.size)
+        e[si, sl] += o * (g * per_gpu[job, sl] + idle)
+        busy[si, sl] += o * busy_share[job, sl]
+        held[si, sl] += o
+    for si, t0, t1 in sched.outage_intervals(end_s):
+        b, o = _overlap(t0, t1, series.bucket_s, n)
+        off[si, b:b + o.size] += o
+    out = {}
+    for si in sched.pool:
+        gps = servers[si].spec.gpus_per_server
+        rest = np.maximum(dt - held[si] - off[si], 0.0)
+        out[si] = (e[si] + rest * gps * servers[si].gpu.idle_power_w) / dt / gps
+    return out, busy / dt, 1 - off / dt

@@ -14,10 +14,18 @@ import simpy
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
 from dcsim.engine.cluster import replay_tables, start_replays
 from dcsim.engine.costs import IterationCosts
-from dcsim.engine.jobs import build_fabric, failures_table, jobs_table, start_jobs
+from dcsim.engine.jobs import (
+    build_fabric,
+    failures_table,
+    jobs_table,
+    server_training_power,
+    start_jobs,
+)
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica, Seq
 from dcsim.engine.router import Router
+from dcsim.engine.scheduler import JobScheduler
+from dcsim.engine.training import Shared
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_rows
 from dcsim.hardware.network import Fabric, switch_power_w
@@ -26,10 +34,11 @@ from dcsim.hardware.placement import (
     Server,
     budget_caps,
     place,
-    place_jobs,
+    training_pool,
     worst_case_w,
 )
 from dcsim.hardware.power import bucket_seconds, domain_power
+from dcsim.hardware.storage import SharedStorage
 from dcsim.profiles.store import ProfileStore
 from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
@@ -147,7 +156,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     ).sort_values(["arrival_s", "service"], kind="stable", ignore_index=True)
     env = simpy.Environment()
     n_rep = sum(svc.deployment.replicas for svc in services)
-    servers, server_caps, doms, replica_caps, where = _placement(s, services, jobs, cat)
+    servers, pool, server_caps, doms, replica_caps, where = _placement(s, services, jobs, cat)
     fleet = _Fleet(env, cat, store, RequestLog(len(reqs)),
                    TimeSeries(n_rep + len(jobs), sim.duration_s, sim.time_bucket_s), coalesce,
                    replica_caps, where)
@@ -155,8 +164,11 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
                                  np.random.default_rng(seeds[i][1]))
                for i, svc in enumerate(services)]
     fabric, leaf = build_fabric(env, s, servers, fleet.series)
-    runs = start_jobs(env, s, jobs, cat, store, servers, server_caps, fleet.series, n_rep, seeds,
-                      len(services), fabric, leaf)
+    sched = JobScheduler(env, servers, pool, leaf, s.fleet.training_scheduler, sim.duration_s,
+                         sim.time_bucket_s)
+    storage = SharedStorage(env, s.fleet.storage, sim.time_bucket_s, fleet.series.n)
+    sh = Shared(env, sched, storage, fabric, leaf, fleet.series)
+    runs = start_jobs(sh, s, jobs, cat, store, servers, server_caps, n_rep, seeds, len(services))
     replays = start_replays(env, s, base)
     env.process(_arrivals(env, reqs, routers))
     if progress is not None:
@@ -167,13 +179,18 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
     result.jobs = jobs_table(runs, sim.duration_s)
     result.failures = failures_table(runs)
-    result.links = fabric.links_table(sim.duration_s) if jobs else pd.DataFrame()
+    result.links = pd.concat([fabric.links_table(sim.duration_s), storage.links_table(
+        sim.duration_s)], ignore_index=True) if jobs else pd.DataFrame()
     result.cluster_pods, result.cluster = replay_tables(replays)
+    if jobs:
+        result.cluster = pd.concat([result.cluster, sched.series().assign(
+            workload="training jobs")], ignore_index=True)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
-    job_rows = {j: (n_rep + j, job.gpus) for j, job in enumerate(jobs)}
+    train_w, busy, on = server_training_power(sched, fleet.series, n_rep, servers, dt,
+                                              sim.duration_s)
     power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps,
-                               job_rows)
-    net_w = _network_power(s, servers, leaf, fabric, fleet.series, n_rep, dt)
+                               train_w if jobs else None, on)
+    net_w = _network_power(s, servers, leaf, fabric, busy, dt)
     fac = power["domain"] == "facility"
     power.loc[fac, "power_w"] = power.loc[fac, "power_w"].to_numpy() + net_w
     power = pd.concat([power, pd.DataFrame({
@@ -189,13 +206,8 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
 
 
 def _network_power(s: Scenario, servers: list[Server], leaf: list[int], fabric: Fabric,
-                   series: TimeSeries, n_rep: int, dt: np.ndarray) -> np.ndarray:
+                   busy: np.ndarray, dt: np.ndarray) -> np.ndarray:
     """Switch-port power per bucket; a server's ports are busy while its job trains."""
-    busy = np.zeros((len(servers), dt.size))
-    job_busy = series.array("busy_s")[n_rep:] / dt
-    for i, x in enumerate(servers):
-        if x.job is not None:
-            busy[i] = job_busy[x.job]
     fabric.observe()
     util = fabric.load_x / dt / np.maximum(fabric.capacity[:, None], 1e-9)
     net = s.fleet.network
@@ -205,10 +217,16 @@ def _network_power(s: Scenario, servers: list[Server], leaf: list[int], fabric: 
 
 def _placement(s: Scenario, services: list[InferenceService], jobs: list[TrainingJob],
                cat: Catalog
-               ) -> tuple[list[Server], np.ndarray, list[Domain], list[float | None], list[Server]]:
-    """Servers with replicas and jobs, per-server GPU limits after budgets, per-replica caps."""
+               ) -> tuple[list[Server], list[int], np.ndarray, list[Domain], list[float | None],
+                          list[Server]]:
+    """Servers with replicas, the training pool, GPU limits after budgets, per-replica caps."""
     servers = place(s, services, cat)
-    place_jobs(s, jobs, cat, servers)
+    pool = training_pool(s, jobs, cat, servers)
+    # a training server may host any job of its GPU type: budget it for the highest limit
+    job_limit = {}
+    for job in jobs:
+        lim = job.power_cap_w or cat.gpu(job.gpu).power_limit_max_w
+        job_limit[job.gpu] = max(job_limit.get(job.gpu, 0.0), lim)
     caps_req = [svc.deployment.power_cap_w for svc in services
                 for _ in range(svc.deployment.replicas)]
     where: list[Server] = [servers[0]] * len(caps_req) if caps_req else []
@@ -218,8 +236,8 @@ def _placement(s: Scenario, services: list[InferenceService], jobs: list[Trainin
         for r in x.replicas:
             where[r], where_index[r] = x, si
         own = [caps_req[r] or x.gpu.power_limit_max_w for r in x.replicas]
-        if x.job is not None:
-            own.append(jobs[x.job].power_cap_w or x.gpu.power_limit_max_w)
+        if not x.replicas:
+            own.append(job_limit.get(x.gpu.id, x.gpu.power_limit_max_w))
         requested[si] = max(own, default=x.gpu.power_limit_max_w)
     server_caps, doms = budget_caps(s, servers, requested)
     replica_caps: list[float | None] = []
@@ -227,7 +245,7 @@ def _placement(s: Scenario, services: list[InferenceService], jobs: list[Trainin
         x = where[r]
         limit = min(cap or x.gpu.power_limit_max_w, server_caps[where_index[r]])
         replica_caps.append(None if limit >= x.gpu.power_limit_max_w else float(limit))
-    return servers, server_caps, doms, replica_caps, where
+    return servers, pool, server_caps, doms, replica_caps, where
 
 
 def _budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray) -> pd.DataFrame:

@@ -34,8 +34,6 @@ class Server:
     free: int
     replicas: list[int] = field(default_factory=list)
     tps: list[int] = field(default_factory=list)
-    job: int | None = None  # a training job holding the whole server
-    job_gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,23 +79,35 @@ def place(s: Scenario, services: list[InferenceService], cat: Catalog) -> list[S
     return servers
 
 
-def place_jobs(s: Scenario, jobs: list[TrainingJob], cat: Catalog, servers: list[Server]
-               ) -> None:
-    """Gang-place each job on whole free servers of its GPU type, in fleet order."""
-    for j, job in enumerate(jobs):
-        left = job.gpus
-        while left > 0:
-            slot = next((x for x in servers if x.gpu.id == job.gpu and x.job is None
-                         and not x.replicas), None)
-            if slot is None and not s.fleet.racks:
-                slot = _auto_server(cat, job.gpu, min(left, 8), len(servers), j)
-                servers.append(slot)
-            if slot is None:
-                raise DcsimError(Problem(f"training job {job.name}", f"{job.gpus} {job.gpu} GPUs",
-                                         "enough whole free servers of that GPU in fleet.racks"))
-            slot.job, slot.job_gpus = j, min(left, slot.spec.gpus_per_server)
-            slot.free -= slot.job_gpus
-            left -= slot.job_gpus
+def training_pool(s: Scenario, jobs: list[TrainingJob], cat: Catalog, servers: list[Server]
+                  ) -> list[int]:
+    """Indices of the servers training jobs may use: every server without a replica.
+
+    Without racks in the scenario, servers are added so that every job can run at
+    once, plus the scheduler's spare servers for each GPU type.
+    """
+    if not s.fleet.racks:
+        spares = s.fleet.training_scheduler.spare_servers
+        for j, job in enumerate(jobs):
+            left = job.gpus
+            while left > 0:
+                x = _auto_server(cat, job.gpu, min(left, 8), len(servers), j)
+                servers.append(x)
+                left -= x.spec.gpus_per_server
+        for gpu in dict.fromkeys(job.gpu for job in jobs):
+            for _ in range(spares):
+                servers.append(_auto_server(cat, gpu, 1, len(servers), 0))
+    pool = [i for i, x in enumerate(servers) if not x.replicas]
+    spares = s.fleet.training_scheduler.spare_servers
+    for job in jobs:
+        mine = sorted((servers[i].spec.gpus_per_server for i in pool
+                       if servers[i].gpu.id == job.gpu), reverse=True)
+        have = sum(mine[spares:])  # spares never start a job
+        if have < job.gpus:
+            raise DcsimError(Problem(f"workloads[{s.workloads.index(job)}].gpus", job.gpus,
+                                     f"at most the {have} {job.gpu} GPUs of fleet.racks that "
+                                     "hold no inference replica and are not spares"))
+    return pool
 
 
 def _auto_server(cat: Catalog, gpu: str, tp: int, n: int, i: int) -> Server:

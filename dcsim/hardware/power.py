@@ -23,20 +23,19 @@ def bucket_seconds(n: int, bucket_s: float, duration_s: float) -> np.ndarray:
 
 
 def gpu_power(servers: list[Server], replica_energy_j: np.ndarray, dt: np.ndarray,
-              caps: np.ndarray, job_rows: dict[int, tuple[int, int]] | None = None
-              ) -> pd.DataFrame:
+              caps: np.ndarray, train_w: dict[int, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per GPU and bucket: power_w, cap_w, throttled.
 
-    replica_energy_j rows are replicas, then training jobs (job_rows: job -> (row, GPUs)).
+    replica_energy_j rows are replicas. Servers training jobs may use (train_w) report
+    each GPU at the server's mean GPU power per bucket, since jobs come and go.
     """
     frames = []
     for si, x in enumerate(servers):
         slot = 0
-        if x.job is not None and job_rows:
-            row, gpus = job_rows[x.job]
-            for _ in range(x.job_gpus):
-                frames.append((f"{x.name}/gpu{slot}", replica_energy_j[row] / dt / gpus,
-                               caps[si], x.gpu.power_limit_max_w))
+        if train_w is not None and si in train_w:
+            for _ in range(x.spec.gpus_per_server):
+                frames.append((f"{x.name}/gpu{slot}", train_w[si], caps[si],
+                               x.gpu.power_limit_max_w))
                 slot += 1
         for r, tp in zip(x.replicas, x.tps, strict=True):
             per_gpu = replica_energy_j[r] / dt / tp
@@ -67,10 +66,14 @@ def _rows(domain: str, frames: list[tuple[str, np.ndarray, float, float]], dt: n
 
 def domain_power(servers: list[Server], doms: list[Domain], replica_energy_j: np.ndarray,
                  dt: np.ndarray, caps: np.ndarray,
-                 job_rows: dict[int, tuple[int, int]] | None = None
-                 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """GPU, server, rack, row and facility rows, and the facility IT power per bucket."""
-    gpus = gpu_power(servers, replica_energy_j, dt, caps, job_rows)
+                 train_w: dict[int, np.ndarray] | None = None,
+                 in_service: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """GPU, server, rack, row and facility rows, and the facility IT power per bucket.
+
+    in_service (servers x buckets): share of each bucket a server was powered (a
+    server out for repair draws nothing).
+    """
+    gpus = gpu_power(servers, replica_energy_j, dt, caps, train_w)
     per_server = gpus.groupby("name", sort=False)["power_w"]
     gpu_w = np.zeros((len(servers), dt.size))
     for si, x in enumerate(servers):
@@ -79,7 +82,11 @@ def domain_power(servers: list[Server], doms: list[Domain], replica_energy_j: np
     wall = np.zeros_like(gpu_w)
     loss = np.zeros_like(gpu_w)
     for si, x in enumerate(servers):
-        wall[si], _, loss[si] = server_power_w(gpu_w[si], x.spec, x.gpu)
+        on = np.ones(dt.size) if in_service is None else in_service[si]
+        # the server's draw while powered, times the share of the bucket it was
+        g_on = np.divide(gpu_w[si], on, out=np.zeros(dt.size), where=on > 0)
+        w, _, lo = server_power_w(g_on, x.spec, x.gpu)
+        wall[si], loss[si] = w * on, lo * on
     srv = _rows("server", [(x.name, wall[i], caps[i] * x.spec.gpus_per_server,
                             x.gpu.power_limit_max_w * x.spec.gpus_per_server)
                            for i, x in enumerate(servers)], dt)

@@ -68,6 +68,7 @@ class ProfileStore:
                 self._model_ok(m, i)
         self.table = table
         self._fits: dict[tuple[str, ...], GroupFit] = {}
+        self._resolved: dict[tuple[str, str, str, int, float | None], PhaseCost] = {}
         self._pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._measured: dict[float | None, pd.DataFrame] = {}
 
@@ -175,8 +176,16 @@ class ProfileStore:
         """The cost model for (gpu, model, phase, tp) under a power cap (None: default limit).
 
         Points measured at that cap are used as they are; otherwise the default-limit
-        answer goes through the DVFS model (dcsim.hardware.dvfs).
+        answer goes through the DVFS model (dcsim.hardware.dvfs). Answers are cached:
+        the store does not change once built.
         """
+        key = (gpu, model, phase, tp, power_cap_w)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(gpu, model, phase, tp, power_cap_w)
+        return self._resolved[key]
+
+    def _resolve(self, gpu: str, model: str, phase: str, tp: int,
+                 power_cap_w: float | None) -> PhaseCost:
         if phase not in PHASES:
             raise DcsimError(Problem("phase", phase, f"one of {PHASES}"))
         if tp < 1:

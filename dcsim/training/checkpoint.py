@@ -14,10 +14,11 @@ def checkpoint_bytes(m: ModelSpec, bytes_per_param: float) -> float:
 
 
 def transfer_s(nbytes: float, servers: int, storage: Storage, write: bool) -> float:
-    """Time to move nbytes to or from the parallel file system, s.
+    """Time to move nbytes to or from an otherwise idle parallel file system, s.
 
     The servers write (or read) their shards in parallel, each limited to the
-    per-client bandwidth, all together to the aggregate bandwidth.
+    per-client bandwidth, all together to the aggregate bandwidth:
+    nbytes / min(aggregate, servers x per-client).
     """
     aggregate = storage.write_bandwidth_gbyte_s if write else storage.read_bandwidth_gbyte_s
     rate = min(aggregate, servers * storage.per_client_gbyte_s) * 1e9

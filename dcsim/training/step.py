@@ -53,6 +53,7 @@ class StepModel:
     alpha_s: float = 0.0
     dp_overlap: float = 0.0
     fixed: bool = False  # a published throughput: the network does not enter
+    power_cap_w: float | None = None  # the GPU limit it ran under (None: default limit)
 
     @property
     def tokens_per_s(self) -> float:
@@ -111,4 +112,5 @@ def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network
     return StepModel(micro, compute, bubble, dp, exposed, step, busy_w, g.floor_w, energy,
                      job.global_batch_tokens, str(out.provenance[0]), gpus=job.gpus,
                      dp_ranks=p.dp, grad_bytes=2 * shard, alpha_s=net.link_latency_us * 1e-6,
-                     dp_overlap=job.dp_overlap, fixed=job.achieved_tflops_per_gpu is not None)
+                     dp_overlap=job.dp_overlap, fixed=job.achieved_tflops_per_gpu is not None,
+                     power_cap_w=job.power_cap_w)

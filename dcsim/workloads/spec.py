@@ -207,6 +207,10 @@ class Failures(Spec):
     times_s: list[float] | None = Field(
         default=None, description="Replay these failure times instead of drawing them, s."
     )
+    repair_s: float = Field(
+        default=14400.0, ge=0, description="Time the failed server is out of service, s "
+        "(assumed default: 4 h to swap and burn in a node). The job restarts on a spare or "
+        "free server, or waits for the repair.")
 
 
 class TrainingJob(Spec):

@@ -1,0 +1,135 @@
+"""The shared parallel file system: concurrent transfers share its bandwidth.
+
+Reads and writes are separate pools (a parallel file system quotes aggregate read
+and write bandwidth separately). A transfer by n servers wants n x the per-client
+limit; the transfers in flight share the pool's aggregate max-min fairly, as in
+dcsim.hardware.network, and are re-shared whenever one starts, ends or is dropped
+(a job that fails mid-write abandons its checkpoint). Bytes moved are integrated
+into time buckets for links.parquet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from dcsim.hardware.network import max_min_rates
+from dcsim.scenario import Storage
+from dcsim.training.checkpoint import transfer_s
+
+
+@dataclass
+class _Transfer:
+    left_bytes: float
+    demand_byte_s: float
+    done: simpy.Event
+    rate: float = 0.0
+
+
+class _Pool:
+    def __init__(self, aggregate_byte_s: float, buckets: int) -> None:
+        self.capacity = aggregate_byte_s
+        self.active: dict[int, _Transfer] = {}
+        self.moved = np.zeros(buckets)  # bytes per time bucket
+
+
+class SharedStorage:
+    """Checkpoint writes and restores of every job, sharing one file system."""
+
+    def __init__(self, env: simpy.Environment, spec: Storage, bucket_s: float,
+                 buckets: int) -> None:
+        self.env, self.spec, self.bucket_s = env, spec, bucket_s
+        self.pools = {True: _Pool(spec.write_bandwidth_gbyte_s * 1e9, buckets),
+                      False: _Pool(spec.read_bandwidth_gbyte_s * 1e9, buckets)}
+        self._t = 0.0
+        self._next_id = 0
+        self._generation = 0
+
+    def transfer(self, nbytes: float, clients: int, write: bool) -> tuple[int, simpy.Event]:
+        """Start moving nbytes with `clients` servers; the event fires when it is done."""
+        self._advance()
+        key = self._next_id
+        self._next_id += 1
+        done = self.env.event()
+        demand = clients * self.spec.per_client_gbyte_s * 1e9
+        self.pools[write].active[key] = _Transfer(nbytes, demand, done)
+        self._reshare()
+        return key, done
+
+    def drop(self, key: int) -> None:
+        """Abandon a transfer (its job failed); the others get its share."""
+        self._advance()
+        for pool in self.pools.values():
+            pool.active.pop(key, None)
+        self._reshare()
+
+    def alone_s(self, nbytes: float, clients: int, write: bool) -> float:
+        """Transfer time with the file system to itself, s."""
+        return transfer_s(nbytes, clients, self.spec, write)
+
+    def _advance(self) -> None:
+        now = self.env.now
+        dt = now - self._t
+        if dt <= 0:
+            return
+        for pool in self.pools.values():
+            flow = sum(tr.rate for tr in pool.active.values())
+            for tr in pool.active.values():
+                tr.left_bytes -= tr.rate * dt
+            _spread(pool.moved, self._t, now, flow * dt, self.bucket_s)
+        self._t = now
+
+    def _reshare(self) -> None:
+        self._generation += 1
+        soonest = np.inf
+        for pool in self.pools.values():
+            # done: under a microsecond left at its last rate (clock rounding leaves dust)
+            for key in [k for k, tr in pool.active.items()
+                        if tr.left_bytes <= max(tr.rate * 1e-6, 1e-3)]:
+                pool.active.pop(key).done.succeed()
+            trs = list(pool.active.values())
+            if not trs:
+                continue
+            rates = max_min_rates([[0]] * len(trs), np.array([pool.capacity]),
+                                  np.array([tr.demand_byte_s for tr in trs]))
+            for tr, r in zip(trs, rates, strict=True):
+                tr.rate = float(r)
+                soonest = min(soonest, tr.left_bytes / tr.rate)
+        if np.isfinite(soonest):
+            self.env.process(self._wake(self._generation, soonest))
+
+    def _wake(self, generation: int, delay: float) -> Generator[simpy.Event, None, None]:
+        yield self.env.timeout(delay)
+        if generation == self._generation:  # nothing changed meanwhile
+            self._advance()
+            self._reshare()
+
+    def links_table(self, duration_s: float) -> pd.DataFrame:
+        """Per pool (storage/write, storage/read) and bucket: mean throughput and utilisation."""
+        self._advance()
+        rows = []
+        for write, pool in self.pools.items():
+            n = pool.moved.size
+            starts = np.arange(n) * self.bucket_s
+            dt = np.minimum(starts + self.bucket_s, duration_s) - starts
+            load = pool.moved / dt
+            rows.append(pd.DataFrame({
+                "link": "storage/write" if write else "storage/read", "t_start_s": starts,
+                "t_end_s": starts + dt, "capacity_byte_s": pool.capacity, "load_byte_s": load,
+                "utilization": load / pool.capacity}))
+        return pd.concat(rows, ignore_index=True)
+
+
+def _spread(acc: np.ndarray, t0: float, t1: float, amount: float, w: float) -> None:
+    """Add `amount`, spread evenly over [t0, t1), to the buckets of width w it overlaps."""
+    last = acc.size - 1
+    b = min(int(t0 / w), last)
+    t = t0
+    while t < t1:
+        hi = t1 if b == last else min(t1, (b + 1) * w)
+        acc[b] += amount * (hi - t) / (t1 - t0)
+        t, b = hi, b + 1
