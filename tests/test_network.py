@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dcsim.engine.simulation import simulate
-from dcsim.hardware.network import max_min_rates
+from dcsim.hardware.network import max_min_rates, water_fill
 from dcsim.scenario import scenario_from_data
 
 
@@ -20,6 +20,16 @@ def test_progressive_filling_textbook_case():
     # a flow capped by its own demand leaves the rest to the others
     assert max_min_rates([[0], [0]], np.array([10.0]), np.array([2.0, 100.0])).tolist() == [
         2.0, 8.0]
+
+
+def test_water_filling_on_one_link_equals_progressive_filling():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 8))
+        demand = rng.uniform(0, 10, n)
+        cap = float(rng.uniform(1, 40))
+        assert water_fill(cap, demand.tolist()) == pytest.approx(
+            max_min_rates([[0]] * n, np.array([cap]), demand).tolist())
 
 
 def _two_jobs(both: bool, placement: str = "first_fit") -> dict:

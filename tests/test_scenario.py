@@ -162,3 +162,45 @@ def test_token_budget_must_hold_a_full_batch(tmp_path):
     d["workloads"][0]["deployment"].update(max_num_seqs=512, max_batched_tokens=256)
     msg = _problem_for(tmp_path, d)
     assert "workloads[0].deployment: max_batched_tokens (256) must be at least" in msg
+
+
+def _training() -> dict:
+    return yaml.safe_load((ROOT / "scenarios" / "training.yaml").read_text())
+
+
+def _tp_16(d: dict) -> None:
+    d["workloads"][0]["parallelism"] = {"tp": 16, "pp": 2, "dp": 8}
+
+
+def _interval_0(d: dict) -> None:
+    d["workloads"][0]["checkpoint"]["interval_s"] = 0
+
+
+def _no_bandwidth(d: dict) -> None:
+    d["fleet"]["storage"]["write_bandwidth_gbyte_s"] = 0
+
+
+def _nic_0(d: dict) -> None:
+    d["catalog"] = {"servers": [{"id": "dgx-h100", "gpu": "H100-SXM", "gpus_per_server": 8,
+                                 "max_power_w": 10200, "non_gpu_power_w": 2000, "nics": 8,
+                                 "nic_gbps": 0, "source": "test"}]}
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (_tp_16, "workloads[0].parallelism.tp: got 16; expected at most 8"),
+    (_interval_0, "interval_s must be > 0"),
+    (_no_bandwidth, "fleet.storage.write_bandwidth_gbyte_s: got 0"),
+    (_nic_0, "nic_gbps: got 0"),
+])
+def test_bad_training_input_names_the_field(tmp_path, change, expected):
+    d = _training()
+    change(d)
+    assert expected in _problem_for(tmp_path, d)
+
+
+def test_a_job_larger_than_the_fleet_is_refused_before_running(tmp_path):
+    d = _training()
+    d["workloads"][0].update(gpus=512, parallelism={"tp": 8, "pp": 4, "dp": 16})
+    result = runner.invoke(app, ["run", str(_write(tmp_path, d)), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and not (tmp_path / "o").exists()
+    assert "workloads[0].gpus: got 512" in result.output

@@ -115,6 +115,7 @@ class JobProcess:
         self.base: StepModel | None = None  # step time at full fabric bandwidth, this placement
         self.step: StepModel | None = None  # as last shared by the fabric
         self.nic = 0.0
+        self._bw, self._stepped_base = 0.0, None  # what self.step was derived from
         self.current: tuple[float, float, bool, int] | None = None  # start, power, busy, GPUs
         self.down_since: float | None = None  # failed and not yet restored
         self.env.process(self.main())
@@ -158,7 +159,11 @@ class JobProcess:
         run, sh = self.run, self.sh
         assert self.base is not None
         # the fabric's share may have changed since the last slice
-        self.step = step = self.base.with_bandwidth(sh.fabric.per_gpu[self.plan.index])
+        bw = sh.fabric.per_gpu[self.plan.index]
+        if self.step is None or bw != self._bw or self._stepped_base is not self.base:
+            self.step = self.base.with_bandwidth(bw)
+            self._bw, self._stepped_base = bw, self.base
+        step = self.step
         step_w = step.energy_j / step.step_s  # the job's power while stepping
         # work runs in slices of at most one time bucket, so the power series is right
         max_slice = max(1, int(sh.series.bucket_s // step.step_s))

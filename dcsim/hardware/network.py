@@ -49,6 +49,17 @@ def max_min_rates(flow_links: list[list[int]], capacity: np.ndarray,
     return rate
 
 
+def water_fill(capacity: float, demand: list[float]) -> list[float]:
+    """Max-min fair rates of flows sharing one link: the smallest demands are met in
+    full, the rest split what is left equally (progressive filling on one link)."""
+    rate = [0.0] * len(demand)
+    left, n = capacity, len(demand)
+    for k, i in enumerate(sorted(range(n), key=demand.__getitem__)):
+        rate[i] = min(demand[i], left / (n - k))
+        left -= rate[i]
+    return rate
+
+
 class Fabric:
     """Uplink shares of the jobs running now; per-GPU all-reduce bandwidth of each."""
 

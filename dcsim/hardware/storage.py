@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from dcsim.hardware.network import max_min_rates
+from dcsim.hardware.network import water_fill
 from dcsim.scenario import Storage
 from dcsim.training.checkpoint import transfer_s
 
@@ -94,8 +94,7 @@ class SharedStorage:
             trs = list(pool.active.values())
             if not trs:
                 continue
-            rates = max_min_rates([[0]] * len(trs), np.array([pool.capacity]),
-                                  np.array([tr.demand_byte_s for tr in trs]))
+            rates = water_fill(pool.capacity, [tr.demand_byte_s for tr in trs])
             for tr, r in zip(trs, rates, strict=True):
                 tr.rate = float(r)
                 soonest = min(soonest, tr.left_bytes / tr.rate)
