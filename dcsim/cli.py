@@ -218,3 +218,56 @@ def _print_summary(summary: dict) -> None:
         out.print(f"{d['domain']} {d['name']}: peak {d['peak_w'] / 1e3:.3g} kW, p99 "
                   f"{d['p99_w'] / 1e3:.3g} kW of {d['budget_w'] / 1e3:.3g} kW{limited}; "
                   f"room for {d['extra_servers_at_p99']} more servers at p99", highlight=False)
+
+
+@app.command()
+def optimize(
+    file: Path = typer.Argument(..., help="Scenario YAML file (its `optimize` section, if any)."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Results folder (default: runs/...)."),
+    objective: str | None = typer.Option(None, "--objective",
+                                         help="energy | cost | carbon (overrides the file)."),
+    check: bool = typer.Option(False, "--verify", help="Replay the plan and the baselines in "
+                               "the simulator and compare."),
+) -> None:
+    """Energy-, cost- or carbon-minimal replicas, GPUs, power limits and racks per period."""
+    from dcsim.optimize.run import run_optimize
+    from dcsim.output import default_out_dir, write_run
+    from dcsim.scenario import load_scenario
+
+    try:
+        s = load_scenario(file)
+        with err.status("planning (profiles, queueing model, MILP)"):
+            tables, summary, files, _ = run_optimize(s, file.parent, objective, check)
+        target = write_run(out_dir or default_out_dir(s), s, tables, summary, "optimize.json",
+                           files)
+    except DcsimError as exc:
+        raise fail(exc) from None
+    _print_plan(summary, tables)
+    out.print(f"results: {target}", highlight=False)
+
+
+def _print_plan(summary: dict, tables: dict) -> None:
+    out.print(f"{summary['status']}: {summary['objective']} objective "
+              f"{summary['objective_value']:.4g} (bound {summary['best_bound']:.4g}, gap "
+              f"{summary['gap']:.2%}); build {summary['build_s']:.1f} s, solve "
+              f"{summary['solve_s']:.1f} s; {summary['variables']} variables, "
+              f"{summary['constraints']} constraints", highlight=False)
+    t = Table(title="facility energy over the horizon (predicted)")
+    for c in ("plan", "kWh", "saved by the plan"):
+        t.add_column(c)
+    t.add_row("optimizer", f"{summary['predicted_facility_kwh']:.1f}", "")
+    for name, b in summary["baselines"].items():
+        saved = b["energy_saved_by_plan"]
+        t.add_row(name, f"{b['predicted_facility_kwh']:.1f}",
+                  "" if saved is None else f"{saved:.1%}")
+    out.print(t)
+    if "verify" in summary:
+        v = Table(title="closed loop: simulated")
+        for c in ("plan", "periods meeting every SLO", "min SLO attainment",
+                  "facility W simulated", "facility W predicted"):
+            v.add_column(c)
+        for name, r in summary["verify"].items():
+            v.add_row(name, f"{r['periods_meeting_every_slo']}/{r['periods']}",
+                      f"{r['slo_attainment_min']:.1%}", f"{r['simulated_facility_w_mean']:,.0f}",
+                      f"{r['predicted_facility_w_mean']:,.0f}")
+        out.print(v)

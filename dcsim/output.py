@@ -26,15 +26,20 @@ def default_out_dir(s: Scenario, root: Path = Path("runs")) -> Path:
 
 
 def write_run(out: Path, s: Scenario, tables: dict[str, pd.DataFrame],
-              summary: dict[str, object]) -> Path:
-    """Write every table (parquet), summary.json and the resolved scenario; all or nothing."""
+              summary: dict[str, object], summary_name: str = "summary.json",
+              files: dict[str, str] | None = None) -> Path:
+    """Write every table (parquet), the summary, the resolved scenario and any extra text
+    files (relative path -> content); all or nothing."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for name, df in tables.items():
             df.to_parquet(tmp / f"{name}.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+        (tmp / summary_name).write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+        for rel, text in (files or {}).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(text)
         resolved = {"dcsim_version": __version__, **s.model_dump(mode="json")}
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         if out.exists():

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from dcsim.catalog.specs import GpuSpec, ModelSpec, ServerSpec
 from dcsim.errors import DcsimError, Problem
+from dcsim.optimize.spec import OptimizeSpec
 from dcsim.schema_base import Spec
 from dcsim.validation import pydantic_problems
 from dcsim.workloads.spec import WorkloadSpec
@@ -208,6 +209,8 @@ class Scenario(Spec):
     )
     workloads: list[WorkloadSpec] = Field(default_factory=list)
     simulation: Simulation = Simulation()
+    optimize: OptimizeSpec | None = Field(
+        default=None, description="Planning horizon and choices for `dcsim optimize`.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Scenario:

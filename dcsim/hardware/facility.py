@@ -16,7 +16,9 @@ Modelled (facility.cooling), per time bucket with outdoor temperature T:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,17 +49,53 @@ def free_cooling_share(t_out_c: np.ndarray, c: Cooling) -> np.ndarray:
     return np.clip((ts - np.asarray(t_out_c)) / c.approach_k, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class Overhead:
+    """Facility overhead affine in IT power: cooling = cool_a x IT + cool_b, likewise losses.
+
+    Arrays (one value per time) or floats; None of the model is non-linear in IT
+    power, so the optimizer uses exactly the simulator's numbers.
+    """
+
+    cool_a: np.ndarray
+    cool_b: np.ndarray
+    loss_a: np.ndarray
+    loss_b: np.ndarray
+
+
+def overhead(f: Facility, t_out_c: np.ndarray | None, capacity_w: float) -> Overhead:
+    """Coefficients at outdoor temperatures t_out_c (constant PUE: all overhead is cooling).
+
+    Modelled: losses = IT (1 / UPS efficiency - 1 + distribution share) + UPS no-load
+    share x capacity; chiller = (IT + losses) x (1 - free-cooling share) / COP; fans
+    and pumps = share x IT.
+    """
+    if f.cooling is None:
+        zero = np.zeros(1 if t_out_c is None else np.shape(t_out_c))
+        return Overhead(zero + (f.pue - 1.0), zero, zero, zero)
+    c = f.cooling
+    assert t_out_c is not None
+    loss_a = 1 / c.ups_efficiency - 1 + c.distribution_loss_fraction
+    loss_b = c.ups_fixed_loss_fraction * capacity_w
+    q = (1 - free_cooling_share(t_out_c, c)) / chiller_cop(t_out_c, c)
+    fans = c.fan_pump_fraction if c.fan_pump_fraction is not None else (
+        0.05 if c.medium == "air" else 0.02)
+    ones = np.ones(np.shape(q))
+    return Overhead((1 + loss_a) * q + fans, loss_b * q, loss_a * ones, loss_b * ones)
+
+
+def facility_power_w(it_w: Any, o: Overhead, i: int | slice = slice(None)) -> Any:
+    """Facility power = IT + cooling + losses, W, at time index i (floats, arrays or
+    Pyomo expressions alike)."""
+    return it_w * (1 + o.cool_a[i] + o.loss_a[i]) + o.cool_b[i] + o.loss_b[i]
+
+
 def cooling_and_losses(it_w: np.ndarray, t_out_c: np.ndarray, c: Cooling, capacity_w: float
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Cooling power (chiller, fans, pumps) and electrical losses (UPS, distribution), W."""
     it = np.asarray(it_w, dtype=float)
-    losses = it / c.ups_efficiency - it + c.ups_fixed_loss_fraction * capacity_w + (
-        c.distribution_loss_fraction * it)
-    heat = it + losses
-    chiller = heat * (1 - free_cooling_share(t_out_c, c)) / chiller_cop(t_out_c, c)
-    fans = (c.fan_pump_fraction if c.fan_pump_fraction is not None else (
-        0.05 if c.medium == "air" else 0.02)) * it
-    return chiller + fans, losses
+    o = overhead(Facility(cooling=c), t_out_c, capacity_w)
+    return o.cool_a * it + o.cool_b, o.loss_a * it + o.loss_b
 
 
 def outdoor_c(f: Facility, base_dir: Path, t_s: np.ndarray) -> np.ndarray:
@@ -91,12 +129,11 @@ def facility_rows(power: pd.DataFrame, it_w: np.ndarray, dt: np.ndarray, f: Faci
                   base_dir: Path, capacity_w: float) -> pd.DataFrame:
     """Fill the facility rows with cooling, losses, outdoor temperature, carbon and cost."""
     mid = np.concatenate([[0.0], np.cumsum(dt)[:-1]]) + dt / 2
-    if f.cooling is None:
-        cooling, losses = it_w * (f.pue - 1.0), np.zeros_like(it_w)
+    t_out = None if f.cooling is None else outdoor_c(f, base_dir, mid)
+    o = overhead(f, t_out, capacity_w)
+    cooling, losses = o.cool_a * it_w + o.cool_b, o.loss_a * it_w + o.loss_b
+    if t_out is None:
         t_out = np.full_like(it_w, np.nan)
-    else:
-        t_out = outdoor_c(f, base_dir, mid)
-        cooling, losses = cooling_and_losses(it_w, t_out, f.cooling, capacity_w)
     carbon, price = grid_values(f, base_dir, mid)
     total_kwh = (it_w + cooling + losses) * dt / 3.6e6
     sel = power["domain"] == "facility"

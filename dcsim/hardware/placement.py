@@ -61,10 +61,15 @@ def place(s: Scenario, services: list[InferenceService], cat: Catalog) -> list[S
     """Servers with the replicas placed on them (global replica indices in order)."""
     servers = fleet_servers(s, cat)
     index = 0
+    by_name = {x.name: x for x in servers}
     for i, svc in enumerate(services):
         d = svc.deployment
-        for _ in range(d.replicas):
-            slot = next((x for x in servers if x.gpu.id == d.gpu and x.free >= d.tp), None)
+        for k in range(d.replicas):
+            if d.servers is not None:
+                slot = _named(by_name, d.servers[k], d.gpu, d.tp, f"workloads[{i}].deployment"
+                              f".servers[{k}]")
+            else:
+                slot = next((x for x in servers if x.gpu.id == d.gpu and x.free >= d.tp), None)
             if slot is None and not s.fleet.racks:
                 slot = _auto_server(cat, d.gpu, d.tp, len(servers), i)
                 servers.append(slot)
@@ -77,6 +82,17 @@ def place(s: Scenario, services: list[InferenceService], cat: Catalog) -> list[S
             slot.tps.append(d.tp)
             index += 1
     return servers
+
+
+def _named(by_name: dict[str, Server], name: str, gpu: str, tp: int, where: str) -> Server:
+    x = by_name.get(name)
+    if x is None:
+        raise DcsimError(Problem(where, name, f"a server of fleet.racks, one of "
+                                 f"{sorted(by_name)[:4]}..."))
+    if x.gpu.id != gpu or x.free < tp:
+        raise DcsimError(Problem(where, name, f"a {gpu} server with {tp} free GPUs (it has "
+                                 f"{x.free} free {x.gpu.id})"))
+    return x
 
 
 def training_pool(s: Scenario, jobs: list[TrainingJob], cat: Catalog, servers: list[Server]

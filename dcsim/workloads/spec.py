@@ -132,9 +132,15 @@ class Deployment(Spec):
         default=0.9, gt=0, le=1, description="Share of GPU memory for weights + KV cache."
     )
     power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
+    servers: list[str] | None = Field(
+        default=None, description="Server of each replica by name (rack/type-k, as in "
+        "power.parquet), e.g. from an optimizer plan; default: first fit in fleet order.")
 
     @model_validator(mode="after")
     def _budget_holds_a_batch(self) -> Deployment:
+        if self.servers is not None and len(self.servers) != self.replicas:
+            raise ValueError(f"servers names {len(self.servers)} servers for {self.replicas} "
+                             "replicas: give one per replica")
         if self.max_batched_tokens < self.max_num_seqs:
             raise ValueError(f"max_batched_tokens ({self.max_batched_tokens}) must be at least "
                              f"max_num_seqs ({self.max_num_seqs}): each decoding sequence needs "

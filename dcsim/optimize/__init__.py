@@ -1,0 +1,1 @@
+"""Energy-, cost- or carbon-minimal deployments under latency SLOs (Pyomo + HiGHS)."""

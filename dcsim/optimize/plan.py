@@ -1,0 +1,212 @@
+"""`dcsim optimize`: inputs from the scenario, the MILP, and the plan as tables and scenarios."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyomo.environ as pyo
+
+from dcsim.catalog import Catalog
+from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
+from dcsim.hardware.facility import grid_values as grid
+from dcsim.hardware.placement import fleet_servers
+from dcsim.optimize.model import Fleet, Inputs, Solved, build, fleet_idle_w, replica_it_w, solve
+from dcsim.optimize.spec import OptimizeSpec
+from dcsim.optimize.table import capacity_table, demand, horizon, wall_per_gpu_w
+from dcsim.profiles.store import ProfileStore
+from dcsim.references import scenario_catalog
+from dcsim.scenario import Scenario
+from dcsim.workloads.spec import InferenceService
+
+
+@dataclass
+class Plan:
+    spec: OptimizeSpec
+    services: list[InferenceService]
+    demand: np.ndarray
+    table: pd.DataFrame  # every (service, configuration) considered
+    solved: Solved
+    deployments: pd.DataFrame  # service, period, config..., replicas, load_rps, servers
+    periods: pd.DataFrame  # period: predicted IT and facility energy, cost weight
+    inputs: Inputs
+
+
+def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
+    if not s.fleet.racks:
+        raise DcsimError(Problem("fleet.racks", [], "the racks and servers the plan may use"))
+    servers = fleet_servers(s, cat)
+    rows = pd.DataFrame([{"rack": x.rack, "row": x.row, "gpu": x.gpu.id,
+                          "gpus_per_server": x.spec.gpus_per_server} for x in servers])
+    racks = rows.groupby(["rack", "row", "gpu", "gpus_per_server"], sort=False).size(
+    ).rename("servers").reset_index()
+    racks["idle_w_per_gpu"] = [wall_per_gpu_w(cat, g, cat.gpu(g).idle_power_w)
+                               for g in racks["gpu"]]
+    racks["max_w_per_gpu"] = [wall_per_gpu_w(cat, g, cat.gpu(g).power_limit_max_w)
+                              for g in racks["gpu"]]
+    budgets = {r.name if r.count == 1 else f"{r.name}-{k + 1}": r.power_budget_kw * 1e3
+               for r in s.fleet.racks for k in range(r.count)}
+    fb = s.facility.power_budget_kw
+    return Fleet(racks, budgets, {r.name: r.power_budget_kw * 1e3 for r in s.fleet.rows},
+                 fb * 1e3 if fb else None)
+
+
+def _check_reachable(table: pd.DataFrame, services: list[InferenceService]) -> None:
+    problems = []
+    for i, svc in enumerate(services):
+        mine = table[table["service_index"] == i]
+        if (mine["capacity_rps"] > 0).any():
+            continue
+        best = {k: float(mine[f"idle_{k}_p99_s"].min()) if len(mine) else math.inf
+                for k in ("ttft", "tpot", "e2e")}
+        problems.append(Problem(f"workloads[{i}].slo", svc.slo.model_dump(exclude_none=True),
+                                "a latency some candidate configuration meets even when idle; "
+                                "best achievable p99: " + ", ".join(
+                                    f"{k} {v:.3g} s" for k, v in best.items())))
+    if problems:
+        raise DcsimError(*problems)
+
+
+def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w: float
+             ) -> tuple[object, np.ndarray]:
+    mid = (np.arange(n) + 0.5) * opt.period_s
+    f = s.facility
+    o = overhead(f, None if f.cooling is None else outdoor_c(f, base_dir, mid), capacity_w)
+    if f.cooling is None:
+        o = type(o)(*(np.repeat(v, n) for v in (o.cool_a, o.cool_b, o.loss_a, o.loss_b)))
+    carbon, price = grid(f, base_dir, mid)
+    weight = {"energy": np.ones(n), "cost": price, "carbon": carbon / 1e3}[opt.objective]
+    return o, weight
+
+
+def inputs_for(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
+               objective: str | None = None) -> tuple[Inputs, pd.DataFrame, OptimizeSpec,
+                                                     list[InferenceService], Catalog]:
+    opt = s.optimize or OptimizeSpec()
+    if objective is not None:
+        if objective not in ("energy", "cost", "carbon"):
+            raise DcsimError(Problem("--objective", objective, "energy, cost or carbon"))
+        opt = opt.model_copy(update={"objective": objective})
+    services = [w for w in s.workloads if isinstance(w, InferenceService)]
+    if not services:
+        raise DcsimError(Problem("workloads", [], "at least one inference service to plan"))
+    cat = scenario_catalog(s)
+    store = store or ProfileStore.from_files(
+        cat, [p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
+    dem = demand(s, services, opt, base_dir)
+    table = capacity_table(s, services, cat, store, opt, base_dir)
+    _check_reachable(table, services)
+    fleet = fleet_frame(s, cat)
+    cap_w = fleet.facility_budget_w or float(
+        (fleet.racks["servers"] * fleet.racks["gpus_per_server"] * fleet.racks["max_w_per_gpu"]
+         ).sum())
+    o, weight = _weights(s, opt, horizon(s, opt), base_dir, cap_w)
+    usable = table[table["planned_rps"] > 0].reset_index(drop=True)
+    x = Inputs(usable, dem, [v.name for v in services], fleet, opt.period_s, o, weight,
+               opt.min_replicas, opt.max_replica_change)
+    return x, table, opt, services, cat
+
+
+def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
+             objective: str | None = None) -> Plan:
+    """Build, solve, check and extract the plan; explain an infeasible one."""
+    x, table, opt, services, cat = inputs_for(s, base_dir, store, objective)
+    t0 = time.perf_counter()
+    m = build(x)
+    solved = solve(m, opt.time_limit_s, opt.mip_gap, time.perf_counter() - t0)
+    if solved.status not in ("optimal", "time limit"):
+        raise DcsimError(*explain(x, opt))
+    deployments = extract(m, x, s, cat)
+    return Plan(opt, services, x.demand, table, solved, deployments, period_energy(
+        deployments, x), x)
+
+
+def extract(m: pyo.ConcreteModel, x: Inputs, s: Scenario, cat: Catalog) -> pd.DataFrame:
+    """Replicas and load per (service, configuration, period), with the server of each."""
+    tab = x.table
+    rows = []
+    for c in tab.index:
+        for t in range(x.demand.shape[1]):
+            n = round(pyo.value(m.N[c, t]))
+            if n > 0:
+                rows.append(tab.loc[c, ["service", "service_index", "config", "gpu", "tp",
+                                        "power_cap_w", "max_num_seqs", "planned_rps",
+                                        "power_a_w", "power_b_w_per_rps", "idle_w_per_gpu"]
+                                    ].to_dict() | {"period": t, "replicas": n,
+                                                   "load_rps": max(pyo.value(m.y[c, t]), 0.0)})
+    dep = pd.DataFrame(rows)
+    return _place(dep, m, x, s, cat) if len(dep) else dep
+
+
+def _place(dep: pd.DataFrame, m: pyo.ConcreteModel, x: Inputs, s: Scenario, cat: Catalog
+           ) -> pd.DataFrame:
+    """Pack each period's replicas onto the servers the MILP gave each (GPU, limit) level.
+
+    TP degrees divide the server size, so largest-first packing never strands GPUs.
+    """
+    servers = fleet_servers(s, cat)
+    out = []
+    for t, group in dep.groupby("period"):
+        free = {x_.name: x_.spec.gpus_per_server for x_ in servers}
+        level_servers: dict[tuple[str, float], list[str]] = {}
+        taken: set[str] = set()
+        for (g, k, r) in m.G:
+            n = round(pyo.value(m.S[g, k, r, t]))
+            names = [x_.name for x_ in servers if x_.rack == r and x_.gpu.id == g
+                     and x_.name not in taken][:n]
+            taken.update(names)
+            level_servers.setdefault((g, k), []).extend(names)
+        for _, row in group.sort_values("tp", ascending=False).iterrows():
+            key = (row["gpu"], -1.0 if pd.isna(row["power_cap_w"]) else row["power_cap_w"])
+            names = []
+            for _ in range(int(row["replicas"])):
+                name = next(nm for nm in level_servers[key] if free[nm] >= row["tp"])
+                free[name] -= int(row["tp"])
+                names.append(name)
+            out.append(row.to_dict() | {"servers": names})
+    return pd.DataFrame(out)
+
+
+def period_energy(dep: pd.DataFrame, x: Inputs) -> pd.DataFrame:
+    """Predicted IT and facility power and energy per period (the MILP's own formula)."""
+    rows = []
+    for t in range(x.demand.shape[1]):
+        mine = dep[dep["period"] == t] if len(dep) else dep
+        it = fleet_idle_w(x.fleet.racks) + sum(
+            float(replica_it_w(r, r["replicas"], r["load_rps"])) for _, r in mine.iterrows())
+        fac = float(facility_power_w(it, x.overhead, t))
+        rows.append({"period": t, "it_w": it, "facility_w": fac,
+                     "facility_kwh": fac * x.period_s / 3.6e6,
+                     "objective_weight": float(x.weight[t]),
+                     "replicas": int(mine["replicas"].sum()) if len(mine) else 0})
+    return pd.DataFrame(rows)
+
+
+def explain(x: Inputs, opt: OptimizeSpec) -> list[Problem]:
+    """Solve the elastic model and name the smallest changes that make the plan feasible."""
+    elastic = Inputs(**{**x.__dict__, "elastic": True})
+    m = build(elastic)
+    solved = solve(m, opt.time_limit_s, opt.mip_gap, 0.0)
+    if solved.status not in ("optimal", "time limit"):
+        return [Problem("optimize", "the scenario", f"a solvable plan (HiGHS: {solved.status})")]
+    out = []
+    for (s_, t), v in m.unmet.items():
+        if pyo.value(v) > 1e-6:
+            out.append(Problem(f"service {x.services[s_]} in period {t}",
+                               f"{x.demand[s_, t]:.3g} req/s",
+                               f"at most what the fleet can serve within its SLO: "
+                               f"{pyo.value(v):.3g} req/s short"))
+    for (g, t), v in m.extra.items():
+        if pyo.value(v) > 0.5:
+            out.append(Problem(f"fleet {g} servers in period {t}", "too few",
+                               f"{round(pyo.value(v))} more {g} servers"))
+    for (name, t), v in m.more_w.items():
+        if pyo.value(v) > 1.0:
+            out.append(Problem(f"power budget of {name} in period {t}", "too small",
+                               f"{pyo.value(v) / 1e3:.1f} kW more"))
+    return out or [Problem("optimize", "the scenario", "a feasible plan (cause not isolated)")]

@@ -1,0 +1,112 @@
+"""Everything `dcsim optimize` produces: plan, baselines, closed-loop check, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from dcsim import __version__
+from dcsim.optimize import baselines
+from dcsim.optimize.plan import Plan, optimize, period_energy
+from dcsim.optimize.verify import period_scenario, verify
+from dcsim.profiles.store import ProfileStore
+from dcsim.references import scenario_catalog
+from dcsim.scenario import Scenario
+
+
+def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, object], dict[str, str], Plan]:
+    """Tables, optimize.json contents and text files (plan.yaml, periods/*.yaml)."""
+    cat = scenario_catalog(s)
+    store = ProfileStore.from_files(
+        cat, [p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
+    plan = optimize(s, base_dir, store, objective)
+    x = plan.inputs
+    compared = {"plan": plan.deployments, "peak": baselines.peak(x, plan.services),
+                "greedy": baselines.greedy(x, plan.services)}
+    energy = {k: period_energy(v, x) for k, v in compared.items()}
+    summary = _summary(plan, energy)
+    tables = {"plan": _tidy(plan.deployments), "capacity": plan.table,
+              "periods": energy["plan"]}
+    if check:
+        checked = pd.concat([verify(s, plan.services, dep, x, plan.spec.verify_duration_s,
+                                    base_dir, store, label) for label, dep in compared.items()
+                             if len(dep)], ignore_index=True)
+        tables["verify"] = checked
+        summary["verify"] = _verify_summary(checked)
+    files = {"plan.yaml": _plan_yaml(s, plan, energy["plan"])}
+    for t in range(x.demand.shape[1]):
+        sc = period_scenario(s, plan.services, plan.deployments, t, x.period_s, x.period_s)
+        files[f"periods/period-{t:02d}.yaml"] = yaml.safe_dump(
+            sc.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    return tables, summary, files, plan
+
+
+def _tidy(dep: pd.DataFrame) -> pd.DataFrame:
+    out = dep.copy()
+    if "servers" in out:
+        out["servers"] = out["servers"].map(lambda v: ",".join(v))
+    return out
+
+
+def _objective_value(e: pd.DataFrame) -> float:
+    return float((e["facility_kwh"] * e["objective_weight"]).sum())
+
+
+def _summary(plan: Plan, energy: dict[str, pd.DataFrame]) -> dict[str, object]:
+    sv = plan.solved
+    plan_kwh = float(energy["plan"]["facility_kwh"].sum())
+    out: dict[str, object] = {
+        "dcsim_version": __version__, "objective": plan.spec.objective,
+        "status": sv.status, "objective_value": sv.objective, "best_bound": sv.bound,
+        "gap": sv.gap, "build_s": sv.build_s, "solve_s": sv.solve_s,
+        "variables": sv.n_vars, "constraints": sv.n_cons,
+        "periods": int(plan.demand.shape[1]), "period_s": plan.spec.period_s,
+        "predicted_facility_kwh": plan_kwh, "baselines": {}}
+    for name in ("peak", "greedy"):
+        kwh = float(energy[name]["facility_kwh"].sum())
+        out["baselines"][name] = {  # type: ignore[index]
+            "predicted_facility_kwh": kwh, "objective_value": _objective_value(energy[name]),
+            "energy_saved_by_plan": 1 - plan_kwh / kwh if kwh > 0 else None}
+    return out
+
+
+def _verify_summary(v: pd.DataFrame) -> dict[str, object]:
+    out = {}
+    for label, g in v.groupby("plan", sort=False):
+        per_period = g.drop_duplicates("period")
+        out[str(label)] = {
+            "periods_meeting_every_slo": int(g.groupby("period")["meets_slo"].all().sum()),
+            "periods": int(g["period"].nunique()),
+            "slo_attainment_min": float(g["slo_attainment"].min()),
+            "simulated_facility_w_mean": float(per_period["simulated_facility_w"].mean()),
+            "predicted_facility_w_mean": float(per_period["predicted_facility_w"].mean()),
+        }
+    return out
+
+
+def _plan_yaml(s: Scenario, plan: Plan, energy: pd.DataFrame) -> str:
+    periods = []
+    for t in range(plan.demand.shape[1]):
+        dep = plan.deployments[plan.deployments["period"] == t]
+        periods.append({
+            "period": t, "start_s": t * plan.spec.period_s,
+            "predicted_facility_kwh": round(float(energy.at[t, "facility_kwh"]), 3),
+            "scenario": f"periods/period-{t:02d}.yaml",
+            "deployments": [{
+                "service": r["service"], "gpu": r["gpu"], "tp": int(r["tp"]),
+                "power_cap_w": None if pd.isna(r["power_cap_w"]) else float(r["power_cap_w"]),
+                "max_num_seqs": int(r["max_num_seqs"]), "replicas": int(r["replicas"]),
+                "load_rps": round(float(r["load_rps"]), 4),
+                "demand_share": round(float(r["load_rps"]) / max(float(
+                    plan.demand[int(r["service_index"]), t]), 1e-12), 4),
+                "servers": list(r["servers"])} for _, r in dep.iterrows()]})
+    doc = {"dcsim_version": __version__, "scenario": s.name, "objective": plan.spec.objective,
+           "status": plan.solved.status, "period_s": plan.spec.period_s,
+           "demand_per_s": {svc.name: np.round(plan.demand[i], 4).tolist()
+                            for i, svc in enumerate(plan.services)},
+           "periods": periods}
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,59 @@
+"""Scenario section `optimize`: horizon, demand forecast, candidate configurations, solver."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from dcsim.schema_base import Spec
+
+OBJECTIVES = ("energy", "cost", "carbon")
+
+
+class Candidates(Spec):
+    """Replica configurations the optimizer may pick from (every combination that fits)."""
+
+    gpus: list[str] | None = Field(
+        default=None, description="GPU catalog ids; default: every GPU type in fleet.racks.")
+    tp: list[int] = Field(default=[1, 2, 4, 8], min_length=1,
+                          description="Tensor-parallel degrees (each must divide a server).")
+    power_cap_fractions: list[float] = Field(
+        default=[1.0, 0.85, 0.7, 0.55], min_length=1,
+        description="GPU power limits as fractions of the GPU's maximum limit (1.0 = "
+        "default limit); clipped up to the GPU's lowest limit.")
+    max_num_seqs: list[int] = Field(default=[64, 256], min_length=1,
+                                    description="Batch-size limits to consider.")
+
+    @model_validator(mode="after")
+    def _positive(self) -> Candidates:
+        if any(t < 1 for t in self.tp) or any(b < 1 for b in self.max_num_seqs):
+            raise ValueError("tp and max_num_seqs values must be >= 1")
+        if any(not 0 < f <= 1 for f in self.power_cap_fractions):
+            raise ValueError("power_cap_fractions must lie in (0, 1]")
+        return self
+
+
+class OptimizeSpec(Spec):
+    objective: Literal["energy", "cost", "carbon"] = Field(
+        default="energy", description="Facility energy, electricity cost, or carbon.")
+    period_s: float = Field(default=3600.0, gt=0, description="Length of one planning period, s.")
+    periods: int | None = Field(default=None, ge=1, le=8760, description="Periods in the "
+                                "horizon; default: simulation.duration_s / period_s, rounded up.")
+    demand_per_s: dict[str, list[float]] | None = Field(
+        default=None, description="Forecast request rate per service name and period, req/s; "
+        "default: the mean rate of each service's arrival process in each period.")
+    candidates: Candidates = Candidates()
+    min_replicas: int = Field(default=1, ge=0, description="Replicas each service keeps in "
+                              "every period (availability).")
+    max_replica_change: int | None = Field(
+        default=None, ge=0, description="Most replicas a service may start from one period "
+        "to the next (reconfiguration limit); none: unlimited.")
+    utilization_target: float = Field(
+        default=0.9, gt=0, le=1, description="Plan replicas for at most this share of the "
+        "rate at which the queueing model says the SLO just holds (headroom for bursts).")
+    time_limit_s: float = Field(default=60.0, gt=0, description="Solver time limit, s.")
+    mip_gap: float = Field(default=0.01, ge=0, le=1, description="Relative MIP gap to stop at.")
+    verify_duration_s: float = Field(
+        default=600.0, gt=0, description="Simulated seconds per period when --verify replays "
+        "the plan.")

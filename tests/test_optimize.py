@@ -1,0 +1,202 @@
+"""The optimizer: hand-solved and brute-forced MILPs, one power formula, closed loop."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyomo.environ as pyo
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dcsim.cli import app
+from dcsim.errors import DcsimError
+from dcsim.hardware.facility import facility_power_w, facility_rows, overhead
+from dcsim.optimize.model import Fleet, Inputs, build, replica_it_w, solve
+from dcsim.optimize.plan import optimize
+from dcsim.optimize.run import run_optimize
+from dcsim.scenario import Cooling, Facility, scenario_from_data
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _inputs(configs: list[dict], demand: list[list[float]], servers: int = 2,
+            budget_w: float | None = None, pue: float = 1.0) -> Inputs:
+    """One GPU type ("G", 8 per server, 100 W idle / 700 W at full limit per GPU)."""
+    table = pd.DataFrame([{"service": "s", "service_index": 0, "config": f"c{i}", "gpu": "G",
+                           "max_num_seqs": 64, "idle_w_per_gpu": 100.0,
+                           "power_cap_w": np.nan, "peak_w_per_gpu": 700.0, **c}
+                          for i, c in enumerate(configs)])
+    racks = pd.DataFrame([{"rack": "r", "row": "", "gpu": "G", "gpus_per_server": 8,
+                           "servers": servers, "idle_w_per_gpu": 100.0, "max_w_per_gpu": 700.0}])
+    fleet = Fleet(racks, {} if budget_w is None else {"r": budget_w}, {}, None)
+    n = len(demand[0])
+    o = overhead(Facility(pue=pue), None, 1.0)
+    o = type(o)(*(np.repeat(v, n) for v in (o.cool_a, o.cool_b, o.loss_a, o.loss_b)))
+    return Inputs(table, np.array(demand), ["s"], fleet, 3600.0, o, np.ones(n), 0, None)
+
+
+def _solve(x: Inputs) -> tuple[pyo.ConcreteModel, float]:
+    m = build(x)
+    solved = solve(m, 30, 0.0, 0.0)
+    assert solved.status == "optimal"
+    return m, solved.objective
+
+
+def test_tiny_instance_matches_the_hand_optimum():
+    # 30 req/s. A: tp1, 10 req/s, 300 W + 5 W per req/s; B: tp2, 25 req/s, 450 W + 4.
+    # Above idle (100 W a GPU): A 200 + 5y, B 250 + 4y. 3A = 750 W, 2B = 620 W, and
+    # A + B with B full: 450 + 4 x 25 + 5 x 5 = 575 W, the optimum
+    x = _inputs([{"tp": 1, "planned_rps": 10.0, "power_a_w": 300.0, "power_b_w_per_rps": 5.0},
+                 {"tp": 2, "planned_rps": 25.0, "power_a_w": 450.0, "power_b_w_per_rps": 4.0}],
+                [[30.0]], pue=1.5)
+    m, obj = _solve(x)
+    assert [round(pyo.value(m.N[c, 0])) for c in (0, 1)] == [1, 1]
+    assert pyo.value(m.y[1, 0]) == pytest.approx(25.0)
+    assert obj == pytest.approx((16 * 100 + 575) * 1.5 * 3600 / 3.6e6, rel=1e-9)
+
+
+def _brute(configs: list[dict], demand: float, gpus: int, budget_w: float | None,
+           peaks: list[float]) -> float:
+    """Cheapest IT power above idle over every replica count (loads filled cheapest first)."""
+    best = math.inf
+    for counts in itertools.product(range(6), repeat=len(configs)):
+        if sum(n * c["tp"] for n, c in zip(counts, configs, strict=True)) > gpus:
+            continue
+        if sum(n * c["planned_rps"] for n, c in zip(counts, configs, strict=True)) < demand - 1e-9:
+            continue
+        if budget_w is not None:  # servers at each level: as few as hold its replicas
+            worst, used = 0.0, 0
+            for level in set(peaks):
+                g = sum(n * c["tp"] for n, c, p in zip(counts, configs, peaks, strict=True)
+                        if p == level)
+                s = math.ceil(g / 8)
+                worst += s * 8 * level
+                used += s
+            if worst + (gpus // 8 - used) * 8 * 700 > budget_w + 1e-6 or used > gpus // 8:
+                continue
+        left, cost = demand, 0.0
+        for n, c in sorted(zip(counts, configs, strict=True),
+                           key=lambda nc: nc[1]["power_b_w_per_rps"]):
+            y = min(left, n * c["planned_rps"])
+            left -= y
+            cost += (c["power_a_w"] - c["tp"] * 100) * n + c["power_b_w_per_rps"] * y
+        best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_small_random_instances_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 4))
+    peaks = [700.0] + [float(rng.choice([500.0, 600.0])) for _ in range(k - 1)]
+    configs = [{"tp": int(rng.choice([1, 2, 4])), "planned_rps": float(rng.uniform(3, 12)),
+                "power_a_w": float(rng.uniform(150, 400)),
+                "power_b_w_per_rps": float(rng.uniform(1, 20)),
+                "power_cap_w": np.nan if p == 700.0 else p, "peak_w_per_gpu": p}
+               for p in peaks]
+    for c in configs:
+        c["power_a_w"] += c["tp"] * 100  # above idle
+    demand = float(rng.uniform(5, 30))
+    budget = float(rng.uniform(9000, 11200)) if seed % 2 else None
+    want = _brute(configs, demand, 16, budget, peaks)
+    x = _inputs(configs, [[demand]], budget_w=budget)
+    if math.isinf(want):
+        assert solve(build(x), 30, 0.0, 0.0).status not in ("optimal", "time limit")
+        return
+    _, obj = _solve(x)
+    assert obj == pytest.approx((1600 + want) * 3600 / 3.6e6, rel=1e-7)
+
+
+def test_one_power_formula_for_optimizer_and_simulator():
+    # the facility model: a Pyomo expression through facility_power_w equals the
+    # simulator's facility rows for the same IT power and weather
+    f = Facility(cooling=Cooling())
+    it = np.array([150e3, 90e3])
+    dt = np.array([3600.0, 3600.0])
+    power = pd.DataFrame({"domain": ["facility"] * 2, "power_w": it})
+    rows = facility_rows(power, it, dt, f, ROOT, 400e3)
+    sim = (rows["power_w"] + rows["cooling_w"] + rows["losses_w"]).to_numpy()
+    from dcsim.hardware.facility import outdoor_c
+
+    o = overhead(f, outdoor_c(f, ROOT, np.array([1800.0, 5400.0])), 400e3)
+    m = pyo.ConcreteModel()
+    m.it = pyo.Var([0, 1])
+    for t in (0, 1):
+        m.it[t].fix(float(it[t]))
+        assert pyo.value(facility_power_w(m.it[t], o, t)) == pytest.approx(sim[t], rel=1e-12)
+    row = {"power_a_w": 900.0, "tp": 2, "idle_w_per_gpu": 110.0, "power_b_w_per_rps": 12.0}
+    m.n, m.y = pyo.Var(), pyo.Var()
+    m.n.fix(3)
+    m.y.fix(7.5)
+    assert pyo.value(replica_it_w(row, m.n, m.y)) == replica_it_w(row, 3, 7.5)
+
+
+def _small(demand: list[float], slo: dict | None = None) -> dict:
+    return {
+        "name": "opt-small",
+        "facility": {"pue": 1.2},
+        "fleet": {"racks": [{"name": "r", "power_budget_kw": 20,
+                             "servers": [{"type": "dgx-h200", "count": 1}]}]},
+        "workloads": [{
+            "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+            "arrival": {"kind": "poisson", "rate_per_s": 5.0},
+            "prompt_tokens": {"kind": "lognormal", "mean_tokens": 800, "sigma": 0.8,
+                              "max_tokens": 6000},
+            "output_tokens": {"kind": "lognormal", "mean_tokens": 150, "sigma": 0.6,
+                              "max_tokens": 1000},
+            "slo": slo or {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
+            "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": 2}}],
+        "optimize": {"period_s": 3600, "periods": len(demand), "demand_per_s": {"chat": demand},
+                     "candidates": {"tp": [1, 2], "power_cap_fractions": [1.0, 0.7],
+                                    "max_num_seqs": [256]},
+                     "utilization_target": 0.8, "verify_duration_s": 240},
+        "simulation": {"duration_s": 3600, "warmup_s": 30, "seed": 3},
+    }
+
+
+def test_plans_meet_their_slos_in_simulation_and_beat_peak_sizing():
+    s = scenario_from_data(_small([4.0, 12.0, 25.0]))
+    tables, summary, files, _ = run_optimize(s, ROOT, None, check=True)
+    v = tables["verify"]
+    plan = v[v["plan"] == "plan"]
+    assert plan["meets_slo"].all(), plan
+    assert summary["baselines"]["peak"]["energy_saved_by_plan"] > 0
+    # predicted facility power within 10 % of the simulated
+    assert np.allclose(plan["predicted_facility_w"], plan["simulated_facility_w"], rtol=0.1)
+    period = yaml.safe_load(files["periods/period-02.yaml"])
+    assert scenario_from_data(period).workloads  # runnable as it is written
+
+
+def test_infeasible_demand_is_explained_in_terms_of_servers():
+    s = scenario_from_data(_small([500.0]))
+    with pytest.raises(DcsimError, match=r"more H200-SXM servers"):
+        optimize(s, ROOT)
+
+
+def test_an_slo_no_configuration_meets_names_the_best_achievable():
+    s = scenario_from_data(_small([4.0], slo={"ttft_p99_s": 0.001}))
+    with pytest.raises(DcsimError, match=r"workloads\[0\].slo.*best achievable p99: ttft"):
+        optimize(s, ROOT)
+
+
+def test_forecast_with_missing_periods_is_refused():
+    d = _small([4.0, 5.0])
+    d["optimize"]["periods"] = 3
+    with pytest.raises(DcsimError, match=r"demand_per_s.chat: got '2 values'; expected one "
+                       r"rate per period: 3"):
+        optimize(scenario_from_data(d), ROOT)
+
+
+def test_unknown_objective_exits_1_without_writing(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(_small([4.0])))
+    res = runner.invoke(app, ["optimize", str(path), "--objective", "speed", "--out",
+                              str(tmp_path / "o")])
+    assert res.exit_code == 1 and "energy, cost or carbon" in res.output
+    assert not (tmp_path / "o").exists()
