@@ -239,7 +239,9 @@ def _placement(s: Scenario, services: list[InferenceService], jobs: list[Trainin
         if not x.replicas:
             own.append(job_limit.get(x.gpu.id, x.gpu.power_limit_max_w))
         requested[si] = max(own, default=x.gpu.power_limit_max_w)
-    server_caps, doms = budget_caps(s, servers, requested)
+    train_gpus = {job.gpu for job in jobs}
+    parked = np.array([not x.replicas and x.gpu.id not in train_gpus for x in servers])
+    server_caps, doms = budget_caps(s, servers, requested, parked)
     replica_caps: list[float | None] = []
     for r, cap in enumerate(caps_req):
         x = where[r]

@@ -7,7 +7,8 @@ unbudgeted rack "auto".
 
 Budgets are enforced the way sites provision them: when a domain's worst case
 (every GPU at its limit, hosts at full load, through the PSUs) exceeds its budget,
-all its GPUs get one lower power limit that fits; rows and the facility are
+servers with nothing to run go to their lowest limit, and if that is not enough
+all its busy GPUs get one lower power limit that fits; rows and the facility are
 checked after racks.
 """
 
@@ -163,27 +164,39 @@ def worst_case_w(servers: list[Server], members: tuple[int, ...], caps: np.ndarr
     return total
 
 
-def budget_caps(s: Scenario, servers: list[Server], limits: np.ndarray
-                ) -> tuple[np.ndarray, list[Domain]]:
-    """Per-server GPU limit (W) after every budget is enforced; limits are the requested ones."""
+def budget_caps(s: Scenario, servers: list[Server], limits: np.ndarray,
+                parked: np.ndarray | None = None) -> tuple[np.ndarray, list[Domain]]:
+    """Per-server GPU limit (W) after every budget is enforced; limits are the requested ones.
+
+    Servers with nothing to run (parked) go to their lowest limit first: they draw
+    idle power either way, and only then do the busy servers share a lower limit.
+    """
     caps = limits.astype(float).copy()
+    park = np.zeros(len(servers), bool) if parked is None else parked
     doms = domains(s, servers)
     for dom in doms:
+        members = list(dom.servers)
         if dom.budget_w is None or worst_case_w(servers, dom.servers, caps) <= dom.budget_w:
             continue
-        lo = max(servers[i].gpu.power_limit_min_w for i in dom.servers)
+        idle = [i for i in members if park[i]]
+        for i in idle:
+            caps[i] = min(caps[i], servers[i].gpu.power_limit_min_w)
+        if worst_case_w(servers, dom.servers, caps) <= dom.budget_w:
+            continue
+        busy = [i for i in members if not park[i]]
+        lo = max(servers[i].gpu.power_limit_min_w for i in members)
         trial = caps.copy()
-        trial[list(dom.servers)] = np.minimum(caps[list(dom.servers)], lo)
+        trial[busy] = np.minimum(caps[busy], lo)
         if worst_case_w(servers, dom.servers, trial) > dom.budget_w:
             raise DcsimError(Problem(
                 f"{dom.kind} {dom.name} power budget", f"{dom.budget_w / 1e3:g} kW",
                 f"at least {worst_case_w(servers, dom.servers, trial) / 1e3:.1f} kW: its servers "
                 "draw that much with every GPU at its lowest power limit"))
-        hi = float(caps[list(dom.servers)].max())
-        for _ in range(50):  # bisection on one common limit for the domain's GPUs
+        hi = float(caps[busy].max())
+        for _ in range(50):  # bisection on one common limit for the domain's busy GPUs
             mid = (lo + hi) / 2
-            trial[list(dom.servers)] = np.minimum(caps[list(dom.servers)], mid)
+            trial[busy] = np.minimum(caps[busy], mid)
             lo, hi = (mid, hi) if worst_case_w(servers, dom.servers, trial) <= dom.budget_w else (
                 lo, mid)
-        caps[list(dom.servers)] = np.minimum(caps[list(dom.servers)], lo)
+        caps[busy] = np.minimum(caps[busy], lo)
     return caps, doms

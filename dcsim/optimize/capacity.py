@@ -120,6 +120,7 @@ class ReplicaModel:
         rng = np.random.default_rng(0)
         self.k = np.maximum(lengths.output - 1, 1).astype(float)[:SAMPLES]
         self.u = rng.uniform(size=self.k.size)
+        self.zu = np.array([_NORMAL.inv_cdf(min(max(v, 1e-12), 1 - 1e-12)) for v in self.u])
         self.z = rng.standard_normal(self.k.size)
         self.u2 = rng.uniform(size=self.k.size)
         self.e = rng.exponential(size=self.k.size)
@@ -175,7 +176,7 @@ class ReplicaModel:
         """
         k = self.k
         window = k * step
-        count = _poisson_ppf(self.u, lam * window)
+        count = _poisson_ppf(self.u, self.zu, lam * window)
         m, sd = float(self.prefill_s.mean()), float(self.prefill_s.std())
         work = np.maximum(count * m + np.sqrt(count) * sd * self.z, 0.0)
         backlog = np.where(self.u2 < rho_q, self.e * wq / max(rho_q, 1e-12), 0.0)
@@ -192,7 +193,7 @@ class ReplicaModel:
         while meets(hi) and hi < 1e7:
             hi *= 2
         lo = hi / 2 if hi > 1.0 else 0.0
-        for _ in range(40):
+        while hi - lo > 1e-3 * hi:  # to 0.1 %
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if meets(mid) else (lo, mid)
         return lo
@@ -221,8 +222,9 @@ def _poisson_p99(mean: float) -> float:
     return float(k)
 
 
-def _poisson_ppf(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Poisson quantiles at probabilities u (vectorised; normal approximation above 50)."""
+def _poisson_ppf(u: np.ndarray, zu: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Poisson quantiles at probabilities u (standard normal quantiles zu); vectorised,
+    the normal approximation above a mean of 50."""
     mean = np.asarray(mean, dtype=float)
     out = np.zeros_like(mean)
     small = mean <= 50
@@ -239,6 +241,5 @@ def _poisson_ppf(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
         total = total + np.where(more, term, 0.0)
     out[small] = k
     big = ~small
-    z = np.array([_NORMAL.inv_cdf(min(max(x, 1e-12), 1 - 1e-12)) for x in u[big]])
-    out[big] = np.maximum(np.round(mean[big] + np.sqrt(mean[big]) * z), 0)
+    out[big] = np.maximum(np.round(mean[big] + np.sqrt(mean[big]) * zu[big]), 0)
     return out

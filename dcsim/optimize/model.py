@@ -10,7 +10,8 @@ power-limit level k (a server's GPUs share one limit, as the simulator sets them
   gpus_at[g,k,t]   sum of tp x N over configurations on (g, k) <= GPUs of S[g,k,.,t]
   rack_servers     sum_k S[g,k,r,t] <= servers of g in rack r
   rack/row/facility_power  worst case (GPUs at their limit, hosts at full load, through
-                   the PSUs; servers without replicas at the default limit) <= budget
+                   the PSUs; servers without replicas parked at the lowest limit, as
+                   the simulator enforces budgets) <= budget
   reconfig         replicas started per service from t-1 to t <= max_replica_change
 
 Objective: sum over t of period length x facility power (IT through the facility
@@ -32,9 +33,9 @@ from dcsim.hardware.facility import Overhead, facility_power_w
 
 @dataclass
 class Fleet:
-    """Racks as (rack, row, gpu, servers, GPUs per server, idle and default-limit wall W/GPU)."""
+    """Racks as (rack, row, gpu, servers, GPUs per server, wall W/GPU idle and at limits)."""
 
-    racks: pd.DataFrame  # rack, row, gpu, servers, gpus_per_server, idle_w_per_gpu, max_w_per_gpu
+    racks: pd.DataFrame  # rack, row, gpu, servers, gpus_per_server, idle/max/min_w_per_gpu
     rack_budget_w: dict[str, float]
     row_budget_w: dict[str, float]
     facility_budget_w: float | None
@@ -67,35 +68,83 @@ class Solved:
     model: pyo.ConcreteModel | None = field(default=None, repr=False)
 
 
+@dataclass
+class _Data:
+    """The table and fleet as plain lists and dicts: Pyomo rules read them fast."""
+
+    tp: list[int]
+    rate: list[float]
+    above: list[float]  # W above idle GPUs per replica
+    slope: list[float]  # W per req/s
+    by_svc: dict[int, list[int]]
+    levels: dict[str, list[float]]
+    users: dict[tuple[str, float], list[int]]
+    per: dict[str, int]  # GPUs per server
+    at_level: dict[tuple[str, float], list[str]]  # racks with that GPU type
+    rack_rows: dict[str, list[tuple[str, int, int, float]]]  # gpu, GPUs/server, servers, min W
+    peak: dict[tuple[str, float], float]
+    have: dict[tuple[str, str], int]
+
+
+def _data(x: Inputs) -> _Data:
+    tab = x.table.reset_index(drop=True)
+    caps = tab["power_cap_w"].fillna(-1.0).tolist()
+    gpu = tab["gpu"].tolist()
+    levels = _levels(tab)
+    users: dict[tuple[str, float], list[int]] = {(g, k): [] for g, ks in levels.items()
+                                                 for k in ks}
+    for c, key in enumerate(zip(gpu, caps, strict=True)):
+        users[key].append(c)
+    rows = x.fleet.racks.groupby(["rack", "gpu"], sort=False).agg(
+        servers=("servers", "sum"), gps=("gpus_per_server", "first"),
+        min_w=("min_w_per_gpu", "first")).reset_index()
+    rack_rows: dict[str, list[tuple[str, int, int, float]]] = {}
+    for r in rows.itertuples(index=False):
+        rack_rows.setdefault(r.rack, []).append((r.gpu, int(r.gps), int(r.servers),
+                                                 float(r.min_w)))
+    peak_w = tab["peak_w_per_gpu"].tolist()
+    return _Data(
+        tp=tab["tp"].astype(int).tolist(), rate=tab["planned_rps"].astype(float).tolist(),
+        above=[float(replica_it_w(r, 1, 0.0)) for r in tab.to_dict("records")],
+        slope=tab["power_b_w_per_rps"].astype(float).tolist(),
+        by_svc={int(k): list(v) for k, v in tab.groupby("service_index").groups.items()},
+        levels=levels, users=users,
+        per={g: gps for rs in rack_rows.values() for g, gps, _, _ in rs},
+        at_level={(g, k): [r for r, rs in rack_rows.items() if any(g == q[0] for q in rs)]
+                  for g, ks in levels.items() for k in ks},
+        rack_rows=rack_rows,
+        peak={key: float(peak_w[cs[0]]) for key, cs in users.items()},
+        have={(r, g): n for r, rs in rack_rows.items() for g, _, n, _ in rs})
+
+
 def build(x: Inputs) -> pyo.ConcreteModel:
     m = pyo.ConcreteModel()
-    t_ = range(x.demand.shape[1])
-    tab = x.table.reset_index(drop=True)
-    m.C = pyo.Set(initialize=list(tab.index))
-    m.T = pyo.Set(initialize=list(t_))
+    d = _data(x)
+    m.C = pyo.Set(initialize=range(len(d.tp)))
+    m.T = pyo.Set(initialize=range(x.demand.shape[1]))
     m.N = pyo.Var(m.C, m.T, domain=pyo.NonNegativeIntegers)
     m.y = pyo.Var(m.C, m.T, domain=pyo.NonNegativeReals)
-    levels = _levels(tab)
-    racks = x.fleet.racks
-    m.G = pyo.Set(initialize=[(g, k, r) for r, g in zip(racks["rack"], racks["gpu"], strict=True)
-                              for k in levels.get(g, [])], dimen=3)
+    m.G = pyo.Set(initialize=[(g, k, r) for (g, k), rs in d.at_level.items() for r in rs],
+                  dimen=3)
     m.S = pyo.Var(m.G, m.T, domain=pyo.NonNegativeIntegers)
-    _demand(m, x, tab)
-    m.capacity = pyo.Constraint(m.C, m.T, rule=lambda m, c, t: m.y[c, t] <= float(
-        tab.at[c, "planned_rps"]) * m.N[c, t])
-    by_svc = tab.groupby("service_index").groups
+    _demand(m, x, d)
+    m.capacity = pyo.Constraint(m.C, m.T, rule=lambda m, c, t: m.y[c, t]
+                                <= d.rate[c] * m.N[c, t])
     m.min_replicas = pyo.Constraint(
-        list(by_svc), m.T, rule=lambda m, s, t: sum(m.N[c, t] for c in by_svc[s])
+        list(d.by_svc), m.T, rule=lambda m, s, t: pyo.quicksum(m.N[c, t] for c in d.by_svc[s])
         >= x.min_replicas)
-    _gpus(m, x, tab, levels)
-    _power(m, x, levels)
+    _gpus(m, x, d)
+    _power(m, x, d)
     if x.max_change is not None:
-        _reconfig(m, x, by_svc)
-    m.it_w = pyo.Expression(m.T, rule=lambda m, t: _it_w(m, x, tab, t))
+        _reconfig(m, x, d)
+    idle = fleet_idle_w(x.fleet.racks)
+    m.it_w = pyo.Expression(m.T, rule=lambda m, t: idle + pyo.quicksum(
+        d.above[c] * m.N[c, t] + d.slope[c] * m.y[c, t] for c in m.C) + (
+        _extra_idle_w(m, x, d, t) if x.elastic else 0.0))
     m.cost = pyo.Expression(m.T, rule=lambda m, t: facility_power_w(m.it_w[t], x.overhead, t)
                             * x.period_s / 3.6e6 * float(x.weight[t]))
     penalty = _elastic_penalty(m, x) if x.elastic else 0.0
-    m.objective = pyo.Objective(expr=sum(m.cost[t] for t in m.T) + penalty)
+    m.objective = pyo.Objective(expr=pyo.quicksum(m.cost[t] for t in m.T) + penalty)
     return m
 
 
@@ -105,59 +154,53 @@ def _levels(tab: pd.DataFrame) -> dict[str, list[float]]:
     return {g: sorted(set(caps[tab["gpu"] == g])) for g in tab["gpu"].unique()}
 
 
-def _demand(m: pyo.ConcreteModel, x: Inputs, tab: pd.DataFrame) -> None:
-    by_svc = tab.groupby("service_index").groups
+def _demand(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     if x.elastic:
         m.unmet = pyo.Var(range(len(x.services)), m.T, domain=pyo.NonNegativeReals)
 
     def rule(m: pyo.ConcreteModel, s: int, t: int) -> object:
-        served = sum(m.y[c, t] for c in by_svc.get(s, []))
+        served = pyo.quicksum(m.y[c, t] for c in d.by_svc.get(s, []))
         short = m.unmet[s, t] if x.elastic else 0.0
         return served + short == float(x.demand[s, t])
 
     m.demand = pyo.Constraint(range(len(x.services)), m.T, rule=rule)
 
 
-def _gpus(m: pyo.ConcreteModel, x: Inputs, tab: pd.DataFrame,
-          levels: dict[str, list[float]]) -> None:
-    caps = tab["power_cap_w"].fillna(-1.0)
-    per = dict(zip(x.fleet.racks["gpu"], x.fleet.racks["gpus_per_server"], strict=False))
-    keys = [(g, k) for g, ks in levels.items() for k in ks]
-    users = {key: [c for c in tab.index if (tab.at[c, "gpu"], caps[c]) == key] for key in keys}
+def _level_gpus(m: pyo.ConcreteModel, d: _Data, g: str, k: float, t: int) -> object:
+    return d.per[g] * pyo.quicksum(m.S[g, k, r, t] for r in d.at_level[(g, k)])
+
+
+def _gpus(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
+    keys = list(d.users)
     if x.elastic:  # extra servers of each type, in a rack of their own without a budget
-        m.extra = pyo.Var(list(levels), m.T, domain=pyo.NonNegativeIntegers)
-    m.gpus_at = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: sum(
-        int(tab.at[c, "tp"]) * m.N[c, t] for c in users[(g, k)]) <= per.get(g, 0) * (
-        sum(m.S[g, k, r, t] for (g2, k2, r) in m.G if (g2, k2) == (g, k))
-        + (m.extra[g, t] if x.elastic and k == levels[g][0] else 0)))
-    # no more servers at a level than its replicas fill: a server without replicas keeps
-    # the default limit in the simulator, so it may not lower a budget's worst case
-    m.gpus_tight = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: per.get(g, 0) * sum(
-        m.S[g, k, r, t] for (g2, k2, r) in m.G if (g2, k2) == (g, k)) <= sum(
-        int(tab.at[c, "tp"]) * m.N[c, t] for c in users[(g, k)]) + per.get(g, 0) - 1)
-    have = x.fleet.racks.groupby(["rack", "gpu"])["servers"].sum()
-    m.rack_servers = pyo.Constraint(list(have.index), m.T, rule=lambda m, r, g, t: sum(
-        m.S[g, k, r, t] for k in levels.get(g, [])) <= int(have[(r, g)]))
+        m.extra = pyo.Var(list(d.levels), m.T, domain=pyo.NonNegativeIntegers)
+
+    def need(m: pyo.ConcreteModel, g: str, k: float, t: int) -> object:
+        return pyo.quicksum(d.tp[c] * m.N[c, t] for c in d.users[(g, k)])
+
+    m.gpus_at = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: need(m, g, k, t)
+                               <= _level_gpus(m, d, g, k, t) + (
+        d.per[g] * m.extra[g, t] if x.elastic and k == d.levels[g][0] else 0))
+    # no more servers at a level than its replicas fill: a server without replicas is
+    # parked at the lowest limit in the simulator, whatever level the MILP gives it
+    m.gpus_tight = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: _level_gpus(m, d, g, k, t)
+                                  <= need(m, g, k, t) + d.per[g] - 1)
+    m.rack_servers = pyo.Constraint(list(d.have), m.T, rule=lambda m, r, g, t: pyo.quicksum(
+        m.S[g, k, r, t] for k in d.levels.get(g, [])) <= d.have[(r, g)])
 
 
-def _rack_worst_w(m: pyo.ConcreteModel, x: Inputs, levels: dict[str, list[float]],
-                  peak: dict[tuple[str, float], float], rack: str, t: int) -> object:
+def _rack_worst_w(m: pyo.ConcreteModel, d: _Data, rack: str, t: int) -> object:
     total = 0.0
-    for row in x.fleet.racks[x.fleet.racks["rack"] == rack].itertuples():
-        used = sum(m.S[row.gpu, k, rack, t] for k in levels.get(row.gpu, []))
-        total = total + row.gpus_per_server * (
-            sum(peak[(row.gpu, k)] * m.S[row.gpu, k, rack, t] for k in levels.get(row.gpu, []))
-            + row.max_w_per_gpu * (row.servers - used))
+    for g, gps, servers, min_w in d.rack_rows[rack]:
+        ks = d.levels.get(g, [])
+        total += gps * (pyo.quicksum((d.peak[(g, k)] - min_w) * m.S[g, k, rack, t] for k in ks)
+                        + min_w * servers)
     return total
 
 
-def _power(m: pyo.ConcreteModel, x: Inputs, levels: dict[str, list[float]]) -> None:
-    tab = x.table
-    peak = {(g, k): float(tab.loc[(tab["gpu"] == g) & (tab["power_cap_w"].fillna(-1.0) == k),
-                                  "peak_w_per_gpu"].iloc[0]) for g, ks in levels.items()
-            for k in ks}
+def _power(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     fl = x.fleet
-    racks = list(dict.fromkeys(fl.racks["rack"]))
+    racks = list(d.rack_rows)
     if x.elastic:
         m.more_w = pyo.Var(racks + list(fl.row_budget_w) + ["facility"], m.T,
                            domain=pyo.NonNegativeReals)
@@ -165,26 +208,31 @@ def _power(m: pyo.ConcreteModel, x: Inputs, levels: dict[str, list[float]]) -> N
     def more(name: str, t: int) -> object:
         return m.more_w[name, t] if x.elastic else 0.0
 
+    m.rack_w = pyo.Expression(racks, m.T, rule=lambda m, r, t: _rack_worst_w(m, d, r, t))
     budgeted = [r for r in racks if r in fl.rack_budget_w]
-    m.rack_power = pyo.Constraint(budgeted, m.T, rule=lambda m, r, t: _rack_worst_w(
-        m, x, levels, peak, r, t) <= fl.rack_budget_w[r] + more(r, t))
+    m.rack_power = pyo.Constraint(budgeted, m.T, rule=lambda m, r, t: m.rack_w[r, t]
+                                  <= fl.rack_budget_w[r] + more(r, t))
     rows = fl.racks.groupby("row")["rack"].unique()
-    m.row_power = pyo.Constraint(list(fl.row_budget_w), m.T, rule=lambda m, w, t: sum(
-        _rack_worst_w(m, x, levels, peak, r, t) for r in rows.get(w, []))
-        <= fl.row_budget_w[w] + more(w, t))
+    m.row_power = pyo.Constraint(list(fl.row_budget_w), m.T, rule=lambda m, w, t: pyo.quicksum(
+        m.rack_w[r, t] for r in rows.get(w, [])) <= fl.row_budget_w[w] + more(w, t))
     if fl.facility_budget_w is not None:
-        m.facility_power = pyo.Constraint(m.T, rule=lambda m, t: sum(
-            _rack_worst_w(m, x, levels, peak, r, t) for r in racks)
-            <= fl.facility_budget_w + more("facility", t))
+        m.facility_power = pyo.Constraint(m.T, rule=lambda m, t: pyo.quicksum(
+            m.rack_w[r, t] for r in racks) <= fl.facility_budget_w + more("facility", t))
 
 
-def _reconfig(m: pyo.ConcreteModel, x: Inputs, by_svc: dict) -> None:  # type: ignore[type-arg]
+def _reconfig(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     later = [t for t in m.T if t > 0]
     m.started = pyo.Var(m.C, later, domain=pyo.NonNegativeReals)
     m.started_def = pyo.Constraint(m.C, later, rule=lambda m, c, t: m.started[c, t]
                                    >= m.N[c, t] - m.N[c, t - 1])
-    m.reconfig = pyo.Constraint(list(by_svc), later, rule=lambda m, s, t: sum(
-        m.started[c, t] for c in by_svc[s]) <= x.max_change)
+    m.reconfig = pyo.Constraint(list(d.by_svc), later, rule=lambda m, s, t: pyo.quicksum(
+        m.started[c, t] for c in d.by_svc[s]) <= x.max_change)
+
+
+def _extra_idle_w(m: pyo.ConcreteModel, x: Inputs, d: _Data, t: int) -> object:
+    r = x.fleet.racks
+    per = dict(zip(r["gpu"], r["gpus_per_server"] * r["idle_w_per_gpu"], strict=False))
+    return pyo.quicksum(per.get(g, 0.0) * m.extra[g, t] for g in d.levels)
 
 
 def fleet_idle_w(racks: pd.DataFrame) -> float:
@@ -200,16 +248,6 @@ def replica_it_w(row: pd.Series | dict, replicas: object, load_rps: object) -> o
     """
     above_idle = float(row["power_a_w"]) - int(row["tp"]) * float(row["idle_w_per_gpu"])
     return above_idle * replicas + float(row["power_b_w_per_rps"]) * load_rps
-
-
-def _it_w(m: pyo.ConcreteModel, x: Inputs, tab: pd.DataFrame, t: int) -> object:
-    r = x.fleet.racks
-    above = sum(replica_it_w(tab.loc[c], m.N[c, t], m.y[c, t]) for c in m.C)
-    extra = 0.0
-    if x.elastic:
-        per = dict(zip(r["gpu"], r["gpus_per_server"] * r["idle_w_per_gpu"], strict=False))
-        extra = sum(per.get(g, 0.0) * m.extra[g, t] for g in _levels(tab))
-    return fleet_idle_w(r) + above + extra
 
 
 def _elastic_penalty(m: pyo.ConcreteModel, x: Inputs) -> object:

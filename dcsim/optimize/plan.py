@@ -16,6 +16,7 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
 from dcsim.hardware.facility import grid_values as grid
 from dcsim.hardware.placement import fleet_servers
+from dcsim.optimize.calibrate import calibrate
 from dcsim.optimize.model import Fleet, Inputs, Solved, build, fleet_idle_w, replica_it_w, solve
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.optimize.table import capacity_table, demand, horizon, wall_per_gpu_w
@@ -23,6 +24,8 @@ from dcsim.profiles.store import ProfileStore
 from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
 from dcsim.workloads.spec import InferenceService
+
+ROUNDS = 4  # solve, check the configurations used by simulation, solve again
 
 
 @dataclass
@@ -48,6 +51,8 @@ def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
     racks["idle_w_per_gpu"] = [wall_per_gpu_w(cat, g, cat.gpu(g).idle_power_w)
                                for g in racks["gpu"]]
     racks["max_w_per_gpu"] = [wall_per_gpu_w(cat, g, cat.gpu(g).power_limit_max_w)
+                              for g in racks["gpu"]]
+    racks["min_w_per_gpu"] = [wall_per_gpu_w(cat, g, cat.gpu(g).power_limit_min_w)
                               for g in racks["gpu"]]
     budgets = {r.name if r.count == 1 else f"{r.name}-{k + 1}": r.power_budget_kw * 1e3
                for r in s.fleet.racks for k in range(r.count)}
@@ -116,11 +121,23 @@ def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
              objective: str | None = None) -> Plan:
     """Build, solve, check and extract the plan; explain an infeasible one."""
     x, table, opt, services, cat = inputs_for(s, base_dir, store, objective)
-    t0 = time.perf_counter()
-    m = build(x)
-    solved = solve(m, opt.time_limit_s, opt.mip_gap, time.perf_counter() - t0)
-    if solved.status not in ("optimal", "time limit"):
-        raise DcsimError(*explain(x, opt))
+    store = store or ProfileStore.from_files(
+        cat, [p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        m = build(x)
+        solved = solve(m, opt.time_limit_s, opt.mip_gap, time.perf_counter() - t0)
+        if solved.status not in ("optimal", "time limit"):
+            raise DcsimError(*explain(x, opt))
+        used = {c for c in x.table.index if any(
+            round(pyo.value(m.N[c, t])) > 0 for t in range(x.demand.shape[1]))}
+        if not opt.check_by_simulation or not calibrate(
+                s, services, x.table, used, base_dir, store, opt.verify_duration_s):
+            break
+    checked = x.table.set_index(["service_index", "config"])[["planned_rps", "basis"]]
+    table = table.set_index(["service_index", "config"])
+    table.update(checked)
+    table = table.reset_index()
     deployments = extract(m, x, s, cat)
     return Plan(opt, services, x.demand, table, solved, deployments, period_energy(
         deployments, x), x)

@@ -54,6 +54,9 @@ class OptimizeSpec(Spec):
         "rate at which the queueing model says the SLO just holds (headroom for bursts).")
     time_limit_s: float = Field(default=60.0, gt=0, description="Solver time limit, s.")
     mip_gap: float = Field(default=0.01, ge=0, le=1, description="Relative MIP gap to stop at.")
+    check_by_simulation: bool = Field(
+        default=True, description="Simulate one replica of every configuration a plan uses at "
+        "its planned rate; lower the rate where an SLO fails, and solve again.")
     verify_duration_s: float = Field(
         default=600.0, gt=0, description="Simulated seconds per period when --verify replays "
         "the plan.")

@@ -102,19 +102,35 @@ def capacity_table(s: Scenario, services: list[InferenceService], cat: Catalog,
                    store: ProfileStore, opt: OptimizeSpec, base_dir: Path) -> pd.DataFrame:
     """One row per (service, configuration): planned rate per replica, power line, peaks."""
     rows = []
+    done: dict[str, list[dict[str, object]]] = {}  # services alike share their rows
     for i, svc in enumerate(services):
+        key = _kind(svc)
+        if key in done:
+            rows += [r | {"service": svc.name, "service_index": i} for r in done[key]]
+            continue
         lengths = service_lengths(svc, s.simulation.seed, base_dir)
+        first = len(rows)
         for cfg in configurations(s, svc, cat, opt):
             m = ReplicaModel(store, cat, svc, cfg, lengths)
             mu = m.capacity(svc)
             idle = m.perf(1e-9)
-            row = {"service": svc.name, "service_index": i, "config": cfg.label,
+            row = {"service": svc.name, "service_index": i, "kind": key, "basis": "model",
+                   "config": cfg.label,
                    "gpu": cfg.gpu, "tp": cfg.tp, "power_cap_w": cfg.power_cap_w,
                    "max_num_seqs": cfg.max_num_seqs, "capacity_rps": mu,
                    "idle_ttft_p99_s": idle.ttft_p99_s, "idle_tpot_p99_s": idle.tpot_p99_s,
                    "idle_e2e_p99_s": idle.e2e_p99_s}
             rows.append(row | _power_line(m, cat, cfg, mu * opt.utilization_target))
+        done[key] = rows[first:]
     return pd.DataFrame(rows)
+
+
+def _kind(svc: InferenceService) -> str:
+    """What a replica's capacity depends on: model, lengths, SLO, memory and token budget."""
+    lengths = svc.arrival.model_dump_json() if isinstance(svc.arrival, TraceArrivals) else ""
+    return "|".join([svc.model, lengths, str(svc.prompt_tokens), str(svc.output_tokens),
+                     svc.slo.model_dump_json(), str(svc.deployment.gpu_memory_utilization),
+                     str(svc.deployment.max_batched_tokens)])
 
 
 def wall_per_gpu_w(cat: Catalog, gpu: str, gpu_w: float) -> float:

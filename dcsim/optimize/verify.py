@@ -30,7 +30,7 @@ from dcsim.workloads.spec import (
 )
 
 
-def _service(svc: InferenceService, row: pd.Series, use_servers: bool) -> InferenceService:
+def replica_service(svc: InferenceService, row: pd.Series, use_servers: bool) -> InferenceService:
     cfg = Config(row["gpu"], int(row["tp"]), None if pd.isna(row["power_cap_w"]) else float(
         row["power_cap_w"]), int(row["max_num_seqs"]))
     dep = deployment_for(svc, cfg, int(row["replicas"]))
@@ -51,7 +51,7 @@ def period_scenario(s: Scenario, services: list[InferenceService], dep: pd.DataF
     """The scenario that runs period t of a plan (or baseline) for duration_s."""
     mine = dep[dep["period"] == t]
     use_servers = "servers" in mine.columns
-    workloads = [_service(services[int(r["service_index"])], r, use_servers)
+    workloads = [replica_service(services[int(r["service_index"])], r, use_servers)
                  for _, r in mine.iterrows()]
     f = s.facility.model_copy(update={"start_time": s.facility.start_time + timedelta(
         seconds=t * period_s)})
@@ -86,7 +86,7 @@ def verify(s: Scenario, services: list[InferenceService], dep: pd.DataFrame, x: 
                 "e2e_p99_s": _q(done["e2e_s"]),
                 "slo_attainment": float(slo_met(done, svc).sum()) / max(
                     len(done) + _late(svc, mine, duration_s), 1),
-                "meets_slo": _meets(svc, done, mine, duration_s),
+                "meets_slo": meets_slo(svc, done, mine, duration_s),
                 "simulated_facility_w": sim_w,
                 "predicted_facility_w": float(facility_power_w(
                     _predicted_it(dep, x, int(t)), x.overhead, int(t)))})
@@ -98,7 +98,7 @@ def _q(v: pd.Series) -> float:
     return float(np.quantile(v, 0.99)) if len(v) else float("nan")
 
 
-def _meets(svc: InferenceService, done: pd.DataFrame, all_: pd.DataFrame, end_s: float
+def meets_slo(svc: InferenceService, done: pd.DataFrame, all_: pd.DataFrame, end_s: float
            ) -> bool:
     """Every bound holds at p99 over the period's requests.
 
