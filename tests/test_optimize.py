@@ -223,3 +223,16 @@ def plan_store(s):
     from dcsim.references import scenario_catalog
 
     return ProfileStore.from_files(scenario_catalog(s), [])
+
+
+def test_cost_and_carbon_objectives_weigh_each_hour_by_price_and_intensity(tmp_path):
+    # hourly price and intensity: the objective is the sum over periods of facility
+    # kWh x that hour's figure, for the same plan energy bookkeeping
+    d = _small([6.0, 6.0])
+    d["optimize"]["check_by_simulation"] = False
+    (tmp_path / "c.csv").write_text("timestamp,g_per_kwh\n2025-01-01T00:00,100\n"
+                                    "2025-01-01T01:00,500\n")
+    d["facility"]["carbon_intensity_file"] = str(tmp_path / "c.csv")
+    plan = optimize(scenario_from_data(d), ROOT, objective="carbon")
+    kwh = plan.periods["facility_kwh"].to_numpy()
+    assert plan.solved.objective == pytest.approx(kwh[0] * 0.1 + kwh[1] * 0.5, rel=1e-6)

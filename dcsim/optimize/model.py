@@ -21,12 +21,15 @@ per replica, its power line above idle.
 
 from __future__ import annotations
 
+import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
+from pyomo.contrib.appsi.base import TerminationCondition
+from pyomo.contrib.appsi.solvers import Highs
 
 from dcsim.hardware.facility import Overhead, facility_power_w
 
@@ -187,6 +190,25 @@ def _gpus(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
                                   <= need(m, g, k, t) + d.per[g] - 1)
     m.rack_servers = pyo.Constraint(list(d.have), m.T, rule=lambda m, r, g, t: pyo.quicksum(
         m.S[g, k, r, t] for k in d.levels.get(g, [])) <= d.have[(r, g)])
+    # identical racks (same servers, budget and row) are interchangeable: fill them in
+    # order, so the solver does not search their permutations
+    pairs = [(a, b, g) for a, b in _twins(x, d) for g, _, _, _ in d.rack_rows[a]
+             if g in d.levels]
+    m.rack_order = pyo.Constraint(range(len(pairs)), m.T, rule=lambda m, i, t: pyo.quicksum(
+        m.S[pairs[i][2], k, pairs[i][0], t] for k in d.levels[pairs[i][2]]) >= pyo.quicksum(
+        m.S[pairs[i][2], k, pairs[i][1], t] for k in d.levels[pairs[i][2]]))
+
+
+def _twins(x: Inputs, d: _Data) -> list[tuple[str, str]]:
+    """Consecutive pairs of racks that differ only in name."""
+    row_of = dict(zip(x.fleet.racks["rack"], x.fleet.racks["row"], strict=False))
+    groups: dict[tuple[object, ...], list[str]] = {}
+    for r, rows in d.rack_rows.items():
+        row = row_of.get(r)
+        key = (tuple(rows), x.fleet.rack_budget_w.get(r),
+               row if row in x.fleet.row_budget_w else None)
+        groups.setdefault(key, []).append(r)
+    return [(a, b) for g in groups.values() for a, b in itertools.pairwise(g)]
 
 
 def _rack_worst_w(m: pyo.ConcreteModel, d: _Data, rack: str, t: int) -> object:
@@ -260,27 +282,72 @@ def _elastic_penalty(m: pyo.ConcreteModel, x: Inputs) -> object:
 
 def solve(m: pyo.ConcreteModel, time_limit_s: float, mip_gap: float, build_s: float
           ) -> Solved:
-    """Solve with HiGHS; load the incumbent if there is one."""
-    opt = pyo.SolverFactory("appsi_highs")
+    """Solve with HiGHS (Pyomo's APPSI interface); load the incumbent if there is one."""
+    opt = Highs()
     opt.config.time_limit = time_limit_s
     opt.config.mip_gap = mip_gap
+    opt.config.load_solution = False
     t0 = time.perf_counter()
-    res = opt.solve(m, load_solutions=False)
+    res = opt.solve(m)
     solve_s = time.perf_counter() - t0
-    term = str(res.solver.termination_condition)
-    n_vars = sum(v.index_set().__len__() for v in m.component_objects(pyo.Var))
+    n_vars = sum(len(v) for v in m.component_objects(pyo.Var))
     n_cons = sum(len(c) for c in m.component_objects(pyo.Constraint))
-    found = res.best_feasible_objective is not None if hasattr(
-        res, "best_feasible_objective") else term == "optimal"
-    if term in ("optimal", "maxTimeLimit", "maxIterations") or found:
-        try:
-            m.solutions.load_from(res)
-        except (RuntimeError, ValueError):
-            return Solved("infeasible" if term == "infeasible" else term, np.nan, np.nan,
-                          np.nan, build_s, solve_s, n_vars, n_cons, m)
-        obj = float(pyo.value(m.objective))
-        bound = float(res.problem.lower_bound)
-        gap = abs(obj - bound) / max(abs(obj), 1e-12)
-        return Solved("optimal" if term == "optimal" else "time limit", obj, bound, gap,
-                      build_s, solve_s, n_vars, n_cons, m)
-    return Solved(term, np.nan, np.nan, np.nan, build_s, solve_s, n_vars, n_cons, m)
+    term = res.termination_condition
+    if res.best_feasible_objective is None:
+        status = {TerminationCondition.infeasible: "infeasible",
+                  TerminationCondition.unbounded: "unbounded",
+                  TerminationCondition.infeasibleOrUnbounded: "infeasible"}.get(term, str(term))
+        return Solved(status, np.nan, np.nan, np.nan, build_s, solve_s, n_vars, n_cons, m)
+    res.solution_loader.load_vars()
+    obj, bound = float(res.best_feasible_objective), float(res.best_objective_bound)
+    gap = abs(obj - bound) / max(abs(obj), 1e-12)
+    status = "optimal" if term == TerminationCondition.optimal else "time limit"
+    return Solved(status, obj, bound, gap, build_s, solve_s, n_vars, n_cons, m)
+
+
+@dataclass
+class Values:
+    """The solution as plain numbers, keyed by global period."""
+
+    N: dict[tuple[int, int], int] = field(default_factory=dict)
+    y: dict[tuple[int, int], float] = field(default_factory=dict)
+    S: dict[tuple[str, float, str, int], int] = field(default_factory=dict)
+
+    def add(self, m: pyo.ConcreteModel, offset: int) -> None:
+        for (c, t), v in m.N.items():
+            self.N[(c, t + offset)] = round(pyo.value(v))
+            self.y[(c, t + offset)] = max(float(pyo.value(m.y[c, t])), 0.0)
+        for (g, k, r, t), v in m.S.items():
+            self.S[(g, k, r, t + offset)] = round(pyo.value(v))
+
+
+def period_inputs(x: Inputs, t: int) -> Inputs:
+    """The inputs of period t alone."""
+    o = x.overhead
+    return replace(x, demand=x.demand[:, [t]], weight=x.weight[[t]], overhead=Overhead(
+        o.cool_a[[t]], o.cool_b[[t]], o.loss_a[[t]], o.loss_b[[t]]))
+
+
+def solve_all(x: Inputs, time_limit_s: float, mip_gap: float
+              ) -> tuple[Solved, Values, int | None]:
+    """One MILP; or, when nothing links the periods (no reconfiguration limit), one per
+    period, which is exact and much faster. Returns the failing period if one fails."""
+    n = x.demand.shape[1]
+    parts = [x] if x.max_change is not None or n == 1 else [period_inputs(x, t)
+                                                             for t in range(n)]
+    values, done = Values(), []
+    start = time.perf_counter()
+    for i, sub in enumerate(parts):
+        t0 = time.perf_counter()
+        m = build(sub)
+        left = max(time_limit_s - (time.perf_counter() - start), 1.0) / (len(parts) - i)
+        solved = solve(m, left, mip_gap, time.perf_counter() - t0)
+        if solved.status not in ("optimal", "time limit"):
+            return solved, values, (i if len(parts) > 1 else None)
+        values.add(m, i if len(parts) > 1 else 0)
+        done.append(solved)
+    obj, bound = sum(d.objective for d in done), sum(d.bound for d in done)
+    status = "optimal" if all(d.status == "optimal" for d in done) else "time limit"
+    return Solved(status, obj, bound, abs(obj - bound) / max(abs(obj), 1e-12),
+                  sum(d.build_s for d in done), sum(d.solve_s for d in done),
+                  sum(d.n_vars for d in done), sum(d.n_cons for d in done)), values, None

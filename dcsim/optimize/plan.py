@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,18 @@ from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
 from dcsim.hardware.facility import grid_values as grid
 from dcsim.hardware.placement import fleet_servers
 from dcsim.optimize.calibrate import calibrate
-from dcsim.optimize.model import Fleet, Inputs, Solved, build, fleet_idle_w, replica_it_w, solve
+from dcsim.optimize.model import (
+    Fleet,
+    Inputs,
+    Solved,
+    Values,
+    build,
+    fleet_idle_w,
+    period_inputs,
+    replica_it_w,
+    solve,
+    solve_all,
+)
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.optimize.table import capacity_table, demand, horizon, wall_per_gpu_w
 from dcsim.profiles.store import ProfileStore
@@ -111,10 +121,27 @@ def inputs_for(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
         (fleet.racks["servers"] * fleet.racks["gpus_per_server"] * fleet.racks["max_w_per_gpu"]
          ).sum())
     o, weight = _weights(s, opt, horizon(s, opt), base_dir, cap_w)
-    usable = table[table["planned_rps"] > 0].reset_index(drop=True)
+    usable = undominated(table[table["planned_rps"] > 0]).reset_index(drop=True)
     x = Inputs(usable, dem, [v.name for v in services], fleet, opt.period_s, o, weight,
                opt.min_replicas, opt.max_replica_change)
     return x, table, opt, services, cat
+
+
+def undominated(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop configurations another one beats on every count: same service, GPU type and
+    TP, a power limit no higher (no more budget), at least the rate, and no more power
+    at any load. They can never be needed, and they slow the solver down."""
+    keep = []
+    for _, g in table.groupby(["service_index", "gpu", "tp"], sort=False):
+        cap = g["power_cap_w"].fillna(np.inf).to_numpy()
+        rate, a = g["planned_rps"].to_numpy(), g["power_a_w"].to_numpy()
+        b = g["power_b_w_per_rps"].to_numpy()
+        for i in range(len(g)):
+            beaten = (cap <= cap[i]) & (rate >= rate[i]) & (a <= a[i]) & (b <= b[i]) & (
+                (cap < cap[i]) | (rate > rate[i]) | (a < a[i]) | (b < b[i]))
+            if not beaten.any():
+                keep.append(g.index[i])
+    return table.loc[sorted(keep)]
 
 
 def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
@@ -124,13 +151,12 @@ def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
     store = store or ProfileStore.from_files(
         cat, [p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
     for _ in range(ROUNDS):
-        t0 = time.perf_counter()
-        m = build(x)
-        solved = solve(m, opt.time_limit_s, opt.mip_gap, time.perf_counter() - t0)
+        solved, values, bad = solve_all(x, opt.time_limit_s, opt.mip_gap)
         if solved.status not in ("optimal", "time limit"):
-            raise DcsimError(*explain(x, opt))
-        used = {c for c in x.table.index if any(
-            round(pyo.value(m.N[c, t])) > 0 for t in range(x.demand.shape[1]))}
+            if bad is None:
+                raise DcsimError(*explain(x, opt, 0))
+            raise DcsimError(*explain(period_inputs(x, bad), opt, bad))
+        used = {c for (c, _), n in values.N.items() if n > 0}
         if not opt.check_by_simulation or not calibrate(
                 s, services, x.table, used, base_dir, store, opt.verify_duration_s):
             break
@@ -138,30 +164,29 @@ def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
     table = table.set_index(["service_index", "config"])
     table.update(checked)
     table = table.reset_index()
-    deployments = extract(m, x, s, cat)
+    deployments = extract(values, x, s, cat)
     return Plan(opt, services, x.demand, table, solved, deployments, period_energy(
         deployments, x), x)
 
 
-def extract(m: pyo.ConcreteModel, x: Inputs, s: Scenario, cat: Catalog) -> pd.DataFrame:
+def extract(v: Values, x: Inputs, s: Scenario, cat: Catalog) -> pd.DataFrame:
     """Replicas and load per (service, configuration, period), with the server of each."""
     tab = x.table
     rows = []
     for c in tab.index:
         for t in range(x.demand.shape[1]):
-            n = round(pyo.value(m.N[c, t]))
+            n = v.N[(c, t)]
             if n > 0:
                 rows.append(tab.loc[c, ["service", "service_index", "config", "gpu", "tp",
                                         "power_cap_w", "max_num_seqs", "planned_rps",
                                         "power_a_w", "power_b_w_per_rps", "idle_w_per_gpu"]
                                     ].to_dict() | {"period": t, "replicas": n,
-                                                   "load_rps": max(pyo.value(m.y[c, t]), 0.0)})
+                                                   "load_rps": v.y[(c, t)]})
     dep = pd.DataFrame(rows)
-    return _place(dep, m, x, s, cat) if len(dep) else dep
+    return _place(dep, v, s, cat) if len(dep) else dep
 
 
-def _place(dep: pd.DataFrame, m: pyo.ConcreteModel, x: Inputs, s: Scenario, cat: Catalog
-           ) -> pd.DataFrame:
+def _place(dep: pd.DataFrame, v: Values, s: Scenario, cat: Catalog) -> pd.DataFrame:
     """Pack each period's replicas onto the servers the MILP gave each (GPU, limit) level.
 
     TP degrees divide the server size, so largest-first packing never strands GPUs.
@@ -172,8 +197,9 @@ def _place(dep: pd.DataFrame, m: pyo.ConcreteModel, x: Inputs, s: Scenario, cat:
         free = {x_.name: x_.spec.gpus_per_server for x_ in servers}
         level_servers: dict[tuple[str, float], list[str]] = {}
         taken: set[str] = set()
-        for (g, k, r) in m.G:
-            n = round(pyo.value(m.S[g, k, r, t]))
+        for (g, k, r, t2), n in v.S.items():
+            if t2 != t:
+                continue
             names = [x_.name for x_ in servers if x_.rack == r and x_.gpu.id == g
                      and x_.name not in taken][:n]
             taken.update(names)
@@ -204,8 +230,9 @@ def period_energy(dep: pd.DataFrame, x: Inputs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def explain(x: Inputs, opt: OptimizeSpec) -> list[Problem]:
-    """Solve the elastic model and name the smallest changes that make the plan feasible."""
+def explain(x: Inputs, opt: OptimizeSpec, offset: int) -> list[Problem]:
+    """Solve the elastic model and name the smallest changes that make the plan feasible
+    (periods numbered from `offset`)."""
     elastic = Inputs(**{**x.__dict__, "elastic": True})
     m = build(elastic)
     solved = solve(m, opt.time_limit_s, opt.mip_gap, 0.0)
@@ -214,16 +241,16 @@ def explain(x: Inputs, opt: OptimizeSpec) -> list[Problem]:
     out = []
     for (s_, t), v in m.unmet.items():
         if pyo.value(v) > 1e-6:
-            out.append(Problem(f"service {x.services[s_]} in period {t}",
+            out.append(Problem(f"service {x.services[s_]} in period {t + offset}",
                                f"{x.demand[s_, t]:.3g} req/s",
                                f"at most what the fleet can serve within its SLO: "
                                f"{pyo.value(v):.3g} req/s short"))
     for (g, t), v in m.extra.items():
         if pyo.value(v) > 0.5:
-            out.append(Problem(f"fleet {g} servers in period {t}", "too few",
+            out.append(Problem(f"fleet {g} servers in period {t + offset}", "too few",
                                f"{round(pyo.value(v))} more {g} servers"))
     for (name, t), v in m.more_w.items():
         if pyo.value(v) > 1.0:
-            out.append(Problem(f"power budget of {name} in period {t}", "too small",
+            out.append(Problem(f"power budget of {name} in period {t + offset}", "too small",
                                f"{pyo.value(v) / 1e3:.1f} kW more"))
     return out or [Problem("optimize", "the scenario", "a feasible plan (cause not isolated)")]

@@ -93,7 +93,8 @@ def configurations(s: Scenario, svc: InferenceService, cat: Catalog, opt: Optimi
             if per_server % tp or room <= shapes.weight_bytes(model) * 1.05:
                 continue
             for f in c.power_cap_fractions:
-                cap = None if f >= 1 else max(f * g.power_limit_max_w, g.power_limit_min_w)
+                cap = None if f >= 1 else round(max(f * g.power_limit_max_w,
+                                                    g.power_limit_min_w), 1)
                 out += [Config(gid, tp, cap, b) for b in c.max_num_seqs]
     return out
 
