@@ -124,7 +124,9 @@ class Rack(Spec):
 
 
 class Network(Spec):
-    topology: Literal["leaf_spine", "fat_tree"] = "leaf_spine"
+    topology: Literal["leaf_spine", "fat_tree"] = Field(
+        default="leaf_spine", description="Both are modelled as a two-tier Clos: servers on "
+        "leaves, each leaf's uplinks (down / oversubscription) into a non-blocking spine.")
     oversubscription: float = Field(default=1.0, ge=1.0, description="Leaf down/up bandwidth ratio.")
     servers_per_leaf: int = Field(default=16, ge=1)
     switch_port_power_w: float = Field(
