@@ -184,10 +184,6 @@ def _gpus(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     m.gpus_at = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: need(m, g, k, t)
                                <= _level_gpus(m, d, g, k, t) + (
         d.per[g] * m.extra[g, t] if x.elastic and k == d.levels[g][0] else 0))
-    # no more servers at a level than its replicas fill: a server without replicas is
-    # parked at the lowest limit in the simulator, whatever level the MILP gives it
-    m.gpus_tight = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: _level_gpus(m, d, g, k, t)
-                                  <= need(m, g, k, t) + d.per[g] - 1)
     m.rack_servers = pyo.Constraint(list(d.have), m.T, rule=lambda m, r, g, t: pyo.quicksum(
         m.S[g, k, r, t] for k in d.levels.get(g, [])) <= d.have[(r, g)])
     # identical racks (same servers, budget and row) are interchangeable: fill them in
