@@ -98,29 +98,31 @@ def _q(v: pd.Series) -> float:
     return float(np.quantile(v, 0.99)) if len(v) else float("nan")
 
 
+def _late_for(svc: InferenceService, open_: pd.DataFrame, end_s: float, col: str) -> pd.Series:
+    """Requests still running at end_s that have already broken the `col` bound."""
+    age = end_s - open_["arrival_s"]
+    if col == "ttft_s" and svc.slo.ttft_p99_s is not None:
+        return open_["first_token_s"].isna() & (age > svc.slo.ttft_p99_s)
+    if col == "e2e_s" and svc.slo.e2e_p99_s is not None:
+        return age > svc.slo.e2e_p99_s
+    return pd.Series(False, index=open_.index)
+
+
 def meets_slo(svc: InferenceService, done: pd.DataFrame, all_: pd.DataFrame, end_s: float
-           ) -> bool:
+              ) -> bool:
     """Every bound holds at p99 over the period's requests.
 
     A request still running at the end counts as late for a bound it has already
     broken (no first token after the TTFT bound, or older than the E2E bound) and is
     left out otherwise: it may still make it.
     """
-    if len(all_) == 0:
-        return True
     open_ = all_[all_["status"] != "finished"]
-    age = end_s - open_["arrival_s"]
     ok = True
     for col, bound in (("ttft_s", svc.slo.ttft_p99_s), ("tpot_s", svc.slo.tpot_p99_s),
                        ("e2e_s", svc.slo.e2e_p99_s)):
         if bound is None:
             continue
-        if col == "ttft_s":
-            late = int((open_["first_token_s"].isna() & (age > bound)).sum())
-        elif col == "e2e_s":
-            late = int((age > bound).sum())
-        else:
-            late = 0
+        late = int(_late_for(svc, open_, end_s, col).sum())
         v = np.concatenate([done[col].dropna().to_numpy(), np.full(late, np.inf)])
         ok &= bool(np.quantile(v, 0.99) <= bound) if v.size else True
     return ok
@@ -129,13 +131,8 @@ def meets_slo(svc: InferenceService, done: pd.DataFrame, all_: pd.DataFrame, end
 def _late(svc: InferenceService, all_: pd.DataFrame, end_s: float) -> int:
     """Requests still running that have already broken the TTFT or E2E bound."""
     open_ = all_[all_["status"] != "finished"]
-    age = end_s - open_["arrival_s"]
-    late = pd.Series(False, index=open_.index)
-    if svc.slo.ttft_p99_s is not None:
-        late |= open_["first_token_s"].isna() & (age > svc.slo.ttft_p99_s)
-    if svc.slo.e2e_p99_s is not None:
-        late |= age > svc.slo.e2e_p99_s
-    return int(late.sum())
+    return int((_late_for(svc, open_, end_s, "ttft_s") | _late_for(svc, open_, end_s, "e2e_s")
+                ).sum())
 
 
 def _predicted_it(dep: pd.DataFrame, x: Inputs, t: int) -> float:
