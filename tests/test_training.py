@@ -13,7 +13,7 @@ import yaml
 
 from dcsim.catalog import shapes
 from dcsim.engine.simulation import simulate
-from dcsim.hardware.collectives import ring_allreduce_s
+from dcsim.hardware.collectives import ring_allreduce_s, tree_allreduce_s
 from dcsim.scenario import scenario_from_data
 from dcsim.training.checkpoint import young_daly_s
 
@@ -33,6 +33,24 @@ def test_ring_allreduce_matches_the_alpha_beta_formula():
     # 8 ranks, 1 GB each, 50 GB/s, 5 us: 2*7 alpha + 2*7/8 * 1e9 / 50e9
     assert ring_allreduce_s(1e9, 8, 50e9, 5e-6) == pytest.approx(14 * 5e-6 + 1.75 / 50)
     assert ring_allreduce_s(1e9, 1, 50e9, 5e-6) == 0.0
+
+
+def test_tree_allreduce_matches_its_formula_and_wins_only_for_small_messages():
+    # binomial tree: 2 ceil(log2 p) steps of (alpha + n / beta); 8 ranks -> 6 steps
+    assert tree_allreduce_s(1e9, 8, 50e9, 5e-6) == pytest.approx(6 * (5e-6 + 1e9 / 50e9))
+    assert tree_allreduce_s(1e9, 1, 50e9, 5e-6) == 0.0
+    # 1,024 ranks: 2,046 ring latency steps vs 20 tree steps
+    assert tree_allreduce_s(1e3, 1024, 50e9, 5e-6) < ring_allreduce_s(1e3, 1024, 50e9, 5e-6)
+    assert tree_allreduce_s(1e9, 1024, 50e9, 5e-6) > ring_allreduce_s(1e9, 1024, 50e9, 5e-6)
+
+
+def test_a_job_with_tree_allreduce_exposes_the_tree_time(store):
+    tree = simulate(scenario_from_data(_job_scenario(steps=5, dp_allreduce="tree"))).jobs.iloc[0]
+    # the hand-calculated job below, its gradients (2 bytes a parameter of a 1/32 shard)
+    # all-reduced over 8 ranks by a binomial tree at half the NIC rate (2:1 spine)
+    shard = shapes.total_params(store.catalog.model("llama-3.1-70b")) / 32
+    assert tree["exposed_dp_s"] == pytest.approx(
+        tree_allreduce_s(2 * shard, 8, 8 * 400e9 / 8 / 8 / 2, 5e-6), rel=1e-9)
 
 
 def test_single_job_runs_at_the_throughput_its_profile_implies(store):

@@ -1,9 +1,11 @@
-"""Alpha-beta cost of collectives (ring algorithms).
+"""Alpha-beta cost of all-reduce: ring, and binomial tree (reduce then broadcast).
 
 Works on floats and on numpy arrays alike.
 """
 
 from __future__ import annotations
+
+import math
 
 
 def ring_allreduce_s(nbytes: float, ranks: int, bandwidth_byte_s: float, alpha_s: float) -> float:
@@ -17,3 +19,24 @@ def ring_allreduce_s(nbytes: float, ranks: int, bandwidth_byte_s: float, alpha_s
         return 0.0 * nbytes
     p = ranks
     return 2 * (p - 1) * alpha_s + 2 * (p - 1) / p * nbytes / bandwidth_byte_s
+
+
+def tree_allreduce_s(nbytes: float, ranks: int, bandwidth_byte_s: float, alpha_s: float
+                     ) -> float:
+    """Binomial-tree all-reduce time, s: a reduce to the root, then a broadcast.
+
+    T = 2 ceil(log2 p) (alpha + n / beta). Fewer latency terms than the ring (log p
+    instead of p), but every step moves the whole message: better for small messages
+    or many ranks, worse for large gradients.
+    """
+    if ranks <= 1:
+        return 0.0 * nbytes
+    steps = 2 * math.ceil(math.log2(ranks))
+    return steps * (alpha_s + nbytes / bandwidth_byte_s)
+
+
+def allreduce_s(algorithm: str, nbytes: float, ranks: int, bandwidth_byte_s: float,
+                alpha_s: float) -> float:
+    """All-reduce time by algorithm name: "ring" or "tree"."""
+    f = {"ring": ring_allreduce_s, "tree": tree_allreduce_s}[algorithm]
+    return f(nbytes, ranks, bandwidth_byte_s, alpha_s)

@@ -25,7 +25,7 @@ import numpy as np
 
 from dcsim.catalog import Catalog, shapes
 from dcsim.errors import DcsimError, Problem
-from dcsim.hardware.collectives import ring_allreduce_s
+from dcsim.hardware.collectives import allreduce_s
 from dcsim.hardware.dvfs import dvfs_of
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Network
@@ -54,6 +54,7 @@ class StepModel:
     dp_overlap: float = 0.0
     fixed: bool = False  # a published throughput: the network does not enter
     power_cap_w: float | None = None  # the GPU limit it ran under (None: default limit)
+    algorithm: str = "ring"  # of the data-parallel all-reduce
 
     @property
     def tokens_per_s(self) -> float:
@@ -63,7 +64,7 @@ class StepModel:
         """The same step with the data-parallel all-reduce at `byte_s` per GPU."""
         if self.fixed:
             return self
-        dp = ring_allreduce_s(self.grad_bytes, self.dp_ranks, byte_s, self.alpha_s)
+        dp = allreduce_s(self.algorithm, self.grad_bytes, self.dp_ranks, byte_s, self.alpha_s)
         exposed = (1 - self.dp_overlap) * dp
         step = self.compute_s + self.bubble_s + exposed
         energy = self.gpus * (self.busy_power_w * self.compute_s
@@ -100,8 +101,8 @@ def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network
     bubble = (p.pp - 1) * micro
     shard = shapes.total_params(m) / (p.tp * p.pp)
     g = dvfs_of(cat.gpu(job.gpu))
-    dp = ring_allreduce_s(2 * shard, p.dp, nic_bytes_s_per_gpu(job, cat), net.link_latency_us
-                          * 1e-6)
+    dp = allreduce_s(job.dp_allreduce, 2 * shard, p.dp, nic_bytes_s_per_gpu(job, cat),
+                     net.link_latency_us * 1e-6)
     exposed = (1 - job.dp_overlap) * dp
     step = compute + bubble + exposed
     if job.achieved_tflops_per_gpu is not None:  # a published throughput replaces the model
@@ -113,4 +114,4 @@ def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network
                      job.global_batch_tokens, str(out.provenance[0]), gpus=job.gpus,
                      dp_ranks=p.dp, grad_bytes=2 * shard, alpha_s=net.link_latency_us * 1e-6,
                      dp_overlap=job.dp_overlap, fixed=job.achieved_tflops_per_gpu is not None,
-                     power_cap_w=job.power_cap_w)
+                     power_cap_w=job.power_cap_w, algorithm=job.dp_allreduce)

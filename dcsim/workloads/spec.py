@@ -235,6 +235,9 @@ class TrainingJob(Spec):
     priority: int = Field(default=0, description="Higher runs first under priority scheduling.")
     checkpoint: Checkpointing = Checkpointing()
     failures: Failures = Failures()
+    dp_allreduce: Literal["ring", "tree"] = Field(
+        default="ring", description="Algorithm of the data-parallel gradient all-reduce "
+        "(alpha-beta cost: ring, or binomial tree).")
     dp_overlap: float = Field(
         default=0.0, ge=0, le=1,
         description="Share of the data-parallel gradient all-reduce hidden behind backward.",
