@@ -151,6 +151,13 @@ def build(x: Inputs) -> pyo.ConcreteModel:
     return m
 
 
+def period_it_w(dep: pd.DataFrame, x: Inputs, t: int) -> float:
+    """Predicted IT power in period t of a plan or baseline (deployment rows), W."""
+    mine = dep[dep["period"] == t] if len(dep) else dep
+    return fleet_idle_w(x.fleet.racks) + sum(
+        float(replica_it_w(r, r["replicas"], r["load_rps"])) for _, r in mine.iterrows())
+
+
 def _levels(tab: pd.DataFrame) -> dict[str, list[float]]:
     """Power-limit levels per GPU type (the default limit as its own level, -1)."""
     caps = tab["power_cap_w"].fillna(-1.0)

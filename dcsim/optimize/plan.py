@@ -22,9 +22,8 @@ from dcsim.optimize.model import (
     Solved,
     Values,
     build,
-    fleet_idle_w,
     period_inputs,
-    replica_it_w,
+    period_it_w,
     solve,
     solve_all,
 )
@@ -147,9 +146,9 @@ def undominated(table: pd.DataFrame) -> pd.DataFrame:
 def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
              objective: str | None = None) -> Plan:
     """Build, solve, check and extract the plan; explain an infeasible one."""
+    store = store or ProfileStore.from_files(scenario_catalog(s), [
+        p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
     x, table, opt, services, cat = inputs_for(s, base_dir, store, objective)
-    store = store or ProfileStore.from_files(
-        cat, [p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
     for _ in range(ROUNDS):
         solved, values, bad = solve_all(x, opt.time_limit_s, opt.mip_gap)
         if solved.status not in ("optimal", "time limit"):
@@ -220,8 +219,7 @@ def period_energy(dep: pd.DataFrame, x: Inputs) -> pd.DataFrame:
     rows = []
     for t in range(x.demand.shape[1]):
         mine = dep[dep["period"] == t] if len(dep) else dep
-        it = fleet_idle_w(x.fleet.racks) + sum(
-            float(replica_it_w(r, r["replicas"], r["load_rps"])) for _, r in mine.iterrows())
+        it = period_it_w(dep, x, t)
         fac = float(facility_power_w(it, x.overhead, t))
         rows.append({"period": t, "it_w": it, "facility_w": fac,
                      "facility_kwh": fac * x.period_s / 3.6e6,

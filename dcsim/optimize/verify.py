@@ -18,7 +18,7 @@ import pandas as pd
 from dcsim.engine.simulation import simulate
 from dcsim.hardware.facility import facility_power_w
 from dcsim.optimize.capacity import Config, deployment_for
-from dcsim.optimize.model import Inputs, fleet_idle_w, replica_it_w
+from dcsim.optimize.model import Inputs, period_it_w
 from dcsim.profiles.store import ProfileStore
 from dcsim.results import slo_met
 from dcsim.scenario import Scenario
@@ -89,7 +89,7 @@ def verify(s: Scenario, services: list[InferenceService], dep: pd.DataFrame, x: 
                 "meets_slo": meets_slo(svc, done, mine, duration_s),
                 "simulated_facility_w": sim_w,
                 "predicted_facility_w": float(facility_power_w(
-                    _predicted_it(dep, x, int(t)), x.overhead, int(t)))})
+                    period_it_w(dep, x, int(t)), x.overhead, int(t)))})
     return pd.DataFrame(rows)
 
 
@@ -133,9 +133,3 @@ def _late(svc: InferenceService, all_: pd.DataFrame, end_s: float) -> int:
     open_ = all_[all_["status"] != "finished"]
     return int((_late_for(svc, open_, end_s, "ttft_s") | _late_for(svc, open_, end_s, "e2e_s")
                 ).sum())
-
-
-def _predicted_it(dep: pd.DataFrame, x: Inputs, t: int) -> float:
-    mine = dep[dep["period"] == t]
-    return fleet_idle_w(x.fleet.racks) + sum(
-        float(replica_it_w(r, r["replicas"], r["load_rps"])) for _, r in mine.iterrows())
