@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,12 +18,12 @@ from dcsim.hardware.network import Fabric
 from dcsim.hardware.placement import Server
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
-from dcsim.training.checkpoint import checkpoint_bytes, young_daly_s
+from dcsim.training.checkpoint import checkpoint_bytes, transfer_s, young_daly_s
 from dcsim.training.step import StepModel, nic_bytes_s_per_gpu, step_model
 from dcsim.workloads.spec import TrainingJob
 
 
-def _steps_total(job: TrainingJob) -> int:
+def steps_total(job: TrainingJob) -> int:
     if job.steps is not None:
         return job.steps
     assert job.total_tokens is not None
@@ -58,6 +59,32 @@ def _step_for(job: TrainingJob, cat: Catalog, store: ProfileStore, s: Scenario,
     return step_for
 
 
+@dataclass(frozen=True)
+class Timing:
+    """A job's checkpoint and failure figures, and its run time without failures."""
+
+    checkpoint_write_s: float
+    checkpoint_interval_s: float
+    job_mtbf_s: float
+    estimated_runtime_s: float
+
+
+def job_timing(job: TrainingJob, cat: Catalog, s: Scenario, step_s: float, n_servers: int
+               ) -> Timing:
+    """Checkpoint write time on an idle file system, the interval (Young/Daly or given),
+    the job's MTBF (GPU MTBF / GPUs) and the failure-free run time: steps x step time
+    plus one write per interval of work, s."""
+    size = checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param)
+    write = transfer_s(size, n_servers, s.fleet.storage, write=True)
+    f = job.failures
+    mtbf_job_s = f.gpu_mtbf_hours * 3600 / job.gpus if f.gpu_mtbf_hours else math.inf
+    ci = job.checkpoint.interval_s
+    interval = young_daly_s(write, mtbf_job_s) if ci == "young_daly" else float(ci)
+    work = steps_total(job) * step_s
+    estimate = work + (0.0 if math.isinf(interval) else work / interval * write)
+    return Timing(write, interval, mtbf_job_s, estimate)
+
+
 def start_jobs(sh: Shared, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
                store: ProfileStore, servers: list[Server], caps: np.ndarray, first_row: int,
                seeds: list[list[np.random.SeedSequence]], seed_offset: int
@@ -68,25 +95,18 @@ def start_jobs(sh: Shared, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
         step_for = _step_for(job, cat, store, s, servers, caps)
         alone, _ = step_for([])
         per_server = max(x.spec.gpus_per_server for x in servers if x.gpu.id == job.gpu)
-        n_servers = math.ceil(job.gpus / per_server)
-        size = checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param)
-        write = sh.storage.alone_s(size, n_servers, write=True)
+        tm = job_timing(job, cat, s, alone.step_s, math.ceil(job.gpus / per_server))
         f = job.failures
-        mtbf_job_s = f.gpu_mtbf_hours * 3600 / job.gpus if f.gpu_mtbf_hours else math.inf
-        ci = job.checkpoint.interval_s
-        interval = (young_daly_s(write, mtbf_job_s) if ci == "young_daly" else float(ci))
-        steps = _steps_total(job)
-        estimate = steps * alone.step_s + (0.0 if math.isinf(interval) else
-                                           steps * alone.step_s / interval * write)
         gap_seed, server_seed = seeds[seed_offset + j]
         gaps = failure_gaps(job.gpus, f.gpu_mtbf_hours, f.weibull_shape, f.distribution,
                             f.times_s, np.random.default_rng(gap_seed))
-        plan = JobPlan(j, first_row + j, job.gpu, job.priority, estimate, step_for, interval,
-                       size, f.restart_s, f.repair_s, cat.gpu(job.gpu).idle_power_w, gaps,
-                       np.random.default_rng(server_seed))
-        proc = JobProcess(sh, JobRun(job.name, job.gpus, steps, job.start_s), plan)
-        out.append((proc, {"checkpoint_write_s": write, "checkpoint_interval_s": interval,
-                           "job_mtbf_s": mtbf_job_s, "estimated_runtime_s": estimate}))
+        size = checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param)
+        plan = JobPlan(j, first_row + j, job.gpu, job.priority, tm.estimated_runtime_s,
+                       step_for, tm.checkpoint_interval_s, size, f.restart_s, f.repair_s,
+                       cat.gpu(job.gpu).idle_power_w, gaps, np.random.default_rng(server_seed),
+                       frozenset(job.racks) if job.racks else None)
+        proc = JobProcess(sh, JobRun(job.name, job.gpus, steps_total(job), job.start_s), plan)
+        out.append((proc, asdict(tm)))
     return out
 
 

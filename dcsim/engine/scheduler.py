@@ -42,6 +42,7 @@ class Ask:
     submit_s: float
     estimate_s: float  # run time without failures, for backfill reservations
     event: simpy.Event
+    racks: frozenset[str] | None = None  # where the job may start (None: anywhere)
 
 
 class JobScheduler:
@@ -118,8 +119,10 @@ class JobScheduler:
     def _gpus(self, i: int) -> int:
         return self.servers[i].spec.gpus_per_server
 
-    def _pick(self, gpu: str, need: int) -> list[int] | None:
-        cand = sorted(i for i in self.free if self.servers[i].gpu.id == gpu)
+    def _pick(self, gpu: str, need: int, racks: frozenset[str] | None = None
+              ) -> list[int] | None:
+        cand = sorted(i for i in self.free if self.servers[i].gpu.id == gpu
+                      and (racks is None or self.servers[i].rack in racks))
         if sum(self._gpus(i) for i in cand) < need:
             return None
         if self.spec.placement == "first_fit":
@@ -169,7 +172,7 @@ class JobScheduler:
             order = sorted(self.queue, key=lambda a: (-a.priority, a.submit_s, a.job))
         shadow, shadow_gpu, extra = None, "", 0
         for ask in list(order):
-            picked = self._pick(ask.gpu, ask.gpus)
+            picked = self._pick(ask.gpu, ask.gpus, ask.racks)
             if shadow is None:
                 if picked is not None:
                     self._start(ask, picked)

@@ -104,6 +104,7 @@ class JobPlan:
     idle_w: float  # per GPU
     gaps: Iterator[float]
     rng: np.random.Generator  # which server fails
+    racks: frozenset[str] | None = None  # the racks the job may run in (None: any)
 
 
 class JobProcess:
@@ -125,7 +126,7 @@ class JobProcess:
         if run.submit_s > env.now:
             yield env.timeout(run.submit_s - env.now)
         ask = Ask(plan.index, plan.gpu, run.gpus, plan.priority, run.submit_s, plan.estimate_s,
-                  env.event())
+                  env.event(), plan.racks)
         self.servers = list((yield self.sh.scheduler.request(ask)))
         run.start_s = env.now
         run.servers = len(self.servers)

@@ -117,12 +117,20 @@ def training_pool(s: Scenario, jobs: list[TrainingJob], cat: Catalog, servers: l
     pool = [i for i, x in enumerate(servers) if not x.replicas]
     spares = s.fleet.training_scheduler.spare_servers
     for job in jobs:
+        where = f"workloads[{s.workloads.index(job)}]"
+        unknown = sorted(set(job.racks or []) - {servers[i].rack for i in pool})
+        if unknown:
+            raise DcsimError(Problem(f"{where}.racks", unknown, "racks of fleet.racks with "
+                                     "servers free of inference replicas"))
         mine = sorted((servers[i].spec.gpus_per_server for i in pool
                        if servers[i].gpu.id == job.gpu), reverse=True)
         have = sum(mine[spares:])  # spares never start a job
-        if have < job.gpus:
-            raise DcsimError(Problem(f"workloads[{s.workloads.index(job)}].gpus", job.gpus,
-                                     f"at most the {have} {job.gpu} GPUs of fleet.racks that "
+        there = sum(servers[i].spec.gpus_per_server for i in pool if servers[i].gpu.id ==
+                    job.gpu and (job.racks is None or servers[i].rack in job.racks))
+        if min(have, there) < job.gpus:
+            raise DcsimError(Problem(f"{where}.gpus", job.gpus, f"at most the "
+                                     f"{min(have, there)} {job.gpu} GPUs of "
+                                     f"{'its racks' if job.racks else 'fleet.racks'} that "
                                      "hold no inference replica and are not spares"))
     return pool
 

@@ -248,6 +248,13 @@ class TrainingJob(Spec):
         "profile-derived step time, e.g. to replay a published run.",
     )
     power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
+    deadline_s: float | None = Field(
+        default=None, gt=0, description="Finish by this time (s from the start); `dcsim "
+        "optimize` picks the job's power limit and racks to meet it.")
+    racks: list[str] | None = Field(
+        default=None, min_length=1, description="Start the job only on servers of these "
+        "fleet racks (an optimizer plan sets them); replacements after a failure may come "
+        "from anywhere.")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingJob:
