@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcsim.optimize.model import solve_all
 from dcsim.optimize.plan import inputs_for
+from dcsim.optimize.solver import solve_all
 from dcsim.scenario import scenario_from_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from dcsim.cli import app
 from dcsim.errors import DcsimError
 from dcsim.hardware.facility import facility_power_w, facility_rows, overhead
-from dcsim.optimize.model import Fleet, Inputs, build, replica_it_w, solve
+from dcsim.optimize.model import Fleet, Inputs, build, replica_it_w
 from dcsim.optimize.plan import optimize
 from dcsim.optimize.run import run_optimize
+from dcsim.optimize.solver import solve
 from dcsim.scenario import Cooling, Facility, load_scenario, scenario_from_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,16 +22,14 @@ per replica, its power line above idle.
 from __future__ import annotations
 
 import itertools
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
-from pyomo.contrib.appsi.base import TerminationCondition
-from pyomo.contrib.appsi.solvers import Highs
 
 from dcsim.hardware.facility import Overhead, facility_power_w
+from dcsim.optimize import jobs
 
 
 @dataclass
@@ -56,19 +54,8 @@ class Inputs:
     min_replicas: int
     max_change: int | None
     elastic: bool = False  # explain infeasibility: unmet demand, extra servers and budget
-
-
-@dataclass
-class Solved:
-    status: str
-    objective: float
-    bound: float
-    gap: float
-    build_s: float
-    solve_s: float
-    n_vars: int
-    n_cons: int
-    model: pyo.ConcreteModel | None = field(default=None, repr=False)
+    jobs: pd.DataFrame | None = None  # training: one row per (job, power limit) option
+    spares: int = 0  # servers per GPU type the job scheduler keeps free as hot spares
 
 
 @dataclass
@@ -136,18 +123,25 @@ def build(x: Inputs) -> pyo.ConcreteModel:
     m.min_replicas = pyo.Constraint(
         list(d.by_svc), m.T, rule=lambda m, s, t: pyo.quicksum(m.N[c, t] for c in d.by_svc[s])
         >= x.min_replicas)
+    if x.jobs is not None:
+        racks_of: dict[str, list[str]] = {}
+        for r, rs in d.rack_rows.items():
+            for g, _, _, _ in rs:
+                racks_of.setdefault(g, []).append(r)
+        jobs.add(m, x, racks_of)
     _gpus(m, x, d)
     _power(m, x, d)
     if x.max_change is not None:
         _reconfig(m, x, d)
     idle = fleet_idle_w(x.fleet.racks)
     m.it_w = pyo.Expression(m.T, rule=lambda m, t: idle + pyo.quicksum(
-        d.above[c] * m.N[c, t] + d.slope[c] * m.y[c, t] for c in m.C) + (
+        d.above[c] * m.N[c, t] + d.slope[c] * m.y[c, t] for c in m.C) + jobs.it_w(m, x, t) + (
         _extra_idle_w(m, x, d, t) if x.elastic else 0.0))
     m.cost = pyo.Expression(m.T, rule=lambda m, t: facility_power_w(m.it_w[t], x.overhead, t)
                             * x.period_s / 3.6e6 * float(x.weight[t]))
     penalty = _elastic_penalty(m, x) if x.elastic else 0.0
-    m.objective = pyo.Objective(expr=pyo.quicksum(m.cost[t] for t in m.T) + penalty)
+    m.objective = pyo.Objective(expr=pyo.quicksum(m.cost[t] for t in m.T)
+                                + jobs.after_cost(m, x) + penalty)
     return m
 
 
@@ -191,15 +185,29 @@ def _gpus(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     m.gpus_at = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: need(m, g, k, t)
                                <= _level_gpus(m, d, g, k, t) + (
         d.per[g] * m.extra[g, t] if x.elastic and k == d.levels[g][0] else 0))
-    m.rack_servers = pyo.Constraint(list(d.have), m.T, rule=lambda m, r, g, t: pyo.quicksum(
-        m.S[g, k, r, t] for k in d.levels.get(g, [])) <= d.have[(r, g)])
+    m.rack_servers = pyo.Constraint(list(d.have), m.T, rule=lambda m, r, g, t: _bounded(
+        pyo.quicksum(m.S[g, k, r, t] for k in d.levels.get(g, []))
+        + jobs.servers_in(m, x, r, g, t), d.have[(r, g)]))
+    if x.jobs is not None and x.spares:  # the scheduler's hot spares stay free
+        total = {g: sum(n for (_, g2), n in d.have.items() if g2 == g) for g in d.per}
+        gts = [(g, t) for g in sorted(set(x.jobs["gpu"])) for t in m.T]
+        m.spares = pyo.Constraint(gts, rule=lambda m, g, t: _bounded(pyo.quicksum(
+            m.S[g, k, r, t] for k in d.levels.get(g, []) for r in d.at_level[(g, k)])
+            + pyo.quicksum(jobs.servers_in(m, x, r, g, t) for r in d.rack_rows),
+            total.get(g, 0) - x.spares))
     # identical racks (same servers, budget and row) are interchangeable: fill them in
-    # order, so the solver does not search their permutations
-    pairs = [(a, b, g) for a, b in _twins(x, d) for g, _, _, _ in d.rack_rows[a]
-             if g in d.levels]
+    # order, so the solver does not search their permutations; not with jobs, whose
+    # racks hold over all periods while the order would be imposed per period
+    pairs = [] if x.jobs is not None else [
+        (a, b, g) for a, b in _twins(x, d) for g, _, _, _ in d.rack_rows[a] if g in d.levels]
     m.rack_order = pyo.Constraint(range(len(pairs)), m.T, rule=lambda m, i, t: pyo.quicksum(
         m.S[pairs[i][2], k, pairs[i][0], t] for k in d.levels[pairs[i][2]]) >= pyo.quicksum(
         m.S[pairs[i][2], k, pairs[i][1], t] for k in d.levels[pairs[i][2]]))
+
+
+def _bounded(expr: object, bound: float) -> object:
+    """expr <= bound, skipped where no variable enters (a type without candidates)."""
+    return pyo.Constraint.Skip if isinstance(expr, int | float) else expr <= bound
 
 
 def _twins(x: Inputs, d: _Data) -> list[tuple[str, str]]:
@@ -214,8 +222,8 @@ def _twins(x: Inputs, d: _Data) -> list[tuple[str, str]]:
     return [(a, b) for g in groups.values() for a, b in itertools.pairwise(g)]
 
 
-def _rack_worst_w(m: pyo.ConcreteModel, d: _Data, rack: str, t: int) -> object:
-    total = 0.0
+def _rack_worst_w(m: pyo.ConcreteModel, x: Inputs, d: _Data, rack: str, t: int) -> object:
+    total = jobs.rack_w(m, x, rack, t, {g: w for g, _, _, w in d.rack_rows[rack]})
     for g, gps, servers, min_w in d.rack_rows[rack]:
         ks = d.levels.get(g, [])
         total += gps * (pyo.quicksum((d.peak[(g, k)] - min_w) * m.S[g, k, rack, t] for k in ks)
@@ -233,7 +241,7 @@ def _power(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     def more(name: str, t: int) -> object:
         return m.more_w[name, t] if x.elastic else 0.0
 
-    m.rack_w = pyo.Expression(racks, m.T, rule=lambda m, r, t: _rack_worst_w(m, d, r, t))
+    m.rack_w = pyo.Expression(racks, m.T, rule=lambda m, r, t: _rack_worst_w(m, x, d, r, t))
     budgeted = [r for r in racks if r in fl.rack_budget_w]
     m.rack_power = pyo.Constraint(budgeted, m.T, rule=lambda m, r, t: m.rack_w[r, t]
                                   <= fl.rack_budget_w[r] + more(r, t))
@@ -281,116 +289,3 @@ def _elastic_penalty(m: pyo.ConcreteModel, x: Inputs) -> object:
     return (1e6 * sum(v for v in m.unmet.values()) / scale
             + 1e2 * sum(v for v in m.extra.values())
             + 1e-1 * sum(v for v in m.more_w.values()) / 1e3)
-
-
-def solve(m: pyo.ConcreteModel, time_limit_s: float, mip_gap: float, build_s: float
-          ) -> Solved:
-    """Solve with HiGHS (Pyomo's APPSI interface); load the incumbent if there is one."""
-    t0 = time.perf_counter()
-    opt = Highs()
-    opt.config.load_solution = False
-    opt.config.warmstart = _incumbent(m, opt, time_limit_s / 2, mip_gap / 5)
-    opt.config.time_limit = max(time_limit_s - (time.perf_counter() - t0), 1.0)
-    opt.config.mip_gap = mip_gap
-    res = opt.solve(m)
-    solve_s = time.perf_counter() - t0
-    n_vars = sum(len(v) for v in m.component_objects(pyo.Var))
-    n_cons = sum(len(c) for c in m.component_objects(pyo.Constraint))
-    term = res.termination_condition
-    if res.best_feasible_objective is None:
-        status = {TerminationCondition.infeasible: "infeasible",
-                  TerminationCondition.unbounded: "unbounded",
-                  TerminationCondition.infeasibleOrUnbounded: "infeasible"}.get(term, str(term))
-        return Solved(status, np.nan, np.nan, np.nan, build_s, solve_s, n_vars, n_cons, m)
-    res.solution_loader.load_vars()
-    obj, bound = float(res.best_feasible_objective), float(res.best_objective_bound)
-    gap = abs(obj - bound) / max(abs(obj), 1e-12)
-    status = "optimal" if term == TerminationCondition.optimal else "time limit"
-    return Solved(status, obj, bound, gap, build_s, solve_s, n_vars, n_cons, m)
-
-
-def _incumbent(m: pyo.ConcreteModel, opt: Highs, time_limit_s: float, gap: float) -> bool:
-    """Load a good first solution into m, so HiGHS can stop at the root; False if none.
-
-    Solves the LP relaxation, then the MILP restricted to the configurations the LP
-    uses (their replica counts round up, servers and limits stay free): a
-    relaxation-induced neighbourhood. Without it HiGHS spends most of its time in
-    root cuts before its own heuristics find a solution within the gap. The model is
-    loaded into HiGHS once; later solves pass only the changed variable domains and
-    bounds (constraint checks are switched off: Pyomo would rescan every one).
-    """
-    ints = [(v, v.domain) for v in m.component_data_objects(pyo.Var) if v.is_integer()]
-    for v, _ in ints:
-        v.domain = pyo.NonNegativeReals
-    opt.config.time_limit = time_limit_s
-    res = opt.solve(m)
-    relaxed = res.termination_condition == TerminationCondition.optimal
-    if relaxed:
-        res.solution_loader.load_vars(list(m.N.values()))
-    for v, dom in ints:
-        v.domain = dom
-    u = opt.update_config
-    u.check_for_new_or_removed_constraints = u.update_constraints = False
-    u.check_for_new_or_removed_vars = u.check_for_new_or_removed_params = False
-    u.check_for_new_objective = u.update_objective = u.update_named_expressions = False
-    if not relaxed:
-        return False
-    unused = [v for v in m.N.values() if (v.value or 0.0) < 1e-6 and v.ub is None]
-    for v in unused:
-        v.setub(0)
-    opt.config.mip_gap = gap
-    res = opt.solve(m)
-    found = res.best_feasible_objective is not None
-    if found:
-        res.solution_loader.load_vars()
-    for v in unused:
-        v.setub(None)
-    return found
-
-
-@dataclass
-class Values:
-    """The solution as plain numbers, keyed by global period."""
-
-    N: dict[tuple[int, int], int] = field(default_factory=dict)
-    y: dict[tuple[int, int], float] = field(default_factory=dict)
-    S: dict[tuple[str, float, str, int], int] = field(default_factory=dict)
-
-    def add(self, m: pyo.ConcreteModel, offset: int) -> None:
-        for (c, t), v in m.N.items():
-            self.N[(c, t + offset)] = round(pyo.value(v))
-            self.y[(c, t + offset)] = max(float(pyo.value(m.y[c, t])), 0.0)
-        for (g, k, r, t), v in m.S.items():
-            self.S[(g, k, r, t + offset)] = round(pyo.value(v))
-
-
-def period_inputs(x: Inputs, t: int) -> Inputs:
-    """The inputs of period t alone."""
-    o = x.overhead
-    return replace(x, demand=x.demand[:, [t]], weight=x.weight[[t]], overhead=Overhead(
-        o.cool_a[[t]], o.cool_b[[t]], o.loss_a[[t]], o.loss_b[[t]]))
-
-
-def solve_all(x: Inputs, time_limit_s: float, mip_gap: float
-              ) -> tuple[Solved, Values, int | None]:
-    """One MILP; or, when nothing links the periods (no reconfiguration limit), one per
-    period, which is exact and much faster. Returns the failing period if one fails."""
-    n = x.demand.shape[1]
-    parts = [x] if x.max_change is not None or n == 1 else [period_inputs(x, t)
-                                                             for t in range(n)]
-    values, done = Values(), []
-    start = time.perf_counter()
-    for i, sub in enumerate(parts):
-        t0 = time.perf_counter()
-        m = build(sub)
-        left = max(time_limit_s - (time.perf_counter() - start), 1.0) / (len(parts) - i)
-        solved = solve(m, left, mip_gap, time.perf_counter() - t0)
-        if solved.status not in ("optimal", "time limit"):
-            return solved, values, (i if len(parts) > 1 else None)
-        values.add(m, i if len(parts) > 1 else 0)
-        done.append(solved)
-    obj, bound = sum(d.objective for d in done), sum(d.bound for d in done)
-    status = "optimal" if all(d.status == "optimal" for d in done) else "time limit"
-    return Solved(status, obj, bound, abs(obj - bound) / max(abs(obj), 1e-12),
-                  sum(d.build_s for d in done), sum(d.solve_s for d in done),
-                  sum(d.n_vars for d in done), sum(d.n_cons for d in done)), values, None

@@ -15,24 +15,16 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
 from dcsim.hardware.facility import grid_values as grid
 from dcsim.hardware.placement import fleet_servers
+from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.calibrate import calibrate
-from dcsim.optimize.model import (
-    Fleet,
-    Inputs,
-    Solved,
-    Values,
-    build,
-    period_inputs,
-    period_it_w,
-    solve,
-    solve_all,
-)
+from dcsim.optimize.model import Fleet, Inputs, build, period_it_w
+from dcsim.optimize.solver import Solved, Values, period_inputs, solve, solve_all
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.optimize.table import capacity_table, demand, horizon, wall_per_gpu_w
 from dcsim.profiles.store import ProfileStore
 from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
-from dcsim.workloads.spec import InferenceService
+from dcsim.workloads.spec import InferenceService, TrainingJob
 
 ROUNDS = 4  # solve, check the configurations used by simulation, solve again
 
@@ -47,6 +39,7 @@ class Plan:
     deployments: pd.DataFrame  # service, period, config..., replicas, load_rps, servers
     periods: pd.DataFrame  # period: predicted IT and facility energy, cost weight
     inputs: Inputs
+    jobs: pd.DataFrame  # training: per job its power limit, racks, expected run and energy
 
 
 def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
@@ -121,8 +114,12 @@ def inputs_for(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
          ).sum())
     o, weight = _weights(s, opt, horizon(s, opt), base_dir, cap_w)
     usable = undominated(table[table["planned_rps"] > 0]).reset_index(drop=True)
+    jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
+    options = (jobs_.job_options(s, jobs, cat, store, opt.candidates.power_cap_fractions)
+               if jobs else None)
     x = Inputs(usable, dem, [v.name for v in services], fleet, opt.period_s, o, weight,
-               opt.min_replicas, opt.max_replica_change)
+               opt.min_replicas, opt.max_replica_change, jobs=options,
+               spares=s.fleet.training_scheduler.spare_servers)
     return x, table, opt, services, cat
 
 
@@ -164,8 +161,9 @@ def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
     table.update(checked)
     table = table.reset_index()
     deployments = extract(values, x, s, cat)
+    chosen = jobs_.chosen(x, values.z, values.J)
     return Plan(opt, services, x.demand, table, solved, deployments, period_energy(
-        deployments, x), x)
+        deployments, x, chosen), x, chosen)
 
 
 def extract(v: Values, x: Inputs, s: Scenario, cat: Catalog) -> pd.DataFrame:
@@ -214,14 +212,22 @@ def _place(dep: pd.DataFrame, v: Values, s: Scenario, cat: Catalog) -> pd.DataFr
     return pd.DataFrame(out)
 
 
-def period_energy(dep: pd.DataFrame, x: Inputs) -> pd.DataFrame:
-    """Predicted IT and facility power and energy per period (the MILP's own formula)."""
+def period_energy(dep: pd.DataFrame, x: Inputs, job_rows: pd.DataFrame | None = None
+                  ) -> pd.DataFrame:
+    """Predicted IT and facility power and energy per period (the MILP's own formula),
+    training jobs' mean power above idle included."""
     rows = []
-    for t in range(x.demand.shape[1]):
+    n = x.demand.shape[1]
+    train = np.zeros(n)
+    if job_rows is not None and len(job_rows):
+        inside, _ = jobs_.shares(job_rows, n, x.period_s)
+        train = inside.T @ job_rows["above_idle_w"].to_numpy()
+    for t in range(n):
         mine = dep[dep["period"] == t] if len(dep) else dep
-        it = period_it_w(dep, x, t)
+        it = period_it_w(dep, x, t) + float(train[t])
         fac = float(facility_power_w(it, x.overhead, t))
-        rows.append({"period": t, "it_w": it, "facility_w": fac,
+        rows.append({"period": t, "it_w": it, "training_it_w": float(train[t]),
+                     "facility_w": fac,
                      "facility_kwh": fac * x.period_s / 3.6e6,
                      "objective_weight": float(x.weight[t]),
                      "replicas": int(mine["replicas"].sum()) if len(mine) else 0})

@@ -10,8 +10,9 @@ import yaml
 
 from dcsim import __version__
 from dcsim.optimize import baselines
+from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.plan import Plan, optimize, period_energy
-from dcsim.optimize.verify import period_scenario, verify
+from dcsim.optimize.verify import period_scenario, verify, verify_jobs
 from dcsim.profiles.store import ProfileStore
 from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
@@ -27,16 +28,27 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
     x = plan.inputs
     compared = {"plan": plan.deployments, "peak": baselines.peak(x, plan.services),
                 "greedy": baselines.greedy(x, plan.services)}
-    energy = {k: period_energy(v, x) for k, v in compared.items()}
-    summary = _summary(plan, energy)
+    jobs = {"plan": plan.jobs, "peak": baselines.peak_jobs(x), "greedy": baselines.greedy_jobs(x)}
+    energy = {k: period_energy(v, x, jobs[k]) for k, v in compared.items()}
+    after = {k: float(jobs_.after_kwh(v, x, weighted=False).sum()) if len(v) else 0.0
+             for k, v in jobs.items()}
+    summary = _summary(plan, energy, after)
     tables = {"plan": _tidy(plan.deployments), "capacity": plan.table,
               "periods": energy["plan"]}
+    if len(plan.jobs):
+        tables["jobs"] = _tidy_jobs(plan.jobs)
+        summary["training"] = _tidy_jobs(plan.jobs)[
+            ["job", "power_cap_w", "racks", "runtime_s", "end_s", "deadline_s", "energy_kwh"]
+        ].to_dict("records")
     if check:
         checked = pd.concat([verify(s, plan.services, dep, x, plan.spec.verify_duration_s,
                                     base_dir, store, label) for label, dep in compared.items()
                              if len(dep)], ignore_index=True)
         tables["verify"] = checked
         summary["verify"] = _verify_summary(checked)
+        if len(plan.jobs):
+            tables["verify_jobs"] = verify_jobs(s, plan.jobs, base_dir, store)
+            summary["verify_training"] = tables["verify_jobs"].to_dict("records")
     files = {"plan.yaml": _plan_yaml(s, plan, energy["plan"])}
     for t in range(x.demand.shape[1]):
         sc = period_scenario(s, plan.services, plan.deployments, t, x.period_s, x.period_s)
@@ -52,22 +64,33 @@ def _tidy(dep: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _tidy_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
+    out = jobs.copy()
+    out["racks"] = out["racks"].map(lambda v: ",".join(v))
+    out["rack_servers"] = out["rack_servers"].map(
+        lambda v: ",".join(f"{r}:{n}" for r, n in sorted(v.items())))
+    return out
+
+
 def _objective_value(e: pd.DataFrame) -> float:
     return float((e["facility_kwh"] * e["objective_weight"]).sum())
 
 
-def _summary(plan: Plan, energy: dict[str, pd.DataFrame]) -> dict[str, object]:
+def _summary(plan: Plan, energy: dict[str, pd.DataFrame], after: dict[str, float]
+             ) -> dict[str, object]:
+    """Energies over the horizon, plus the training jobs' facility energy after it."""
     sv = plan.solved
-    plan_kwh = float(energy["plan"]["facility_kwh"].sum())
+    plan_kwh = float(energy["plan"]["facility_kwh"].sum()) + after["plan"]
     out: dict[str, object] = {
         "dcsim_version": __version__, "objective": plan.spec.objective,
         "status": sv.status, "objective_value": sv.objective, "best_bound": sv.bound,
         "gap": sv.gap, "build_s": sv.build_s, "solve_s": sv.solve_s,
         "variables": sv.n_vars, "constraints": sv.n_cons,
         "periods": int(plan.demand.shape[1]), "period_s": plan.spec.period_s,
-        "predicted_facility_kwh": plan_kwh, "baselines": {}}
+        "predicted_facility_kwh": plan_kwh,
+        "training_facility_kwh_after_horizon": after["plan"], "baselines": {}}
     for name in ("peak", "greedy"):
-        kwh = float(energy[name]["facility_kwh"].sum())
+        kwh = float(energy[name]["facility_kwh"].sum()) + after[name]
         out["baselines"][name] = {  # type: ignore[index]
             "predicted_facility_kwh": kwh, "objective_value": _objective_value(energy[name]),
             "energy_saved_by_plan": 1 - plan_kwh / kwh if kwh > 0 else None}
@@ -109,4 +132,12 @@ def _plan_yaml(s: Scenario, plan: Plan, energy: pd.DataFrame) -> str:
            "demand_per_s": {svc.name: np.round(plan.demand[i], 4).tolist()
                             for i, svc in enumerate(plan.services)},
            "periods": periods}
+    if len(plan.jobs):
+        doc["training"] = [{
+            "job": r["job"], "power_cap_w": None if pd.isna(r["power_cap_w"])
+            else float(r["power_cap_w"]), "rack_servers": dict(r["rack_servers"]),
+            "expected_runtime_s": round(float(r["runtime_s"]), 1),
+            "expected_end_s": round(float(r["end_s"]), 1),
+            "deadline_s": None if pd.isna(r["deadline_s"]) else float(r["deadline_s"]),
+            "energy_kwh": round(float(r["energy_kwh"]), 3)} for _, r in plan.jobs.iterrows()]
     return yaml.safe_dump(doc, sort_keys=False)

@@ -27,6 +27,7 @@ from dcsim.workloads.spec import (
     InferenceService,
     PoissonArrivals,
     TraceArrivals,
+    TrainingJob,
 )
 
 
@@ -133,3 +134,35 @@ def _late(svc: InferenceService, all_: pd.DataFrame, end_s: float) -> int:
     open_ = all_[all_["status"] != "finished"]
     return int((_late_for(svc, open_, end_s, "ttft_s") | _late_for(svc, open_, end_s, "e2e_s")
                 ).sum())
+
+
+def verify_jobs(s: Scenario, chosen: pd.DataFrame, base_dir: Path, store: ProfileStore
+                ) -> pd.DataFrame:
+    """Run the plan's training jobs alone on the fleet, at their limits and on their racks,
+    until well past their deadlines; compare run time and GPU energy with the plan."""
+    jobs = {w.name: w for w in s.workloads if isinstance(w, TrainingJob)}
+    workloads = [jobs[str(r["job"])].model_copy(update={
+        "power_cap_w": None if pd.isna(r["power_cap_w"]) else float(r["power_cap_w"]),
+        "racks": list(r["racks"]) or None}) for _, r in chosen.iterrows()]
+    ends = [max(float(r["end_s"]), float(r["deadline_s"]) if pd.notna(r["deadline_s"]) else 0.0)
+            for _, r in chosen.iterrows()]
+    horizon = 1.5 * max(ends) + 3600.0
+    sim = s.simulation.model_copy(update={
+        "duration_s": horizon, "warmup_s": 0.0,
+        "time_bucket_s": max(s.simulation.time_bucket_s, horizon / 2000)})
+    sc = Scenario.model_validate(s.model_copy(update={
+        "name": f"{s.name}-training", "workloads": workloads, "simulation": sim,
+        "optimize": None}).model_dump())
+    got = simulate(sc, base_dir, store).jobs.set_index("job")
+    rows = []
+    for _, r in chosen.iterrows():
+        g = got.loc[str(r["job"])]
+        end = float(g["end_s"]) if bool(g["finished"]) else np.inf
+        rows.append({"job": r["job"], "power_cap_w": r["power_cap_w"],
+                     "racks": ",".join(r["racks"]), "deadline_s": r["deadline_s"],
+                     "predicted_end_s": float(r["end_s"]), "simulated_end_s": end,
+                     "failures": int(g["restarts"]), "meets_deadline": bool(
+                         pd.isna(r["deadline_s"]) or end <= float(r["deadline_s"])),
+                     "predicted_gpu_kwh": float(r["gpu_kwh"]),
+                     "simulated_gpu_kwh": float(g["energy_j"]) / 3.6e6})
+    return pd.DataFrame(rows)
