@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dcsim import __version__
-from dcsim.errors import DcsimError
+from dcsim.errors import DcsimError, Problem
 
 if TYPE_CHECKING:
     from dcsim.engine.simulation import SimResult
@@ -123,6 +123,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     step_by_step: bool = typer.Option(
         False, "--step-by-step", help="One event per decode step (a slow check of the fast path)."),
+    report: bool = typer.Option(False, "--report", help="Also write DIR/report.html."),
 ) -> None:
     """Simulate a scenario; write requests, time series and summary; print the summary."""
     from dcsim.output import default_out_dir, write_run
@@ -144,15 +145,45 @@ def run(
         if not result.jobs.empty:
             tables["jobs"] = result.jobs
             tables["failures"] = result.failures
+            tables["checkpoints"] = result.checkpoints
             tables["links"] = result.links
         if not result.cluster_pods.empty:
             tables["cluster_pods"] = result.cluster_pods
+        if not result.cluster.empty:
             tables["cluster"] = result.cluster
         target = write_run(out_dir or default_out_dir(s), s, tables, summary)
+        if report:
+            from dcsim.report.page import write_report
+
+            write_report(target)
     except DcsimError as exc:
         raise fail(exc) from None
     _print_summary(summary)
     out.print(f"results: {target}", highlight=False)
+
+
+@app.command("report")
+def report_cmd(
+    results: Path = typer.Argument(..., help="Results folder of dcsim run or dcsim optimize."),
+    out_file: Path | None = typer.Option(None, "--out", help="HTML file (default: "
+                                         "DIR/report.html)."),
+    growth: float = typer.Option(0.05, "--growth-per-month", help="Demand growth a month for "
+                                 "the capacity outlook (0.05 = 5 %)."),
+    months: int = typer.Option(36, "--months", help="Months the capacity outlook looks ahead."),
+) -> None:
+    """One self-contained HTML report (plotly, opens offline) of a results folder."""
+    from dcsim.report.page import write_report
+
+    try:
+        if not -1 < growth <= 10:
+            raise DcsimError(Problem("--growth-per-month", growth, "a monthly growth rate "
+                                     "above -1 and at most 10 (1000 %)"))
+        if not 1 <= months <= 600:
+            raise DcsimError(Problem("--months", months, "1 to 600 months"))
+        target = write_report(results, out_file, growth, months)
+    except DcsimError as exc:
+        raise fail(exc) from None
+    out.print(f"report: {target}", highlight=False)
 
 
 def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: bool

@@ -36,6 +36,7 @@ def domain_peaks(power: pd.DataFrame, budgets: pd.DataFrame) -> list[dict[str, o
         peak, p99 = float(p.max()), float(np.quantile(p, 0.99))
         row: dict[str, object] = {"domain": b.domain, "name": b.name, "servers": b.servers,
                                   "peak_w": peak, "p99_w": p99, "budget_w": None,
+                                  "gpus": int(b.gpus), "idle_w": float(b.idle_w),
                                   "throttled": bool(b.throttled),
                                   "gpu_limit_w": float(b.gpu_limit_w)}
         if not math.isnan(b.budget_w):

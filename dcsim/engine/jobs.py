@@ -155,6 +155,13 @@ def failures_table(runs: list[tuple[JobProcess, dict[str, float]]]) -> pd.DataFr
     return pd.DataFrame(rows, columns=["job", "time_s", "steps_lost", "lost_gpu_hours"])
 
 
+def checkpoints_table(runs: list[tuple[JobProcess, dict[str, float]]]) -> pd.DataFrame:
+    """One row per completed checkpoint write: job, start and end time."""
+    rows = [{"job": proc.run.name, "start_s": t0, "end_s": t1}
+            for proc, _ in runs for t0, t1 in proc.run.checkpoint_times]
+    return pd.DataFrame(rows, columns=["job", "start_s", "end_s"])
+
+
 def _overlap(t0: float, t1: float, w: float, n: int) -> tuple[int, np.ndarray]:
     """First bucket and seconds of [t0, t1) in each bucket from it on (width w, n buckets)."""
     b0 = min(int(t0 // w), n - 1)

@@ -16,6 +16,7 @@ from dcsim.engine.cluster import replay_tables, start_replays
 from dcsim.engine.costs import IterationCosts
 from dcsim.engine.jobs import (
     build_fabric,
+    checkpoints_table,
     failures_table,
     jobs_table,
     server_training_power,
@@ -33,6 +34,7 @@ from dcsim.hardware.placement import (
     Domain,
     Server,
     budget_caps,
+    idle_w,
     place,
     training_pool,
     worst_case_w,
@@ -57,6 +59,7 @@ class SimResult:
     budgets: pd.DataFrame  # per rack / row / facility: budget and enforced GPU limit
     jobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per training job
     failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per job failure
+    checkpoints: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per write
     cluster_pods: pd.DataFrame = field(default_factory=pd.DataFrame)  # replayed trace pods
     cluster: pd.DataFrame = field(default_factory=pd.DataFrame)  # replay metrics over time
     links: pd.DataFrame = field(default_factory=pd.DataFrame)  # leaf uplinks over time
@@ -179,6 +182,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     result = _collect(reqs, [svc.name for svc in services], fleet, sim.warmup_s)
     result.jobs = jobs_table(runs, sim.duration_s)
     result.failures = failures_table(runs)
+    result.checkpoints = checkpoints_table(runs)
     result.links = pd.concat([fabric.links_table(sim.duration_s), storage.links_table(
         sim.duration_s)], ignore_index=True) if jobs else pd.DataFrame()
     result.cluster_pods, result.cluster = replay_tables(replays)
@@ -255,6 +259,8 @@ def _budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray) -
         "domain": d.kind, "name": d.name, "servers": len(d.servers),
         "budget_w": np.nan if d.budget_w is None else d.budget_w,
         "worst_case_w": worst_case_w(servers, d.servers, caps),
+        "idle_w": idle_w(servers, d.servers),
+        "gpus": sum(servers[i].spec.gpus_per_server for i in d.servers),
         "gpu_limit_w": float(caps[list(d.servers)].min()) if d.servers else np.nan,
         "throttled": any(caps[i] < servers[i].gpu.power_limit_max_w for i in d.servers),
     } for d in doms])

@@ -48,6 +48,7 @@ class JobRun:
     leaves: int = 0  # leaves its first placement spans
     energy_j: float = 0.0
     failures: list[list[float]] = field(default_factory=list)  # time, steps lost, GPU-h lost
+    checkpoint_times: list[tuple[float, float]] = field(default_factory=list)  # start, end
 
 
 def failure_gaps(n_gpus: int, mtbf_h: float | None, shape: float, kind: str,
@@ -187,6 +188,7 @@ class JobProcess:
             yield from self._fail(0.0, 0.0, wasted_s=self.env.now - t0)
             return next(self.plan.gaps)
         took = self.env.now - t0
+        run.checkpoint_times.append((t0, self.env.now))
         run.checkpoint_s += took
         run.checkpoints += 1
         run.steps_done += run.steps_uncommitted

@@ -162,6 +162,16 @@ def domains(s: Scenario, servers: list[Server]) -> list[Domain]:
     return out
 
 
+def idle_w(servers: list[Server], members: tuple[int, ...]) -> float:
+    """Wall power of `members` with every GPU idle (the floor a domain never goes below)."""
+    total = 0.0
+    for i in members:
+        x = servers[i]
+        wall, _, _ = server_power_w(x.spec.gpus_per_server * x.gpu.idle_power_w, x.spec, x.gpu)
+        total += float(wall)
+    return total
+
+
 def worst_case_w(servers: list[Server], members: tuple[int, ...], caps: np.ndarray) -> float:
     """Wall power of `members` with every GPU at its limit and hosts at full load."""
     total = 0.0

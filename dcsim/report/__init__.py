@@ -1,0 +1,1 @@
+"""Capacity-planning reports: one self-contained HTML page per results folder."""

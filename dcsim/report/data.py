@@ -1,0 +1,61 @@
+"""What a results folder holds, read back as tidy tables (the report's only input)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from dcsim.errors import DcsimError, Problem
+
+TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "failures",
+          "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs")
+
+
+@dataclass
+class Results:
+    """One folder of `dcsim run` (kind "run") or `dcsim optimize` ("optimize")."""
+
+    path: Path
+    kind: str
+    summary: dict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    slos: dict[str, dict[str, float]] = field(default_factory=dict)  # service -> bound, s
+
+    def has(self, name: str) -> bool:
+        return name in self.tables and len(self.tables[name]) > 0
+
+
+def load(path: Path) -> Results:
+    """Read a results folder; a clear error when it is not one."""
+    path = Path(path)
+    kinds = {"summary.json": "run", "optimize.json": "optimize"}
+    found = [(name, kind) for name, kind in kinds.items() if (path / name).is_file()]
+    if not path.is_dir() or not found:
+        raise DcsimError(Problem("DIR", str(path), "a results folder of dcsim run or optimize "
+                                 "(with summary.json or optimize.json)"))
+    name, kind = found[0]
+    try:
+        summary = json.loads((path / name).read_text())
+    except json.JSONDecodeError as exc:
+        raise DcsimError(Problem(str(path / name), f"unreadable JSON ({exc.msg})",
+                                 "the summary dcsim wrote")) from None
+    tables = {t: pd.read_parquet(path / f"{t}.parquet") for t in TABLES
+              if (path / f"{t}.parquet").is_file()}
+    return Results(path, kind, summary, tables, _slos(path / "scenario.resolved.yaml"))
+
+
+def _slos(resolved: Path) -> dict[str, dict[str, float]]:
+    if not resolved.is_file():
+        return {}
+    doc = yaml.safe_load(resolved.read_text()) or {}
+    out = {}
+    for w in doc.get("workloads", []):
+        if w.get("kind") == "inference":
+            slo = w.get("slo") or {}
+            out[w["name"]] = {k.removesuffix("_p99_s"): float(v) for k, v in slo.items()
+                              if v is not None and k.endswith("_p99_s")}
+    return out

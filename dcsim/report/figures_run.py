@@ -1,0 +1,157 @@
+"""Figures of a simulated run, each from tidy tables of the results folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+COLORS = qualitative.Plotly
+MAX_RACKS = 12  # racks drawn in the power chart: those closest to their budgets
+CDF_POINTS = 400  # quantiles per latency curve (keeps the page small at any request count)
+HEAT_ROWS = 64  # replicas in a heatmap (the busiest)
+
+
+def power_vs_budgets(power: pd.DataFrame, budgets: pd.DataFrame) -> go.Figure:
+    """Rack, row and facility IT power over time (kW), each with its budget dashed."""
+    fig = go.Figure()
+    doms = power[power["domain"].isin(["rack", "row", "facility"])]
+    peak = doms.groupby(["domain", "name"])["power_w"].max()
+    budget = budgets.set_index(["domain", "name"])["budget_w"]
+    share = (peak / budget.reindex(peak.index)).fillna(0.0)
+    racks = share.loc["rack"].sort_values(ascending=False).index[:MAX_RACKS] if (
+        "rack" in share.index.get_level_values(0)) else []
+    keep = [("facility", "facility")] + [("row", n) for n in peak.get("row", pd.Series()).index
+                                          ] + [("rack", n) for n in racks]
+    for i, (dom, name) in enumerate(k for k in keep if k in peak.index):
+        d = doms[(doms["domain"] == dom) & (doms["name"] == name)].sort_values("t_start_s")
+        color = COLORS[i % len(COLORS)]
+        label = f"{dom} {name}" if dom != "facility" else "facility (IT)"
+        fig.add_trace(go.Scatter(x=d["t_start_s"] / 3600, y=d["power_w"] / 1e3, name=label,
+                                 mode="lines", line={"color": color, "shape": "hv"}))
+        b = budget.get((dom, name), np.nan)
+        if pd.notna(b):
+            fig.add_trace(go.Scatter(x=[d["t_start_s"].min() / 3600, d["t_end_s"].max() / 3600],
+                                     y=[b / 1e3] * 2, name=f"{label} budget", mode="lines",
+                                     line={"color": color, "dash": "dash"}))
+    fig.update_layout(title="Power against budgets", xaxis_title="time (h)",
+                      yaxis_title="IT power (kW)")
+    return fig
+
+
+def energy_breakdown(total: dict, by_workload: pd.DataFrame) -> go.Figure:
+    """Facility energy by component, and energy by service or job (kWh)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "facility energy by component", "energy by service or job"))
+    parts = [("GPUs", "gpu_energy_kwh"), ("hosts and PSUs", "host_and_psu_energy_kwh"),
+             ("network", "network_energy_kwh"), ("cooling", "cooling_kwh"),
+             ("power losses", "losses_kwh")]
+    for i, (label, key) in enumerate(parts):
+        fig.add_trace(go.Bar(x=["facility"], y=[float(total.get(key) or 0.0)], name=label,
+                             marker_color=COLORS[i]), row=1, col=1)
+    if len(by_workload):
+        fig.add_trace(go.Bar(x=by_workload["workload"], y=by_workload["energy_kwh"],
+                             name="GPU energy", marker_color=COLORS[5], showlegend=True),
+                      row=1, col=2)
+    fig.update_layout(barmode="stack", title="Where the energy goes")
+    fig.update_yaxes(title_text="kWh")
+    return fig
+
+
+def workload_energy(summary: dict) -> pd.DataFrame:
+    """GPU energy per service and per training job, kWh (tidy)."""
+    rows = [{"workload": name, "kind": "service", "energy_kwh": float(s["energy_kwh"])}
+            for name, s in summary.get("services", {}).items()]
+    rows += [{"workload": j["job"], "kind": "job", "energy_kwh": float(j["energy_j"]) / 3.6e6}
+             for j in summary.get("jobs", [])]
+    return pd.DataFrame(rows, columns=["workload", "kind", "energy_kwh"])
+
+
+def latency_cdfs(requests: pd.DataFrame, slos: dict[str, dict[str, float]]) -> go.Figure:
+    """Per service, the distribution of TTFT, TPOT and E2E latency, the p99 bound marked."""
+    cols = [("ttft", "TTFT (s)"), ("tpot", "TPOT (s)"), ("e2e", "end to end (s)")]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[c[1] for c in cols])
+    done = requests[(requests["status"] == "finished") & ~requests.get(
+        "in_warmup", pd.Series(False, index=requests.index))]
+    q = np.linspace(0, 1, CDF_POINTS)
+    for i, (svc, g) in enumerate(done.groupby("service", sort=True)):
+        color = COLORS[i % len(COLORS)]
+        for j, (key, _) in enumerate(cols):
+            v = g[f"{key}_s"].dropna().to_numpy()
+            if v.size == 0:
+                continue
+            fig.add_trace(go.Scatter(x=np.quantile(v, q), y=q, mode="lines", name=str(svc),
+                                     legendgroup=str(svc), showlegend=j == 0,
+                                     line={"color": color}), row=1, col=j + 1)
+            bound = slos.get(str(svc), {}).get(key)
+            if bound is not None:
+                fig.add_trace(go.Scatter(x=[bound, bound], y=[0, 1], mode="lines",
+                                         name=f"{svc} p99 bound", legendgroup=str(svc),
+                                         showlegend=False, line={"color": color, "dash": "dot"}),
+                              row=1, col=j + 1)
+    fig.add_hline(y=0.99, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Latency distributions (dotted: p99 bound and the 99th percentile)")
+    fig.update_yaxes(title_text="share of requests", row=1, col=1)
+    return fig
+
+
+def heatmaps(ts: pd.DataFrame) -> go.Figure:
+    """GPU busy share and KV-cache use per replica over time."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("GPU busy share", "KV-cache use"),
+                        horizontal_spacing=0.12)
+    busiest = ts.groupby("replica")["busy_fraction"].mean().sort_values(
+        ascending=False).index[:HEAT_ROWS]
+    ts = ts[ts["replica"].isin(busiest)]
+    for j, col in enumerate(("busy_fraction", "kv_use")):
+        grid = ts.pivot_table(index="replica", columns="t_start_s", values=col)
+        labels = [f"{r} ({s})" for r, s in ts.groupby("replica")["service"].first()
+                  .reindex(grid.index).items()]
+        fig.add_trace(go.Heatmap(z=grid.to_numpy(), x=grid.columns / 3600, y=labels, zmin=0,
+                                 zmax=1, colorscale="Viridis", showscale=j == 1),
+                      row=1, col=j + 1)
+    fig.update_xaxes(title_text="time (h)")
+    fig.update_layout(title="Replica utilisation")
+    return fig
+
+
+def training_timeline(jobs: pd.DataFrame, failures: pd.DataFrame,
+                      checkpoints: pd.DataFrame, end_s: float) -> go.Figure:
+    """Each job from start to end (or the end of the run), its checkpoints and failures."""
+    fig = go.Figure()
+    for i, j in enumerate(jobs.itertuples()):
+        start = float(j.start_s) if pd.notna(j.start_s) else np.nan
+        stop = float(j.end_s) if pd.notna(j.end_s) else end_s
+        if np.isnan(start):
+            continue
+        fig.add_trace(go.Bar(y=[j.job], x=[(stop - start) / 3600], base=[start / 3600],
+                             orientation="h", name=str(j.job), marker_color=COLORS[i % 10],
+                             showlegend=False, hovertext=f"goodput {j.goodput:.2f}"))
+    if len(checkpoints):
+        fig.add_trace(go.Scatter(x=checkpoints["end_s"] / 3600, y=checkpoints["job"],
+                                 mode="markers", name="checkpoint",
+                                 marker={"symbol": "line-ns-open", "size": 10, "color": "black"}))
+    if len(failures):
+        fig.add_trace(go.Scatter(x=failures["time_s"] / 3600, y=failures["job"], mode="markers",
+                                 name="failure", marker={"symbol": "x", "size": 11,
+                                                         "color": "red"}))
+    fig.update_layout(title="Training jobs", xaxis_title="time (h)", barmode="overlay")
+    return fig
+
+
+def cluster_use(cluster: pd.DataFrame) -> go.Figure:
+    """GPU allocation and queue length of scheduled jobs or replayed clusters over time."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for i, (w, g) in enumerate(cluster.groupby("workload", sort=True)):
+        t = g["t_start_s"] / 3600
+        fig.add_trace(go.Scatter(x=t, y=g["gpu_allocation"], name=f"{w}: GPUs allocated",
+                                 line={"color": COLORS[i % 10]}), secondary_y=False)
+        fig.add_trace(go.Scatter(x=t, y=g["queue_length"], name=f"{w}: jobs waiting",
+                                 line={"color": COLORS[i % 10], "dash": "dot"}), secondary_y=True)
+    fig.update_layout(title="Cluster allocation", xaxis_title="time (h)")
+    fig.update_yaxes(title_text="share of GPUs allocated", range=[0, 1.05], tickformat=".0%",
+                     secondary_y=False)
+    fig.update_yaxes(rangemode="tozero", secondary_y=True)
+    fig.update_yaxes(title_text="jobs waiting", secondary_y=True)
+    return fig

@@ -1,0 +1,170 @@
+"""One self-contained HTML page (plotly.js inlined, so it opens offline) per results folder."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from dcsim import __version__, outlook
+from dcsim.report import figures_plan as fp
+from dcsim.report import figures_run as fr
+from dcsim.report.data import Results, load
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
+h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
+.kpis{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:.8rem}
+.kpi{border:1px solid #ddd;border-radius:6px;padding:.6rem .8rem}
+.kpi .v{font-size:1.5rem;font-weight:600} .kpi .n{color:#555} .kpi .p{color:#999;font-size:.75rem}
+table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.25rem .6rem}
+th{background:#f4f4f4} .chart{min-height:420px}
+"""
+
+
+def write_report(path: Path, out: Path | None = None, growth_per_month: float = 0.05,
+                 months: int = 36) -> Path:
+    """Write DIR/report.html (or `out`) atomically; returns its path."""
+    res = load(path)
+    target = Path(out) if out is not None else res.path / "report.html"
+    page = build(res, growth_per_month, months)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for sharing
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def build(res: Results, growth_per_month: float, months: int) -> str:
+    """The page as a string: sections for what the folder holds."""
+    if res.kind == "run":
+        sections = _run_sections(res, growth_per_month, months)
+        title = f"{res.summary.get('scenario', res.path.name)}: simulated run"
+    else:
+        sections = _plan_sections(res)
+        title = f"{res.path.name}: optimizer plan"
+    body, n = [], 0
+    for heading, items in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        for item in items:
+            if isinstance(item, go.Figure):
+                item.update_layout(template="plotly_white", height=420)
+                body.append(item.to_html(full_html=False, include_plotlyjs=False,
+                                         div_id=f"chart-{n}", config={"responsive": True}))
+                n += 1
+            else:
+                body.append(item)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+            f"<h1>{html.escape(title)}</h1><p class='sub'>dcsim {__version__} report of "
+            f"{html.escape(str(res.path.name))}</p>{''.join(body)}</body></html>")
+
+
+Section = tuple[str, list[object]]
+
+
+def _run_sections(res: Results, g: float, months: int) -> list[Section]:
+    s, t = res.summary, res.tables
+    out: list[Section] = [("Headline", [_kpis(_run_kpis(res))])]
+    if res.has("power") and res.has("budgets"):
+        out.append(("Power", [fr.power_vs_budgets(t["power"], t["budgets"])]))
+    out.append(("Energy", [fr.energy_breakdown(s["total"], fr.workload_energy(s))]))
+    if res.has("requests"):
+        out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos)]))
+    if res.has("timeseries"):
+        out.append(("Utilisation", [fr.heatmaps(t["timeseries"])]))
+    if res.has("jobs"):
+        out.append(("Training", [fr.training_timeline(
+            t["jobs"], t.get("failures", pd.DataFrame()), t.get("checkpoints", pd.DataFrame()),
+            float(s.get("duration_s", 0.0)))]))
+    if res.has("cluster"):
+        out.append(("Cluster", [fr.cluster_use(t["cluster"])]))
+    proj = outlook.projection(s, g, months)
+    ro = outlook.runout(s, g, months)
+    text = (f"<p>Demand grows {g:.1%} a month; busy GPUs and each domain's power above its "
+            f"idle floor grow with it (dcsim.outlook states the model).</p>")
+    out.append(("Capacity outlook", [text, fp.outlook(proj, g), _table(ro.rename(columns={
+        "runs_out_month": "runs out in month", "add_by_horizon": f"add by month {months}"}))]))
+    out.append(("Where the numbers come from", [_provenance(s)]))
+    return out
+
+
+def _run_kpis(res: Results) -> list[tuple[str, str, str]]:
+    tot, svcs = res.summary["total"], res.summary.get("services", {})
+    served = sum(v["requests_finished"] for v in svcs.values())
+    att = [(v["slo_attainment"], v["requests_finished"]) for v in svcs.values()
+           if v.get("slo_attainment") is not None]
+    slo = sum(a * n for a, n in att) / max(sum(n for _, n in att), 1) if att else None
+    tokens = sum(v.get("output_tokens_per_s", 0.0) for v in svcs.values()) * (
+        res.summary["duration_s"] - res.summary.get("warmup_s", 0.0))
+    gpu_kwh = sum(v["energy_kwh"] for v in svcs.values())
+    runs = [(j["gpus"], float(j.get("runtime_s") or 0.0)) for j in res.summary.get("jobs", [])]
+    train_h = sum(g * r / 3600 for g, r in runs if math.isfinite(r))
+    sim = "simulated"
+    return [
+        ("requests served", f"{served:,}", sim),
+        ("SLO attainment", "n/a" if slo is None else f"{slo:.2%}", sim),
+        ("IT energy", f"{tot['it_energy_kwh']:,.1f} kWh", sim),
+        ("facility energy", f"{tot['facility_kwh']:,.1f} kWh", "simulated x facility model"),
+        ("effective PUE", f"{tot['effective_pue']:.3f}" if tot.get("effective_pue") else "n/a",
+         "derived"),
+        ("carbon", f"{tot['carbon_kg']:,.1f} kg CO2e", "facility energy x grid intensity"),
+        ("cost", f"${tot['cost_usd']:,.2f}", "facility energy x price"),
+        ("GPU-hours", f"{tot['gpu_hours'] + train_h:,.1f}", "serving + training, simulated"),
+        ("J per output token", f"{gpu_kwh * 3.6e6 / tokens:.3g}" if tokens else "n/a",
+         "GPU energy of services / tokens"),
+    ]
+
+
+def _plan_sections(res: Results) -> list[Section]:
+    s, t = res.summary, res.tables
+    kpis = [("status", str(s["status"]), "HiGHS"), ("gap", f"{s['gap']:.2%}", "HiGHS"),
+            ("predicted facility energy", f"{s['predicted_facility_kwh']:,.1f} kWh", "derived")]
+    for name, b in s.get("baselines", {}).items():
+        if b.get("energy_saved_by_plan") is not None:
+            kpis.append((f"saved vs {name}", f"{b['energy_saved_by_plan']:.1%}", "derived"))
+    out: list[Section] = [("Headline", [_kpis(kpis)]),
+                          ("Plan against baselines", [fp.plan_vs_baselines(s)])]
+    if res.has("periods"):
+        out.append(("Per period", [fp.plan_periods(t.get("plan", pd.DataFrame()),
+                                                   t["periods"])]))
+    if res.has("verify"):
+        out.append(("Closed loop", [fp.verification(t["verify"])]))
+    if res.has("jobs"):
+        cols = [c for c in ("job", "power_cap_w", "rack_servers", "runtime_s", "end_s",
+                            "deadline_s", "energy_kwh") if c in t["jobs"]]
+        out.append(("Training jobs", [_table(t["jobs"][cols])]))
+    return out
+
+
+def _kpis(items: list[tuple[str, str, str]]) -> str:
+    cards = "".join(f"<div class='kpi'><div class='v'>{html.escape(v)}</div><div class='n'>"
+                    f"{html.escape(n)}</div><div class='p'>{html.escape(p)}</div></div>"
+                    for n, v, p in items)
+    return f"<div class='kpis'>{cards}</div>"
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:,.3g}", border=0)
+
+
+def _provenance(summary: dict) -> str:
+    rows = [{"service": name, "answers": kind, **counts}
+            for name, svc in summary.get("services", {}).items()
+            for kind, counts in svc.get("profile_provenance", {}).items()]
+    if not rows:
+        return "<p>No profile answers recorded.</p>"
+    return ("<p>How often each service's iteration times and energies came from measured "
+            "profile points, interpolation between them, or derivation (other GPU, model "
+            "or power limit).</p>" + _table(pd.DataFrame(rows).fillna(0)))
