@@ -14,7 +14,6 @@ from dcsim import __version__
 from dcsim.errors import DcsimError, Problem
 
 if TYPE_CHECKING:
-    from dcsim.engine.simulation import SimResult
     from dcsim.scenario import Scenario
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -127,30 +126,13 @@ def run(
 ) -> None:
     """Simulate a scenario; write requests, time series and summary; print the summary."""
     from dcsim.output import default_out_dir, write_run
-    from dcsim.power_summary import request_carbon_and_cost
-    from dcsim.results import summarize
     from dcsim.scenario import load_scenario
 
     try:
         s = load_scenario(file)
         if seed is not None:
             s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
-        result = _simulate_with_progress(s, file.parent, quiet, not step_by_step)
-        summary = summarize(s, result.requests, result.replicas, result.provenance,
-                            result.power, result.budgets, result.jobs, result.cluster_pods,
-                            result.cluster)
-        requests = request_carbon_and_cost(result.requests, result.power)
-        tables = {"requests": requests, "timeseries": result.timeseries,
-                  "replicas": result.replicas, "power": result.power, "budgets": result.budgets}
-        if not result.jobs.empty:
-            tables["jobs"] = result.jobs
-            tables["failures"] = result.failures
-            tables["checkpoints"] = result.checkpoints
-            tables["links"] = result.links
-        if not result.cluster_pods.empty:
-            tables["cluster_pods"] = result.cluster_pods
-        if not result.cluster.empty:
-            tables["cluster"] = result.cluster
+        tables, summary = _simulate_with_progress(s, file.parent, quiet, not step_by_step)
         target = write_run(out_dir or default_out_dir(s), s, tables, summary)
         if report:
             from dcsim.report.page import write_report
@@ -160,6 +142,41 @@ def run(
         raise fail(exc) from None
     _print_summary(summary)
     out.print(f"results: {target}", highlight=False)
+
+
+@app.command()
+def sweep(
+    file: Path = typer.Argument(..., help="Sweep YAML file (base scenario, axes, seeds)."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Sweep folder (default: "
+                                        "runs/sweep-NAME; running again resumes it)."),
+    workers: int = typer.Option(2, "--workers", help="Local worker processes."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a Dask "
+                                         "distributed scheduler to run the points on."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the scheduler."),
+) -> None:
+    """Run a scenario over a grid or sample of field values; collect sweep.parquet."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dcsim.sweep.run import load_sweep, run_sweep
+
+    try:
+        if workers < 1:
+            raise DcsimError(Problem("--workers", workers, "at least 1 worker process"))
+        spec, _, _ = load_sweep(file)
+        target = out_dir or Path("runs") / f"sweep-{spec.name}"
+        with Progress(TextColumn("sweep points"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("points", total=None)
+            table = run_sweep(file, target, workers, scheduler, timeout,
+                              lambda n, total: bar.update(task, completed=n, total=total))
+    except DcsimError as exc:
+        raise fail(exc) from None
+    failed = table[table["status"] == "failed"]
+    out.print(f"{len(table) - len(failed)} of {len(table)} points finished, {len(failed)} "
+              f"failed", highlight=False)
+    for _, r in failed.iterrows():
+        out.print(f"  point {r['point']} (seed {r['seed']}): {r['error']}", highlight=False)
+    out.print(f"results: {target}/sweep.parquet", highlight=False)
 
 
 @app.command("report")
@@ -187,21 +204,21 @@ def report_cmd(
 
 
 def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: bool
-                            ) -> SimResult:
+                            ) -> tuple[dict, dict]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dcsim.engine.simulation import simulate
+    from dcsim.runner import run_tables
 
     if quiet:
-        return simulate(s, base_dir, coalesce=coalesce)
+        return run_tables(s, base_dir, coalesce=coalesce)
     columns = (TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f}/"
                "{task.total:.0f} s simulated"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("sim", total=s.simulation.duration_s)
-        result = simulate(s, base_dir, coalesce=coalesce,
-                          progress=lambda t: bar.update(task, completed=t))
+        out = run_tables(s, base_dir, coalesce=coalesce,
+                         progress=lambda t: bar.update(task, completed=t))
         bar.update(task, completed=s.simulation.duration_s)
-    return result
+    return out
 
 
 def _print_summary(summary: dict) -> None:

@@ -76,7 +76,7 @@ def _check_reachable(table: pd.DataFrame, services: list[InferenceService]) -> N
                                 "best achievable p99: " + ", ".join(
                                     f"{k} {v:.3g} s" for k, v in best.items())))
     if problems:
-        raise DcsimError(*problems)
+        raise DcsimError(problems)
 
 
 def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w: float
@@ -150,8 +150,8 @@ def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
         solved, values, bad = solve_all(x, opt.time_limit_s, opt.mip_gap)
         if solved.status not in ("optimal", "time limit"):
             if bad is None:
-                raise DcsimError(*explain(x, opt, 0))
-            raise DcsimError(*explain(period_inputs(x, bad), opt, bad))
+                raise DcsimError(explain(x, opt, 0))
+            raise DcsimError(explain(period_inputs(x, bad), opt, bad))
         used = {c for (c, _), n in values.N.items() if n > 0}
         if not opt.check_by_simulation or not calibrate(
                 s, services, x.table, used, base_dir, store, opt.verify_duration_s):

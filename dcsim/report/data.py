@@ -12,12 +12,13 @@ import yaml
 from dcsim.errors import DcsimError, Problem
 
 TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "failures",
-          "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs")
+          "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs", "sweep")
 
 
 @dataclass
 class Results:
-    """One folder of `dcsim run` (kind "run") or `dcsim optimize` ("optimize")."""
+    """One folder of `dcsim run` (kind "run"), `dcsim optimize` ("optimize") or
+    `dcsim sweep` ("sweep")."""
 
     path: Path
     kind: str
@@ -32,11 +33,11 @@ class Results:
 def load(path: Path) -> Results:
     """Read a results folder; a clear error when it is not one."""
     path = Path(path)
-    kinds = {"summary.json": "run", "optimize.json": "optimize"}
+    kinds = {"summary.json": "run", "optimize.json": "optimize", "sweep.json": "sweep"}
     found = [(name, kind) for name, kind in kinds.items() if (path / name).is_file()]
     if not path.is_dir() or not found:
-        raise DcsimError(Problem("DIR", str(path), "a results folder of dcsim run or optimize "
-                                 "(with summary.json or optimize.json)"))
+        raise DcsimError(Problem("DIR", str(path), "a results folder of dcsim run, optimize or "
+                                 "sweep (with summary.json, optimize.json or sweep.json)"))
     name, kind = found[0]
     try:
         summary = json.loads((path / name).read_text())

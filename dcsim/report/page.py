@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 from dcsim import __version__, outlook
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
+from dcsim.report import sweep as sw
 from dcsim.report.data import Results, load
 
 STYLE = """
@@ -51,9 +52,12 @@ def build(res: Results, growth_per_month: float, months: int) -> str:
     if res.kind == "run":
         sections = _run_sections(res, growth_per_month, months)
         title = f"{res.summary.get('scenario', res.path.name)}: simulated run"
-    else:
+    elif res.kind == "optimize":
         sections = _plan_sections(res)
         title = f"{res.path.name}: optimizer plan"
+    else:
+        sections = _sweep_sections(res)
+        title = f"{res.summary.get('name', res.path.name)}: sweep"
     body, n = [], 0
     for heading, items in sections:
         body.append(f"<h2>{html.escape(heading)}</h2>")
@@ -145,6 +149,23 @@ def _plan_sections(res: Results) -> list[Section]:
         cols = [c for c in ("job", "power_cap_w", "rack_servers", "runtime_s", "end_s",
                             "deadline_s", "energy_kwh") if c in t["jobs"]]
         out.append(("Training jobs", [_table(t["jobs"][cols])]))
+    return out
+
+
+def _sweep_sections(res: Results) -> list[Section]:
+    s, table = res.summary, res.tables.get("sweep", pd.DataFrame())
+    kpis = [("points", f"{s['points']}", "axis values x seeds"),
+            ("finished", f"{s['finished']}", "simulated"), ("failed", f"{s['failed']}", "")]
+    out: list[Section] = [("Headline", [_kpis(kpis)])]
+    if len(table) and (table["status"] == "finished").any():
+        out.append(("Metrics against each axis", [sw.metric_vs_axis(table, s["axes"], a)
+                                                  for a in s["axes"]]))
+        front = sw.pareto(table, s["axes"])
+        if front is not None:
+            out.append(("Energy and latency", [front]))
+    failed = table[table["status"] == "failed"] if len(table) else table
+    if len(failed):
+        out.append(("Failed points", [_table(failed[["point", "seed", *s["axes"], "error"]])]))
     return out
 
 

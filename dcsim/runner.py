@@ -1,0 +1,33 @@
+"""One simulated run as the tables and summary `dcsim run` writes (CLI and sweeps share it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from dcsim.engine.simulation import simulate
+from dcsim.power_summary import request_carbon_and_cost
+from dcsim.results import summarize
+from dcsim.scenario import Scenario
+
+
+def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
+               progress: Callable[[float], None] | None = None
+               ) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Simulate `s`; return the results tables (by file stem) and the summary."""
+    result = simulate(s, base_dir, coalesce=coalesce, progress=progress)
+    summary = summarize(s, result.requests, result.replicas, result.provenance, result.power,
+                        result.budgets, result.jobs, result.cluster_pods, result.cluster)
+    tables = {"requests": request_carbon_and_cost(result.requests, result.power),
+              "timeseries": result.timeseries, "replicas": result.replicas,
+              "power": result.power, "budgets": result.budgets}
+    if not result.jobs.empty:
+        tables.update(jobs=result.jobs, failures=result.failures,
+                      checkpoints=result.checkpoints, links=result.links)
+    if not result.cluster_pods.empty:
+        tables["cluster_pods"] = result.cluster_pods
+    if not result.cluster.empty:
+        tables["cluster"] = result.cluster
+    return tables, summary

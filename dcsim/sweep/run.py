@@ -1,0 +1,191 @@
+"""Run a sweep's points in local worker processes or on a Dask cluster; collect one table.
+
+Each point x seed writes its own results folder (`points/<id>/`, the same files as
+`dcsim run`). A point whose folder holds a summary is done and skipped when the sweep
+runs again; a point that fails is recorded with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from dcsim.errors import DcsimError, Problem
+from dcsim.output import write_run
+from dcsim.references import check_references
+from dcsim.scenario import load_scenario, parse_yaml, scenario_from_data
+from dcsim.sweep.points import check, point_id
+from dcsim.sweep.spec import Scalar, SweepSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Task:
+    point: str
+    seed: int
+    values: dict[str, Scalar]
+    data: dict  # the point's scenario
+    out: str  # its results folder
+    base_dir: str
+
+
+def load_sweep(path: Path) -> tuple[SweepSpec, list[Task], Path]:
+    """Read the sweep file and check every point before anything runs."""
+    from pydantic import ValidationError
+
+    from dcsim.validation import pydantic_problems
+
+    raw = parse_yaml(_read(path), str(path))
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise DcsimError(pydantic_problems(exc, SweepSpec, str(path))) from None
+    base_path = (path.parent / spec.base).resolve()
+    if not base_path.is_file():
+        raise DcsimError(Problem("base", spec.base, "a scenario file (relative to the sweep "
+                                 "file)", str(path)))
+    base = load_scenario(base_path)
+    combos = check(spec, base, str(path))
+    tasks = []
+    for combo, data in combos:
+        for seed in spec.seeds:
+            d = {**data, "simulation": {**data["simulation"], "seed": seed}}
+            pid = point_id(combo)
+            tasks.append(Task(pid, seed, dict(zip([a.path for a in spec.axes], combo,
+                                                  strict=True)), d, f"points/{pid}-seed{seed}",
+                              str(base_path.parent)))
+    problems = check_references(scenario_from_data(tasks[0].data), base_path.parent)
+    if problems:
+        raise DcsimError(problems)
+    return spec, tasks, base_path
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise DcsimError(Problem("", str(path), f"a readable sweep file ({exc.strerror})")) from None
+
+
+def run_task(task: Task, root: str) -> dict[str, object]:
+    """Run one point (in a worker): write its folder; return its row of the sweep table."""
+    from dcsim.runner import run_tables
+
+    t0 = time.perf_counter()
+    row: dict[str, object] = {"point": task.point, "seed": task.seed, **task.values}
+    try:
+        s = scenario_from_data(task.data)
+        problems = check_references(s, Path(task.base_dir))
+        if problems:
+            raise DcsimError(problems)
+        tables, summary = run_tables(s, Path(task.base_dir))
+        write_run(Path(root) / task.out, s, tables, summary)
+        row |= {"status": "finished", "error": "", **metrics(summary)}
+    except Exception as exc:  # a failed point is recorded, the sweep goes on
+        row |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        log.debug("point %s failed:\n%s", task.point, traceback.format_exc())
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def metrics(summary: dict) -> dict[str, float]:
+    """The sweep table's metrics from a run summary: totals, and per service and job."""
+    tot = summary["total"]
+    out = {k: tot.get(k) for k in ("it_energy_kwh", "facility_kwh", "effective_pue",
+                                   "carbon_kg", "cost_usd", "gpu_hours", "requests_finished")}
+    for name, v in summary.get("services", {}).items():
+        for k in ("throughput_req_s", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "ttft_p50_s",
+                  "slo_attainment", "energy_kwh", "j_per_output_token"):
+            out[f"{name}/{k}"] = v.get(k)
+    for j in summary.get("jobs", []):
+        for k in ("runtime_s", "goodput", "restarts"):
+            out[f"{j['job']}/{k}"] = j.get(k)
+    return {k: float(v) if v is not None else float("nan") for k, v in out.items()}
+
+
+def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
+              timeout_s: float = 10.0, progress: Callable[[int, int], None] | None = None
+              ) -> pd.DataFrame:
+    """Run every point not yet done; write sweep.parquet and sweep.json; return the table."""
+    spec, tasks, base = load_sweep(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    done = [t for t in tasks if (out / t.out / "summary.json").is_file()]
+    finished = {(t.point, t.seed) for t in done}
+    todo = [t for t in tasks if (t.point, t.seed) not in finished]
+    rows = [_finished_row(t, out) for t in done]
+    if progress:
+        progress(len(rows), len(tasks))
+    runner = _dask(todo, out, scheduler, timeout_s) if scheduler else _local(todo, out, workers)
+    for row in runner:
+        rows.append(row)
+        if progress:
+            progress(len(rows), len(tasks))
+    table = pd.DataFrame(rows).sort_values(["point", "seed"]).reset_index(drop=True)
+    _write_atomic(out / "sweep.parquet", table)
+    failed = table[table["status"] == "failed"]
+    (out / "sweep.json").write_text(json.dumps({
+        "name": spec.name, "base": str(base), "axes": [a.path for a in spec.axes],
+        "points": len(tasks), "finished": int((table["status"] == "finished").sum()),
+        "failed": len(failed), "skipped_as_done": len(done),
+        "errors": dict(zip(failed["point"], failed["error"], strict=True))}, indent=2) + "\n")
+    return table
+
+
+def _finished_row(t: Task, out: Path) -> dict[str, object]:
+    summary = json.loads((out / t.out / "summary.json").read_text())
+    return {"point": t.point, "seed": t.seed, **t.values, "status": "finished", "error": "",
+            **metrics(summary), "wall_s": float("nan")}
+
+
+def _local(todo: list[Task], out: Path, workers: int) -> Iterator[dict[str, object]]:
+    if not todo:
+        return
+    # spawn: a clean interpreter per worker (no inherited threads or locks)
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn")) as ex:
+        futures = [ex.submit(run_task, t, str(out)) for t in todo]
+        for f in as_completed(futures):
+            yield f.result()
+
+
+def _dask(todo: list[Task], out: Path, address: str, timeout_s: float
+          ) -> Iterator[dict[str, object]]:
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_completed
+    except ImportError:
+        raise DcsimError(Problem("--scheduler", address, "dask distributed installed "
+                                 "(pip install 'dcsim[dist]')")) from None
+    try:
+        client = Client(address, timeout=timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise DcsimError(Problem("--scheduler", address, f"a reachable Dask scheduler (no "
+                                 f"answer within {timeout_s:g} s: {exc})")) from None
+    with client:
+        futures = [client.submit(run_task, t, str(out.resolve()), pure=False) for t in todo]
+        for f in dask_completed(futures):
+            yield f.result()
+
+
+def _write_atomic(target: Path, table: pd.DataFrame) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,64 @@
+"""Sweep files: a base scenario, axes over any of its fields, seeds, and how to sample."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from dcsim.schema_base import Spec
+
+Scalar = float | int | str | bool | None
+
+
+class Range(Spec):
+    """Evenly spaced numbers from start to stop (both included)."""
+
+    start: float
+    stop: float
+    num: int = Field(ge=2, le=10_000, description="How many values.")
+    integer: bool = Field(default=False, description="Round to whole numbers (e.g. replicas).")
+
+
+class Axis(Spec):
+    path: str = Field(min_length=1, description="Scenario field, dotted: list items by index "
+                      "or by name, e.g. `workloads.chat.deployment.power_cap_w` or "
+                      "`fleet.racks.0.power_budget_kw`.")
+    values: list[Scalar] | None = Field(default=None, min_length=1,
+                                        description="The values to try.")
+    range: Range | None = Field(default=None, description="Or a range of numbers.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Axis:
+        if (self.values is None) == (self.range is None):
+            raise ValueError("give exactly one of values or range")
+        return self
+
+
+class Grid(Spec):
+    kind: Literal["grid"] = "grid"
+
+
+class RandomSample(Spec):
+    kind: Literal["random"] = "random"
+    points: int = Field(ge=1, le=100_000, description="Points drawn.")
+
+
+class LatinHypercube(Spec):
+    kind: Literal["latin_hypercube"] = "latin_hypercube"
+    points: int = Field(ge=1, le=100_000, description="Points; each axis is cut into this "
+                        "many strata, each used once.")
+
+
+Sample = Annotated[Grid | RandomSample | LatinHypercube, Field(discriminator="kind")]
+SAMPLES = {"grid": Grid, "random": RandomSample, "latin_hypercube": LatinHypercube}
+
+
+class SweepSpec(Spec):
+    name: str = Field(min_length=1)
+    base: str = Field(description="Base scenario file, relative to the sweep file.")
+    axes: list[Axis] = Field(min_length=1)
+    seeds: list[int] = Field(default=[1], min_length=1,
+                             description="Each point runs once per seed (simulation.seed).")
+    sample: Sample = Field(default_factory=Grid)
+    sample_seed: int = Field(default=0, description="Seed of random and Latin-hypercube draws.")

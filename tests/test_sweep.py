@@ -1,0 +1,128 @@
+"""Sweeps: points checked before running, parallel runs (local and Dask), resume, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dcsim.cli import app
+from dcsim.errors import DcsimError
+from dcsim.report.page import write_report
+from dcsim.report.sweep import pareto_mask
+from dcsim.sweep.points import sample
+from dcsim.sweep.run import run_sweep
+from dcsim.sweep.spec import SweepSpec
+
+runner = CliRunner()
+
+BASE = {
+    "name": "sweep-base",
+    "fleet": {"racks": [{"name": "r", "power_budget_kw": 20,
+                         "servers": [{"type": "dgx-h200", "count": 1}]}]},
+    "workloads": [{
+        "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+        "arrival": {"kind": "poisson", "rate_per_s": 4.0},
+        "prompt_tokens": {"kind": "lognormal", "mean_tokens": 500, "sigma": 0.5,
+                          "max_tokens": 4000},
+        "output_tokens": {"kind": "lognormal", "mean_tokens": 100, "sigma": 0.5,
+                          "max_tokens": 800},
+        "slo": {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
+        "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": 1}}],
+    "simulation": {"duration_s": 60, "warmup_s": 5, "seed": 1},
+}
+
+
+def _files(tmp: Path, axes: list[dict], seeds: list[int] | None = None, **extra: object) -> Path:
+    (tmp / "base.yaml").write_text(yaml.safe_dump(BASE))
+    sweep = {"name": "t", "base": "base.yaml", "axes": axes, "seeds": seeds or [1, 2], **extra}
+    (tmp / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    return tmp / "sweep.yaml"
+
+
+CAPS = [{"path": "workloads.chat.deployment.power_cap_w", "values": [None, 400]}]
+
+
+def test_grid_runs_every_point_and_seed_in_parallel_then_resumes(tmp_path: Path):
+    f = _files(tmp_path, CAPS)
+    out = tmp_path / "out"
+    t = run_sweep(f, out, workers=2)
+    assert len(t) == 4 and (t["status"] == "finished").all()
+    assert sorted(t["seed"]) == [1, 1, 2, 2]
+    assert t["workloads.chat.deployment.power_cap_w"].isna().sum() == 2
+    # a 400 W limit draws less GPU energy than the default 700 W for the same requests
+    e = t.groupby(t["workloads.chat.deployment.power_cap_w"].fillna(700))[
+        "chat/energy_kwh"].mean()
+    assert e[400] < e[700]
+    # each point x seed has its own results; the seeds differ, the table is tidy
+    assert len(list((out / "points").glob("*/summary.json"))) == 4
+    cap = t["workloads.chat.deployment.power_cap_w"].fillna(700)
+    assert (t.groupby(cap)["chat/energy_kwh"].nunique() == 2).all()  # seeds draw anew
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "points").glob("*/summary.json")}
+    again = run_sweep(f, out, workers=2)  # resumable: nothing runs twice
+    assert {p: p.stat().st_mtime_ns for p in (out / "points").glob("*/summary.json")} == stamps
+    pd.testing.assert_frame_equal(again.drop(columns="wall_s"), t.drop(columns="wall_s"))
+    page = write_report(out).read_text()
+    assert "<h2>Metrics against each axis</h2>" in page and "Pareto front" in page
+
+
+def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path: Path):
+    # 100 replicas of one GPU each do not fit 8 GPUs: valid schema, fails when it runs
+    f = _files(tmp_path, [{"path": "workloads.chat.deployment.replicas", "values": [1, 100]}],
+               seeds=[1])
+    t = run_sweep(f, tmp_path / "out", workers=1)
+    assert t.set_index("workloads.chat.deployment.replicas").loc[1, "status"] == "finished"
+    bad = t.set_index("workloads.chat.deployment.replicas").loc[100]
+    assert bad["status"] == "failed" and "replicas" in bad["error"]
+
+
+def test_unknown_paths_and_rejected_values_are_found_before_anything_runs(tmp_path: Path):
+    f = _files(tmp_path, [{"path": "workloads.chat.deployment.power_cap", "values": [400]}])
+    r = runner.invoke(app, ["sweep", str(f), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "axes[0].path" in r.output and "power_cap_w" in r.output  # names what exists
+    f = _files(tmp_path, [{"path": "workloads.chat.arrival.rate_per_s", "values": [4, -1]}])
+    r = runner.invoke(app, ["sweep", str(f), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1 and "axes[0] (workloads.chat.arrival.rate_per_s = -1)" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(tmp_path: Path):
+    f = _files(tmp_path, CAPS, seeds=[1])
+    with pytest.raises(DcsimError) as e:
+        run_sweep(f, tmp_path / "out", 1, scheduler="tcp://127.0.0.1:9", timeout_s=2)
+    assert "--scheduler" in str(e.value) and "reachable Dask scheduler" in str(e.value)
+
+
+def test_the_same_sweep_runs_on_a_dask_cluster(tmp_path: Path):
+    distributed = pytest.importorskip("distributed")
+    f = _files(tmp_path, CAPS, seeds=[1])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        t = run_sweep(f, tmp_path / "out", 1, scheduler=cluster.scheduler_address)
+    local = run_sweep(f, tmp_path / "local", workers=1)
+    assert (t["status"] == "finished").all() and len(t) == 2
+    # same points and seeds give the same results wherever they run
+    pd.testing.assert_frame_equal(t.drop(columns="wall_s"), local.drop(columns="wall_s"))
+
+
+def test_latin_hypercube_uses_every_stratum_of_every_axis_once():
+    spec = SweepSpec.model_validate({
+        "name": "lhs", "base": "x.yaml", "sample": {"kind": "latin_hypercube", "points": 10},
+        "axes": [{"path": "a", "range": {"start": 0, "stop": 1, "num": 2}},
+                 {"path": "b", "range": {"start": 100, "stop": 200, "num": 2}}]})
+    pts = np.array(sample(spec))
+    assert pts.shape == (10, 2)
+    assert sorted(np.floor(pts[:, 0] * 10).astype(int)) == list(range(10))
+    assert sorted(np.floor((pts[:, 1] - 100) / 10).astype(int)) == list(range(10))
+    assert np.array_equal(pts, np.array(sample(spec)))  # seeded: the same draw again
+
+
+def test_pareto_mask_keeps_exactly_the_undominated_points():
+    x = np.array([1.0, 2.0, 3.0, 2.0, 4.0])
+    y = np.array([5.0, 3.0, 1.0, 4.0, 1.0])
+    assert pareto_mask(x, y).tolist() == [True, True, True, False, False]
