@@ -327,13 +327,16 @@ def _print_training(summary: dict) -> None:
         return
     sim = {r["job"]: r for r in summary.get("verify_training", [])}
     t = Table(title="training jobs (expected end with failures; simulated where --verify)")
-    for c in ("job", "GPU limit W", "racks", "end h", "deadline h", "kWh", "simulated end h"):
+    for c in ("job", "GPU limit W", "racks", "start h", "end h", "deadline h", "kWh",
+              "simulated end h"):
         t.add_column(c)
     for r in summary["training"]:
         v = sim.get(r["job"])
         dl = r["deadline_s"]
-        t.add_row(r["job"], "default" if r["power_cap_w"] != r["power_cap_w"] or r[
-            "power_cap_w"] is None else f"{r['power_cap_w']:.0f}", r["racks"],
-            f"{r['end_s'] / 3600:.2f}", "" if dl is None or dl != dl else f"{dl / 3600:.2f}",
-            f"{r['energy_kwh']:.1f}", "" if v is None else f"{v['simulated_end_s'] / 3600:.2f}")
+        cap = r["power_cap_w"]
+        t.add_row(r["job"], "default" if cap is None or cap != cap else f"{cap:.0f}",
+                  r["racks"], f"{r['start_s'] / 3600:.2f}", f"{r['end_s'] / 3600:.2f}",
+                  "" if dl is None or dl != dl else f"{dl / 3600:.2f}",
+                  f"{r['energy_kwh']:.1f}",
+                  "" if v is None else f"{v['simulated_end_s'] / 3600:.2f}")
     out.print(t)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 import pytest
+import yaml
 
 from dcsim.errors import DcsimError
 from dcsim.hardware.facility import overhead
@@ -156,3 +157,36 @@ def test_a_deadline_the_budget_cannot_afford_names_the_power_missing():
     with pytest.raises(DcsimError) as e:
         run_optimize(s, ROOT, None, check=False)
     assert "power budget of r-" in str(e.value) and "kW more" in str(e.value)
+
+
+def test_a_carbon_aware_plan_moves_a_flexible_job_into_the_clean_hours(tmp_path: Path):
+    # 4 hourly periods, the grid clean only in hour 2: a 50-minute job due by the end
+    # may start at any hour; weighing carbon, it runs in hour 2, while the energy
+    # objective (every hour alike) keeps the start it was submitted with
+    d = _scenario(deadline_s=4 * 3600.0)
+    d["optimize"].update(periods=4, demand_per_s={"chat": [3.0] * 4}, shift_training=True)
+    (tmp_path / "c.csv").write_text("timestamp,g_per_kwh\n" + "".join(
+        f"2025-01-01T0{h}:00,{100 if h == 2 else 600}\n" for h in range(4)))
+    d["facility"]["carbon_intensity_file"] = str(tmp_path / "c.csv")
+    s = scenario_from_data(d)
+    _, _, _, plan = run_optimize(s, ROOT, "carbon", check=False)
+    job = plan.jobs.iloc[0]
+    assert job["start_s"] == 2 * 3600.0 and job["end_s"] <= 3 * 3600.0
+    _, _, _, plan = run_optimize(s, ROOT, "energy", check=False)
+    assert plan.jobs.iloc[0]["start_s"] == 0.0
+
+
+def test_cli_writes_the_jobs_plan_and_prints_it(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from dcsim.cli import app
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(_scenario(deadline_s=3 * 3600.0)))
+    r = CliRunner().invoke(app, ["optimize", str(tmp_path / "s.yaml"), "--out",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "training jobs" in r.output and "ft" in r.output
+    jobs = pd.read_parquet(tmp_path / "out" / "jobs.parquet")
+    assert list(jobs["job"]) == ["ft"] and jobs["end_s"].iloc[0] <= 3 * 3600.0
+    plan = yaml.safe_load((tmp_path / "out" / "plan.yaml").read_text())
+    assert plan["training"][0]["job"] == "ft" and plan["training"][0]["rack_servers"]

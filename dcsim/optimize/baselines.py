@@ -6,8 +6,9 @@
   the least energy per request at planned load among those whose GPU type still has
   room, replicas = demand / planned rate, rounded up (no rack budgets checked).
 
-Training jobs run at the default limit under `peak` and at the limit with the least
-energy above idle that meets the deadline under `greedy` (racks not chosen).
+Training jobs start when submitted and run at the default limit under `peak` and at
+the limit with the least energy above idle that meets the deadline under `greedy`
+(racks not chosen).
 
 Both are priced with the plan's own formula (dcsim.optimize.model.replica_it_w).
 """
@@ -69,14 +70,22 @@ def peak_jobs(x: Inputs) -> pd.DataFrame:
     """Each job at the default power limit (its fastest option if that one is not offered)."""
     if x.jobs is None:
         return pd.DataFrame()
-    j = x.jobs.assign(default=x.jobs["power_cap_w"].isna())
-    return x.jobs.loc[j.sort_values(["default", "runtime_s"], ascending=[False, True])
-                      .groupby("job_index").head(1).index].sort_values("job_index")
+    jobs = _earliest(x.jobs)
+    j = jobs.assign(default=jobs["power_cap_w"].isna())
+    return jobs.loc[j.sort_values(["default", "runtime_s"], ascending=[False, True])
+                    .groupby("job_index").head(1).index].sort_values("job_index")
 
 
 def greedy_jobs(x: Inputs) -> pd.DataFrame:
     """Each job at its option with the least energy above idle (within its deadline)."""
     if x.jobs is None:
         return pd.DataFrame()
-    e = x.jobs["above_idle_w"] * x.jobs["runtime_s"]
-    return x.jobs.loc[e.groupby(x.jobs["job_index"]).idxmin().to_numpy()]
+    jobs = _earliest(x.jobs)
+    e = jobs["above_idle_w"] * jobs["runtime_s"]
+    return jobs.loc[e.groupby(jobs["job_index"]).idxmin().to_numpy()]
+
+
+def _earliest(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Options that start a job when it is submitted (baselines do not delay jobs)."""
+    first = jobs.groupby("job_index")["start_s"].transform("min")
+    return jobs[jobs["start_s"] == first]

@@ -48,11 +48,20 @@ def expected_runtime_s(failure_free_s: float, mtbf_s: float, loss_s: float) -> f
 
 
 def job_options(s: Scenario, jobs: list[TrainingJob], cat: Catalog, store: ProfileStore,
-                fractions: list[float]) -> pd.DataFrame:
-    """One row per (job, power limit) whose expected end meets the job's deadline."""
+                fractions: list[float], starts: list[float] | None = None) -> pd.DataFrame:
+    """One row per (job, power limit, start) whose expected end meets the job's deadline.
+
+    A job starts when it is submitted or, given `starts` (period boundaries: the plan may
+    delay jobs), at any of them after its submission.
+    """
     rows = []
     for job in jobs:
-        mine = [_option(s, job, cat, store, f) for f in sorted(set(fractions), reverse=True)]
+        mine = []
+        for f in sorted(set(fractions), reverse=True):
+            base = _option(s, job, cat, store, f)
+            later = [t for t in starts or [] if t > job.start_s]
+            mine += [base | {"start_s": t, "end_s": t + base["runtime_s"]}
+                     for t in [job.start_s, *later]]
         ok = [r for r in mine if job.deadline_s is None or r["end_s"] <= job.deadline_s]
         i = s.workloads.index(job)
         if not ok:
@@ -179,12 +188,20 @@ def after_kwh(jobs: pd.DataFrame, x: Inputs, weighted: bool = True) -> np.ndarra
     return after @ (slope * w) * jobs["above_idle_w"].to_numpy() / 3.6e6
 
 
+DELAY_TIEBREAK = 1e-3  # objective units per hour a job is delayed: only breaks ties
+
+
 def after_cost(m: pyo.ConcreteModel, x: Inputs) -> object:
-    """Objective term of the jobs' energy after the horizon (see after_kwh)."""
+    """Objective term of the jobs' energy after the horizon (see after_kwh), plus a
+    negligible cost per hour of delay so that a job starts when submitted unless a later
+    start pays (cleaner or cheaper hours, cooler weather)."""
     if x.jobs is None:
         return 0.0
     per = after_kwh(x.jobs, x)
-    return pyo.quicksum(float(per[o]) * m.z[o] for o in m.O if per[o] > 0)
+    delay_h = (x.jobs["start_s"] - x.jobs.groupby("job_index")["start_s"].transform("min")
+               ).to_numpy() / 3600
+    return pyo.quicksum((float(per[o]) + DELAY_TIEBREAK * float(delay_h[o])) * m.z[o]
+                        for o in m.O if per[o] > 0 or delay_h[o] > 0)
 
 
 def chosen(x: Inputs, z: dict[int, int], J: dict[tuple[int, str], int]) -> pd.DataFrame:

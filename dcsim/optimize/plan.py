@@ -115,8 +115,10 @@ def inputs_for(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
     o, weight = _weights(s, opt, horizon(s, opt), base_dir, cap_w)
     usable = undominated(table[table["planned_rps"] > 0]).reset_index(drop=True)
     jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
-    options = (jobs_.job_options(s, jobs, cat, store, opt.candidates.power_cap_fractions)
-               if jobs else None)
+    n = horizon(s, opt)
+    starts = [t * opt.period_s for t in range(n)] if opt.shift_training else None
+    options = (jobs_.job_options(s, jobs, cat, store, opt.candidates.power_cap_fractions,
+                                 starts) if jobs else None)
     x = Inputs(usable, dem, [v.name for v in services], fleet, opt.period_s, o, weight,
                opt.min_replicas, opt.max_replica_change, jobs=options,
                spares=s.fleet.training_scheduler.spare_servers)

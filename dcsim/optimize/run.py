@@ -38,7 +38,8 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
     if len(plan.jobs):
         tables["jobs"] = _tidy_jobs(plan.jobs)
         summary["training"] = _tidy_jobs(plan.jobs)[
-            ["job", "power_cap_w", "racks", "runtime_s", "end_s", "deadline_s", "energy_kwh"]
+            ["job", "power_cap_w", "racks", "start_s", "runtime_s", "end_s", "deadline_s",
+             "energy_kwh"]
         ].to_dict("records")
     if check:
         checked = pd.concat([verify(s, plan.services, dep, x, plan.spec.verify_duration_s,
@@ -136,6 +137,7 @@ def _plan_yaml(s: Scenario, plan: Plan, energy: pd.DataFrame) -> str:
         doc["training"] = [{
             "job": r["job"], "power_cap_w": None if pd.isna(r["power_cap_w"])
             else float(r["power_cap_w"]), "rack_servers": dict(r["rack_servers"]),
+            "start_s": float(r["start_s"]),
             "expected_runtime_s": round(float(r["runtime_s"]), 1),
             "expected_end_s": round(float(r["end_s"]), 1),
             "deadline_s": None if pd.isna(r["deadline_s"]) else float(r["deadline_s"]),

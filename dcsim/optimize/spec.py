@@ -52,6 +52,10 @@ class OptimizeSpec(Spec):
     utilization_target: float = Field(
         default=0.9, gt=0, le=1, description="Plan replicas for at most this share of the "
         "rate at which the queueing model says the SLO just holds (headroom for bursts).")
+    shift_training: bool = Field(
+        default=False, description="Let the plan delay a training job's start to a later "
+        "period boundary (within its deadline), e.g. into hours of low carbon intensity or "
+        "price.")
     time_limit_s: float = Field(default=60.0, gt=0, description="Solver time limit, s.")
     mip_gap: float = Field(default=0.01, ge=0, le=1, description="Relative MIP gap to stop at.")
     check_by_simulation: bool = Field(

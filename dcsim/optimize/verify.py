@@ -143,7 +143,8 @@ def verify_jobs(s: Scenario, chosen: pd.DataFrame, base_dir: Path, store: Profil
     jobs = {w.name: w for w in s.workloads if isinstance(w, TrainingJob)}
     workloads = [jobs[str(r["job"])].model_copy(update={
         "power_cap_w": None if pd.isna(r["power_cap_w"]) else float(r["power_cap_w"]),
-        "racks": list(r["racks"]) or None}) for _, r in chosen.iterrows()]
+        "racks": list(r["racks"]) or None, "start_s": float(r["start_s"])})
+        for _, r in chosen.iterrows()]
     ends = [max(float(r["end_s"]), float(r["deadline_s"]) if pd.notna(r["deadline_s"]) else 0.0)
             for _, r in chosen.iterrows()]
     horizon = 1.5 * max(ends) + 3600.0
