@@ -126,3 +126,16 @@ def test_pareto_mask_keeps_exactly_the_undominated_points():
     x = np.array([1.0, 2.0, 3.0, 2.0, 4.0])
     y = np.array([5.0, 3.0, 1.0, 4.0, 1.0])
     assert pareto_mask(x, y).tolist() == [True, True, True, False, False]
+
+
+def test_cli_runs_a_sweep_and_says_where_the_table_is(tmp_path: Path):
+    f = _files(tmp_path, [{"path": "workloads.chat.arrival.rate_per_s",
+                           "range": {"start": 2, "stop": 4, "num": 2}}], seeds=[3])
+    r = runner.invoke(app, ["sweep", str(f), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert "2 of 2 points finished, 0 failed" in r.output
+    t = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    assert sorted(t["workloads.chat.arrival.rate_per_s"]) == [2.0, 4.0]
+    # twice the arrival rate, about twice the throughput
+    rate = t.set_index("workloads.chat.arrival.rate_per_s")["chat/throughput_req_s"]
+    assert rate[4.0] / rate[2.0] == pytest.approx(2.0, rel=0.25)
