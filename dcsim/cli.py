@@ -263,9 +263,11 @@ def _print_summary(summary: dict) -> None:
         if d["budget_w"] is None:
             continue
         limited = f" (GPUs limited to {d['gpu_limit_w']:.0f} W)" if d["throttled"] else ""
+        room = ("" if d["extra_servers_at_p99"] is None else
+                f"; room for {d['extra_servers_at_p99']} more servers at p99")
         out.print(f"{d['domain']} {d['name']}: peak {d['peak_w'] / 1e3:.3g} kW, p99 "
-                  f"{d['p99_w'] / 1e3:.3g} kW of {d['budget_w'] / 1e3:.3g} kW{limited}; "
-                  f"room for {d['extra_servers_at_p99']} more servers at p99", highlight=False)
+                  f"{d['p99_w'] / 1e3:.3g} kW of {d['budget_w'] / 1e3:.3g} kW{limited}{room}",
+                  highlight=False)
 
 
 @app.command()

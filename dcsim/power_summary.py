@@ -44,7 +44,8 @@ def domain_peaks(power: pd.DataFrame, budgets: pd.DataFrame) -> list[dict[str, o
             row.update(budget_w=float(b.budget_w), headroom_w=float(b.budget_w) - p99,
                        stranded_w=float(b.budget_w) - peak,
                        worst_case_w=float(b.worst_case_w),
-                       extra_servers_at_p99=max(int((b.budget_w - p99) // per_server), 0))
+                       extra_servers_at_p99=max(int((b.budget_w - p99) // per_server), 0)
+                       if per_server > 0 else None)  # a domain switched off draws nothing
         out.append(row)
     return out
 

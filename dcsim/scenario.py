@@ -178,6 +178,10 @@ class Fleet(Spec):
     network: Network = Network()
     storage: Storage = Storage()
     training_scheduler: TrainingScheduler = TrainingScheduler()
+    unused_servers: Literal["idle", "switched_off"] = Field(
+        default="idle", description="Servers with no replica and, at the time, no training "
+        "job: stay powered at idle, or are switched off and draw nothing (hot spares stay "
+        "on; boot time is not modelled). Switched-off servers do not count in budgets.")
 
 
 class CatalogOverrides(Spec):

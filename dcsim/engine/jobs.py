@@ -172,13 +172,15 @@ def _overlap(t0: float, t1: float, w: float, n: int) -> tuple[int, np.ndarray]:
 
 
 def server_training_power(sched: JobScheduler, series: TimeSeries, first_row: int,
-                          servers: list[Server], dt: np.ndarray, end_s: float
+                          servers: list[Server], dt: np.ndarray, end_s: float,
+                          unused_off: bool = False
                           ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
     """Per pool server and bucket: mean GPU power (W), share of time training, share in service.
 
     A job's GPUs draw alike, so its energy in a bucket splits over the servers it held
-    by GPU-seconds; GPUs a job leaves unused on its servers, and free servers, draw
-    idle power; a server under repair draws nothing.
+    by GPU-seconds; GPUs a job leaves unused on its servers draw idle power, and so do
+    free servers unless `unused_off` switches them off (hot spares stay on); a server
+    under repair draws nothing.
     """
     n = dt.size
     energy = series.array("energy_j")[first_row:]
@@ -200,8 +202,12 @@ def server_training_power(sched: JobScheduler, series: TimeSeries, first_row: in
         b, o = _overlap(t0, t1, series.bucket_s, n)
         off[si, b:b + o.size] += o
     out = {}
+    spares = set().union(*sched.spares.values()) if sched.spares else set()
     for si in sched.pool:
         gps = servers[si].spec.gpus_per_server
         rest = np.maximum(dt - held[si] - off[si], 0.0)
+        if unused_off and si not in spares:
+            off[si] += rest
+            rest = np.zeros_like(rest)
         out[si] = (e[si] + rest * gps * servers[si].gpu.idle_power_w) / dt / gps
     return out, busy / dt, 1 - off / dt

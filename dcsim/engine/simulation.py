@@ -190,10 +190,11 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
         result.cluster = pd.concat([result.cluster, sched.series().assign(
             workload="training jobs")], ignore_index=True)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
+    off = s.fleet.unused_servers == "switched_off"
     train_w, busy, on = server_training_power(sched, fleet.series, n_rep, servers, dt,
-                                              sim.duration_s)
+                                              sim.duration_s, off)
     power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps,
-                               train_w if jobs else None, on)
+                               train_w if jobs or off else None, on)
     net_w = _network_power(s, servers, leaf, fabric, busy, dt)
     fac = power["domain"] == "facility"
     power.loc[fac, "power_w"] = power.loc[fac, "power_w"].to_numpy() + net_w
@@ -205,7 +206,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     capacity = (s.facility.power_budget_kw * 1e3 if s.facility.power_budget_kw
                 else sum(x.spec.max_power_w for x in servers))
     result.power = facility_rows(power, it_w, dt, s.facility, base, capacity)
-    result.budgets = _budget_table(doms, servers, server_caps)
+    result.budgets = _budget_table(doms, servers, server_caps, off_servers(s, servers, jobs))
     return result
 
 
@@ -245,7 +246,8 @@ def _placement(s: Scenario, services: list[InferenceService], jobs: list[Trainin
         requested[si] = max(own, default=x.gpu.power_limit_max_w)
     train_gpus = {job.gpu for job in jobs}
     parked = np.array([not x.replicas and x.gpu.id not in train_gpus for x in servers])
-    server_caps, doms = budget_caps(s, servers, requested, parked)
+    server_caps, doms = budget_caps(s, servers, requested, parked,
+                                    off_servers(s, servers, jobs))
     replica_caps: list[float | None] = []
     for r, cap in enumerate(caps_req):
         x = where[r]
@@ -254,11 +256,21 @@ def _placement(s: Scenario, services: list[InferenceService], jobs: list[Trainin
     return servers, pool, server_caps, doms, replica_caps, where
 
 
-def _budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray) -> pd.DataFrame:
+def off_servers(s: Scenario, servers: list[Server], jobs: list[TrainingJob]) -> np.ndarray:
+    """Servers switched off for the whole run: no replica, no job of their GPU type could
+    use them, and the fleet switches unused servers off."""
+    if s.fleet.unused_servers != "switched_off":
+        return np.zeros(len(servers), bool)
+    train_gpus = {job.gpu for job in jobs}
+    return np.array([not x.replicas and x.gpu.id not in train_gpus for x in servers])
+
+
+def _budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray,
+                  off: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame([{
         "domain": d.kind, "name": d.name, "servers": len(d.servers),
         "budget_w": np.nan if d.budget_w is None else d.budget_w,
-        "worst_case_w": worst_case_w(servers, d.servers, caps),
+        "worst_case_w": worst_case_w(servers, tuple(i for i in d.servers if not off[i]), caps),
         "idle_w": idle_w(servers, d.servers),
         "gpus": sum(servers[i].spec.gpus_per_server for i in d.servers),
         "gpu_limit_w": float(caps[list(d.servers)].min()) if d.servers else np.nan,

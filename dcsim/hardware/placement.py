@@ -183,38 +183,41 @@ def worst_case_w(servers: list[Server], members: tuple[int, ...], caps: np.ndarr
 
 
 def budget_caps(s: Scenario, servers: list[Server], limits: np.ndarray,
-                parked: np.ndarray | None = None) -> tuple[np.ndarray, list[Domain]]:
+                parked: np.ndarray | None = None, off: np.ndarray | None = None
+                ) -> tuple[np.ndarray, list[Domain]]:
     """Per-server GPU limit (W) after every budget is enforced; limits are the requested ones.
 
     Servers with nothing to run (parked) go to their lowest limit first: they draw
     idle power either way, and only then do the busy servers share a lower limit.
+    Servers switched off (off) draw nothing and are left out.
     """
     caps = limits.astype(float).copy()
     park = np.zeros(len(servers), bool) if parked is None else parked
+    dark = np.zeros(len(servers), bool) if off is None else off
     doms = domains(s, servers)
     for dom in doms:
-        members = list(dom.servers)
-        if dom.budget_w is None or worst_case_w(servers, dom.servers, caps) <= dom.budget_w:
+        on = tuple(i for i in dom.servers if not dark[i])  # what the budget must hold
+        if dom.budget_w is None or worst_case_w(servers, on, caps) <= dom.budget_w:
             continue
-        idle = [i for i in members if park[i]]
-        for i in idle:
-            caps[i] = min(caps[i], servers[i].gpu.power_limit_min_w)
-        if worst_case_w(servers, dom.servers, caps) <= dom.budget_w:
+        for i in on:
+            if park[i]:
+                caps[i] = min(caps[i], servers[i].gpu.power_limit_min_w)
+        if worst_case_w(servers, on, caps) <= dom.budget_w:
             continue
-        busy = [i for i in members if not park[i]]
-        lo = max(servers[i].gpu.power_limit_min_w for i in members)
+        busy = [i for i in on if not park[i]]
+        lo = max(servers[i].gpu.power_limit_min_w for i in on)
         trial = caps.copy()
         trial[busy] = np.minimum(caps[busy], lo)
-        if worst_case_w(servers, dom.servers, trial) > dom.budget_w:
+        if worst_case_w(servers, on, trial) > dom.budget_w:
             raise DcsimError(Problem(
                 f"{dom.kind} {dom.name} power budget", f"{dom.budget_w / 1e3:g} kW",
-                f"at least {worst_case_w(servers, dom.servers, trial) / 1e3:.1f} kW: its servers "
+                f"at least {worst_case_w(servers, on, trial) / 1e3:.1f} kW: its servers "
                 "draw that much with every GPU at its lowest power limit"))
         hi = float(caps[busy].max())
         for _ in range(50):  # bisection on one common limit for the domain's busy GPUs
             mid = (lo + hi) / 2
             trial[busy] = np.minimum(caps[busy], mid)
-            lo, hi = (mid, hi) if worst_case_w(servers, dom.servers, trial) <= dom.budget_w else (
+            lo, hi = (mid, hi) if worst_case_w(servers, on, trial) <= dom.budget_w else (
                 lo, mid)
         caps[busy] = np.minimum(caps[busy], lo)
     return caps, doms

@@ -96,11 +96,13 @@ def _option(s: Scenario, job: TrainingJob, cat: Catalog, store: ProfileStore, fr
         runtime = expected_runtime_s(tm.estimated_runtime_s, mtbf, loss)
     gpu_w = step.energy_j / step.step_s / job.gpus
     wall = job.gpus * wall_per_gpu_w(cat, job.gpu, gpu_w)
-    idle = job.gpus * wall_per_gpu_w(cat, job.gpu, g.idle_power_w)
+    idle_per_gpu = wall_per_gpu_w(cat, job.gpu, g.idle_power_w)
+    idle = job.gpus * idle_per_gpu
     return {"gpu": job.gpu, "gpus": job.gpus, "servers": n_servers, "gpus_per_server": per,
             "power_cap_w": cap, "step_s": step.step_s, "failure_free_s": tm.estimated_runtime_s,
             "runtime_s": runtime, "start_s": job.start_s, "end_s": job.start_s + runtime,
             "deadline_s": job.deadline_s, "wall_w": wall, "above_idle_w": wall - idle,
+            "server_idle_w": n_servers * per * idle_per_gpu,
             "peak_w_per_gpu": wall_per_gpu_w(cat, job.gpu, cap or g.power_limit_max_w),
             "energy_kwh": wall * runtime / 3.6e6, "gpu_kwh": gpu_w * job.gpus * runtime / 3.6e6,
             "racks": job.racks,
@@ -167,11 +169,18 @@ def rack_w(m: pyo.ConcreteModel, x: Inputs, rack: str, t: int, min_w: dict[str, 
         for o, r in m.OR if r == rack and m.jobs_inside[o, t] > 0)
 
 
+def draw_w(jobs: pd.DataFrame, servers_off: bool) -> np.ndarray:
+    """Per option, the IT power a running job adds, W: above its idle GPUs; with unused
+    servers switched off, its servers' whole idle power too (they are on only for it)."""
+    above = jobs["above_idle_w"].to_numpy()
+    return above + jobs["server_idle_w"].to_numpy() if servers_off else above
+
+
 def it_w(m: pyo.ConcreteModel, x: Inputs, t: int) -> object:
-    """Jobs' IT power above idle GPUs in period t (mean over the period), W."""
+    """Jobs' IT power in period t (mean over the period; see draw_w), W."""
     if x.jobs is None:
         return 0.0
-    above = x.jobs["above_idle_w"].to_numpy()
+    above = draw_w(x.jobs, x.servers_off)
     return pyo.quicksum(float(above[o] * m.jobs_inside[o, t]) * m.z[o] for o in m.O
                         if m.jobs_inside[o, t] > 0)
 
@@ -185,7 +194,7 @@ def after_kwh(jobs: pd.DataFrame, x: Inputs, weighted: bool = True) -> np.ndarra
     slope = np.array([float(facility_power_w(1.0, x.overhead, t)
                             - facility_power_w(0.0, x.overhead, t)) for t in range(n)])
     w = np.asarray(x.weight, dtype=float) if weighted else np.ones(n)
-    return after @ (slope * w) * jobs["above_idle_w"].to_numpy() / 3.6e6
+    return after @ (slope * w) * draw_w(jobs, x.servers_off) / 3.6e6
 
 
 DELAY_TIEBREAK = 1e-3  # objective units per hour a job is delayed: only breaks ties

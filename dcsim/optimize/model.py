@@ -40,6 +40,7 @@ class Fleet:
     rack_budget_w: dict[str, float]
     row_budget_w: dict[str, float]
     facility_budget_w: float | None
+    network_w: float = 0.0  # the leaf-spine fabric's ports at idle (inference moves little)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Inputs:
     elastic: bool = False  # explain infeasibility: unmet demand, extra servers and budget
     jobs: pd.DataFrame | None = None  # training: one row per (job, power limit) option
     spares: int = 0  # servers per GPU type the job scheduler keeps free as hot spares
+    servers_off: bool = False  # unused servers are switched off (fleet.unused_servers)
 
 
 @dataclass
@@ -133,8 +135,8 @@ def build(x: Inputs) -> pyo.ConcreteModel:
     _power(m, x, d)
     if x.max_change is not None:
         _reconfig(m, x, d)
-    idle = fleet_idle_w(x.fleet.racks)
-    m.it_w = pyo.Expression(m.T, rule=lambda m, t: idle + pyo.quicksum(
+    idle = (0.0 if x.servers_off else fleet_idle_w(x.fleet.racks)) + x.fleet.network_w
+    m.it_w = pyo.Expression(m.T, rule=lambda m, t: idle + _on_idle_w(m, x, d, t) + pyo.quicksum(
         d.above[c] * m.N[c, t] + d.slope[c] * m.y[c, t] for c in m.C) + jobs.it_w(m, x, t) + (
         _extra_idle_w(m, x, d, t) if x.elastic else 0.0))
     m.cost = pyo.Expression(m.T, rule=lambda m, t: facility_power_w(m.it_w[t], x.overhead, t)
@@ -146,10 +148,29 @@ def build(x: Inputs) -> pyo.ConcreteModel:
 
 
 def period_it_w(dep: pd.DataFrame, x: Inputs, t: int) -> float:
-    """Predicted IT power in period t of a plan or baseline (deployment rows), W."""
+    """Predicted IT power in period t of a plan or baseline (deployment rows), W: every
+    GPU idle (or, with unused servers switched off, those of the servers in use) plus
+    each replica's power above idle."""
     mine = dep[dep["period"] == t] if len(dep) else dep
-    return fleet_idle_w(x.fleet.racks) + sum(
+    idle = servers_on_idle_w(mine, x) if x.servers_off else fleet_idle_w(x.fleet.racks)
+    return idle + x.fleet.network_w + sum(
         float(replica_it_w(r, r["replicas"], r["load_rps"])) for _, r in mine.iterrows())
+
+
+def servers_on_idle_w(dep: pd.DataFrame, x: Inputs) -> float:
+    """Idle wall power of the servers one period's replicas occupy, W: the servers the plan
+    names, or (baselines) as few as hold each GPU type's replicas."""
+    if not len(dep):
+        return 0.0
+    r = x.fleet.racks.groupby("gpu").agg(gps=("gpus_per_server", "first"),
+                                          idle=("idle_w_per_gpu", "first"))
+    if "servers" in dep:
+        names = dep.explode("servers").drop_duplicates("servers")
+        count = names.groupby("gpu").size()
+    else:
+        gpus = (dep["tp"] * dep["replicas"]).groupby(dep["gpu"]).sum()
+        count = np.ceil(gpus / r["gps"].reindex(gpus.index))
+    return float((count * r["gps"].reindex(count.index) * r["idle"].reindex(count.index)).sum())
 
 
 def _levels(tab: pd.DataFrame) -> dict[str, list[float]]:
@@ -223,8 +244,10 @@ def _twins(x: Inputs, d: _Data) -> list[tuple[str, str]]:
 
 
 def _rack_worst_w(m: pyo.ConcreteModel, x: Inputs, d: _Data, rack: str, t: int) -> object:
-    total = jobs.rack_w(m, x, rack, t, {g: w for g, _, _, w in d.rack_rows[rack]})
-    for g, gps, servers, min_w in d.rack_rows[rack]:
+    parked = {g: 0.0 if x.servers_off else w for g, _, _, w in d.rack_rows[rack]}
+    total = jobs.rack_w(m, x, rack, t, parked)
+    for g, gps, servers, _ in d.rack_rows[rack]:
+        min_w = parked[g]  # a server without work draws this per GPU (nothing when off)
         ks = d.levels.get(g, [])
         total += gps * (pyo.quicksum((d.peak[(g, k)] - min_w) * m.S[g, k, rack, t] for k in ks)
                         + min_w * servers)
@@ -260,6 +283,15 @@ def _reconfig(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
                                    >= m.N[c, t] - m.N[c, t - 1])
     m.reconfig = pyo.Constraint(list(d.by_svc), later, rule=lambda m, s, t: pyo.quicksum(
         m.started[c, t] for c in d.by_svc[s]) <= x.max_change)
+
+
+def _on_idle_w(m: pyo.ConcreteModel, x: Inputs, d: _Data, t: int) -> object:
+    """With unused servers switched off: idle power of the servers replicas use, W."""
+    if not x.servers_off:
+        return 0.0
+    r = x.fleet.racks
+    per = dict(zip(r["gpu"], r["gpus_per_server"] * r["idle_w_per_gpu"], strict=False))
+    return pyo.quicksum(per[g] * m.S[g, k, rack, t] for g, k, rack in m.G)
 
 
 def _extra_idle_w(m: pyo.ConcreteModel, x: Inputs, d: _Data, t: int) -> object:

@@ -14,6 +14,7 @@ from dcsim.catalog import Catalog
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
 from dcsim.hardware.facility import grid_values as grid
+from dcsim.hardware.network import switch_power_w
 from dcsim.hardware.placement import fleet_servers
 from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.calibrate import calibrate
@@ -59,8 +60,14 @@ def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
     budgets = {r.name if r.count == 1 else f"{r.name}-{k + 1}": r.power_budget_kw * 1e3
                for r in s.fleet.racks for k in range(r.count)}
     fb = s.facility.power_budget_kw
+    net = s.fleet.network
+    leaf = [i // net.servers_per_leaf for i in range(len(servers))]
+    idle_net = float(switch_power_w([x.spec.nics for x in servers], leaf,
+                                    np.zeros((len(servers), 1)), np.zeros((max(leaf) + 1, 1)),
+                                    net.oversubscription, net.switch_port_idle_w,
+                                    net.switch_port_power_w)[0])
     return Fleet(racks, budgets, {r.name: r.power_budget_kw * 1e3 for r in s.fleet.rows},
-                 fb * 1e3 if fb else None)
+                 fb * 1e3 if fb else None, idle_net)
 
 
 def _check_reachable(table: pd.DataFrame, services: list[InferenceService]) -> None:
@@ -121,7 +128,8 @@ def inputs_for(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
                                  starts) if jobs else None)
     x = Inputs(usable, dem, [v.name for v in services], fleet, opt.period_s, o, weight,
                opt.min_replicas, opt.max_replica_change, jobs=options,
-               spares=s.fleet.training_scheduler.spare_servers)
+               spares=s.fleet.training_scheduler.spare_servers,
+               servers_off=s.fleet.unused_servers == "switched_off")
     return x, table, opt, services, cat
 
 
@@ -223,7 +231,7 @@ def period_energy(dep: pd.DataFrame, x: Inputs, job_rows: pd.DataFrame | None = 
     train = np.zeros(n)
     if job_rows is not None and len(job_rows):
         inside, _ = jobs_.shares(job_rows, n, x.period_s)
-        train = inside.T @ job_rows["above_idle_w"].to_numpy()
+        train = inside.T @ jobs_.draw_w(job_rows, x.servers_off)
     for t in range(n):
         mine = dep[dep["period"] == t] if len(dep) else dep
         it = period_it_w(dep, x, t) + float(train[t])
