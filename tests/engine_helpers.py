@@ -49,3 +49,18 @@ def queue_scenario(tmp: Path, arrival: dict, output: dict, replicas: int, durati
 
 def load_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
+
+
+def chat_service(rate_per_s: float, replicas: int, prompt: tuple[int, float, int] = (800, 0.8, 6000),
+                 output: tuple[int, float, int] = (150, 0.6, 1000), slo: dict | None = None
+                 ) -> dict:
+    """A Llama-3.1-8B chat service on H200 (TP 1) with Poisson arrivals and lognormal
+    lengths (mean tokens, sigma, max tokens)."""
+    def lengths(m: int, s: float, top: int) -> dict:
+        return {"kind": "lognormal", "mean_tokens": m, "sigma": s, "max_tokens": top}
+
+    return {"kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+            "arrival": {"kind": "poisson", "rate_per_s": rate_per_s},
+            "prompt_tokens": lengths(*prompt), "output_tokens": lengths(*output),
+            "slo": slo or {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
+            "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": replicas}}

@@ -11,6 +11,7 @@ import pandas as pd
 import pyomo.environ as pyo
 import pytest
 import yaml
+from engine_helpers import chat_service
 from typer.testing import CliRunner
 
 from dcsim.cli import app
@@ -146,15 +147,7 @@ def _small(demand: list[float], slo: dict | None = None) -> dict:
         "facility": {"pue": 1.2},
         "fleet": {"racks": [{"name": "r", "power_budget_kw": 20,
                              "servers": [{"type": "dgx-h200", "count": 1}]}]},
-        "workloads": [{
-            "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
-            "arrival": {"kind": "poisson", "rate_per_s": 5.0},
-            "prompt_tokens": {"kind": "lognormal", "mean_tokens": 800, "sigma": 0.8,
-                              "max_tokens": 6000},
-            "output_tokens": {"kind": "lognormal", "mean_tokens": 150, "sigma": 0.6,
-                              "max_tokens": 1000},
-            "slo": slo or {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
-            "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": 2}}],
+        "workloads": [chat_service(5.0, 2, slo=slo)],
         "optimize": {"period_s": 3600, "periods": len(demand), "demand_per_s": {"chat": demand},
                      "candidates": {"tp": [1, 2], "power_cap_fractions": [1.0, 0.7],
                                     "max_num_seqs": [256]},

@@ -10,6 +10,7 @@ import pandas as pd
 import pyomo.environ as pyo
 import pytest
 import yaml
+from engine_helpers import chat_service
 
 from dcsim.errors import DcsimError
 from dcsim.hardware.facility import overhead
@@ -103,14 +104,7 @@ def _scenario(deadline_s: float | None, budget_kw: float = 40) -> dict:
         "fleet": {"racks": [{"name": "r", "count": 2, "power_budget_kw": budget_kw,
                              "servers": [{"type": "dgx-h200", "count": 1}]}]},
         "workloads": [
-            {"kind": "inference", "name": "chat", "model": "llama-3.1-8b",
-             "arrival": {"kind": "poisson", "rate_per_s": 3.0},
-             "prompt_tokens": {"kind": "lognormal", "mean_tokens": 800, "sigma": 0.8,
-                               "max_tokens": 6000},
-             "output_tokens": {"kind": "lognormal", "mean_tokens": 150, "sigma": 0.6,
-                               "max_tokens": 1000},
-             "slo": {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
-             "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": 1}},
+            chat_service(3.0, 1),
             {"kind": "training", "name": "ft", "model": "llama-3.1-8b", "gpu": "H200-SXM",
              "gpus": 8, "parallelism": {"tp": 1, "pp": 1, "dp": 8}, "steps": 300,
              "global_batch_tokens": 524288, "seq_len": 4096, "micro_batches": 4,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyomo.environ as pyo
 import pytest
+from engine_helpers import chat_service
 from test_optimize import _inputs, _small
 from test_scheduling import _four_jobs
 from test_scheduling import _scenario as _queue
@@ -28,15 +29,7 @@ def _two_servers(mode: str, rack_kw: float = 40.0) -> dict:
         "name": "off", "fleet": {"unused_servers": mode, "racks": [{
             "name": "r", "power_budget_kw": rack_kw,
             "servers": [{"type": "dgx-h200", "count": 2}]}]},
-        "workloads": [{
-            "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
-            "arrival": {"kind": "poisson", "rate_per_s": 6.0},
-            "prompt_tokens": {"kind": "lognormal", "mean_tokens": 600, "sigma": 0.6,
-                              "max_tokens": 4000},
-            "output_tokens": {"kind": "lognormal", "mean_tokens": 120, "sigma": 0.5,
-                              "max_tokens": 800},
-            "slo": {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
-            "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": 4}}],
+        "workloads": [chat_service(6.0, 4, (600, 0.6, 4000), (120, 0.5, 800))],
         "simulation": {"duration_s": 300, "seed": 2, "time_bucket_s": 30}}
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from engine_helpers import chat_service
 from typer.testing import CliRunner
 
 from dcsim.cli import app
@@ -24,15 +25,7 @@ BASE = {
     "name": "sweep-base",
     "fleet": {"racks": [{"name": "r", "power_budget_kw": 20,
                          "servers": [{"type": "dgx-h200", "count": 1}]}]},
-    "workloads": [{
-        "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
-        "arrival": {"kind": "poisson", "rate_per_s": 4.0},
-        "prompt_tokens": {"kind": "lognormal", "mean_tokens": 500, "sigma": 0.5,
-                          "max_tokens": 4000},
-        "output_tokens": {"kind": "lognormal", "mean_tokens": 100, "sigma": 0.5,
-                          "max_tokens": 800},
-        "slo": {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
-        "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": 1}}],
+    "workloads": [chat_service(4.0, 1, (500, 0.5, 4000), (100, 0.5, 800))],
     "simulation": {"duration_s": 60, "warmup_s": 5, "seed": 1},
 }
 
