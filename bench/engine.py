@@ -86,7 +86,7 @@ def main() -> None:
     n, wall, mem = dcsim_run(a.requests, a.replicas)
     print(f"dcsim engine:     {n:>9,} requests in {wall:7.1f} s = {n / wall:9,.0f} req/s, "
           f"peak memory growth {mem:7.1f} MiB (setup and results tables included)")
-    print(f"ratio dcsim / bare SimPy: {(n / wall) / (m / wall_b):.2f}")
+    print(f"ratio dcsim / bare SimPy: {(n / wall) / (m / wall_b):.3f}")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,20 @@ class _Row:
             return self.ll[q][0]
         return self.ll[q][i] + (length - x[i]) * self.sl[q][i]
 
+    def integrals(self, upto: float) -> tuple[float, float]:
+        """Both integrals (time, energy) from the first node to `upto`: one search."""
+        x, last, y, g, sl = self.x, self.el, self.ll, self.gl, self.sl
+        if upto <= x[0]:
+            d = upto - x[0]
+            return d * y[0][0], d * y[1][0]
+        if upto >= x[last]:
+            d = upto - x[last]
+            return g[0][last] + d * y[0][last], g[1][last] + d * y[1][last]
+        i = bisect_right(x, upto) - 1
+        d = upto - x[i]
+        h = 0.5 * d * d
+        return (g[0][i] + d * y[0][i] + sl[0][i] * h, g[1][i] + d * y[1][i] + sl[1][i] * h)
+
     def integral(self, q: int, upto: float) -> float:
         """Integral of quantity q from the first node to `upto` (negative below it)."""
         x, last, y = self.x, self.el, self.ll[q]
@@ -132,9 +146,9 @@ class Table:
     def at(self, batch: int, length: float) -> tuple[float, float]:
         """Latency and energy of one decode step (its unit interval's mean; batch in 1..rows)."""
         row = self.rows[batch - 1]
-        lo, hi = length - 0.5, length + 0.5
-        return (row.integral(0, hi) - row.integral(0, lo),
-                row.integral(1, hi) - row.integral(1, lo))
+        t0, e0 = row.integrals(length - 0.5)
+        t1, e1 = row.integrals(length + 0.5)
+        return t1 - t0, e1 - e0
 
     def block(self, batch: int, ctx_sum: int, k: int) -> DecodeBlock:
         """k decode steps of `batch` sequences whose contexts sum to ctx_sum at step 0."""
@@ -148,9 +162,9 @@ class DecodeBlock:
 
     def __init__(self, row: _Row, lo: float, k: int) -> None:
         self.row, self.lo, self.k = row, lo, k
-        self.t0, self.e0 = row.integral(0, lo), row.integral(1, lo)
-        self.time_s = row.integral(0, lo + k) - self.t0
-        self.energy_j = row.integral(1, lo + k) - self.e0
+        self.t0, self.e0 = row.integrals(lo)
+        t1, e1 = row.integrals(lo + k)
+        self.time_s, self.energy_j = t1 - self.t0, e1 - self.e0
 
     def time_after(self, steps: int) -> float:
         """Seconds from the block's start to the end of step `steps` (1-based count)."""
@@ -187,6 +201,12 @@ class IterationCosts:
         self.prefill_rows = rows
         self._inside = {"decode": _inside_bounds(self.decode_cost, max_num_seqs),
                         "prefill": _inside_bounds(self.prefill_cost, rows)}
+        self._measured: dict[str, dict[int, set[int]]] = {}  # per phase: batch -> lengths
+        for phase, cost in (("decode", self.decode_cost), ("prefill", self.prefill_cost)):
+            grid: dict[int, set[int]] = {}
+            for b, length in cost.grid or ():
+                grid.setdefault(int(b), set()).add(int(length))
+            self._measured[phase] = grid
         per_gpu_weights = shapes.weight_bytes(self.decode_cost.model) / tp
         self.weight_read_s = per_gpu_weights / self.decode_cost.ceilings.bytes_s
         self.idle_power_w = self.decode_cost.gpu.idle_power_w * tp
@@ -210,15 +230,13 @@ class IterationCosts:
     def provenance(self, phase: str, batch: int, length: float) -> str:
         """measured / interpolated / derived class of a lookup."""
         bounds = self._inside[phase]
-        if batch >= len(bounds) or bounds[batch] is None:
+        if batch >= len(bounds):
             return "derived"
-        lo, hi = bounds[batch]
-        if not lo <= length <= hi:
+        bound = bounds[batch]
+        if bound is None or not bound[0] <= length <= bound[1]:
             return "derived"
-        grid = (self.decode_cost if phase == "decode" else self.prefill_cost).grid
-        if grid and float(length).is_integer() and (batch, int(length)) in grid:
-            return "measured"
-        return "interpolated"
+        # a float length equal to a measured whole one hashes alike
+        return "measured" if length in self._measured[phase].get(batch, ()) else "interpolated"
 
 
 def _lengths(cost: PhaseCost) -> tuple[int, ...]:

@@ -35,6 +35,12 @@ class TimeSeries:
         self.kv_x_s = grid()  # integral of KV tokens in use
         self.queue_x_s = grid()  # integral of waiting requests
 
+    def rows(self, r: int) -> tuple[list[float], ...]:
+        """Replica r's buckets: energy, busy time, batch, KV and queue integrals (for a fast
+        path in the replica's hot loop; `add` handles intervals across buckets)."""
+        return (self.energy_j[r], self.busy_s[r], self.batch_x_s[r], self.kv_x_s[r],
+                self.queue_x_s[r])
+
     def array(self, name: str) -> np.ndarray:
         """One metric as a (replicas, buckets) array."""
         return np.asarray(getattr(self, name), dtype=float).reshape(-1, self.n)
@@ -49,6 +55,14 @@ class TimeSeries:
         w, span = self.bucket_s, t1 - t0
         b = min(int(t0 / w), self.n - 1)
         last = min(int(t1 / w), self.n - 1)
+        if b == last:  # most intervals (iterations, decode blocks) fit one bucket
+            self.energy_j[r][b] += energy
+            if busy:
+                self.busy_s[r][b] += span
+            self.batch_x_s[r][b] += batch * span
+            self.kv_x_s[r][b] += kv * span
+            self.queue_x_s[r][b] += queue * span
+            return
         given = 0.0
         while True:
             hi = t1 if b == last else (b + 1) * w

@@ -8,7 +8,7 @@ preempted and recomputed later (its prompt and generated tokens re-prefilled).
 
 Events scale with requests, not tokens: while only decoding happens and the batch
 cannot change, all steps up to the next completion run as one block. An arrival
-that could join the batch interrupts the block; the step in progress finishes and
+that could join the batch cuts the block short: the step in progress finishes and
 the scheduler runs again, exactly where a step-by-step simulation would.
 
 Bookkeeping is O(1) per block: decoding sequences share a step counter and a
@@ -67,6 +67,8 @@ class Replica:
         self.dec_kv = 0  # KV tokens of the decoding sequences
         self.used = 0  # KV tokens reserved (decoding + prefilling)
         self.outstanding = 0  # requests routed here and not yet done
+        self.loads: list[int] | None = None  # the router's copy of `outstanding` per replica
+        self.slot = 0  # this replica's place in it
         self.in_system_x_s = 0.0  # integral of `outstanding` over time (Little's law)
         self._t_level = 0.0
         self.state = "idle"
@@ -75,8 +77,11 @@ class Replica:
         self.current: tuple | None = None  # what is in flight, for the final flush
         self.device_energy_j = 0.0
         self.idle_energy_j = 0.0
+        self._rows = series.rows(index)
+        self._bucket_s, self._buckets = series.bucket_s, series.n
         self.steps = {"measured": 0, "interpolated": 0, "derived": 0}
         self.prefills = {"measured": 0, "interpolated": 0, "derived": 0}
+        self._block_ev: simpy.Event = self.wake  # the timeout of the decode block running
         self.process = env.process(self.run())
 
     # -- called by the router ----------------------------------------------
@@ -95,13 +100,35 @@ class Replica:
                 self.wake.succeed()
         elif self.state == "block" and self.has_room():
             self.state = "cutting"
-            self.process.interrupt()
+            self._cut()
+
+    def _cut(self) -> None:
+        """End the decode block at the end of the step in progress.
+
+        Rather than interrupt the process (an extra event, an exception, then a timeout
+        to finish the step), move its wait from the block's timeout to a timeout at that
+        step's end, whose value is the number of steps done. This uses SimPy's process
+        internals (`_target`, `_resume`), as `Process.interrupt` itself does.
+        """
+        assert self.current is not None
+        blk: DecodeBlock = self.current[1]
+        now = self.env.now
+        done = blk.steps_done(now - self.since)
+        if done >= blk.k:  # the block ends now anyway
+            return
+        done += 1
+        ev = self.env.timeout(max(self.since + blk.time_after(done) - now, 0.0), value=done)
+        self._block_ev.callbacks.remove(self.process._resume)
+        ev.callbacks.append(self.process._resume)
+        self.process._target = ev
 
     def _change_outstanding(self, delta: int) -> None:
         now = self.env.now
         self.in_system_x_s += self.outstanding * (now - self._t_level)
         self._t_level = now
         self.outstanding += delta
+        if self.loads is not None:
+            self.loads[self.slot] = self.outstanding
 
     # -- the process ---------------------------------------------------------
     def run(self) -> Generator[simpy.Event, None, None]:
@@ -125,15 +152,9 @@ class Replica:
                 k = min(k, (self.capacity - self.used) // b) if self.coalesce else 1
                 blk = costs.decode.block(b, self.dec_kv, k)
                 self.state, self.since, self.current = "block", start, ("block", blk)
-                try:
-                    yield env.timeout(blk.time_s)
-                    done = k
-                except simpy.Interrupt:
-                    done = blk.steps_done(env.now - start)
-                    if done < k:  # finish the step in progress, then schedule again
-                        done += 1
-                        yield env.timeout(max(start + blk.time_after(done) - env.now, 0.0))
-                self._after_block(blk, b, done, start)
+                self._block_ev = env.timeout(blk.time_s)
+                cut = yield self._block_ev  # a cut (see _cut) ends it early, at a step's end
+                self._after_block(blk, b, k if cut is None else cut, start)
             else:
                 self.state, self.current = "idle", None
                 self.since = start
@@ -196,7 +217,11 @@ class Replica:
     # -- scheduling ------------------------------------------------------------
     def schedule(self) -> list[tuple[Seq, int]]:
         """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
-        self._make_room()
+        nd = len(self.decoding)
+        if nd and self.used + nd > self.capacity:
+            self._make_room()
+        if not self.prefilling and not self.waiting:  # decoding only (the common case)
+            return []
         budget = self.budget - len(self.decoding)
         chunks: list[tuple[Seq, int]] = []
         for s in self.prefilling:
@@ -266,6 +291,17 @@ class Replica:
                  kv_mean: float | None = None) -> None:
         self.device_energy_j += energy
         kv = self.used if kv_mean is None else kv_mean
+        b = int(t0 / self._bucket_s)
+        if b == int(t1 / self._bucket_s) and t1 > t0 and b < self._buckets - 1:
+            # within one bucket (most iterations): TimeSeries.add, inlined
+            en, busy, bx, kx, qx = self._rows
+            dt = t1 - t0
+            en[b] += energy
+            busy[b] += dt
+            bx[b] += batch * dt
+            kx[b] += kv * dt
+            qx[b] += len(self.waiting) * dt
+            return
         self.series.add(self.index, t0, t1, energy, True, batch, kv, len(self.waiting))
 
     def _idle_until(self, now: float) -> None:

@@ -21,6 +21,10 @@ class Router:
         self.shared = shared
         self.next = 0
         self.kv_limit = min(r.capacity for r in replicas)
+        # outstanding requests per replica, kept current by the replicas themselves
+        self.loads = [r.outstanding for r in replicas]
+        for i, r in enumerate(replicas):
+            r.loads, r.slot = self.loads, i
 
     def route(self, seq: Seq) -> None:
         if seq.prompt + 1 > self.kv_limit:  # can never fit: refused like an over-long prompt
@@ -38,7 +42,7 @@ class Router:
             self.next = (i + 1) % n
             return i
         if self.policy == "least_outstanding":  # ties go to the lowest index
-            loads = [r.outstanding for r in self.replicas]
+            loads = self.loads
             return loads.index(min(loads))
         if n == 1:
             return 0
