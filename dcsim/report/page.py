@@ -80,10 +80,12 @@ Section = tuple[str, list[object]]
 
 def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     s, t = res.summary, res.tables
-    out: list[Section] = [("Headline", [_kpis(_run_kpis(res))])]
-    if res.has("power") and res.has("budgets"):
+    powered = s["total"].get("it_energy_kwh", 0.0) > 0  # a trace replay alone draws nothing
+    out: list[Section] = [("Headline", [_kpis(_run_kpis(res) + _replay_kpis(s))])]
+    if powered and res.has("power") and res.has("budgets"):
         out.append(("Power", [fr.power_vs_budgets(t["power"], t["budgets"])]))
-    out.append(("Energy", [fr.energy_breakdown(s["total"], fr.workload_energy(s))]))
+    if powered:
+        out.append(("Energy", [fr.energy_breakdown(s["total"], fr.workload_energy(s))]))
     if res.has("requests"):
         out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos)]))
     if res.has("timeseries"):
@@ -94,6 +96,9 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
             float(s.get("duration_s", 0.0)))]))
     if res.has("cluster"):
         out.append(("Cluster", [fr.cluster_use(t["cluster"])]))
+    if not s["total"].get("gpus"):  # no fleet of ours to run out (a trace replay)
+        out.append(("Where the numbers come from", [_provenance(s)]))
+        return out
     proj = outlook.projection(s, g, months)
     ro = outlook.runout(s, g, months)
     text = (f"<p>Demand grows {g:.1%} a month; busy GPUs and each domain's power above its "
@@ -129,6 +134,17 @@ def _run_kpis(res: Results) -> list[tuple[str, str, str]]:
         ("J per output token", f"{gpu_kwh * 3.6e6 / tokens:.3g}" if tokens else "n/a",
          "GPU energy of services / tokens"),
     ]
+
+
+def _replay_kpis(summary: dict) -> list[tuple[str, str, str]]:
+    out = []
+    for r in summary.get("cluster_replays", []):
+        w = r["workload"]
+        out += [(f"{w}: pods started", f"{r['pods_started']:,} of {r['pods']:,}", "replayed"),
+                (f"{w}: mean wait", f"{r['wait_mean_s']:,.0f} s", "simulated"),
+                (f"{w}: GPU allocation", f"{r['gpu_allocation_mean']:.1%} mean, "
+                 f"{r['gpu_allocation_peak']:.1%} peak", "simulated")]
+    return out
 
 
 def _plan_sections(res: Results) -> list[Section]:
