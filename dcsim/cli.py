@@ -162,13 +162,13 @@ def sweep(
     try:
         if workers < 1:
             raise DcsimError(Problem("--workers", workers, "at least 1 worker process"))
-        spec, _, _ = load_sweep(file)
-        target = out_dir or Path("runs") / f"sweep-{spec.name}"
+        loaded = load_sweep(file)
+        target = out_dir or Path("runs") / f"sweep-{loaded[0].name}"
         with Progress(TextColumn("sweep points"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, transient=True) as bar:
             task = bar.add_task("points", total=None)
             table = run_sweep(file, target, workers, scheduler, timeout,
-                              lambda n, total: bar.update(task, completed=n, total=total))
+                              lambda n, total: bar.update(task, completed=n, total=total), loaded)
     except DcsimError as exc:
         raise fail(exc) from None
     failed = table[table["status"] == "failed"]

@@ -55,14 +55,6 @@ class TimeSeries:
         w, span = self.bucket_s, t1 - t0
         b = min(int(t0 / w), self.n - 1)
         last = min(int(t1 / w), self.n - 1)
-        if b == last:  # most intervals (iterations, decode blocks) fit one bucket
-            self.energy_j[r][b] += energy
-            if busy:
-                self.busy_s[r][b] += span
-            self.batch_x_s[r][b] += batch * span
-            self.kv_x_s[r][b] += kv * span
-            self.queue_x_s[r][b] += queue * span
-            return
         given = 0.0
         while True:
             hi = t1 if b == last else (b + 1) * w

@@ -39,7 +39,8 @@ def solve(m: pyo.ConcreteModel, time_limit_s: float, mip_gap: float, build_s: fl
     t0 = time.perf_counter()
     opt = Highs()
     opt.config.load_solution = False
-    opt.config.warmstart = _incumbent(m, opt, time_limit_s / 2, mip_gap / 5)
+    # the first solution may take a quarter of the limit per stage, the search the rest
+    opt.config.warmstart = _incumbent(m, opt, time_limit_s / 4, mip_gap / 5)
     opt.config.time_limit = max(time_limit_s - (time.perf_counter() - t0), 1.0)
     opt.config.mip_gap = mip_gap
     res = opt.solve(m)

@@ -117,10 +117,11 @@ def metrics(summary: dict) -> dict[str, float]:
 
 
 def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
-              timeout_s: float = 10.0, progress: Callable[[int, int], None] | None = None
-              ) -> pd.DataFrame:
-    """Run every point not yet done; write sweep.parquet and sweep.json; return the table."""
-    spec, tasks, base = load_sweep(path)
+              timeout_s: float = 10.0, progress: Callable[[int, int], None] | None = None,
+              loaded: tuple[SweepSpec, list[Task], Path] | None = None) -> pd.DataFrame:
+    """Run every point not yet done; write sweep.parquet and sweep.json; return the table.
+    `loaded`: what load_sweep(path) returned, if the caller has it already."""
+    spec, tasks, base = loaded or load_sweep(path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     done = [t for t in tasks if (out / t.out / "summary.json").is_file()]
