@@ -88,12 +88,10 @@ def _option(s: Scenario, job: TrainingJob, cat: Catalog, store: ProfileStore, fr
     interval = min(tm.checkpoint_interval_s, tm.estimated_runtime_s)
     wait = f.repair_s if s.fleet.training_scheduler.spare_servers == 0 else 0.0
     loss = interval / 2 + f.restart_s + read + wait
-    mtbf = tm.job_mtbf_s
     if f.times_s is not None:  # replayed failures: their number is known
-        mtbf = math.inf
         runtime = tm.estimated_runtime_s + len(f.times_s) * loss
     else:
-        runtime = expected_runtime_s(tm.estimated_runtime_s, mtbf, loss)
+        runtime = expected_runtime_s(tm.estimated_runtime_s, tm.job_mtbf_s, loss)
     gpu_w = step.energy_j / step.step_s / job.gpus
     wall = job.gpus * wall_per_gpu_w(cat, job.gpu, gpu_w)
     idle_per_gpu = wall_per_gpu_w(cat, job.gpu, g.idle_power_w)
@@ -116,10 +114,10 @@ def shares(jobs: pd.DataFrame, n: int, period_s: float) -> tuple[np.ndarray, np.
     horizon = n * period_s
     for o, (a, run) in enumerate(zip(jobs["start_s"], jobs["runtime_s"], strict=True)):
         b = a + run
+        cycles = range(1, math.ceil(b / horizon) + 1) if math.isfinite(b) else range(0)
         for t in range(n):
             lo = t * period_s
             inside[o, t] = max(min(b, lo + period_s) - max(a, lo), 0.0) / period_s
-            cycles = range(1, math.ceil(b / horizon) + 1) if math.isfinite(b) else range(0)
             after[o, t] = sum(max(min(b, c * horizon + lo + period_s) - max(a, c * horizon + lo),
                                   0.0) for c in cycles)
     return inside, after
@@ -135,6 +133,10 @@ def add(m: pyo.ConcreteModel, x: Inputs, racks_of: dict[str, list[str]]) -> None
     m.OR = pyo.Set(initialize=[(o, r) for o in range(len(jobs)) for r in _racks(jobs, o,
                                                                                  racks_of)],
                    dimen=2)
+    # per rack, the (option, rack) pairs there: rack constraints read only their own
+    m.jobs_at = {}
+    for o, r in m.OR:
+        m.jobs_at.setdefault(r, []).append(o)
     m.z = pyo.Var(m.O, domain=pyo.Binary)
     m.J = pyo.Var(m.OR, domain=pyo.NonNegativeIntegers)
     by_job = jobs.groupby("job_index").groups
@@ -154,8 +156,9 @@ def servers_in(m: pyo.ConcreteModel, x: Inputs, rack: str, gpu: str, t: int) -> 
     """Servers of GPU type `gpu` in `rack` that jobs hold in period t."""
     if x.jobs is None:
         return 0.0
-    return pyo.quicksum(m.J[o, r] for o, r in m.OR if r == rack and m.jobs_inside[o, t] > 0
-                        and x.jobs["gpu"].iat[o] == gpu)
+    gpus = x.jobs["gpu"]
+    return pyo.quicksum(m.J[o, rack] for o in m.jobs_at.get(rack, ())
+                        if m.jobs_inside[o, t] > 0 and gpus.iat[o] == gpu)
 
 
 def rack_w(m: pyo.ConcreteModel, x: Inputs, rack: str, t: int, min_w: dict[str, float]
@@ -165,8 +168,8 @@ def rack_w(m: pyo.ConcreteModel, x: Inputs, rack: str, t: int, min_w: dict[str, 
         return 0.0
     j = x.jobs
     return pyo.quicksum(int(j["gpus_per_server"].iat[o]) * (
-        float(j["peak_w_per_gpu"].iat[o]) - min_w[str(j["gpu"].iat[o])]) * m.J[o, r]
-        for o, r in m.OR if r == rack and m.jobs_inside[o, t] > 0)
+        float(j["peak_w_per_gpu"].iat[o]) - min_w[str(j["gpu"].iat[o])]) * m.J[o, rack]
+        for o in m.jobs_at.get(rack, ()) if m.jobs_inside[o, t] > 0)
 
 
 def draw_w(jobs: pd.DataFrame, servers_off: bool) -> np.ndarray:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from dcsim import __version__, outlook
+from dcsim.output import atomic_file
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
 from dcsim.report import sweep as sw
@@ -35,15 +34,8 @@ def write_report(path: Path, out: Path | None = None, growth_per_month: float = 
     res = load(path)
     target = Path(out) if out is not None else res.path / "report.html"
     page = build(res, growth_per_month, months)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for sharing
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return target
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -23,7 +21,7 @@ import pandas as pd
 import yaml
 
 from dcsim.errors import DcsimError, Problem
-from dcsim.output import write_run
+from dcsim.output import atomic_file, write_run
 from dcsim.references import check_references
 from dcsim.scenario import load_scenario, parse_yaml, scenario_from_data
 from dcsim.sweep.points import check, point_id
@@ -123,7 +121,8 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
     `loaded`: what load_sweep(path) returned, if the caller has it already."""
     spec, tasks, base = loaded or load_sweep(path)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    with atomic_file(out / "sweep.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     done = [t for t in tasks if (out / t.out / "summary.json").is_file()]
     finished = {(t.point, t.seed) for t in done}
     todo = [t for t in tasks if (t.point, t.seed) not in finished]
@@ -136,13 +135,15 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
         if progress:
             progress(len(rows), len(tasks))
     table = pd.DataFrame(rows).sort_values(["point", "seed"]).reset_index(drop=True)
-    _write_atomic(out / "sweep.parquet", table)
+    with atomic_file(out / "sweep.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     failed = table[table["status"] == "failed"]
-    (out / "sweep.json").write_text(json.dumps({
-        "name": spec.name, "base": str(base), "axes": [a.path for a in spec.axes],
-        "points": len(tasks), "finished": int((table["status"] == "finished").sum()),
-        "failed": len(failed), "skipped_as_done": len(done),
-        "errors": dict(zip(failed["point"], failed["error"], strict=True))}, indent=2) + "\n")
+    with atomic_file(out / "sweep.json") as tmp:
+        tmp.write_text(json.dumps({
+            "name": spec.name, "base": str(base), "axes": [a.path for a in spec.axes],
+            "points": len(tasks), "finished": int((table["status"] == "finished").sum()),
+            "failed": len(failed), "skipped_as_done": len(done),
+            "errors": dict(zip(failed["point"], failed["error"], strict=True))}, indent=2) + "\n")
     return table
 
 
@@ -179,14 +180,3 @@ def _dask(todo: list[Task], out: Path, address: str, timeout_s: float
         futures = [client.submit(run_task, t, str(out.resolve()), pure=False) for t in todo]
         for f in dask_completed(futures):
             yield f.result()
-
-
-def _write_atomic(target: Path, table: pd.DataFrame) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
