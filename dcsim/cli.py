@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from dcsim import __version__
+from dcsim.cli_common import err, fail, out
+from dcsim.cli_profile import profile_app
 from dcsim.errors import DcsimError, Problem
 
 if TYPE_CHECKING:
@@ -20,15 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plan AI data centers: capacity, energy, cost and carbon.")
 profiles_app = typer.Typer(no_args_is_help=True, help="Inspect and query measured profiles.")
 app.add_typer(profiles_app, name="profiles")
-out = Console()
-err = Console(stderr=True)
-
-
-def fail(exc: DcsimError) -> typer.Exit:
-    """Print every problem on its own line and exit 1 (no traceback)."""
-    for p in exc.problems:
-        err.print(f"error: {p}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+app.add_typer(profile_app, name="profile")
 
 
 @app.callback()

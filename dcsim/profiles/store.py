@@ -66,6 +66,11 @@ class ProfileStore:
         for i, m in enumerate(table["model"]):
             if table.at[i, "phase"] in PHASES:
                 self._model_ok(m, i)
+        no_energy = table.index[table["energy_j"].isna()]
+        if len(no_energy):
+            raise DcsimError([Problem(f"row {i + 2}.energy_j", None, "a measured energy: this "
+                                      "row has none (a CPU profile is for timing checks only)")
+                              for i in no_energy[:10]])
         self.table = table
         self._fits: dict[tuple[str, ...], GroupFit] = {}
         self._resolved: dict[tuple[str, str, str, int, float | None], PhaseCost] = {}

@@ -13,7 +13,9 @@ seq_len        prompt length (prefill, train) or KV context (decode);
                bytes copied for ``copy``; matrix size for ``gemm``
 power_cap_w    power limit in force; empty = the GPU's default limit
 latency_ms     mean wall time of one run (> 0)
-energy_j       energy of one run, all GPUs of the group (>= 0)
+energy_j       energy of one run, all GPUs of the group (>= 0); empty where the
+               device has no energy counter (a CPU profile: timing only,
+               ``energy_method`` = ``none``); the store refuses such rows
 avg_power_w    energy / latency (filled in when missing)
 source         ``measured`` | ``published`` | ``derived`` (default measured)
 =============  ========================================================
@@ -93,7 +95,8 @@ def _cell_problems(df: pd.DataFrame, origin: str) -> list[Problem]:
         v = numeric[col]
         check(col, (v > 0) & (v == v.round()), "a positive whole number")
     check("latency_ms", numeric["latency_ms"] > 0, "a latency > 0 ms")
-    check("energy_j", numeric["energy_j"] >= 0, "an energy >= 0 J")
+    check("energy_j", df["energy_j"].isna() | (numeric["energy_j"] >= 0),
+          "an energy >= 0 J (or empty: not measured)")
     cap = pd.to_numeric(df["power_cap_w"], errors="coerce")
     check("power_cap_w", df["power_cap_w"].isna() | (cap > 0), "empty or a power > 0 W")
     check("source", df["source"].isin(SOURCES), f"one of {SOURCES}")
