@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU half of issue #8, prepared for a machine with an NVIDIA GPU (not yet run):
+# profile Llama-3.2-1B on the local GPU (eager and with CUDA graphs), then replay
+# Azure conversation requests on it and compare with the simulator.
+# Usage: bash bench/gpu_check.sh OUTDIR   (about 6-8 minutes on an H200)
+# On a machine without simpy/pydantic, install dcsim's dependencies first
+# (`pip install -e ".[gpu]"`, or wheels carried in .whl: see the device notes).
+set -euo pipefail
+out="${1:?output folder}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+dcsim() { python3 -m dcsim "$@"; }
+nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.sm --format=csv | tee "$out/nvidia-smi.csv"
+# eager timing matches the replay loop; the graph run matches the shipped H200 method
+dcsim profile --model llama-3.2-1b --grid standard --phases prefill,decode --no-graphs \
+    --min-time-s 0.3 --budget-s 150 --out "$out/eager" -q
+dcsim profile --model llama-3.2-1b --grid quick --min-time-s 0.3 --budget-s 90 \
+    --out "$out/graphs" -q
+dcsim profile replay --profile "$out/eager" --requests 400 --max-num-seqs 64 \
+    --max-batched-tokens 8192 --out "$out/eager/replay"
