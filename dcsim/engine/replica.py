@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Generator
 
 import simpy
 
@@ -82,7 +81,11 @@ class Replica:
         self.steps = {"measured": 0, "interpolated": 0, "derived": 0}
         self.prefills = {"measured": 0, "interpolated": 0, "derived": 0}
         self._block_ev: simpy.Event = self.wake  # the timeout of the decode block running
-        self.process = env.process(self.run())
+        self._decode_provenance = costs.decode_provenance
+        self._dec_rows = costs.decode.rows
+        # bound once: each iteration's timeout gets one of these as its callback
+        self._on_mixed, self._on_block = self._mixed_done, self._block_done
+        self.wake.callbacks.append(self._woken)  # idle from the start
 
     # -- called by the router ----------------------------------------------
     def submit(self, seq: Seq) -> None:
@@ -103,13 +106,9 @@ class Replica:
             self._cut()
 
     def _cut(self) -> None:
-        """End the decode block at the end of the step in progress.
-
-        Rather than interrupt the process (an extra event, an exception, then a timeout
-        to finish the step), move its wait from the block's timeout to a timeout at that
-        step's end, whose value is the number of steps done. This uses SimPy's process
-        internals (`_target`, `_resume`), as `Process.interrupt` itself does.
-        """
+        """End the decode block at the end of the step in progress: move the block's
+        callback from its timeout to a timeout at that step's end, whose value is the
+        number of steps done."""
         assert self.current is not None
         blk: DecodeBlock = self.current[1]
         now = self.env.now
@@ -118,9 +117,9 @@ class Replica:
             return
         done += 1
         ev = self.env.timeout(max(self.since + blk.time_after(done) - now, 0.0), value=done)
-        self._block_ev.callbacks.remove(self.process._resume)
-        ev.callbacks.append(self.process._resume)
-        self.process._target = ev
+        self._block_ev.callbacks.remove(self._on_block)
+        ev.callbacks.append(self._on_block)
+        self._block_ev = ev
 
     def _change_outstanding(self, delta: int) -> None:
         now = self.env.now
@@ -130,37 +129,55 @@ class Replica:
         if self.loads is not None:
             self.loads[self.slot] = self.outstanding
 
-    # -- the process ---------------------------------------------------------
-    def run(self) -> Generator[simpy.Event, None, None]:
-        # one flat loop: every resume of a nested generator would cost a frame switch
+    # -- the iteration loop -----------------------------------------------------
+    # Driven by callbacks on each iteration's own timeout rather than a generator
+    # process: the same events at the same times, without SimPy's resume machinery
+    # and a generator frame switch per iteration (the engine's hottest path).
+    def _woken(self, _ev: simpy.Event) -> None:
+        self._idle_until(self.env.now)
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next iteration: prefill chunks (plus one token for each decoding
+        sequence), else a block of decode steps up to the next completion, else idle."""
         env, costs = self.env, self.costs
-        while True:
+        nd = len(self.decoding)
+        # schedule() only when it can change something (the decode-only case skips it)
+        if self.prefilling or self.waiting or (nd and self.used + nd > self.capacity):
             chunks = self.schedule()
-            start = env.now
-            if chunks:  # prefill chunks, plus one token for each decoding sequence
-                nd = len(self.decoding)
-                n_tok = sum(c for _, c in chunks)
-                mean_chunk = n_tok / len(chunks)
-                t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
-                self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
-                self.state, self.since, self.current = "busy", start, ("mixed", chunks, t, e)
-                yield env.timeout(t)
-                self._after_mixed(chunks, n_tok, nd, e, start)
-            elif self.decoding:  # a block of decode steps up to the next completion
-                b = len(self.decoding)
-                k = self.finish_heap[0][0] - self.step
-                k = min(k, (self.capacity - self.used) // b) if self.coalesce else 1
-                blk = costs.decode.block(b, self.dec_kv, k)
-                self.state, self.since, self.current = "block", start, ("block", blk)
-                self._block_ev = env.timeout(blk.time_s)
-                cut = yield self._block_ev  # a cut (see _cut) ends it early, at a step's end
-                self._after_block(blk, b, k if cut is None else cut, start)
-            else:
-                self.state, self.current = "idle", None
-                self.since = start
-                self.wake = env.event()
-                yield self.wake
-                self._idle_until(env.now)
+            nd = len(self.decoding)  # it may have preempted some
+        else:
+            chunks = None
+        start = env.now
+        if chunks:
+            n_tok = chunks[0][1] if len(chunks) == 1 else sum(c for _, c in chunks)
+            mean_chunk = n_tok / len(chunks)
+            t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
+            self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
+            self.state, self.since, self.current = "busy", start, ("mixed", chunks, t, e, n_tok, nd)
+            env.timeout(t).callbacks.append(self._on_mixed)
+        elif nd:
+            k = self.finish_heap[0][0] - self.step
+            k = min(k, (self.capacity - self.used) // nd) if self.coalesce else 1
+            blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
+            self.state, self.since, self.current = "block", start, ("block", blk, nd, k)
+            ev = self._block_ev = env.timeout(blk.time_s)
+            ev.callbacks.append(self._on_block)
+        else:
+            self.state, self.current, self.since = "idle", None, start
+            self.wake = env.event()
+            self.wake.callbacks.append(self._woken)
+
+    def _mixed_done(self, _ev: simpy.Event) -> None:
+        _, chunks, _, e, n_tok, nd = self.current  # type: ignore[misc]
+        self._after_mixed(chunks, n_tok, nd, e, self.since)
+        self._next()
+
+    def _block_done(self, ev: simpy.Event) -> None:
+        _, blk, b, k = self.current  # type: ignore[misc]
+        cut = ev.value  # a cut (see _cut) ends the block early, at a step's end
+        self._after_block(blk, b, k if cut is None else cut, self.since)
+        self._next()
 
     def _after_mixed(self, chunks: list[tuple[Seq, int]], n_tok: int, nd: int, e: float,
                      start: float) -> None:
@@ -178,16 +195,22 @@ class Replica:
                     self.log.first_token_s[s.rid] = now
                 self._join_decoding(s)
         self._account(start, now, e, len(self.running))
-        self._retire(now)
+        if self.finish_heap and self.finish_heap[0][0] <= self.step:
+            self._retire(now)
 
     def _after_block(self, blk: DecodeBlock, b: int, done: int, start: float) -> None:
         now = self.env.now
-        self.steps[self.costs.provenance("decode", b, self.dec_kv / b + (done - 1) / 2)] += done
+        self.steps[self._decode_provenance(b, self.dec_kv / b + (done - 1) / 2)] += done
         kv0 = self.used
-        energy = blk.energy_after(done)
-        self._advance(done, energy)
+        energy = blk.energy_j if done >= blk.k else blk.energy_after(done)
+        # _advance(done, energy), inlined: this runs once per decode block
+        self.step += done
+        self.e_cum += energy / b
+        self.dec_kv += b * done
+        self.used += b * done
         self._account(start, now, energy, b, kv_mean=kv0 + b * done / 2)
-        self._retire(now)
+        if self.finish_heap and self.finish_heap[0][0] <= self.step:
+            self._retire(now)
 
     # -- decoding group --------------------------------------------------------
     def _advance(self, steps: int, energy: float) -> None:
@@ -315,7 +338,7 @@ class Replica:
         if self.current is None:
             self._idle_until(now)
         elif self.current[0] == "mixed":
-            _, chunks, t, e = self.current
+            _, chunks, t, e, _, _ = self.current
             part = e * (now - self.since) / t
             n = len(chunks) + len(self.decoding)
             for s, _ in chunks:

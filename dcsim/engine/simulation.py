@@ -173,7 +173,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     sh = Shared(env, sched, storage, fabric, leaf, fleet.series)
     runs = start_jobs(sh, s, jobs, cat, store, servers, server_caps, n_rep, seeds, len(services))
     replays = start_replays(env, s, base)
-    env.process(_arrivals(env, reqs, routers))
+    _Arrivals(env, reqs, routers)
     if progress is not None:
         env.process(_ticks(env, sim.duration_s, progress))
     env.run(until=sim.duration_s)
@@ -278,15 +278,26 @@ def _budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray,
     } for d in doms])
 
 
-def _arrivals(env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router]
-              ) -> Generator[simpy.Event, None, None]:
-    times = reqs["arrival_s"].tolist()
-    prompts, outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
-    svcs = reqs["service"].tolist()
-    for rid, t in enumerate(times):
-        if t > env.now:
-            yield env.timeout(t - env.now)
-        routers[svcs[rid]].route(Seq(rid, prompts[rid], outputs[rid]))
+class _Arrivals:
+    """Routes each request at its arrival time: one timeout per distinct arrival time,
+    with a callback (cheaper than resuming a generator process per request)."""
+
+    def __init__(self, env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router]
+                 ) -> None:
+        self.env, self.routers, self.i = env, routers, 0
+        self.times = reqs["arrival_s"].tolist()
+        self.prompts, self.outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
+        self.svcs = reqs["service"].tolist()
+        env.timeout(0).callbacks.append(self._fire)  # after the setup events of time 0
+
+    def _fire(self, _ev: simpy.Event) -> None:
+        env, times, i, n = self.env, self.times, self.i, len(self.times)
+        while i < n and times[i] <= env.now:
+            self.routers[self.svcs[i]].route(Seq(i, self.prompts[i], self.outputs[i]))
+            i += 1
+        self.i = i
+        if i < n:
+            env.timeout(times[i] - env.now).callbacks.append(self._fire)
 
 
 def _ticks(env: simpy.Environment, duration: float, progress: Callable[[float], None]
