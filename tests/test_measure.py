@@ -226,3 +226,12 @@ def test_cli_profile_runs_and_bad_input_exits_1_writing_nothing(tmp_path):
         res = runner.invoke(app, cmd)
         assert res.exit_code == 1 and words in res.output and "Traceback" not in res.output
         assert not bad.exists()
+
+
+def test_simulator_and_cli_do_not_need_torch():
+    """Only `dcsim profile` imports torch: running and planning work without the extra."""
+    import subprocess
+
+    code = ("import sys, dcsim.cli, dcsim.engine.simulation, dcsim.optimize.run; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
