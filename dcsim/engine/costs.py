@@ -207,7 +207,6 @@ class IterationCosts:
             for b, length in cost.grid or ():
                 grid.setdefault(int(b), set()).add(int(length))
             self._measured[phase] = grid
-        self._dec_bounds, self._dec_measured = self._inside["decode"], self._measured["decode"]
         per_gpu_weights = shapes.weight_bytes(self.decode_cost.model) / tp
         self.weight_read_s = per_gpu_weights / self.decode_cost.ceilings.bytes_s
         self.idle_power_w = self.decode_cost.gpu.idle_power_w * tp
@@ -227,16 +226,6 @@ class IterationCosts:
         td, ed = self.decode.at(n_decode, mean_ctx)
         overlap = min(self.weight_read_s, t, td)
         return t + td - overlap, e + ed - overlap * ed / td
-
-    def decode_provenance(self, batch: int, length: float) -> str:
-        """provenance("decode", ...) with the lookups bound once (called per decode block)."""
-        bounds = self._dec_bounds
-        if batch >= len(bounds):
-            return "derived"
-        bound = bounds[batch]
-        if bound is None or not bound[0] <= length <= bound[1]:
-            return "derived"
-        return "measured" if length in self._dec_measured.get(batch, ()) else "interpolated"
 
     def provenance(self, phase: str, batch: int, length: float) -> str:
         """measured / interpolated / derived class of a lookup."""

@@ -81,7 +81,6 @@ class Replica:
         self.steps = {"measured": 0, "interpolated": 0, "derived": 0}
         self.prefills = {"measured": 0, "interpolated": 0, "derived": 0}
         self._block_ev: simpy.Event = self.wake  # the timeout of the decode block running
-        self._decode_provenance = costs.decode_provenance
         self._dec_rows = costs.decode.rows
         # bound once: each iteration's timeout gets one of these as its callback
         self._on_mixed, self._on_block = self._mixed_done, self._block_done
@@ -200,14 +199,10 @@ class Replica:
 
     def _after_block(self, blk: DecodeBlock, b: int, done: int, start: float) -> None:
         now = self.env.now
-        self.steps[self._decode_provenance(b, self.dec_kv / b + (done - 1) / 2)] += done
+        self.steps[self.costs.provenance("decode", b, self.dec_kv / b + (done - 1) / 2)] += done
         kv0 = self.used
-        energy = blk.energy_j if done >= blk.k else blk.energy_after(done)
-        # _advance(done, energy), inlined: this runs once per decode block
-        self.step += done
-        self.e_cum += energy / b
-        self.dec_kv += b * done
-        self.used += b * done
+        energy = blk.energy_after(done)
+        self._advance(done, energy)
         self._account(start, now, energy, b, kv_mean=kv0 + b * done / 2)
         if self.finish_heap and self.finish_heap[0][0] <= self.step:
             self._retire(now)
