@@ -125,3 +125,11 @@ def test_cli_replay_prints_the_side_by_side_table(profile_dir, tmp_path):
     res = CliRunner().invoke(app, ["profile", "replay", "--profile", str(tmp_path / "none"),
                                    "--device", "cpu"])
     assert res.exit_code == 1 and "a folder `dcsim profile` wrote" in res.output
+
+
+def test_replay_refuses_a_token_budget_below_the_batch_before_serving(profile_dir, tmp_path):
+    res = CliRunner().invoke(app, [
+        "profile", "replay", "--profile", str(profile_dir), "--device", "cpu",
+        "--max-num-seqs", "64", "--max-batched-tokens", "32", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "--max-batched-tokens: got 32" in res.output
+    assert not (tmp_path / "r").exists()

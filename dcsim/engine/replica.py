@@ -57,7 +57,8 @@ class Replica:
         self.capacity, self.log, self.series, self.coalesce = kv_capacity, log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
         self.waiting: deque[Seq] = deque() if waiting is None else waiting
-        self.running: list[Seq] = []  # admission order (the newest is preempted first)
+        # admission order (the newest is preempted first); a dict removes in O(1)
+        self.running: dict[Seq, None] = {}
         self.prefilling: list[Seq] = []  # admitted, prompt not yet fully processed
         self.decoding: set[Seq] = set()
         self.finish_heap: list[tuple[int, int, int, Seq]] = []  # (step, rid, version, seq)
@@ -203,7 +204,7 @@ class Replica:
         kv0 = self.used
         energy = blk.energy_after(done)
         self._advance(done, energy)
-        self._account(start, now, energy, b, kv_mean=kv0 + b * done / 2)
+        self._account(start, now, energy, b, kv0 + b * done / 2)
         if self.finish_heap and self.finish_heap[0][0] <= self.step:
             self._retire(now)
 
@@ -256,7 +257,7 @@ class Replica:
             if not self.chunked and need > budget and (chunks or self.decoding):
                 break
             self.waiting.popleft()
-            self.running.append(s)
+            self.running[s] = None
             self.prefilling.append(s)
             self.used += need
             s.kv = need
@@ -272,7 +273,7 @@ class Replica:
     def _make_room(self) -> None:
         """Preempt the newest sequences until the next decode step fits in the KV cache."""
         while self.decoding and self.used + len(self.decoding) > self.capacity:
-            victim = self.running.pop()
+            victim, _ = self.running.popitem()
             if victim in self.decoding:
                 self._leave_decoding(victim)
             else:
@@ -295,7 +296,7 @@ class Replica:
             if version != s.version:  # preempted since it was queued
                 continue
             self._leave_decoding(s)
-            self.running.remove(s)
+            del self.running[s]
             self.used -= s.kv
             self.log.finish_s[s.rid] = now
             self.log.status[s.rid] = FINISHED

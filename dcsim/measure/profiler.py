@@ -105,15 +105,18 @@ def run_profile(req: ProfileRequest, out: Path, catalog: Catalog,
     check_request(req)
     target = open_target(req.device)
     out.mkdir(parents=True, exist_ok=True)
-    facts = _machine(target, req, out)
+    now = target.meter.facts()
+    facts = _machine(target, req, out, now)
+    # the limit in force now (read, never set): a non-default one is recorded per row
+    cap = now.get("power_limit_w") if now.get("power_limit_w") != now.get(
+        "power_limit_default_w") else None
     rows = _existing_rows(out)
-    done = {(r["model"], r["phase"], int(r["batch_size"]), int(r["seq_len"])) for r in rows}
+    done = {_key(r["model"], r["phase"], r["batch_size"], r["seq_len"], r["power_cap_w"])
+            for r in rows}
     _write_models(out, req.model, spec, catalog)
     todo = [p for p in plan_points(req, target)
-            if (_row_model(p, req.model), p.phase, p.batch_size, p.seq_len) not in done]
+            if _key(_row_model(p, req.model), p.phase, p.batch_size, p.seq_len, cap) not in done]
     outcome = ProfileOutcome(already=len(done))
-    cap = facts.get("power_limit_w") if facts.get("power_limit_w") != facts.get(
-        "power_limit_default_w") else None
     models = _Models(spec, target)
     start = time.monotonic()
     for i, point in enumerate(todo):
@@ -140,6 +143,12 @@ def run_profile(req: ProfileRequest, out: Path, catalog: Catalog,
     if progress:
         progress(len(todo), len(todo), "done")
     return outcome
+
+
+def _key(model: str, phase: str, batch: int, seq: int, cap: float | None
+         ) -> tuple[str, str, int, int, float | None]:
+    """What makes a point: a rerun at another power limit measures it again."""
+    return model, phase, int(batch), int(seq), None if cap is None or cap != cap else float(cap)
 
 
 def _row_model(point: Point, model: str) -> str:
@@ -171,10 +180,10 @@ class _Models:
             torch.cuda.empty_cache()
 
 
-def _machine(target: Target, req: ProfileRequest, out: Path) -> dict:
+def _machine(target: Target, req: ProfileRequest, out: Path, facts: dict) -> dict:
     """Machine facts, measured idle power included; kept from an earlier run if present."""
     path = out / "machine.json"
-    facts = target.meter.facts()
+    facts = dict(facts)
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("gpu") != facts["gpu"]:

@@ -81,7 +81,11 @@ def write_trace(reqs: pd.DataFrame, path: Path) -> None:
 def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Path("."),
            progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Run the whole check (module docstring); returns the comparison and notes on it."""
+    if req.max_batched_tokens < req.max_num_seqs:  # the simulator's deployment rule, up front
+        raise DcsimError(Problem("--max-batched-tokens", req.max_batched_tokens,
+                                 f"at least --max-num-seqs ({req.max_num_seqs})"))
     machine = json.loads(_need(req.profile / "machine.json").read_text())
+    points = pd.read_csv(_need(req.profile / "points.csv"))
     model_id = _model(req)
     spec = catalog.model(model_id)
     target = open_target(req.device)
@@ -97,7 +101,7 @@ def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Pat
     real = serve(model, target, reqs, req.max_num_seqs, req.max_batched_tokens, req.seed, progress)
     with atomic_file(out / "real_requests.csv") as tmp:
         real.requests.to_csv(tmp, index=False)
-    scenario = _scenario(req, machine, model_id, catalog, out, real.wall_s)
+    scenario = _scenario(req, machine, points, model_id, catalog, out, real.wall_s)
     sim = _simulate(out, scenario)
     table = compare(real.requests, sim["requests"], real_energy_j=real.energy_j,
                     sim_energy_j=_sim_energy(sim, scenario))
@@ -107,16 +111,15 @@ def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Pat
              "iterations": real.iterations, "wall_s": real.wall_s,
              "energy_j": None if math.isnan(real.energy_j) else real.energy_j,
              "energy_method": machine.get("energy_method"), "torch": torch.__version__}
-    notes = _notes(req.profile, machine)
+    notes = _notes(points, machine)
     facts["notes"] = notes
     with atomic_file(out / "replay.json") as tmp:
         tmp.write_text(json.dumps(facts, indent=1) + "\n")
     return table, notes
 
 
-def _notes(profile: Path, machine: dict) -> list[str]:
+def _notes(points: pd.DataFrame, machine: dict) -> list[str]:
     """What limits the comparison, for the user to read beside it."""
-    points = pd.read_csv(profile / "points.csv")
     notes = []
     if (points.loc[points["phase"].isin(["prefill", "decode"]), "mode"] == "graph").any():
         notes.append("the profile timed inference as CUDA graphs while this loop runs eagerly "
@@ -149,9 +152,8 @@ def _model(req: ReplayRequest) -> str:
     return names[0]
 
 
-def _scenario(req: ReplayRequest, machine: dict, model_id: str, catalog: Catalog, out: Path,
-              wall_s: float) -> dict:
-    points = pd.read_csv(req.profile / "points.csv")
+def _scenario(req: ReplayRequest, machine: dict, points: pd.DataFrame, model_id: str,
+              catalog: Catalog, out: Path, wall_s: float) -> dict:
     gpus, servers, gpu_id = device_entries(machine, points, catalog)
     profile_file = req.profile / "points.csv"
     if points["energy_j"].isna().any():  # timing only: the simulator needs some energy
