@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 
@@ -97,7 +98,11 @@ def test_cpu_profile_is_a_profile_table_with_energy_marked_empty(profiled):
     machine = json.loads((profiled / "machine.json").read_text())
     assert machine["gpu"] == "cpu" and machine["idle_power_w"] is None
     models = pd.read_csv(profiled / "models.csv")
-    assert models.loc[0, "params_full"] == shapes.total_params(TINY)
+    assert models.loc[0, "params_full"] == models.loc[0, "params_measured"] == shapes.total_params(
+        TINY)
+    # the device is not in the catalog: an entry scenarios can use is written beside
+    entry = yaml.safe_load((profiled / "catalog.yaml").read_text())["gpus"][0]
+    assert GpuSpec(**entry).id == "cpu"
 
 
 def test_store_refuses_a_profile_without_energy(profiled, mcat):

@@ -21,13 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 from dcsim.catalog import Catalog, ModelSpec
 from dcsim.catalog.shapes import total_params
 from dcsim.errors import DcsimError, Problem
+from dcsim.measure.device_spec import gpu_entry
 from dcsim.measure.points import Point, ceiling_points, measure, row
 from dcsim.measure.timing import Target, open_target
-from dcsim.measure.torch_model import Decoder
+from dcsim.measure.torch_model import Decoder, build
 from dcsim.output import atomic_file
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,7 @@ def run_profile(req: ProfileRequest, out: Path, catalog: Catalog,
         except KeyboardInterrupt:  # keep what is written; the point in progress is lost
             outcome.interrupted = True
             outcome.not_reached = todo[i:]
-            return outcome
+            break
         except torch.OutOfMemoryError as exc:
             outcome.failed.append((point, f"out of memory: {str(exc).splitlines()[0]}"))
             models.release()
@@ -140,7 +142,8 @@ def run_profile(req: ProfileRequest, out: Path, catalog: Catalog,
                         str(target.dtype).removeprefix("torch."), target.meter.method))
         _write_points(out, rows)
         outcome.measured.append(point)
-    if progress:
+    _write_catalog_entry(out, facts, rows, catalog)
+    if progress and not outcome.interrupted:
         progress(len(todo), len(todo), "done")
     return outcome
 
@@ -170,8 +173,8 @@ class _Models:
         if kind not in self._built:
             self.release()
             torch.manual_seed(0)  # weight values do not matter; fixed for repeatability
-            model = Decoder(self.spec).to(self.target.device)
-            self._built[kind] = model if kind == "train" else model.to(self.target.dtype).eval()
+            dtype = torch.float32 if kind == "train" else self.target.dtype  # fp32 master weights
+            self._built[kind] = build(self.spec, self.target.device, dtype).train(kind == "train")
         return self._built[kind]
 
     def release(self) -> None:
@@ -221,8 +224,27 @@ def _write_models(out: Path, name: str, m: ModelSpec, catalog: Catalog) -> None:
         "model": name, "layers_measured": m.layers, "layers_full": full.layers,
         "hidden": full.hidden, "heads": full.heads, "kv_heads": full.kv_heads,
         "head_dim": full.head_dim, "ffn": full.ffn, "vocab": full.vocab,
-        "params_full": total_params(full),
+        "params_measured": total_params(m), "params_full": total_params(full),
         "includes_embedding_and_head": "/" not in name}])
     merged = pd.concat([old[old["model"] != name] if not old.empty else old, new])
     with atomic_file(path) as tmp:
         merged.to_csv(tmp, index=False)
+
+
+def _write_catalog_entry(out: Path, facts: dict, rows: list[dict], catalog: Catalog) -> None:
+    """`catalog.yaml`: the device as a catalog GPU for scenarios, when the catalog lacks it
+    (needs the gemm and copy ceilings; see dcsim.measure.device_spec)."""
+    try:
+        catalog.gpu(facts["gpu"])
+        return  # a known GPU: scenarios use its catalog id
+    except DcsimError:
+        pass
+    points = pd.DataFrame(rows)
+    if points.empty or not {"gemm", "copy"} <= set(points["phase"]):
+        return
+    entry = gpu_entry(facts, points, catalog)
+    text = ("# This device as a catalog GPU, derived by dcsim profile: put the entry under\n"
+            "# `catalog: gpus:` in a scenario to deploy replicas on it.\n"
+            + yaml.safe_dump({"gpus": [entry]}, sort_keys=False))
+    with atomic_file(out / "catalog.yaml") as tmp:
+        tmp.write_text(text)

@@ -30,7 +30,7 @@ from dcsim.measure import TINY
 from dcsim.measure.device_spec import device_entries
 from dcsim.measure.serve import serve
 from dcsim.measure.timing import open_target
-from dcsim.measure.torch_model import Decoder
+from dcsim.measure.torch_model import build
 from dcsim.output import atomic_file, write_run
 from dcsim.workloads.traces import load_trace, resolve_trace_path
 
@@ -97,7 +97,7 @@ def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Pat
     reqs = pick_requests(req, base_dir)
     write_trace(reqs, out / "trace.csv")
     torch.manual_seed(req.seed)
-    model = Decoder(spec).to(target.device).to(target.dtype).eval()
+    model = build(spec, target.device, target.dtype).eval()
     real = serve(model, target, reqs, req.max_num_seqs, req.max_batched_tokens, req.seed, progress)
     with atomic_file(out / "real_requests.csv") as tmp:
         real.requests.to_csv(tmp, index=False)

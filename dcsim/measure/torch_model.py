@@ -150,6 +150,13 @@ class Decoder(nn.Module):
         return self._out(h)[:, 0]
 
 
+def build(m: ModelSpec, device: torch.device, dtype: torch.dtype) -> Decoder:
+    """The model with random weights initialised on `device` itself (initialising billions
+    of weights on the host first would take minutes), in `dtype`."""
+    with torch.device(device):
+        return Decoder(m).to(dtype)
+
+
 def training_loss(model: Decoder, x: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy for a full model; a slice has no vocabulary, so the mean
     square of its output stands in (same backward graph through every layer)."""
