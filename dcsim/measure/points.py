@@ -103,6 +103,4 @@ def row(point: Point, timed: Timed, mode: str, gpu: str, model: str, cap_w: floa
            "power_cap_w": cap_w if cap_w is not None else math.nan}
     out.update(asdict(timed))
     out.update(mode=mode, dtype=dtype, energy_method=energy_method, source="measured")
-    if math.isnan(timed.energy_j):
-        out["avg_power_w"] = math.nan
     return out
