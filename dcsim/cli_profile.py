@@ -138,7 +138,13 @@ def replay_cmd(
         req = ReplayRequest(profile_dir, trace, requests, start_row, time_scale, max_prompt,
                             max_output, max_num_seqs, max_batched_tokens, device, model, seed)
         target = out_dir or profile_dir / "replay"
-        table, notes = replay(req, target, measure_catalog(load_catalog()))
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with Progress(TextColumn("serving requests"), BarColumn(), MofNCompleteColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("serve", total=requests)
+            table, notes = replay(req, target, measure_catalog(load_catalog()), progress=lambda
+                                  done, n: bar.update(task, completed=done, total=n))
     except DcsimError as exc:
         raise fail(exc) from None
     view = Table(title="Real serving vs simulation")

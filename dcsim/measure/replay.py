@@ -93,8 +93,8 @@ def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Pat
     if here != machine["gpu"]:
         raise DcsimError(Problem("--profile", str(req.profile), f"a profile of this device "
                                  f"({here}); it was measured on {machine['gpu']}"))
-    out.mkdir(parents=True, exist_ok=True)
     reqs = pick_requests(req, base_dir)
+    out.mkdir(parents=True, exist_ok=True)
     write_trace(reqs, out / "trace.csv")
     torch.manual_seed(req.seed)
     model = build(spec, target.device, target.dtype).eval()

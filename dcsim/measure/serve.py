@@ -124,12 +124,13 @@ def serve(model: Decoder, target: Target, reqs: pd.DataFrame, max_num_seqs: int,
             for s in new:
                 s.generated, first[s.rid] = 1, end
                 srv.decoding.append(s)
-            for s in [s for s in srv.decoding if s.generated >= s.output]:
+            finished = [s for s in srv.decoding if s.generated >= s.output]
+            for s in finished:
                 finish[s.rid] = end
                 srv.decoding.remove(s)
                 srv.free.append(s.slot)
-                done += 1
-            if progress:
+            done += len(finished)
+            if progress and finished:
                 progress(done, n)
     wall = time.perf_counter() - t0
     window = target.meter.stop()
