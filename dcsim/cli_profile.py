@@ -7,12 +7,16 @@ Kept apart from dcsim.cli because it is the only command that needs torch (extra
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from dcsim.cli_common import err, fail, out
 from dcsim.errors import DcsimError, Problem
+
+if TYPE_CHECKING:
+    from dcsim.measure.profiler import ProfileOutcome
 
 profile_app = typer.Typer(help="Measure the local GPU (or CPU) into a profile folder.")
 
@@ -70,7 +74,8 @@ def profile(
 
 def _run_profile(model: str | None, out_dir: Path, device: str, grid: str, phases: str,
                  batch: str, seq: str, max_tokens: int, min_time_s: float,
-                 budget_s: float | None, graphs: bool, seed: int, quiet: bool) -> object:
+                 budget_s: float | None, graphs: bool, seed: int, quiet: bool
+                 ) -> ProfileOutcome:
     if model is None:
         raise DcsimError(Problem("--model", None, "a model to measure (e.g. llama-3.2-1b, "
                                  "llama-3.1-70b/8L, or tiny-llama with --device cpu)"))
@@ -96,10 +101,7 @@ def _run_profile(model: str | None, out_dir: Path, device: str, grid: str, phase
             task, completed=i, total=n, description=f"measuring {d}"))
 
 
-def _print_outcome(o: object, out_dir: Path) -> None:
-    from dcsim.measure.profiler import ProfileOutcome
-
-    assert isinstance(o, ProfileOutcome)
+def _print_outcome(o: ProfileOutcome, out_dir: Path) -> None:
     out.print(f"measured {len(o.measured)} points ({o.already} already in the folder): "
               f"{out_dir / 'points.csv'}", highlight=False)
     if o.failed:

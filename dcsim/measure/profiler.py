@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import platform
 import time
 from collections.abc import Callable
@@ -32,7 +31,6 @@ from dcsim.measure.timing import Target, open_target
 from dcsim.measure.torch_model import Decoder, build
 from dcsim.output import atomic_file
 
-log = logging.getLogger(__name__)
 PHASES = ("prefill", "decode", "train")
 # (batch sizes, lengths) per phase; `standard` is the grid of the shipped H200 set
 GRIDS: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
@@ -193,7 +191,7 @@ def _machine(target: Target, req: ProfileRequest, out: Path, facts: dict) -> dic
             raise DcsimError(Problem(str(path), old.get("gpu"), f"a folder profiled on this "
                                      f"device ({facts['gpu']}); choose another --out"))
         return old
-    facts |= target.meter.idle(IDLE_SAMPLE_S) if target.cuda else target.meter.idle(0)
+    facts |= target.meter.idle(IDLE_SAMPLE_S)  # a CPU meter returns at once, with nothing
     facts |= {"torch": torch.__version__, "python": platform.python_version(),
               "dtype": str(target.dtype).removeprefix("torch."), "torch_threads":
               torch.get_num_threads(), "date": dt.date.today().isoformat(),

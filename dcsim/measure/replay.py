@@ -12,7 +12,6 @@ last completion), idle gaps included; a CPU profile has no energy and says so.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from dcsim.measure.torch_model import build
 from dcsim.output import atomic_file, write_run
 from dcsim.workloads.traces import load_trace, resolve_trace_path
 
-log = logging.getLogger(__name__)
 BASE_TIME = pd.Timestamp("2023-11-16 18:00:00")  # trace clock origin of the written file
 PERCENTILES = (50, 90, 99)
 
@@ -200,8 +198,7 @@ def _sim_energy(sim: dict[str, pd.DataFrame], scenario: dict) -> float:
     energy, less the idle tail the simulation ran on after the last request."""
     reps, reqs = sim["replicas"], sim["requests"]
     makespan = float(reqs["finish_s"].max())
-    idle_w = float(scenario["catalog"]["gpus"][0]["idle_power_w"]) if scenario["catalog"][
-        "gpus"] else float("nan")
+    idle_w = float(scenario["catalog"]["gpus"][0]["idle_power_w"])
     duration = scenario["simulation"]["duration_s"]
     total = float(reps["energy_j"].sum() + reps["idle_energy_j"].sum())
     return total - idle_w * (duration - makespan)

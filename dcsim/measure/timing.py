@@ -9,7 +9,6 @@ the number of runs.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,5 +113,5 @@ def time_runs(run: Callable[[], object], target: Target, min_time_s: float) -> T
     window = target.meter.stop()
     latency_s = elapsed / n
     energy = window.energy_j / n
-    power = energy / latency_s if not math.isnan(energy) else math.nan
+    power = energy / latency_s  # NaN when the device has no energy counter
     return Timed(latency_s * 1e3, energy, power, window.sampled_power_w, window.sm_clock_mhz, n)
