@@ -39,7 +39,7 @@ def write_run(out: Path, s: Scenario, tables: dict[str, pd.DataFrame],
     try:
         for name, df in tables.items():
             df.to_parquet(tmp / f"{name}.parquet", index=False)
-        (tmp / summary_name).write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+        (tmp / summary_name).write_text(plain_json(summary))
         for rel, text in (files or {}).items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text)
@@ -57,6 +57,11 @@ def write_run(out: Path, s: Scenario, tables: dict[str, pd.DataFrame],
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def plain_json(summary: dict[str, object]) -> str:
+    """The summary as the JSON text written to summary.json (numpy scalars as numbers)."""
+    return json.dumps(summary, indent=2, default=_plain) + "\n"
 
 
 def _plain(x: object) -> object:
