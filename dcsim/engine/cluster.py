@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from dcsim.engine.metrics import LevelIntegral
 from dcsim.scenario import Scenario
 from dcsim.workloads.cluster_trace import load_cluster_trace, resolve
 from dcsim.workloads.spec import ClusterReplaySpec
@@ -64,27 +65,17 @@ class ClusterReplay:
         self.queue: list[int] = []
         self.used = 0
         self.stranded = 0  # free milli-GPU on partly used GPUs
-        n = max(int(np.ceil(duration_s / bucket_s)), 1)
         self.bucket_s, self.duration_s = bucket_s, duration_s
-        self.util_x = np.zeros(n)
-        self.queue_x = np.zeros(n)
-        self.frag_x = np.zeros(n)
-        self._t = 0.0
+        self.levels = LevelIntegral(("gpu_allocation", "queue_length", "fragmentation"),
+                                    duration_s, bucket_s)
         env.process(self._arrivals())
 
     # -- time-weighted metrics ------------------------------------------------
     def _observe(self) -> None:
-        now = min(self.env.now, self.duration_s)
         free = self.total - self.used
-        values = (self.used / self.total, len(self.queue), self.stranded / free if free else 0.0)
-        t, w, last = self._t, self.bucket_s, len(self.util_x) - 1
-        b = min(int(t / w), last)
-        while t < now:  # step the bucket index: t / w can round below a boundary
-            hi = now if b == last else min(now, (b + 1) * w)
-            for arr, v in zip((self.util_x, self.queue_x, self.frag_x), values, strict=True):
-                arr[b] += v * (hi - t)
-            t, b = hi, b + 1
-        self._t = now
+        self.levels.advance(self.env.now, {
+            "gpu_allocation": self.used / self.total, "queue_length": len(self.queue),
+            "fragmentation": self.stranded / free if free else 0.0})
 
     # -- processes --------------------------------------------------------------
     def _arrivals(self) -> Generator[simpy.Event, None, None]:
@@ -218,13 +209,10 @@ class ClusterReplay:
                              "node": self.node, "gpus": self.gpus,
                              "gpu_milli": self.milli, "run_s": self.run,
                              "started": ~np.isnan(self.start)})
-        n = len(self.util_x)
-        starts = np.arange(n) * self.bucket_s
-        dt = np.minimum(starts + self.bucket_s, self.duration_s) - starts
+        dt = self.levels.bucket_seconds()
+        starts = np.arange(dt.size) * self.bucket_s
         series = pd.DataFrame({"t_start_s": starts, "t_end_s": starts + dt,
-                               "gpu_allocation": self.util_x / dt,
-                               "queue_length": self.queue_x / dt,
-                               "fragmentation": self.frag_x / dt})
+                               **self.levels.means()})
         return pods, series
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import simpy
 
 from dcsim.catalog import Catalog
-from dcsim.engine.metrics import TimeSeries
+from dcsim.engine.metrics import TimeSeries, overlaps
 from dcsim.engine.scheduler import JobScheduler
 from dcsim.engine.training import JobPlan, JobProcess, JobRun, Shared, failure_gaps
 from dcsim.hardware.network import Fabric
@@ -31,14 +31,14 @@ def steps_total(job: TrainingJob) -> int:
 
 
 def build_fabric(env: simpy.Environment, s: Scenario, servers: list[Server],
-                 series: TimeSeries) -> tuple[Fabric, list[int]]:
+                 duration_s: float, bucket_s: float) -> tuple[Fabric, list[int]]:
     """Leaf-spine uplinks of the fleet (servers in order, servers_per_leaf each)."""
     net = s.fleet.network
     leaf = [i // net.servers_per_leaf for i in range(len(servers))]
     cap = np.zeros(max(leaf, default=-1) + 1)
     for i, x in enumerate(servers):
         cap[leaf[i]] += x.spec.nics * x.spec.nic_gbps * 1e9 / 8 / net.oversubscription
-    return Fabric(cap, lambda: env.now, series.bucket_s, series.n), leaf
+    return Fabric(cap, lambda: env.now, bucket_s, duration_s), leaf
 
 
 def _step_for(job: TrainingJob, cat: Catalog, store: ProfileStore, s: Scenario,
@@ -86,7 +86,7 @@ def job_timing(job: TrainingJob, cat: Catalog, s: Scenario, step_s: float, n_ser
 
 
 def start_jobs(sh: Shared, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
-               store: ProfileStore, servers: list[Server], caps: np.ndarray, first_row: int,
+               store: ProfileStore, servers: list[Server], caps: np.ndarray,
                seeds: list[list[np.random.SeedSequence]], seed_offset: int
                ) -> list[tuple[JobProcess, dict[str, float]]]:
     out = []
@@ -101,7 +101,7 @@ def start_jobs(sh: Shared, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
         gaps = failure_gaps(job.gpus, f.gpu_mtbf_hours, f.weibull_shape, f.distribution,
                             f.times_s, np.random.default_rng(gap_seed))
         size = checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param)
-        plan = JobPlan(j, first_row + j, job.gpu, job.priority, tm.estimated_runtime_s,
+        plan = JobPlan(j, j, job.gpu, job.priority, tm.estimated_runtime_s,
                        step_for, tm.checkpoint_interval_s, size, f.restart_s, f.repair_s,
                        cat.gpu(job.gpu).idle_power_w, gaps, np.random.default_rng(server_seed),
                        frozenset(job.racks) if job.racks else None)
@@ -164,14 +164,11 @@ def checkpoints_table(runs: list[tuple[JobProcess, dict[str, float]]]) -> pd.Dat
 
 def _overlap(t0: float, t1: float, w: float, n: int) -> tuple[int, np.ndarray]:
     """First bucket and seconds of [t0, t1) in each bucket from it on (width w, n buckets)."""
-    b0 = min(int(t0 // w), n - 1)
-    b1 = max(min(int(t1 // w), n - 1), b0)
-    edges = np.clip(np.arange(b0, b1 + 2) * w, t0, t1)
-    edges[-1] = t1
-    return b0, np.diff(edges)
+    parts = overlaps(t0, t1, w, n)
+    return parts[0][0], np.array([dt for _, dt in parts])
 
 
-def server_training_power(sched: JobScheduler, series: TimeSeries, first_row: int,
+def server_training_power(sched: JobScheduler, series: TimeSeries,
                           servers: list[Server], dt: np.ndarray, end_s: float,
                           unused_off: bool = False
                           ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
@@ -183,12 +180,11 @@ def server_training_power(sched: JobScheduler, series: TimeSeries, first_row: in
     under repair draws nothing.
     """
     n = dt.size
-    energy = series.array("energy_j")[first_row:]
-    gpu_s = series.array("batch_x_s")[first_row:]
+    energy, gpu_s = series.array("energy_j"), series.array("gpus_x_s")
+    active_s = series.array("active_s")
     with np.errstate(divide="ignore", invalid="ignore"):
         per_gpu = np.where(gpu_s > 0, energy / gpu_s, 0.0)
-        busy_share = np.where(series.array("kv_x_s")[first_row:] > 0, series.array(
-            "busy_s")[first_row:] / series.array("kv_x_s")[first_row:], 0.0)
+        busy_share = np.where(active_s > 0, series.array("busy_s") / active_s, 0.0)
     e = np.zeros((len(servers), n))
     busy, held, off = np.zeros_like(e), np.zeros_like(e), np.zeros_like(e)
     for job, si, g, t0, t1 in sched.allocations(end_s).itertuples(index=False):

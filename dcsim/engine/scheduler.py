@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from dcsim.engine.metrics import LevelIntegral
 from dcsim.hardware.placement import Server
 from dcsim.scenario import TrainingScheduler
 
@@ -63,11 +64,9 @@ class JobScheduler:
         self.open: dict[tuple[int, int], int] = {}  # (job, server) -> index into allocs
         self.down_since: dict[int, float] = {}  # servers under repair now
         self.total_gpus = sum(servers[i].spec.gpus_per_server for i in pool)
-        n = max(int(np.ceil(duration_s / bucket_s)), 1)
         self.bucket_s, self.duration_s = bucket_s, duration_s
-        self.x = {k: np.zeros(n) for k in ("gpu_allocation", "queue_length", "servers_down",
-                                          "fragmentation")}
-        self._t = 0.0
+        self.levels = LevelIntegral(("gpu_allocation", "queue_length", "servers_down",
+                                     "fragmentation"), duration_s, bucket_s)
 
     def hold_spares(self, gpus: set[str]) -> None:
         """Set aside spec.spare_servers servers of each GPU type (the last in fleet order)."""
@@ -243,8 +242,7 @@ class JobScheduler:
         self.allocs[self.open.pop((job, server))][4] = self.env.now
 
     def _observe(self) -> None:
-        now = min(self.env.now, self.duration_s)
-        if now <= self._t:
+        if min(self.env.now, self.duration_s) <= self.levels.t:
             return
         used = sum(self._gpus(i) for held in self.held.values() for i in held)
         free_leaf: dict[int, int] = {}
@@ -254,23 +252,15 @@ class JobScheduler:
         values = {"gpu_allocation": used / self.total_gpus if self.total_gpus else 0.0,
                   "queue_length": len(self.queue), "servers_down": len(self.down),
                   "fragmentation": 1 - max(free_leaf.values()) / free if free else 0.0}
-        t, w, last = self._t, self.bucket_s, len(self.x["queue_length"]) - 1
-        b = min(int(t / w), last)
-        while t < now:
-            hi = now if b == last else min(now, (b + 1) * w)
-            for k, v in values.items():
-                self.x[k][b] += v * (hi - t)
-            t, b = hi, b + 1
-        self._t = now
+        self.levels.advance(self.env.now, values)
 
     def series(self) -> pd.DataFrame:
         """Allocation, queue, servers down and fragmentation per time bucket."""
         self._observe()
-        n = len(self.x["queue_length"])
-        starts = np.arange(n) * self.bucket_s
-        dt = np.minimum(starts + self.bucket_s, self.duration_s) - starts
+        dt = self.levels.bucket_seconds()
+        starts = np.arange(dt.size) * self.bucket_s
         return pd.DataFrame({"t_start_s": starts, "t_end_s": starts + dt,
-                             **{k: v / dt for k, v in self.x.items()}})
+                             **self.levels.means()})
 
     def allocations(self, end_s: float) -> pd.DataFrame:
         """One row per (job, server) holding: GPUs used and the interval, s."""

@@ -22,7 +22,7 @@ from dcsim.engine.jobs import (
     server_training_power,
     start_jobs,
 )
-from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
+from dcsim.engine.metrics import JOB_LEVELS, STATUS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica, Seq
 from dcsim.engine.router import Router
 from dcsim.engine.scheduler import JobScheduler
@@ -161,17 +161,18 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     n_rep = sum(svc.deployment.replicas for svc in services)
     servers, pool, server_caps, doms, replica_caps, where = _placement(s, services, jobs, cat)
     fleet = _Fleet(env, cat, store, RequestLog(len(reqs)),
-                   TimeSeries(n_rep + len(jobs), sim.duration_s, sim.time_bucket_s), coalesce,
+                   TimeSeries(n_rep, sim.duration_s, sim.time_bucket_s), coalesce,
                    replica_caps, where)
     routers = [fleet.add_service(svc, reqs[reqs["service"] == i],
                                  np.random.default_rng(seeds[i][1]))
                for i, svc in enumerate(services)]
-    fabric, leaf = build_fabric(env, s, servers, fleet.series)
+    job_series = TimeSeries(len(jobs), sim.duration_s, sim.time_bucket_s, JOB_LEVELS)
+    fabric, leaf = build_fabric(env, s, servers, sim.duration_s, sim.time_bucket_s)
     sched = JobScheduler(env, servers, pool, leaf, s.fleet.training_scheduler, sim.duration_s,
                          sim.time_bucket_s)
     storage = SharedStorage(env, s.fleet.storage, sim.time_bucket_s, fleet.series.n)
-    sh = Shared(env, sched, storage, fabric, leaf, fleet.series)
-    runs = start_jobs(sh, s, jobs, cat, store, servers, server_caps, n_rep, seeds, len(services))
+    sh = Shared(env, sched, storage, fabric, leaf, job_series)
+    runs = start_jobs(sh, s, jobs, cat, store, servers, server_caps, seeds, len(services))
     replays = start_replays(env, s, base)
     _Arrivals(env, reqs, routers)
     if progress is not None:
@@ -183,7 +184,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
     result.jobs = jobs_table(runs, sim.duration_s)
     result.failures = failures_table(runs)
     result.checkpoints = checkpoints_table(runs)
-    result.links = pd.concat([fabric.links_table(sim.duration_s), storage.links_table(
+    result.links = pd.concat([fabric.links_table(), storage.links_table(
         sim.duration_s)], ignore_index=True) if jobs else pd.DataFrame()
     result.cluster_pods, result.cluster = replay_tables(replays)
     if jobs:
@@ -191,7 +192,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
             workload="training jobs")], ignore_index=True)
     dt = bucket_seconds(fleet.series.n, sim.time_bucket_s, sim.duration_s)
     off = s.fleet.unused_servers == "switched_off"
-    train_w, busy, on = server_training_power(sched, fleet.series, n_rep, servers, dt,
+    train_w, busy, on = server_training_power(sched, job_series, servers, dt,
                                               sim.duration_s, off)
     power, it_w = domain_power(servers, doms, fleet.series.array("energy_j"), dt, server_caps,
                                train_w if jobs or off else None, on)
@@ -213,8 +214,7 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
 def _network_power(s: Scenario, servers: list[Server], leaf: list[int], fabric: Fabric,
                    busy: np.ndarray, dt: np.ndarray) -> np.ndarray:
     """Switch-port power per bucket; a server's ports are busy while its job trains."""
-    fabric.observe()
-    util = fabric.load_x / dt / np.maximum(fabric.capacity[:, None], 1e-9)
+    util = fabric.mean_load() / np.maximum(fabric.capacity[:, None], 1e-9)
     net = s.fleet.network
     return switch_power_w([x.spec.nics for x in servers], leaf, busy, util,
                           net.oversubscription, net.switch_port_idle_w, net.switch_port_power_w)
@@ -343,8 +343,7 @@ def _collect(reqs: pd.DataFrame, names: list[str], fleet: _Fleet, warmup: float)
 def _timeseries(fleet: _Fleet) -> pd.DataFrame:
     series, replicas, rows = fleet.series, fleet.replicas, fleet.rows
     w = series.bucket_s
-    n_rep = len(replicas)  # rows after these belong to training jobs
-    energy = series.array("energy_j")[:n_rep]
+    energy = series.array("energy_j")
     n_rep, n = energy.shape
     t0 = np.tile(np.arange(n) * w, n_rep)
     return pd.DataFrame({
@@ -352,10 +351,10 @@ def _timeseries(fleet: _Fleet) -> pd.DataFrame:
         "service": np.repeat([row["service"] for row in rows], n),
         "t_start_s": t0, "t_end_s": t0 + w,
         "energy_j": energy.ravel(), "power_w": energy.ravel() / w,
-        "busy_fraction": series.array("busy_s")[:n_rep].ravel() / w,
-        "batch_size": series.array("batch_x_s")[:n_rep].ravel() / w,
-        "kv_tokens": series.array("kv_x_s")[:n_rep].ravel() / w,
-        "kv_use": series.array("kv_x_s")[:n_rep].ravel() / w
+        "busy_fraction": series.array("busy_s").ravel() / w,
+        "batch_size": series.array("batch_x_s").ravel() / w,
+        "kv_tokens": series.array("kv_x_s").ravel() / w,
+        "kv_use": series.array("kv_x_s").ravel() / w
         / np.repeat([r.capacity for r in replicas], n),
-        "queue_length": series.array("queue_x_s")[:n_rep].ravel() / w,
+        "queue_length": series.array("queue_x_s").ravel() / w,
     })

@@ -93,7 +93,7 @@ class JobPlan:
     """One job's fixed inputs."""
 
     index: int  # the job's number in the scenario, also its fabric and scheduler key
-    row: int  # its row in the time series
+    row: int  # its row in the jobs' time series
     gpu: str
     priority: int
     estimate_s: float  # run time without failures, for backfill
@@ -216,10 +216,10 @@ class JobProcess:
         return came
 
     def _charge(self, t0: float, t1: float, power_w: float, busy: bool, gpus: int) -> None:
-        # a job's row: batch_x_s integrates the GPUs it holds and kv_x_s its active time,
-        # for attributing its energy to the servers it held (dcsim.engine.jobs)
+        # GPUs held and active time, for attributing the job's energy to the servers it
+        # held (dcsim.engine.jobs)
         self.run.energy_j += power_w * (t1 - t0)
-        self.sh.series.add(self.plan.row, t0, t1, power_w * (t1 - t0), busy, gpus, 1.0, 0.0)
+        self.sh.series.add(self.plan.row, t0, t1, power_w * (t1 - t0), busy, gpus, 1.0)
 
     def _fail(self, seconds: float, power_w: float, wasted_s: float = 0.0
               ) -> Generator[simpy.Event, None, None]:

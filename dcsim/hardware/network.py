@@ -15,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from dcsim.engine.metrics import LevelIntegral
+
 
 def max_min_rates(flow_links: list[list[int]], capacity: np.ndarray,
                   demand: np.ndarray | None = None) -> np.ndarray:
@@ -64,12 +66,12 @@ class Fabric:
     """Uplink shares of the jobs running now; per-GPU all-reduce bandwidth of each."""
 
     def __init__(self, uplink_byte_s: np.ndarray, clock: Callable[[], float] | None = None,
-                 bucket_s: float = 60.0, buckets: int = 1) -> None:
+                 bucket_s: float = 60.0, duration_s: float = 60.0) -> None:
         self.capacity = uplink_byte_s
         self.clock = clock or (lambda: 0.0)
         self.bucket_s = bucket_s
-        self.load_x = np.zeros((uplink_byte_s.size, buckets))  # integral of load, bytes
-        self._t = 0.0
+        # integral of each uplink's load per bucket, bytes
+        self._load_x = LevelIntegral(("load",), duration_s, bucket_s, (uplink_byte_s.size,))
         self.jobs: dict[int, tuple[dict[int, int], float]] = {}  # job -> ({leaf: GPUs}, B/s)
         self.per_gpu: dict[int, float] = {}
         self.load = np.zeros(uplink_byte_s.size)  # bytes/s allocated on each uplink
@@ -85,22 +87,19 @@ class Fabric:
 
     def observe(self) -> None:
         """Integrate the uplink load since the last change into the time buckets."""
-        now, t, w = self.clock(), self._t, self.bucket_s
-        last = self.load_x.shape[1] - 1
-        b = min(int(t / w), last)
-        while t < now:  # step the bucket index: t / w can round below a boundary
-            hi = now if b == last else min(now, (b + 1) * w)
-            self.load_x[:, b] += self.load * (hi - t)
-            t, b = hi, b + 1
-        self._t = now
+        self._load_x.advance(self.clock(), {"load": self.load})
 
-    def links_table(self, duration_s: float) -> pd.DataFrame:
-        """Per leaf uplink and time bucket: mean load (bytes/s) and utilisation."""
+    def mean_load(self) -> np.ndarray:
+        """Mean load of each uplink per bucket up to now, bytes/s (links x buckets)."""
         self.observe()
-        n = self.load_x.shape[1]
+        return self._load_x.means()["load"]
+
+    def links_table(self) -> pd.DataFrame:
+        """Per leaf uplink and time bucket: mean load (bytes/s) and utilisation."""
+        load = self.mean_load()
+        dt = self._load_x.bucket_seconds()
+        n = dt.size
         starts = np.arange(n) * self.bucket_s
-        dt = np.minimum(starts + self.bucket_s, duration_s) - starts
-        load = self.load_x / dt
         return pd.DataFrame({
             "link": np.repeat([f"leaf-{i}/uplink" for i in range(self.capacity.size)], n),
             "t_start_s": np.tile(starts, self.capacity.size),

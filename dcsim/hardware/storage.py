@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from dcsim.engine.metrics import spread
 from dcsim.hardware.network import water_fill
 from dcsim.scenario import Storage
 from dcsim.training.checkpoint import transfer_s
@@ -80,7 +81,7 @@ class SharedStorage:
             flow = sum(tr.rate for tr in pool.active.values())
             for tr in pool.active.values():
                 tr.left_bytes -= tr.rate * dt
-            _spread(pool.moved, self._t, now, flow * dt, self.bucket_s)
+            spread(pool.moved, self._t, now, flow * dt, self.bucket_s)
         self._t = now
 
     def _reshare(self) -> None:
@@ -122,13 +123,3 @@ class SharedStorage:
                 "utilization": load / pool.capacity}))
         return pd.concat(rows, ignore_index=True)
 
-
-def _spread(acc: np.ndarray, t0: float, t1: float, amount: float, w: float) -> None:
-    """Add `amount`, spread evenly over [t0, t1), to the buckets of width w it overlaps."""
-    last = acc.size - 1
-    b = min(int(t0 / w), last)
-    t = t0
-    while t < t1:
-        hi = t1 if b == last else min(t1, (b + 1) * w)
-        acc[b] += amount * (hi - t) / (t1 - t0)
-        t, b = hi, b + 1
