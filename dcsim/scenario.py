@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from dcsim.catalog.specs import GpuSpec, ModelSpec, ServerSpec
+from dcsim.engine.gang import Policy
 from dcsim.errors import DcsimError, Problem
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.schema_base import Spec
@@ -160,7 +161,7 @@ class Row(Spec):
 class TrainingScheduler(Spec):
     """How the scenario's training jobs queue for and are placed on whole servers."""
 
-    policy: Literal["fifo", "priority", "easy_backfill"] = Field(
+    policy: Policy = Field(
         default="fifo", description="fifo: in submission order; priority: higher first; "
         "easy_backfill: FIFO, later jobs may jump ahead if they do not delay the first blocked "
         "job's reserved start (run-time estimates from the profiles, without failures).")

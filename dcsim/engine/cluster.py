@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from dcsim.engine.gang import Policy, queue_order, schedule_pass
 from dcsim.engine.metrics import LevelIntegral
 from dcsim.scenario import Scenario
 from dcsim.workloads.cluster_trace import load_cluster_trace, resolve
@@ -39,7 +40,7 @@ class _Node:
 
 class ClusterReplay:
     def __init__(self, env: simpy.Environment, nodes: pd.DataFrame, pods: pd.DataFrame,
-                 policy: str, duration_s: float, bucket_s: float) -> None:
+                 policy: Policy, duration_s: float, bucket_s: float) -> None:
         self.env, self.policy = env, policy
         self.nodes = [_Node([FULL] * int(g), float(c), float(m)) for g, c, m in
                       zip(nodes["gpu"], nodes["cpu_milli"], nodes["memory_mib"], strict=True)]
@@ -94,24 +95,22 @@ class ClusterReplay:
 
     # -- scheduling -------------------------------------------------------------
     def _schedule(self) -> None:
-        order = self.queue
-        if self.policy == "priority":
-            order = sorted(self.queue, key=lambda p: (-self.prio[p], self.submit[p]))
-        shadow, reserved = np.inf, -1
-        for p in list(order[:BACKFILL_WINDOW]):
-            node = self._fit(p)
-            if shadow == np.inf:  # nothing blocked yet: start in order
-                if node >= 0:
-                    self._start(p, node)
-                    continue
-                if self.policy != "easy_backfill":
-                    return  # FIFO and priority: the blocked head holds the line
-                shadow, reserved = self._reservation(p)
-                continue
-            if node >= 0 and self.env.now + self.run[p] > shadow and node == reserved:
-                node = self._fit(p, exclude=reserved)  # it may not hold up the head there
-            if node >= 0:
-                self._start(p, node)
+        order = queue_order(self.queue, self.policy, lambda p: (-self.prio[p], self.submit[p]))
+        schedule_pass(order[:BACKFILL_WINDOW], self.policy, self._place, self._start,
+                      self._reservation, self._backfill)
+
+    def _place(self, p: int) -> int | None:
+        node = self._fit(p)
+        return node if node >= 0 else None
+
+    def _backfill(self, p: int, held: tuple[float, int]) -> int | None:
+        """A node for pod p that does not hold up the reserved pod: any node if p ends
+        before the reservation, else one other than the reserved node."""
+        shadow, reserved = held
+        node = self._fit(p)
+        if node >= 0 and self.env.now + self.run[p] > shadow and node == reserved:
+            node = self._fit(p, exclude=reserved)
+        return node if node >= 0 else None
 
     def _fits_node(self, p: int, nd: _Node) -> bool:
         if nd.cpu < self.cpu[p] or nd.mem < self.mem[p]:
@@ -181,8 +180,9 @@ class ClusterReplay:
         self._refresh(int(self.node[p]))
         self.ends[self.node[p]].remove((self.start[p] + self.run[p], p))
 
-    def _reservation(self, p: int) -> tuple[float, int]:
-        """Earliest time and node at which pod p fits, if running pods end as the trace says."""
+    def _reservation(self, p: int) -> tuple[float, int] | None:
+        """Earliest time and node at which pod p fits, if running pods end as the trace says
+        (None if it fits nowhere even then)."""
         best, node = np.inf, -1
         for i, nd in enumerate(self.nodes):
             trial = _Node(list(nd.free), nd.cpu, nd.mem)
@@ -196,7 +196,7 @@ class ClusterReplay:
                 if self._fits_node(p, trial):
                     best, node = end, i
                     break
-        return best, node
+        return (best, node) if node >= 0 else None
 
     # -- results ------------------------------------------------------------------
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from dcsim.engine.gang import queue_order, schedule_pass
 from dcsim.engine.metrics import LevelIntegral
 from dcsim.hardware.placement import Server
 from dcsim.scenario import TrainingScheduler
@@ -44,6 +45,16 @@ class Ask:
     estimate_s: float  # run time without failures, for backfill reservations
     event: simpy.Event
     racks: frozenset[str] | None = None  # where the job may start (None: anywhere)
+
+
+@dataclass
+class _Reservation:
+    """EASY backfill's hold for the first blocked job: its GPU type, when it can start,
+    and the GPUs of that type left over then (backfilled jobs may use them)."""
+
+    gpu: str
+    time_s: float
+    extra_gpus: int
 
 
 class JobScheduler:
@@ -166,30 +177,29 @@ class JobScheduler:
     # -- the queue ------------------------------------------------------------------
     def _schedule(self) -> None:
         self._serve_replacements()
-        order = self.queue
-        if self.spec.policy == "priority":
-            order = sorted(self.queue, key=lambda a: (-a.priority, a.submit_s, a.job))
-        shadow, shadow_gpu, extra = None, "", 0
-        for ask in list(order):
-            picked = self._pick(ask.gpu, ask.gpus, ask.racks)
-            if shadow is None:
-                if picked is not None:
-                    self._start(ask, picked)
-                    continue
-                if self.spec.policy != "easy_backfill":
-                    return
-                shadow_gpu = ask.gpu
-                shadow, extra = self._reservation(ask)
-                continue
-            if picked is None:
-                continue
-            if ask.gpu != shadow_gpu or self.env.now + ask.estimate_s <= shadow:
-                self._start(ask, picked)
-            elif sum(self._gpus(i) for i in picked) <= extra:
-                extra -= sum(self._gpus(i) for i in picked)
-                self._start(ask, picked)
+        order = queue_order(self.queue, self.spec.policy,
+                            lambda a: (-a.priority, a.submit_s, a.job))
+        schedule_pass(order, self.spec.policy, self._fit, self._start, self._reservation,
+                      self._backfill)
 
-    def _reservation(self, ask: Ask) -> tuple[float, int]:
+    def _fit(self, ask: Ask) -> list[int] | None:
+        return self._pick(ask.gpu, ask.gpus, ask.racks)
+
+    def _backfill(self, ask: Ask, held: _Reservation) -> list[int] | None:
+        """Servers for `ask` if it ends before the reservation, uses another GPU type, or
+        fits in the GPUs the reservation leaves over (which it then takes)."""
+        picked = self._fit(ask)
+        if picked is None:
+            return None
+        if ask.gpu != held.gpu or self.env.now + ask.estimate_s <= held.time_s:
+            return picked
+        gpus = sum(self._gpus(i) for i in picked)
+        if gpus > held.extra_gpus:
+            return None
+        held.extra_gpus -= gpus
+        return picked
+
+    def _reservation(self, ask: Ask) -> _Reservation:
         """Earliest time `ask` fits if running jobs end at their estimates; GPUs left then."""
         have = sum(self._gpus(i) for i in self.free if self.servers[i].gpu.id == ask.gpu)
         ends = sorted((max(end, self.env.now), n) for end, g, n in self.running.values()
@@ -197,8 +207,8 @@ class JobScheduler:
         for end, n in ends:
             have += n
             if have >= ask.gpus:
-                return end, have - ask.gpus
-        return np.inf, 0
+                return _Reservation(ask.gpu, end, have - ask.gpus)
+        return _Reservation(ask.gpu, np.inf, 0)
 
     def _start(self, ask: Ask, picked: list[int]) -> None:
         self.queue.remove(ask)

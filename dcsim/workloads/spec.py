@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from dcsim.engine.gang import Policy
 from dcsim.schema_base import Spec
 
 # -- arrival processes -------------------------------------------------------
@@ -274,7 +275,10 @@ class ClusterReplaySpec(Spec):
     name: str = Field(min_length=1)
     trace: str = Field(default="builtin:alibaba-gpu-2023",
                        description="builtin:NAME, or 'nodes.csv,pods.csv' (relative paths).")
-    policy: Literal["fifo", "priority", "easy_backfill"] = "easy_backfill"
+    policy: Policy = Field(
+        default="easy_backfill", description="fifo: in submission order; priority: by QoS "
+        "class, then submission; easy_backfill: FIFO, later pods may jump ahead if they do "
+        "not delay the first blocked pod's reserved start (traced run times as estimates).")
     arrival_time_scale: float = Field(
         default=1.0, gt=0, le=1, description="Multiply submission times (< 1 compresses them "
         "and raises the load; run times stay as traced)."
