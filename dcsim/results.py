@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from dcsim.power_summary import domain_peaks, energy_split
 from dcsim.scenario import Scenario
+from dcsim.slo import slo_attainment
 from dcsim.workloads.spec import InferenceService
 
 QUANTILES = (0.5, 0.9, 0.99)
-
-
-def slo_met(req: pd.DataFrame, svc: InferenceService) -> pd.Series:
-    """Per finished request: every bound the service sets holds (a missing bound always holds)."""
-    ok = pd.Series(True, index=req.index)
-    for col, bound in (("ttft_s", svc.slo.ttft_p99_s), ("tpot_s", svc.slo.tpot_p99_s),
-                       ("e2e_s", svc.slo.e2e_p99_s)):
-        if bound is not None:
-            ok &= req[col].fillna(0.0) <= bound
-    return ok
 
 
 def _latency_stats(done: pd.DataFrame) -> dict[str, float | None]:
@@ -36,20 +25,11 @@ def _latency_stats(done: pd.DataFrame) -> dict[str, float | None]:
 
 def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, end_s: float,
                     energy_j: float, gpus: int) -> dict[str, object]:
-    """Counts, latency percentiles and SLO attainment of one service after warm-up.
-
-    SLO attainment = requests meeting every bound / requests that finished or whose
-    elapsed time at the end already breaks a bound (unfinished ones that might still
-    make it are left out rather than guessed).
-    """
+    """Counts, latency percentiles and SLO attainment (dcsim.slo) of one service after
+    warm-up."""
     r = req[~req["in_warmup"]]
     done = r[r["status"] == "finished"]
     open_ = r[r["status"] == "unfinished"]
-    tightest = min([b for b in (svc.slo.ttft_p99_s, svc.slo.e2e_p99_s) if b is not None],
-                   default=math.inf)
-    late = open_[(end_s - open_["arrival_s"]) > tightest]
-    met = int(slo_met(done, svc).sum())
-    judged = len(done) + len(late) + int((r["status"].isin(["rejected", "aborted"])).sum())
     out_tokens = int(done["output_tokens"].sum())
     return {
         "requests_arrived": len(r), "requests_finished": len(done),
@@ -59,7 +39,7 @@ def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, e
         "throughput_req_s": len(done) / window_s,
         "output_tokens_per_s": out_tokens / window_s,
         **_latency_stats(done),
-        "slo_attainment": met / judged if judged else None,
+        "slo_attainment": slo_attainment(r, svc.slo, end_s),
         "preemptions": int(r["preemptions"].sum()),
         "gpus": gpus, "gpu_hours": gpus * end_s / 3600.0,
         "energy_kwh": energy_j / 3.6e6,

@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from dcsim.engine.simulation import simulate
-from dcsim.optimize.verify import meets_slo, replica_service
+from dcsim.optimize.verify import replica_service
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
+from dcsim.slo import meets_p99
 from dcsim.workloads.spec import InferenceService
 
 STEPS = 5  # bisection steps when the planned rate fails (to 1/32 of it)
@@ -41,8 +42,7 @@ def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, base_
     req = r.requests[~r.requests["in_warmup"]]
     slo = svc.slo.model_copy(update={k: None if v is None else v * MARGIN
                                      for k, v in svc.slo.model_dump().items()})
-    strict = svc.model_copy(update={"slo": slo})
-    return meets_slo(strict, req[req["status"] == "finished"], req, duration)
+    return meets_p99(req, slo, duration)
 
 
 def calibrate(s: Scenario, services: list[InferenceService], table: pd.DataFrame,

@@ -20,8 +20,8 @@ from dcsim.hardware.facility import facility_power_w
 from dcsim.optimize.capacity import Config, deployment_for
 from dcsim.optimize.model import Inputs, period_it_w
 from dcsim.profiles.store import ProfileStore
-from dcsim.results import slo_met
 from dcsim.scenario import Scenario
+from dcsim.slo import meets_p99, slo_attainment
 from dcsim.workloads.spec import (
     EmpiricalLength,
     InferenceService,
@@ -85,9 +85,8 @@ def verify(s: Scenario, services: list[InferenceService], dep: pd.DataFrame, x: 
                 "requests": len(mine), "finished_share": len(done) / max(len(mine), 1),
                 "ttft_p99_s": _q(done["ttft_s"]), "tpot_p99_s": _q(done["tpot_s"]),
                 "e2e_p99_s": _q(done["e2e_s"]),
-                "slo_attainment": float(slo_met(done, svc).sum()) / max(
-                    len(done) + _late(svc, mine, duration_s), 1),
-                "meets_slo": meets_slo(svc, done, mine, duration_s),
+                "slo_attainment": slo_attainment(mine, svc.slo, duration_s),
+                "meets_slo": meets_p99(mine, svc.slo, duration_s),
                 "simulated_facility_w": sim_w,
                 "predicted_facility_w": float(facility_power_w(
                     period_it_w(dep, x, int(t)), x.overhead, int(t)))})
@@ -97,43 +96,6 @@ def verify(s: Scenario, services: list[InferenceService], dep: pd.DataFrame, x: 
 def _q(v: pd.Series) -> float:
     v = v.dropna()
     return float(np.quantile(v, 0.99)) if len(v) else float("nan")
-
-
-def _late_for(svc: InferenceService, open_: pd.DataFrame, end_s: float, col: str) -> pd.Series:
-    """Requests still running at end_s that have already broken the `col` bound."""
-    age = end_s - open_["arrival_s"]
-    if col == "ttft_s" and svc.slo.ttft_p99_s is not None:
-        return open_["first_token_s"].isna() & (age > svc.slo.ttft_p99_s)
-    if col == "e2e_s" and svc.slo.e2e_p99_s is not None:
-        return age > svc.slo.e2e_p99_s
-    return pd.Series(False, index=open_.index)
-
-
-def meets_slo(svc: InferenceService, done: pd.DataFrame, all_: pd.DataFrame, end_s: float
-              ) -> bool:
-    """Every bound holds at p99 over the period's requests.
-
-    A request still running at the end counts as late for a bound it has already
-    broken (no first token after the TTFT bound, or older than the E2E bound) and is
-    left out otherwise: it may still make it.
-    """
-    open_ = all_[all_["status"] != "finished"]
-    ok = True
-    for col, bound in (("ttft_s", svc.slo.ttft_p99_s), ("tpot_s", svc.slo.tpot_p99_s),
-                       ("e2e_s", svc.slo.e2e_p99_s)):
-        if bound is None:
-            continue
-        late = int(_late_for(svc, open_, end_s, col).sum())
-        v = np.concatenate([done[col].dropna().to_numpy(), np.full(late, np.inf)])
-        ok &= bool(np.quantile(v, 0.99) <= bound) if v.size else True
-    return ok
-
-
-def _late(svc: InferenceService, all_: pd.DataFrame, end_s: float) -> int:
-    """Requests still running that have already broken the TTFT or E2E bound."""
-    open_ = all_[all_["status"] != "finished"]
-    return int((_late_for(svc, open_, end_s, "ttft_s") | _late_for(svc, open_, end_s, "e2e_s")
-                ).sum())
 
 
 def verify_jobs(s: Scenario, chosen: pd.DataFrame, base_dir: Path, store: ProfileStore
