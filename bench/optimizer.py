@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dcsim.engine.context import Context
 from dcsim.optimize.plan import inputs_for
 from dcsim.optimize.solver import solve_all
 from dcsim.scenario import scenario_from_data
@@ -64,7 +65,7 @@ def main() -> None:
     s = scenario_from_data(scenario())
     gpus = sum(8 * (8 if k % 3 else 9) for _, n in TYPES for k in range(n))
     t0 = time.perf_counter()
-    x, table, opt, _, _ = inputs_for(s, ROOT)
+    x, table, opt, _, _ = inputs_for(s, Context.load(s, ROOT))
     tab_s = time.perf_counter() - t0
     solved, _, _ = solve_all(x, opt.time_limit_s, opt.mip_gap)
     build_s = solved.build_s

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dcsim.engine.context import Context
 from dcsim.engine.simulation import simulate
 from dcsim.power_summary import request_carbon_and_cost
 from dcsim.results import summarize
@@ -14,10 +15,10 @@ from dcsim.scenario import Scenario
 
 
 def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
-               progress: Callable[[float], None] | None = None
-               ) -> tuple[dict[str, pd.DataFrame], dict]:
+               progress: Callable[[float], None] | None = None,
+               context: Context | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
     """Simulate `s`; return the results tables (by file stem) and the summary."""
-    result = simulate(s, base_dir, coalesce=coalesce, progress=progress)
+    result = simulate(s, base_dir, coalesce=coalesce, progress=progress, context=context)
     summary = summarize(s, result.requests, result.replicas, result.provenance, result.power,
                         result.budgets, result.jobs, result.cluster_pods, result.cluster)
     tables = {"requests": request_carbon_and_cost(result.requests, result.power),

@@ -199,6 +199,7 @@ def test_unknown_objective_exits_1_without_writing(tmp_path):
 
 
 def test_the_example_plan_meets_its_slos_in_simulation():
+    from dcsim.engine.context import Context
     from dcsim.optimize.verify import verify
 
     s = load_scenario(ROOT / "scenarios" / "optimize_diurnal.yaml")
@@ -206,17 +207,10 @@ def test_the_example_plan_meets_its_slos_in_simulation():
     assert plan.solved.status == "optimal" and plan.solved.gap <= s.optimize.mip_gap + 1e-9
     # every fourth hour replayed for five simulated minutes, as the CLI's --verify does
     dep = plan.deployments[plan.deployments["period"] % 4 == 0]
-    checked = verify(s, plan.services, dep, plan.inputs, 300.0, ROOT / "scenarios",
-                     plan_store(s), "plan")
+    checked = verify(s, plan.services, dep, plan.inputs, 300.0,
+                     Context.load(s, ROOT / "scenarios"), "plan")
     assert checked["meets_slo"].all(), checked[~checked["meets_slo"]]
     assert len(checked) == 6 * 2
-
-
-def plan_store(s):
-    from dcsim.profiles.store import ProfileStore
-    from dcsim.references import scenario_catalog
-
-    return ProfileStore.from_files(scenario_catalog(s), [])
 
 
 def test_cost_and_carbon_objectives_weigh_each_hour_by_price_and_intensity(tmp_path):

@@ -187,19 +187,17 @@ def test_cli_writes_the_jobs_plan_and_prints_it(tmp_path: Path):
 
 
 def test_the_training_example_plan_meets_slos_and_its_deadline_in_simulation():
+    from dcsim.engine.context import Context
     from dcsim.optimize.plan import optimize
     from dcsim.optimize.verify import verify, verify_jobs
-    from dcsim.profiles.store import ProfileStore
-    from dcsim.references import scenario_catalog
     from dcsim.scenario import load_scenario
 
     s = load_scenario(ROOT / "scenarios" / "optimize_training.yaml")
-    store = ProfileStore.from_files(scenario_catalog(s))
-    plan = optimize(s, ROOT / "scenarios", store)
+    ctx = Context.load(s, ROOT / "scenarios")
+    plan = optimize(s, ROOT / "scenarios", context=ctx)
     assert plan.solved.status == "optimal"
     dep = plan.deployments[plan.deployments["period"] % 4 == 0]  # every fourth hour
-    checked = verify(s, plan.services, dep, plan.inputs, 300.0, ROOT / "scenarios", store,
-                     "plan")
+    checked = verify(s, plan.services, dep, plan.inputs, 300.0, ctx, "plan")
     assert checked["meets_slo"].all(), checked[~checked["meets_slo"]]
-    jobs = verify_jobs(s, plan.jobs, ROOT / "scenarios", store)
+    jobs = verify_jobs(s, plan.jobs, ctx)
     assert jobs["meets_deadline"].all(), jobs

@@ -216,9 +216,19 @@ class ClusterReplay:
         return pods, series
 
 
-def start_replays(env: simpy.Environment, s: Scenario, base_dir: Path
-                  ) -> list[tuple[str, ClusterReplay]]:
-    """A ClusterReplay for every cluster_replay workload of the scenario."""
+@dataclass(frozen=True)
+class ReplaySpec:
+    """One cluster_replay workload: its name, the nodes kept and the pods (submission
+    times scaled), and the scheduling policy."""
+
+    name: str
+    nodes: pd.DataFrame
+    pods: pd.DataFrame
+    policy: Policy
+
+
+def load_replays(s: Scenario, base_dir: Path) -> list[ReplaySpec]:
+    """The traces of every cluster_replay workload of the scenario, as it asks for them."""
     out = []
     for w in s.workloads:
         if not isinstance(w, ClusterReplaySpec):
@@ -228,9 +238,15 @@ def start_replays(env: simpy.Environment, s: Scenario, base_dir: Path
                                                              1)).round().astype(int))
         nodes = nodes.iloc[keep].reset_index(drop=True)
         pods = pods.assign(creation_time=pods["creation_time"] * w.arrival_time_scale)
-        out.append((w.name, ClusterReplay(env, nodes, pods, w.policy, s.simulation.duration_s,
-                                          s.simulation.time_bucket_s)))
+        out.append(ReplaySpec(w.name, nodes, pods, w.policy))
     return out
+
+
+def start_replays(env: simpy.Environment, specs: tuple[ReplaySpec, ...], duration_s: float,
+                  bucket_s: float) -> list[tuple[str, ClusterReplay]]:
+    """A ClusterReplay process for every replay spec."""
+    return [(r.name, ClusterReplay(env, r.nodes, r.pods, r.policy, duration_s, bucket_s))
+            for r in specs]
 
 
 def replay_tables(replays: list[tuple[str, ClusterReplay]]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,4 +1,5 @@
-"""Start the training jobs of a scenario and tabulate what happened to them."""
+"""Training jobs of a scenario: their specs (build stage), their processes (run stage), and
+tables of what happened to them and of the power their servers drew (account stage)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from dcsim.catalog import Catalog
 from dcsim.engine.metrics import TimeSeries, overlaps
 from dcsim.engine.scheduler import JobScheduler
 from dcsim.engine.training import JobPlan, JobProcess, JobRun, Shared, failure_gaps
-from dcsim.hardware.network import Fabric
 from dcsim.hardware.placement import Server
 from dcsim.profiles.store import ProfileStore
-from dcsim.scenario import Scenario
+from dcsim.scenario import Network, Scenario
 from dcsim.training.checkpoint import checkpoint_bytes, transfer_s, young_daly_s
 from dcsim.training.step import StepModel, nic_bytes_s_per_gpu, step_model
 from dcsim.workloads.spec import TrainingJob
@@ -30,15 +29,14 @@ def steps_total(job: TrainingJob) -> int:
     return math.ceil(job.total_tokens / job.global_batch_tokens)
 
 
-def build_fabric(env: simpy.Environment, s: Scenario, servers: list[Server],
-                 duration_s: float, bucket_s: float) -> tuple[Fabric, list[int]]:
-    """Leaf-spine uplinks of the fleet (servers in order, servers_per_leaf each)."""
-    net = s.fleet.network
+def fabric_capacity(net: Network, servers: list[Server]) -> tuple[list[int], np.ndarray]:
+    """Leaf of each server (servers in fleet order, servers_per_leaf each) and each leaf's
+    uplink capacity: its servers' NIC bandwidth / oversubscription, bytes/s."""
     leaf = [i // net.servers_per_leaf for i in range(len(servers))]
     cap = np.zeros(max(leaf, default=-1) + 1)
     for i, x in enumerate(servers):
         cap[leaf[i]] += x.spec.nics * x.spec.nic_gbps * 1e9 / 8 / net.oversubscription
-    return Fabric(cap, lambda: env.now, bucket_s, duration_s), leaf
+    return leaf, cap
 
 
 def _step_for(job: TrainingJob, cat: Catalog, store: ProfileStore, s: Scenario,
@@ -85,36 +83,55 @@ def job_timing(job: TrainingJob, cat: Catalog, s: Scenario, step_s: float, n_ser
     return Timing(write, interval, mtbf_job_s, estimate)
 
 
-def start_jobs(sh: Shared, s: Scenario, jobs: list[TrainingJob], cat: Catalog,
-               store: ProfileStore, servers: list[Server], caps: np.ndarray,
-               seeds: list[list[np.random.SeedSequence]], seed_offset: int
-               ) -> list[tuple[JobProcess, dict[str, float]]]:
+@dataclass(frozen=True)
+class JobSpec:
+    """One training job as the run stage needs it: the scenario's job, its step model on
+    given servers, its timing, and the seeds of its failure times and failing servers."""
+
+    index: int
+    job: TrainingJob
+    step_for: Callable[[list[int]], tuple[StepModel, float]]  # servers -> step, NIC B/s/GPU
+    timing: Timing
+    checkpoint_bytes: float
+    idle_w: float  # per GPU
+    gap_seed: np.random.SeedSequence
+    server_seed: np.random.SeedSequence
+
+
+def job_specs(s: Scenario, jobs: list[TrainingJob], cat: Catalog, store: ProfileStore,
+              servers: list[Server], caps: np.ndarray,
+              seeds: list[list[np.random.SeedSequence]]) -> list[JobSpec]:
+    """Per job: step model, checkpoint and failure timing, seeds (seeds[j]: gaps, servers)."""
     out = []
-    sh.scheduler.hold_spares({job.gpu for job in jobs})
     for j, job in enumerate(jobs):
         step_for = _step_for(job, cat, store, s, servers, caps)
         alone, _ = step_for([])
         per_server = max(x.spec.gpus_per_server for x in servers if x.gpu.id == job.gpu)
         tm = job_timing(job, cat, s, alone.step_s, math.ceil(job.gpus / per_server))
-        f = job.failures
-        gap_seed, server_seed = seeds[seed_offset + j]
-        gaps = failure_gaps(job.gpus, f.gpu_mtbf_hours, f.weibull_shape, f.distribution,
-                            f.times_s, np.random.default_rng(gap_seed))
         size = checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param)
-        plan = JobPlan(j, j, job.gpu, job.priority, tm.estimated_runtime_s,
-                       step_for, tm.checkpoint_interval_s, size, f.restart_s, f.repair_s,
-                       cat.gpu(job.gpu).idle_power_w, gaps, np.random.default_rng(server_seed),
-                       frozenset(job.racks) if job.racks else None)
-        proc = JobProcess(sh, JobRun(job.name, job.gpus, steps_total(job), job.start_s), plan)
-        out.append((proc, asdict(tm)))
+        out.append(JobSpec(j, job, step_for, tm, size, cat.gpu(job.gpu).idle_power_w,
+                           seeds[j][0], seeds[j][1]))
     return out
 
 
-def jobs_table(runs: list[tuple[JobProcess, dict[str, float]]], end_s: float) -> pd.DataFrame:
-    """One row per job: timing, goodput, failures, checkpoints, energy, step breakdown."""
+def start_job(sh: Shared, spec: JobSpec) -> JobProcess:
+    """The SimPy process of one job (its random streams start afresh from its seeds)."""
+    job, tm, f = spec.job, spec.timing, spec.job.failures
+    gaps = failure_gaps(job.gpus, f.gpu_mtbf_hours, f.weibull_shape, f.distribution,
+                        f.times_s, np.random.default_rng(spec.gap_seed))
+    plan = JobPlan(spec.index, spec.index, job.gpu, job.priority, tm.estimated_runtime_s,
+                   spec.step_for, tm.checkpoint_interval_s, spec.checkpoint_bytes, f.restart_s,
+                   f.repair_s, spec.idle_w, gaps, np.random.default_rng(spec.server_seed),
+                   frozenset(job.racks) if job.racks else None)
+    return JobProcess(sh, JobRun(job.name, job.gpus, steps_total(job), job.start_s), plan)
+
+
+def jobs_table(runs: list[tuple[JobProcess, JobSpec]], end_s: float) -> pd.DataFrame:
+    """One row per job: timing, goodput, failures, checkpoints, energy, step breakdown
+    (call after every process's `finish`)."""
     rows = []
-    for proc, extra in runs:
-        proc.finish(end_s)
+    for proc, spec in runs:
+        extra = asdict(spec.timing)
         run = proc.run
         if proc.step is None and proc.base is None:  # still queued at the end
             rows.append({"job": run.name, "gpus": run.gpus, "finished": False,
@@ -148,14 +165,14 @@ def jobs_table(runs: list[tuple[JobProcess, dict[str, float]]], end_s: float) ->
     return pd.DataFrame(rows)
 
 
-def failures_table(runs: list[tuple[JobProcess, dict[str, float]]]) -> pd.DataFrame:
+def failures_table(runs: list[tuple[JobProcess, JobSpec]]) -> pd.DataFrame:
     """One row per failure: job, time, steps lost, GPU-hours lost (work, restart, restore)."""
     rows = [{"job": proc.run.name, "time_s": t, "steps_lost": steps, "lost_gpu_hours": gpu_h}
             for proc, _ in runs for t, steps, gpu_h in proc.run.failures]
     return pd.DataFrame(rows, columns=["job", "time_s", "steps_lost", "lost_gpu_hours"])
 
 
-def checkpoints_table(runs: list[tuple[JobProcess, dict[str, float]]]) -> pd.DataFrame:
+def checkpoints_table(runs: list[tuple[JobProcess, JobSpec]]) -> pd.DataFrame:
     """One row per completed checkpoint write: job, start and end time."""
     rows = [{"job": proc.run.name, "start_s": t0, "end_s": t1}
             for proc, _ in runs for t0, t1 in proc.run.checkpoint_times]
@@ -168,8 +185,25 @@ def _overlap(t0: float, t1: float, w: float, n: int) -> tuple[int, np.ndarray]:
     return parts[0][0], np.array([dt for _, dt in parts])
 
 
-def server_training_power(sched: JobScheduler, series: TimeSeries,
-                          servers: list[Server], dt: np.ndarray, end_s: float,
+@dataclass(frozen=True)
+class PoolRecord:
+    """What the job scheduler did with the training pool, for power accounting."""
+
+    pool: list[int]
+    spares: frozenset[int]  # hot spares at the end
+    allocations: pd.DataFrame  # job, server, gpus, t0_s, t1_s
+    outages: list[tuple[int, float, float]]  # server under repair, from, to
+
+
+def pool_record(sched: JobScheduler, end_s: float) -> PoolRecord:
+    """The scheduler's pool, spares, allocations and repairs up to end_s."""
+    spares = frozenset().union(*sched.spares.values()) if sched.spares else frozenset()
+    return PoolRecord(list(sched.pool), spares, sched.allocations(end_s),
+                      sched.outage_intervals(end_s))
+
+
+def server_training_power(rec: PoolRecord, series: TimeSeries,
+                          servers: list[Server], dt: np.ndarray,
                           unused_off: bool = False
                           ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
     """Per pool server and bucket: mean GPU power (W), share of time training, share in service.
@@ -187,19 +221,19 @@ def server_training_power(sched: JobScheduler, series: TimeSeries,
         busy_share = np.where(active_s > 0, series.array("busy_s") / active_s, 0.0)
     e = np.zeros((len(servers), n))
     busy, held, off = np.zeros_like(e), np.zeros_like(e), np.zeros_like(e)
-    for job, si, g, t0, t1 in sched.allocations(end_s).itertuples(index=False):
+    for job, si, g, t0, t1 in rec.allocations.itertuples(index=False):
         b, o = _overlap(t0, t1, series.bucket_s, n)
         idle = servers[si].gpu.idle_power_w * (servers[si].spec.gpus_per_server - g)
         sl = slice(b, b + o.size)
         e[si, sl] += o * (g * per_gpu[job, sl] + idle)
         busy[si, sl] += o * busy_share[job, sl]
         held[si, sl] += o
-    for si, t0, t1 in sched.outage_intervals(end_s):
+    for si, t0, t1 in rec.outages:
         b, o = _overlap(t0, t1, series.bucket_s, n)
         off[si, b:b + o.size] += o
     out = {}
-    spares = set().union(*sched.spares.values()) if sched.spares else set()
-    for si in sched.pool:
+    spares = rec.spares
+    for si in rec.pool:
         gps = servers[si].spec.gpus_per_server
         rest = np.maximum(dt - held[si] - off[si], 0.0)
         if unused_off and si not in spares:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 
 import simpy
 
@@ -26,6 +27,26 @@ from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
 
 FINISHED, ABORTED = 1, 3
+
+
+class _Mixed:
+    """A mixed iteration in flight: prefill chunks plus one token per decoding sequence."""
+
+    __slots__ = ("chunks", "decoding", "energy_j", "time_s", "tokens")
+
+    def __init__(self, chunks: list[tuple[Seq, int]], time_s: float, energy_j: float,
+                 tokens: int, decoding: int) -> None:
+        self.chunks, self.time_s, self.energy_j = chunks, time_s, energy_j
+        self.tokens, self.decoding = tokens, decoding
+
+
+class _Block:
+    """A block of decode steps in flight: k steps of a batch of `batch` sequences."""
+
+    __slots__ = ("batch", "blk", "k")
+
+    def __init__(self, blk: DecodeBlock, batch: int, k: int) -> None:
+        self.blk, self.batch, self.k = blk, batch, k
 
 
 class Seq:
@@ -48,6 +69,12 @@ class Seq:
 
 
 class Replica:
+    """One model instance serving with continuous batching (see the module docstring).
+
+    Routers use only `submit`, `poke`, `kv_capacity`, `outstanding`, `batch_size`,
+    `asleep`, `cuttable` and `share_loads`; everything else is the replica's own.
+    """
+
     def __init__(self, env: simpy.Environment, index: int, costs: IterationCosts,
                  max_num_seqs: int, max_batched_tokens: int, chunked: bool, kv_capacity: int,
                  log: RequestLog, series: TimeSeries, coalesce: bool = True,
@@ -71,17 +98,19 @@ class Replica:
         self.slot = 0  # this replica's place in it
         self.in_system_x_s = 0.0  # integral of `outstanding` over time (Little's law)
         self._t_level = 0.0
+        # idle: waiting on `wake`; busy: a mixed iteration; block: decode steps (cuttable);
+        # cutting: a block already cut short, ending at its step in progress
         self.state = "idle"
         self.wake: simpy.Event = env.event()
         self.since = 0.0  # start of the current idle period or iteration
-        self.current: tuple | None = None  # what is in flight, for the final flush
+        self.current: _Mixed | _Block | None = None  # what is in flight, for the final flush
         self.device_energy_j = 0.0
         self.idle_energy_j = 0.0
         self._rows = series.rows(index)
         self._bucket_s, self._buckets = series.bucket_s, series.n
         self.steps = {"measured": 0, "interpolated": 0, "derived": 0}
         self.prefills = {"measured": 0, "interpolated": 0, "derived": 0}
-        self._block_ev: simpy.Event = self.wake  # the timeout of the decode block running
+        self._pending: simpy.Event = self.wake  # the one event carrying our callback
         self._dec_rows = costs.decode.rows
         # bound once: each iteration's timeout gets one of these as its callback
         self._on_mixed, self._on_block = self._mixed_done, self._block_done
@@ -89,11 +118,39 @@ class Replica:
 
     # -- called by the router ----------------------------------------------
     def submit(self, seq: Seq) -> None:
+        """Queue a request here and tell the replica."""
         self.waiting.append(seq)
         self._change_outstanding(+1)
         self.poke()
 
+    @property
+    def kv_capacity(self) -> int:
+        """KV-cache tokens this replica holds."""
+        return self.capacity
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences admitted and not yet done."""
+        return len(self.running)
+
+    @property
+    def asleep(self) -> bool:
+        """Idle and not yet woken: a poke starts an iteration now."""
+        return self.state == "idle" and not self.wake.triggered
+
+    @property
+    def cuttable(self) -> bool:
+        """Running a decode block with a free batch slot: a poke ends it at the step in
+        progress so that waiting work can join."""
+        return self.state == "block" and self.has_room()
+
+    def share_loads(self, loads: list[int], slot: int) -> None:
+        """Keep loads[slot] equal to `outstanding` (the router's copy, read per arrival)."""
+        self.loads, self.slot = loads, slot
+        loads[slot] = self.outstanding
+
     def has_room(self) -> bool:
+        """A batch slot is free."""
         return len(self.running) < self.max_num_seqs
 
     def poke(self) -> None:
@@ -109,17 +166,33 @@ class Replica:
         """End the decode block at the end of the step in progress: move the block's
         callback from its timeout to a timeout at that step's end, whose value is the
         number of steps done."""
-        assert self.current is not None
-        blk: DecodeBlock = self.current[1]
+        cur = self.current
+        assert isinstance(cur, _Block)
+        blk = cur.blk
         now = self.env.now
         done = blk.steps_done(now - self.since)
         if done >= blk.k:  # the block ends now anyway
             return
         done += 1
-        ev = self.env.timeout(max(self.since + blk.time_after(done) - now, 0.0), value=done)
-        self._block_ev.callbacks.remove(self._on_block)
-        ev.callbacks.append(self._on_block)
-        self._block_ev = ev
+        self._pending.callbacks.remove(self._on_block)
+        self._reschedule(max(self.since + blk.time_after(done) - now, 0.0), self._on_block,
+                         done)
+
+    def _reschedule(self, delay: float, callback: Callable[[simpy.Event], None],
+                    value: int | None = None) -> None:
+        """Schedule `callback` on a new timeout after `delay` (its value: `value`).
+
+        Invariant: at any time exactly one pending event carries one of this replica's
+        callbacks, and `_pending` is it: the wake event while idle, else the timeout of
+        the iteration in flight. A caller replacing that timeout removes the callback
+        from the old one first (a stale timeout then fires with no callback of ours).
+        Callbacks on SimPy events run in the order SimPy triggers them, which keeps the
+        same events at the same times as generator processes would, without their
+        resume machinery on the engine's hottest path.
+        """
+        ev = self.env.timeout(delay, value)
+        ev.callbacks.append(callback)
+        self._pending = ev
 
     def _change_outstanding(self, delta: int) -> None:
         now = self.env.now
@@ -154,29 +227,30 @@ class Replica:
             mean_chunk = n_tok / len(chunks)
             t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
             self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
-            self.state, self.since, self.current = "busy", start, ("mixed", chunks, t, e, n_tok, nd)
-            env.timeout(t).callbacks.append(self._on_mixed)
+            self.state, self.since, self.current = "busy", start, _Mixed(chunks, t, e, n_tok, nd)
+            self._reschedule(t, self._on_mixed)
         elif nd:
             k = self.finish_heap[0][0] - self.step
             k = min(k, (self.capacity - self.used) // nd) if self.coalesce else 1
             blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
-            self.state, self.since, self.current = "block", start, ("block", blk, nd, k)
-            ev = self._block_ev = env.timeout(blk.time_s)
-            ev.callbacks.append(self._on_block)
+            self.state, self.since, self.current = "block", start, _Block(blk, nd, k)
+            self._reschedule(blk.time_s, self._on_block)
         else:
             self.state, self.current, self.since = "idle", None, start
-            self.wake = env.event()
+            self.wake = self._pending = env.event()
             self.wake.callbacks.append(self._woken)
 
     def _mixed_done(self, _ev: simpy.Event) -> None:
-        _, chunks, _, e, n_tok, nd = self.current  # type: ignore[misc]
-        self._after_mixed(chunks, n_tok, nd, e, self.since)
+        cur = self.current
+        assert isinstance(cur, _Mixed)
+        self._after_mixed(cur.chunks, cur.tokens, cur.decoding, cur.energy_j, self.since)
         self._next()
 
     def _block_done(self, ev: simpy.Event) -> None:
-        _, blk, b, k = self.current  # type: ignore[misc]
+        cur = self.current
+        assert isinstance(cur, _Block)
         cut = ev.value  # a cut (see _cut) ends the block early, at a step's end
-        self._after_block(blk, b, k if cut is None else cut, self.since)
+        self._after_block(cur.blk, cur.batch, cur.k if cut is None else cut, self.since)
         self._next()
 
     def _after_mixed(self, chunks: list[tuple[Seq, int]], n_tok: int, nd: int, e: float,
@@ -331,19 +405,19 @@ class Replica:
 
     def finish(self, now: float) -> None:
         """At the end of the run: charge the idle time or the part of the iteration done."""
-        if self.current is None:
+        cur = self.current
+        if cur is None:
             self._idle_until(now)
-        elif self.current[0] == "mixed":
-            _, chunks, t, e, _, _ = self.current
-            part = e * (now - self.since) / t
-            n = len(chunks) + len(self.decoding)
-            for s, _ in chunks:
+        elif isinstance(cur, _Mixed):
+            part = cur.energy_j * (now - self.since) / cur.time_s
+            n = len(cur.chunks) + len(self.decoding)
+            for s, _ in cur.chunks:
                 s.energy_j += part / n
             if self.decoding:
                 self.e_cum += part / n
             self._account(self.since, now, part, len(self.running))
         else:
-            self._finish_block(now, self.current[1])
+            self._finish_block(now, cur.blk)
         self._change_outstanding(0)
         for s in list(self.decoding):
             self._leave_decoding(s)

@@ -20,11 +20,11 @@ class Router:
         self.policy, self.replicas, self.rng, self.log = policy, replicas, rng, log
         self.shared = shared
         self.next = 0
-        self.kv_limit = min(r.capacity for r in replicas)
+        self.kv_limit = min(r.kv_capacity for r in replicas)
         # outstanding requests per replica, kept current by the replicas themselves
-        self.loads = [r.outstanding for r in replicas]
+        self.loads = [0] * len(replicas)
         for i, r in enumerate(replicas):
-            r.loads, r.slot = self.loads, i
+            r.share_loads(self.loads, i)
 
     def route(self, seq: Seq) -> None:
         if seq.prompt + 1 > self.kv_limit:  # can never fit: refused like an over-long prompt
@@ -53,10 +53,10 @@ class Router:
         assert self.shared is not None
         self.shared.append(seq)
         for r in self.replicas:  # an idle replica first
-            if r.state == "idle" and not r.wake.triggered:
+            if r.asleep:
                 r.poke()
                 return
         # otherwise cut short the decode block of the least busy replica with a free slot
-        open_ = [r for r in self.replicas if r.state == "block" and r.has_room()]
+        open_ = [r for r in self.replicas if r.cuttable]
         if open_:
-            min(open_, key=lambda r: len(r.running)).poke()
+            min(open_, key=lambda r: r.batch_size).poke()

@@ -11,13 +11,11 @@ again with the corrected rate. The table records each row's basis: "model" or
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
+from dcsim.engine.context import Context
 from dcsim.engine.simulation import simulate
 from dcsim.optimize.verify import replica_service
-from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
 from dcsim.slo import meets_p99
 from dcsim.workloads.spec import InferenceService
@@ -28,8 +26,8 @@ MARGIN = 0.9  # a check passes when every p99 is within 90 % of its bound: a p99
 # thousand requests is noisy, and the plan is judged on other samples
 
 
-def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, base_dir: Path,
-          store: ProfileStore, duration_s: float) -> bool:
+def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, ctx: Context,
+          duration_s: float) -> bool:
     """Does one replica of this configuration meet every SLO bound at `rate` req/s?"""
     one = row.to_dict() | {"replicas": 1, "load_rps": rate, "period": 0}
     duration = max(duration_s, MIN_REQUESTS / max(rate, 1e-9))
@@ -38,7 +36,7 @@ def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, base_
     sc = Scenario.model_validate(s.model_copy(update={
         "workloads": [replica_service(svc, pd.Series(one), False)], "simulation": sim,
         "optimize": None}).model_dump())
-    r = simulate(sc, base_dir, store)
+    r = simulate(sc, context=ctx)
     req = r.requests[~r.requests["in_warmup"]]
     slo = svc.slo.model_copy(update={k: None if v is None else v * MARGIN
                                      for k, v in svc.slo.model_dump().items()})
@@ -46,7 +44,7 @@ def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, base_
 
 
 def calibrate(s: Scenario, services: list[InferenceService], table: pd.DataFrame,
-              used: set[int], base_dir: Path, store: ProfileStore, duration_s: float
+              used: set[int], ctx: Context, duration_s: float
               ) -> bool:
     """Simulate the used rows not yet checked; lower failing rates. True if any changed.
 
@@ -59,11 +57,11 @@ def calibrate(s: Scenario, services: list[InferenceService], table: pd.DataFrame
         row = table.loc[c]
         svc = services[int(row["service_index"])]
         rate = float(row["planned_rps"])
-        if not holds(s, svc, row, rate, base_dir, store, duration_s):
+        if not holds(s, svc, row, rate, ctx, duration_s):
             lo, hi = 0.0, rate
             for _ in range(STEPS):
                 mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if holds(s, svc, row, mid, base_dir, store, duration_s) else (
+                lo, hi = (mid, hi) if holds(s, svc, row, mid, ctx, duration_s) else (
                     lo, mid)
             rate = lo
             changed = True

@@ -11,6 +11,7 @@ import pandas as pd
 import pyomo.environ as pyo
 
 from dcsim.catalog import Catalog
+from dcsim.engine.context import Context
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
 from dcsim.hardware.facility import grid_values as grid
@@ -22,8 +23,6 @@ from dcsim.optimize.model import Fleet, Inputs, build, period_it_w
 from dcsim.optimize.solver import Solved, Values, period_inputs, solve, solve_all
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.optimize.table import capacity_table, demand, horizon, wall_per_gpu_w
-from dcsim.profiles.store import ProfileStore
-from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
 from dcsim.workloads.spec import InferenceService, TrainingJob
 
@@ -98,9 +97,9 @@ def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w:
     return o, weight
 
 
-def inputs_for(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
-               objective: str | None = None) -> tuple[Inputs, pd.DataFrame, OptimizeSpec,
-                                                     list[InferenceService], Catalog]:
+def inputs_for(s: Scenario, ctx: Context, objective: str | None = None
+               ) -> tuple[Inputs, pd.DataFrame, OptimizeSpec, list[InferenceService], Catalog]:
+    """The optimizer's inputs: capacity table, demand, fleet, overheads and weights."""
     opt = s.optimize or OptimizeSpec()
     if objective is not None:
         if objective not in ("energy", "cost", "carbon"):
@@ -109,9 +108,7 @@ def inputs_for(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
     services = [w for w in s.workloads if isinstance(w, InferenceService)]
     if not services:
         raise DcsimError(Problem("workloads", [], "at least one inference service to plan"))
-    cat = scenario_catalog(s)
-    store = store or ProfileStore.from_files(
-        cat, [p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
+    cat, store, base_dir = ctx.catalog, ctx.store, ctx.base_dir
     dem = demand(s, services, opt, base_dir)
     table = capacity_table(s, services, cat, store, opt, base_dir)
     _check_reachable(table, services)
@@ -150,12 +147,12 @@ def undominated(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[sorted(keep)]
 
 
-def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
-             objective: str | None = None) -> Plan:
-    """Build, solve, check and extract the plan; explain an infeasible one."""
-    store = store or ProfileStore.from_files(scenario_catalog(s), [
-        p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
-    x, table, opt, services, cat = inputs_for(s, base_dir, store, objective)
+def optimize(s: Scenario, base_dir: Path, objective: str | None = None,
+             context: Context | None = None) -> Plan:
+    """Build, solve, check and extract the plan; explain an infeasible one. `context`
+    (catalog, profile store, base folder) is loaded from `s` and base_dir when not given."""
+    ctx = context or Context.load(s, base_dir)
+    x, table, opt, services, cat = inputs_for(s, ctx, objective)
     for _ in range(ROUNDS):
         solved, values, bad = solve_all(x, opt.time_limit_s, opt.mip_gap)
         if solved.status not in ("optimal", "time limit"):
@@ -164,7 +161,7 @@ def optimize(s: Scenario, base_dir: Path, store: ProfileStore | None = None,
             raise DcsimError(explain(period_inputs(x, bad), opt, bad))
         used = {c for (c, _), n in values.N.items() if n > 0}
         if not opt.check_by_simulation or not calibrate(
-                s, services, x.table, used, base_dir, store, opt.verify_duration_s):
+                s, services, x.table, used, ctx, opt.verify_duration_s):
             break
     checked = x.table.set_index(["service_index", "config"])[["planned_rps", "basis"]]
     table = table.set_index(["service_index", "config"])

@@ -9,22 +9,19 @@ import pandas as pd
 import yaml
 
 from dcsim import __version__
+from dcsim.engine.context import Context
 from dcsim.optimize import baselines
 from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.plan import Plan, optimize, period_energy
 from dcsim.optimize.verify import period_scenario, verify, verify_jobs
-from dcsim.profiles.store import ProfileStore
-from dcsim.references import scenario_catalog
 from dcsim.scenario import Scenario
 
 
 def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, object], dict[str, str], Plan]:
     """Tables, optimize.json contents and text files (plan.yaml, periods/*.yaml)."""
-    cat = scenario_catalog(s)
-    store = ProfileStore.from_files(
-        cat, [p if Path(p).is_absolute() else base_dir / p for p in s.profiles])
-    plan = optimize(s, base_dir, store, objective)
+    ctx = Context.load(s, base_dir)  # one catalog and profile store for every stage
+    plan = optimize(s, base_dir, objective, ctx)
     x = plan.inputs
     compared = {"plan": plan.deployments, "peak": baselines.peak(x, plan.services),
                 "greedy": baselines.greedy(x, plan.services)}
@@ -43,12 +40,12 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
         ].to_dict("records")
     if check:
         checked = pd.concat([verify(s, plan.services, dep, x, plan.spec.verify_duration_s,
-                                    base_dir, store, label) for label, dep in compared.items()
+                                    ctx, label) for label, dep in compared.items()
                              if len(dep)], ignore_index=True)
         tables["verify"] = checked
         summary["verify"] = _verify_summary(checked)
         if len(plan.jobs):
-            tables["verify_jobs"] = verify_jobs(s, plan.jobs, base_dir, store)
+            tables["verify_jobs"] = verify_jobs(s, plan.jobs, ctx)
             summary["verify_training"] = tables["verify_jobs"].to_dict("records")
     files = {"plan.yaml": _plan_yaml(s, plan, energy["plan"])}
     for t in range(x.demand.shape[1]):

@@ -10,16 +10,15 @@ replicas on the servers the plan chose. The facility clock starts at the period.
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from dcsim.engine.context import Context
 from dcsim.engine.simulation import simulate
 from dcsim.hardware.facility import facility_power_w
 from dcsim.optimize.capacity import Config, deployment_for
 from dcsim.optimize.model import Inputs, period_it_w
-from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
 from dcsim.slo import meets_p99, slo_attainment
 from dcsim.workloads.spec import (
@@ -65,13 +64,13 @@ def period_scenario(s: Scenario, services: list[InferenceService], dep: pd.DataF
 
 
 def verify(s: Scenario, services: list[InferenceService], dep: pd.DataFrame, x: Inputs,
-           duration_s: float, base_dir: Path, store: ProfileStore, label: str
+           duration_s: float, ctx: Context, label: str
            ) -> pd.DataFrame:
     """Per period and service: simulated p99s, SLO attainment, and facility energy."""
     rows = []
     for t in sorted(dep["period"].unique()):
         sc = period_scenario(s, services, dep, int(t), x.period_s, duration_s)
-        r = simulate(sc, base_dir, store)
+        r = simulate(sc, context=ctx)
         fac = r.power[r.power["domain"] == "facility"]
         sim_w = float((fac["power_w"] + fac["cooling_w"] + fac["losses_w"]).mul(
             fac["t_end_s"] - fac["t_start_s"]).sum() / duration_s)
@@ -98,8 +97,7 @@ def _q(v: pd.Series) -> float:
     return float(np.quantile(v, 0.99)) if len(v) else float("nan")
 
 
-def verify_jobs(s: Scenario, chosen: pd.DataFrame, base_dir: Path, store: ProfileStore
-                ) -> pd.DataFrame:
+def verify_jobs(s: Scenario, chosen: pd.DataFrame, ctx: Context) -> pd.DataFrame:
     """Run the plan's training jobs alone on the fleet, at their limits and on their racks,
     until well past their deadlines; compare run time and GPU energy with the plan."""
     jobs = {w.name: w for w in s.workloads if isinstance(w, TrainingJob)}
@@ -116,7 +114,7 @@ def verify_jobs(s: Scenario, chosen: pd.DataFrame, base_dir: Path, store: Profil
     sc = Scenario.model_validate(s.model_copy(update={
         "name": f"{s.name}-training", "workloads": workloads, "simulation": sim,
         "optimize": None}).model_dump())
-    got = simulate(sc, base_dir, store).jobs.set_index("job")
+    got = simulate(sc, context=ctx).jobs.set_index("job")
     rows = []
     for _, r in chosen.iterrows():
         g = got.loc[str(r["job"])]

@@ -1,0 +1,139 @@
+"""Stage 3 of a run: from what happened (RunRecord) to power, energy, carbon and cost.
+
+Power per GPU, server, rack, row, network and facility and time bucket; the budgets
+table; the requests, replicas and time-series tables. Results is frozen and built
+once; summaries (dcsim.results) read only its tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dcsim.engine.build import RunModel
+from dcsim.engine.jobs import server_training_power
+from dcsim.engine.metrics import STATUS
+from dcsim.engine.run import RunRecord
+from dcsim.hardware.facility import facility_rows
+from dcsim.hardware.network import switch_power_w
+from dcsim.hardware.placement import Domain, Server, idle_w, worst_case_w
+from dcsim.hardware.power import bucket_seconds, domain_power
+
+
+@dataclass(frozen=True)
+class Results:
+    """The tidy tables of one simulated run (what `dcsim run` writes, and more)."""
+
+    requests: pd.DataFrame  # one row per request
+    timeseries: pd.DataFrame  # per replica and time bucket
+    replicas: pd.DataFrame  # one row per replica: config, placement, cap, energy totals
+    power: pd.DataFrame  # per domain (gpu, server, rack, row, network, facility) and bucket
+    budgets: pd.DataFrame  # per rack / row / facility: budget and enforced GPU limit
+    jobs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per training job
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per job failure
+    checkpoints: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per write
+    cluster_pods: pd.DataFrame = field(default_factory=pd.DataFrame)  # replayed trace pods
+    cluster: pd.DataFrame = field(default_factory=pd.DataFrame)  # replay metrics over time
+    links: pd.DataFrame = field(default_factory=pd.DataFrame)  # uplinks, storage over time
+    provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+
+
+def account(model: RunModel, rec: RunRecord) -> Results:
+    """Every table of the run: requests, time series, replicas, power, budgets, jobs."""
+    return Results(_requests(model, rec), _timeseries(model, rec), _replicas(model, rec),
+                   _power(model, rec), _budgets(model), rec.jobs, rec.failures,
+                   rec.checkpoints, rec.cluster_pods, rec.cluster, rec.links, rec.provenance)
+
+
+def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
+    reqs, log = model.requests, rec.log
+    first, finish = log.first_token_s, log.finish_s
+    arrival = reqs["arrival_s"].to_numpy()
+    out = reqs["output_tokens"].to_numpy()
+    return pd.DataFrame({
+        "service": pd.Categorical.from_codes(reqs["service"].to_numpy(),
+                                             categories=[svc.name for svc in model.services]),
+        "replica": log.replica, "arrival_s": arrival,
+        "first_token_s": first, "finish_s": finish,
+        "prompt_tokens": reqs["prompt_tokens"].to_numpy(), "output_tokens": out,
+        "ttft_s": first - arrival,
+        "tpot_s": np.where(out > 1, (finish - first) / np.maximum(out - 1, 1), np.nan),
+        "e2e_s": finish - arrival,
+        "preemptions": log.preemptions, "energy_j": log.energy_j,
+        "status": pd.Categorical.from_codes(log.status, categories=list(STATUS)),
+        "in_warmup": arrival < model.scenario.simulation.warmup_s,
+    })
+
+
+def _replicas(model: RunModel, rec: RunRecord) -> pd.DataFrame:
+    t = rec.replica_totals
+    return model.replica_rows.assign(energy_j=t["energy_j"].tolist(),
+                                     idle_energy_j=t["idle_energy_j"].tolist(),
+                                     in_system_x_s=t["in_system_x_s"].tolist())
+
+
+def _timeseries(model: RunModel, rec: RunRecord) -> pd.DataFrame:
+    series = rec.series
+    w = series.bucket_s
+    energy = series.array("energy_j")
+    n_rep, n = energy.shape
+    t0 = np.tile(np.arange(n) * w, n_rep)
+    kv = series.array("kv_x_s").ravel() / w
+    return pd.DataFrame({
+        "replica": np.repeat([r.index for r in model.replicas], n),
+        "service": np.repeat([model.services[r.service].name for r in model.replicas], n),
+        "t_start_s": t0, "t_end_s": t0 + w,
+        "energy_j": energy.ravel(), "power_w": energy.ravel() / w,
+        "busy_fraction": series.array("busy_s").ravel() / w,
+        "batch_size": series.array("batch_x_s").ravel() / w,
+        "kv_tokens": kv,
+        "kv_use": kv / np.repeat([r.kv_capacity for r in model.replicas], n),
+        "queue_length": series.array("queue_x_s").ravel() / w,
+    })
+
+
+def _power(model: RunModel, rec: RunRecord) -> pd.DataFrame:
+    """Per domain and bucket: GPUs, servers, racks, rows, network and facility power."""
+    s, pl = model.scenario, model.placement
+    sim = s.simulation
+    n = rec.series.n
+    dt = bucket_seconds(n, sim.time_bucket_s, sim.duration_s)
+    off = s.fleet.unused_servers == "switched_off"
+    train_w, busy, on = server_training_power(rec.pool, rec.job_series, pl.servers, dt, off)
+    power, it_w = domain_power(pl.servers, pl.domains, rec.series.array("energy_j"), dt,
+                               pl.server_caps, train_w if model.jobs or off else None, on)
+    net = s.fleet.network
+    util = rec.uplink_load_byte_s / np.maximum(model.uplink_byte_s[:, None], 1e-9)
+    net_w = switch_power_w([x.spec.nics for x in pl.servers], model.leaf, busy, util,
+                           net.oversubscription, net.switch_port_idle_w,
+                           net.switch_port_power_w)
+    fac = power["domain"] == "facility"
+    power.loc[fac, "power_w"] = power.loc[fac, "power_w"].to_numpy() + net_w
+    power = pd.concat([power, pd.DataFrame({
+        "domain": "network", "name": "leaf-spine", "t_start_s": np.cumsum(dt) - dt,
+        "t_end_s": np.cumsum(dt), "power_w": net_w, "cap_w": np.nan, "throttled": False})],
+        ignore_index=True)
+    capacity = (s.facility.power_budget_kw * 1e3 if s.facility.power_budget_kw
+                else sum(x.spec.max_power_w for x in pl.servers))
+    return facility_rows(power, it_w + net_w, dt, s.facility, model.context.base_dir, capacity)
+
+
+def _budgets(model: RunModel) -> pd.DataFrame:
+    pl = model.placement
+    return budget_table(pl.domains, pl.servers, pl.server_caps, pl.off)
+
+
+def budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray,
+                 off: np.ndarray) -> pd.DataFrame:
+    """Per rack, row and facility: budget, worst-case and idle draw, GPUs, enforced limit."""
+    return pd.DataFrame([{
+        "domain": d.kind, "name": d.name, "servers": len(d.servers),
+        "budget_w": np.nan if d.budget_w is None else d.budget_w,
+        "worst_case_w": worst_case_w(servers, tuple(i for i in d.servers if not off[i]), caps),
+        "idle_w": idle_w(servers, d.servers),
+        "gpus": sum(servers[i].spec.gpus_per_server for i in d.servers),
+        "gpu_limit_w": float(caps[list(d.servers)].min()) if d.servers else np.nan,
+        "throttled": any(caps[i] < servers[i].gpu.power_limit_max_w for i in d.servers),
+    } for d in doms])

@@ -1,0 +1,212 @@
+"""Stage 1 of a run: translate a scenario into a RunModel of plain tables and records.
+
+Placement of replicas on servers, GPU power limits after every budget, the training
+pool, per-replica iteration-cost tables, the request stream, training-job specs and
+cluster traces: everything the SimPy stage needs, decided before any event runs.
+The schema-to-model translation lives here; the run stage reads only the RunModel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
+from dcsim.engine.cluster import ReplaySpec, load_replays
+from dcsim.engine.context import Context
+from dcsim.engine.costs import IterationCosts
+from dcsim.engine.jobs import JobSpec, fabric_capacity, job_specs
+from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.placement import Domain, Server, budget_caps, place, training_pool
+from dcsim.profiles.store import ProfileStore
+from dcsim.scenario import Scenario
+from dcsim.workloads.requests import service_requests
+from dcsim.workloads.spec import InferenceService, TrainingJob
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """One serving replica: its service, where it runs, its limit and its cost tables."""
+
+    index: int
+    service: int  # index into RunModel.services
+    costs: IterationCosts  # shared by the replicas of a service under one limit
+    kv_capacity: int  # tokens
+    power_cap_w: float | None  # after budgets; None: the GPU's default limit
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Servers with their replicas, the training pool, and GPU limits after budgets."""
+
+    servers: list[Server]
+    pool: list[int]  # servers training jobs may use
+    server_caps: np.ndarray  # per server, W per GPU
+    domains: list[Domain]
+    replica_caps: list[float | None]  # per replica, None: the default limit
+    where: list[Server]  # per replica
+    off: np.ndarray  # servers switched off for the whole run
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """Everything the SimPy stage runs, as plain tables and frozen records."""
+
+    scenario: Scenario
+    context: Context
+    services: tuple[InferenceService, ...]
+    jobs: tuple[TrainingJob, ...]
+    requests: pd.DataFrame  # arrival_s, prompt_tokens, output_tokens, service (index)
+    placement: Placement
+    replicas: tuple[ReplicaSpec, ...]
+    replica_rows: pd.DataFrame  # the replicas table's configuration columns
+    routing_seeds: tuple[np.random.SeedSequence, ...]  # per service
+    job_specs: tuple[JobSpec, ...]
+    leaf: list[int]  # per server, the leaf switch it hangs off
+    uplink_byte_s: np.ndarray  # per leaf
+    replays: tuple[ReplaySpec, ...]
+
+
+def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) -> int:
+    """KV-cache tokens of one replica: (tp x memory x utilisation - weights) / KV bytes per token."""
+    d = svc.deployment
+    free = d.tp * gpu.memory_gb * 1e9 * d.gpu_memory_utilization - shapes.weight_bytes(model)
+    return int(free // shapes.kv_bytes_per_token(model))
+
+
+def build(s: Scenario, ctx: Context) -> RunModel:
+    """The RunModel of scenario `s`: placement, budgets, replicas, requests, jobs, traces."""
+    services, jobs = split_workloads(s)
+    sim = s.simulation
+    # one seed stream per workload: requests (or failures), then routing (or servers)
+    seeds = [seq.spawn(2) for seq in np.random.SeedSequence(sim.seed).spawn(len(s.workloads))]
+    reqs = _requests(services, sim.duration_s, [seeds[i][0] for i in range(len(services))],
+                     ctx)
+    pl = placement(s, services, jobs, ctx.catalog)
+    reps, rows = _replicas(services, reqs, pl, ctx)
+    leaf, uplinks = fabric_capacity(s.fleet.network, pl.servers)
+    specs = job_specs(s, jobs, ctx.catalog, ctx.store, pl.servers, pl.server_caps,
+                      seeds[len(services):])
+    return RunModel(s, ctx, tuple(services), tuple(jobs), reqs, pl, tuple(reps), rows,
+                    tuple(seeds[i][1] for i in range(len(services))), tuple(specs), leaf,
+                    uplinks, tuple(load_replays(s, ctx.base_dir)))
+
+
+def split_workloads(s: Scenario) -> tuple[list[InferenceService], list[TrainingJob]]:
+    """The scenario's inference services and training jobs, in file order."""
+    services = [w for w in s.workloads if isinstance(w, InferenceService)]
+    jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
+    if not s.workloads:
+        raise DcsimError(Problem("workloads", [], "at least one workload to simulate"))
+    return services, jobs
+
+
+def _requests(services: list[InferenceService], duration_s: float,
+              seeds: list[np.random.SeedSequence], ctx: Context) -> pd.DataFrame:
+    """Every service's requests in one table, by arrival time (ties by service)."""
+    tables = [service_requests(svc, duration_s, seeds[i], ctx.base_dir).assign(service=i)
+              for i, svc in enumerate(services)]
+    empty = pd.DataFrame({"arrival_s": [], "prompt_tokens": [], "output_tokens": [],
+                          "service": []}).astype(
+        {"prompt_tokens": "int64", "output_tokens": "int64", "service": "int64"})
+    reqs = pd.concat(tables, ignore_index=True) if tables else empty
+    return reqs.sort_values(["arrival_s", "service"], kind="stable", ignore_index=True)
+
+
+def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placement,
+              ctx: Context) -> tuple[list[ReplicaSpec], pd.DataFrame]:
+    """Per replica: cost tables under its limit, KV capacity, and its table row."""
+    out: list[ReplicaSpec] = []
+    rows: list[dict[str, object]] = []
+    for i, svc in enumerate(services):
+        d = svc.deployment
+        gpu, model = ctx.catalog.gpu(d.gpu), ctx.catalog.model(svc.model)
+        kv = kv_capacity_tokens(svc, gpu, model)
+        mine = reqs[reqs["service"] == i]
+        longest = int((mine["prompt_tokens"] + mine["output_tokens"]).max()) if len(mine) else 1
+        max_ctx = max(min(kv, longest + 1), 2)
+        max_prompt = max(min(max_ctx, max(d.max_batched_tokens, longest)), 2)
+        costs: dict[float | None, IterationCosts] = {}
+        slow: dict[float | None, tuple[float, float]] = {}
+        for _ in range(d.replicas):
+            r = len(out)
+            cap = pl.replica_caps[r]
+            if cap not in costs:  # replicas under one limit share their tables
+                costs[cap] = IterationCosts(ctx.store, gpu.id, model.id, d.tp, d.max_num_seqs,
+                                            max_prompt, max_ctx, cap)
+                slow[cap] = cap_slowdown(ctx.store, gpu.id, model.id, d.tp,
+                                         min(16, d.max_num_seqs), cap)
+            out.append(ReplicaSpec(r, i, costs[cap], kv, cap))
+            x = pl.where[r]
+            rows.append({"replica": r, "service": svc.name, "gpu": gpu.id, "model": model.id,
+                         "tp": d.tp, "requested_cap_w": d.power_cap_w, "power_cap_w": cap,
+                         "server": x.name, "rack": x.rack, "row": x.row,
+                         "kv_capacity_tokens": kv, "cap_slowdown_prefill": slow[cap][0],
+                         "cap_slowdown_decode": slow[cap][1]})
+    return out, pd.DataFrame(rows)
+
+
+def cap_slowdown(store: ProfileStore, gpu: str, model: str, tp: int, batch: int,
+                 cap: float | None) -> tuple[float, float]:
+    """Latency under the limit over latency at the default limit: prefill of one
+    2048-token prompt and a decode step of `batch` sequences at 2048 tokens of context."""
+    if cap is None:
+        return 1.0, 1.0
+    q = store.query
+    pre, dec = (q(gpu, model, ph, b, 2048, tp, cap).latency_ms
+                / q(gpu, model, ph, b, 2048, tp).latency_ms
+                for ph, b in (("prefill", 1), ("decode", batch)))
+    return pre, dec
+
+
+def placement(s: Scenario, services: list[InferenceService], jobs: list[TrainingJob],
+              cat: Catalog) -> Placement:
+    """Servers with replicas, the training pool, GPU limits after budgets, per-replica caps."""
+    servers = place(s, services, cat)
+    pool = training_pool(s, jobs, cat, servers)
+    caps_req = [svc.deployment.power_cap_w for svc in services
+                for _ in range(svc.deployment.replicas)]
+    where: list[Server] = [servers[0]] * len(caps_req) if caps_req else []
+    where_index = [0] * len(caps_req)
+    for si, x in enumerate(servers):
+        for r in x.replicas:
+            where[r], where_index[r] = x, si
+    requested = _requested_limits(servers, caps_req, jobs, cat)
+    train_gpus = {job.gpu for job in jobs}
+    parked = np.array([not x.replicas and x.gpu.id not in train_gpus for x in servers])
+    off = off_servers(s, servers, jobs)
+    server_caps, doms = budget_caps(s, servers, requested, parked, off)
+    replica_caps: list[float | None] = []
+    for r, cap in enumerate(caps_req):
+        x = where[r]
+        limit = min(cap or x.gpu.power_limit_max_w, server_caps[where_index[r]])
+        replica_caps.append(None if limit >= x.gpu.power_limit_max_w else float(limit))
+    return Placement(servers, pool, server_caps, doms, replica_caps, where, off)
+
+
+def _requested_limits(servers: list[Server], caps_req: list[float | None],
+                      jobs: list[TrainingJob], cat: Catalog) -> np.ndarray:
+    """Per server, the GPU limit its work asks for: the highest of its replicas', or for
+    a training server the highest of the jobs of its GPU type (any of them may run there)."""
+    job_limit: dict[str, float] = {}
+    for job in jobs:
+        lim = job.power_cap_w or cat.gpu(job.gpu).power_limit_max_w
+        job_limit[job.gpu] = max(job_limit.get(job.gpu, 0.0), lim)
+    requested = np.empty(len(servers))
+    for si, x in enumerate(servers):
+        own = [caps_req[r] or x.gpu.power_limit_max_w for r in x.replicas]
+        if not x.replicas:
+            own.append(job_limit.get(x.gpu.id, x.gpu.power_limit_max_w))
+        requested[si] = max(own, default=x.gpu.power_limit_max_w)
+    return requested
+
+
+def off_servers(s: Scenario, servers: list[Server], jobs: list[TrainingJob]) -> np.ndarray:
+    """Servers switched off for the whole run: no replica, no job of their GPU type could
+    use them, and the fleet switches unused servers off."""
+    if s.fleet.unused_servers != "switched_off":
+        return np.zeros(len(servers), bool)
+    train_gpus = {job.gpu for job in jobs}
+    return np.array([not x.replicas and x.gpu.id not in train_gpus for x in servers])

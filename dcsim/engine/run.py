@@ -1,0 +1,163 @@
+"""Stage 2 of a run: the SimPy simulation of a RunModel, and nothing else.
+
+Replicas serve the request stream through their routers, training jobs queue, compute,
+checkpoint and fail, cluster traces replay; observers fill per-request slots and time
+buckets. The result is a RunRecord of plain records, which the accounting stage turns
+into power, energy, carbon and cost.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from dcsim.engine.build import RunModel
+from dcsim.engine.cluster import replay_tables, start_replays
+from dcsim.engine.jobs import (
+    PoolRecord,
+    checkpoints_table,
+    failures_table,
+    jobs_table,
+    pool_record,
+    start_job,
+)
+from dcsim.engine.metrics import JOB_LEVELS, RequestLog, TimeSeries
+from dcsim.engine.replica import Replica, Seq
+from dcsim.engine.router import Router
+from dcsim.engine.scheduler import JobScheduler
+from dcsim.engine.training import Shared
+from dcsim.hardware.network import Fabric
+from dcsim.hardware.storage import SharedStorage
+
+PROGRESS_TICKS = 200
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What happened in the simulation: per request, per replica, per job, per bucket."""
+
+    log: RequestLog  # per request: replica, first token, finish, preemptions, energy, status
+    series: TimeSeries  # per replica and bucket (SERVING_LEVELS)
+    job_series: TimeSeries  # per training job and bucket (JOB_LEVELS)
+    replica_totals: pd.DataFrame  # per replica: energy_j, idle_energy_j, in_system_x_s
+    provenance: dict[str, dict[str, dict[str, int]]]  # per service: look-ups by provenance
+    jobs: pd.DataFrame
+    failures: pd.DataFrame
+    checkpoints: pd.DataFrame
+    pool: PoolRecord
+    uplink_load_byte_s: np.ndarray  # per leaf uplink and bucket, mean
+    links: pd.DataFrame
+    cluster_pods: pd.DataFrame
+    cluster: pd.DataFrame
+
+
+def run(model: RunModel, coalesce: bool = True,
+        progress: Callable[[float], None] | None = None) -> RunRecord:
+    """Simulate the model for simulation.duration_s; `coalesce=False` runs one event per
+    decode step (a check of the fast path); `progress` is called with the clock."""
+    sim = model.scenario.simulation
+    env = simpy.Environment()
+    log = RequestLog(len(model.requests))
+    series = TimeSeries(len(model.replicas), sim.duration_s, sim.time_bucket_s)
+    job_series = TimeSeries(len(model.jobs), sim.duration_s, sim.time_bucket_s, JOB_LEVELS)
+    replicas, routers = _start_services(env, model, log, series, coalesce)
+    fabric = Fabric(model.uplink_byte_s, lambda: env.now, sim.time_bucket_s, sim.duration_s)
+    pl = model.placement
+    sched = JobScheduler(env, pl.servers, pl.pool, model.leaf,
+                         model.scenario.fleet.training_scheduler, sim.duration_s,
+                         sim.time_bucket_s)
+    storage = SharedStorage(env, model.scenario.fleet.storage, sim.time_bucket_s, series.n)
+    sh = Shared(env, sched, storage, fabric, model.leaf, job_series)
+    sched.hold_spares({job.gpu for job in model.jobs})
+    runs = [(start_job(sh, spec), spec) for spec in model.job_specs]
+    replays = start_replays(env, model.replays, sim.duration_s, sim.time_bucket_s)
+    _Arrivals(env, model.requests, routers)
+    if progress is not None:
+        env.process(_ticks(env, sim.duration_s, progress))
+    env.run(until=sim.duration_s)
+    for rep in replicas:
+        rep.finish(env.now)
+    for proc, _ in runs:
+        proc.finish(sim.duration_s)
+    pods, cluster = replay_tables(replays)
+    if model.jobs:
+        cluster = pd.concat([cluster, sched.series().assign(workload="training jobs")],
+                            ignore_index=True)
+    links = pd.concat([fabric.links_table(), storage.links_table(sim.duration_s)],
+                      ignore_index=True) if model.jobs else pd.DataFrame()
+    return RunRecord(log, series, job_series, _replica_totals(replicas),
+                     _provenance(model, replicas), jobs_table(runs, sim.duration_s),
+                     failures_table(runs), checkpoints_table(runs),
+                     pool_record(sched, sim.duration_s), fabric.mean_load(), links, pods,
+                     cluster)
+
+
+def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
+                    series: TimeSeries, coalesce: bool) -> tuple[list[Replica], list[Router]]:
+    """Every replica, and one router per service over its replicas."""
+    replicas: list[Replica] = []
+    routers: list[Router] = []
+    for i, svc in enumerate(model.services):
+        d = svc.deployment
+        shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
+        mine = [Replica(env, r.index, r.costs, d.max_num_seqs, d.max_batched_tokens,
+                        d.chunked_prefill, r.kv_capacity, log, series, coalesce, shared)
+                for r in model.replicas if r.service == i]
+        replicas += mine
+        routers.append(Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]),
+                              log, shared))
+    return replicas, routers
+
+
+def _replica_totals(replicas: list[Replica]) -> pd.DataFrame:
+    return pd.DataFrame({"energy_j": [r.device_energy_j for r in replicas],
+                         "idle_energy_j": [r.idle_energy_j for r in replicas],
+                         "in_system_x_s": [r.in_system_x_s for r in replicas]})
+
+
+def _provenance(model: RunModel, replicas: list[Replica]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per service: decode steps and prefill iterations by provenance of their cost."""
+    prov: dict[str, dict[str, dict[str, int]]] = {}
+    for r, spec in zip(replicas, model.replicas, strict=True):
+        name = model.services[spec.service].name
+        p = prov.setdefault(name, {"decode_steps": {}, "prefill_iterations": {}})
+        for k, v in r.steps.items():
+            p["decode_steps"][k] = p["decode_steps"].get(k, 0) + v
+        for k, v in r.prefills.items():
+            p["prefill_iterations"][k] = p["prefill_iterations"].get(k, 0) + v
+    return prov
+
+
+class _Arrivals:
+    """Routes each request at its arrival time: one timeout per distinct arrival time,
+    with a callback (cheaper than resuming a generator process per request)."""
+
+    def __init__(self, env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router]
+                 ) -> None:
+        self.env, self.routers, self.i = env, routers, 0
+        self.times = reqs["arrival_s"].tolist()
+        self.prompts, self.outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
+        self.svcs = reqs["service"].tolist()
+        env.timeout(0).callbacks.append(self._fire)  # after the setup events of time 0
+
+    def _fire(self, _ev: simpy.Event) -> None:
+        env, times, i, n = self.env, self.times, self.i, len(self.times)
+        while i < n and times[i] <= env.now:
+            self.routers[self.svcs[i]].route(Seq(i, self.prompts[i], self.outputs[i]))
+            i += 1
+        self.i = i
+        if i < n:
+            env.timeout(times[i] - env.now).callbacks.append(self._fire)
+
+
+def _ticks(env: simpy.Environment, duration: float, progress: Callable[[float], None]
+           ) -> Generator[simpy.Event, None, None]:
+    step = duration / PROGRESS_TICKS
+    while True:
+        progress(env.now)
+        yield env.timeout(step)
