@@ -24,7 +24,7 @@ from dcsim.scenario import scenario_from_data
 TRACE_REQUESTS = 19366  # rows of the conversation trace
 
 
-def dcsim_run(n: int, replicas: int) -> tuple[int, float, float]:
+def dcsim_run(n: int, replicas: int) -> tuple[int, float, float, int]:
     data = {
         "name": "bench-engine",
         "workloads": [{
@@ -41,7 +41,7 @@ def dcsim_run(n: int, replicas: int) -> tuple[int, float, float]:
     t0 = time.perf_counter()
     r = simulate(s)
     wall = time.perf_counter() - t0
-    return len(r.requests), wall, _peak_rss_mib() - before
+    return len(r.requests), wall, _peak_rss_mib() - before, r.events
 
 
 def bare_mmc(n: int, servers: int, mean_service_s: float, seed: int = 1) -> tuple[int, float, float]:
@@ -87,9 +87,10 @@ def main() -> None:
         m, wall_b, mem_b = bare_mmc(a.requests, a.replicas, 2.0)
         print(f"bare SimPy M/M/c: {m:>9,} requests in {wall_b:7.1f} s = {m / wall_b:9,.0f} "
               f"req/s, peak memory growth {mem_b:7.1f} MiB")
-        n, wall, mem = dcsim_run(a.requests, a.replicas)
+        n, wall, mem, events = dcsim_run(a.requests, a.replicas)
         print(f"dcsim engine:     {n:>9,} requests in {wall:7.1f} s = {n / wall:9,.0f} req/s, "
-              f"peak memory growth {mem:7.1f} MiB (setup and results tables included)")
+              f"peak memory growth {mem:7.1f} MiB (setup and results tables included), "
+              f"{events / n:.2f} SimPy events per request")
         ratios.append((n / wall) / (m / wall_b))
         print(f"ratio dcsim / bare SimPy: {ratios[-1]:.3f}", flush=True)
     if a.repeat > 1:

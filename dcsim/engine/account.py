@@ -38,13 +38,15 @@ class Results:
     cluster: pd.DataFrame = field(default_factory=pd.DataFrame)  # replay metrics over time
     links: pd.DataFrame = field(default_factory=pd.DataFrame)  # uplinks, storage over time
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    events: int = 0  # SimPy events the run scheduled
 
 
 def account(model: RunModel, rec: RunRecord) -> Results:
     """Every table of the run: requests, time series, replicas, power, budgets, jobs."""
     return Results(_requests(model, rec), _timeseries(model, rec), _replicas(model, rec),
                    _power(model, rec), _budgets(model), rec.jobs, rec.failures,
-                   rec.checkpoints, rec.cluster_pods, rec.cluster, rec.links, rec.provenance)
+                   rec.checkpoints, rec.cluster_pods, rec.cluster, rec.links, rec.provenance,
+                   rec.events)
 
 
 def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:

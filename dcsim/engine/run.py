@@ -54,6 +54,7 @@ class RunRecord:
     links: pd.DataFrame
     cluster_pods: pd.DataFrame
     cluster: pd.DataFrame
+    events: int  # SimPy events scheduled (the engine's cost: it should grow with requests)
 
 
 def run(model: RunModel, coalesce: bool = True,
@@ -80,6 +81,7 @@ def run(model: RunModel, coalesce: bool = True,
     if progress is not None:
         env.process(_ticks(env, sim.duration_s, progress))
     env.run(until=sim.duration_s)
+    events = next(env._eid)  # SimPy's event counter (simpy is pinned below 5)
     for rep in replicas:
         rep.finish(env.now)
     for proc, _ in runs:
@@ -94,7 +96,7 @@ def run(model: RunModel, coalesce: bool = True,
                      _provenance(model, replicas), jobs_table(runs, sim.duration_s),
                      failures_table(runs), checkpoints_table(runs),
                      pool_record(sched, sim.duration_s), fabric.mean_load(), links, pods,
-                     cluster)
+                     cluster, events)
 
 
 def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
