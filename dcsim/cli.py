@@ -16,6 +16,7 @@ from dcsim.errors import DcsimError, Problem
 
 if TYPE_CHECKING:
     from dcsim.scenario import Scenario
+    from dcsim.summary import RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plan AI data centers: capacity, energy, cost and carbon.")
@@ -126,7 +127,7 @@ def run(
         if seed is not None:
             s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
         tables, summary = _simulate_with_progress(s, file.parent, quiet, not step_by_step)
-        target = write_run(out_dir or default_out_dir(s), s, tables, summary)
+        target = write_run(out_dir or default_out_dir(s), s, tables, summary.to_dict())
         if report:
             from dcsim.report.page import write_report
 
@@ -197,7 +198,7 @@ def report_cmd(
 
 
 def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: bool
-                            ) -> tuple[dict, dict]:
+                            ) -> tuple[dict, RunSummary]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dcsim.runner import run_tables
@@ -214,10 +215,10 @@ def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: 
     return out
 
 
-def _print_summary(summary: dict) -> None:
-    services = summary["services"]
-    table = Table(title=f"{summary['scenario']}: {summary['duration_s']:g} s simulated "
-                        f"(after {summary['warmup_s']:g} s warm-up)")
+def _print_summary(summary: RunSummary) -> None:
+    services = summary.services
+    table = Table(title=f"{summary.scenario}: {summary.duration_s:g} s simulated "
+                        f"(after {summary.warmup_s:g} s warm-up)")
     table.add_column("metric")
     for name in services:
         table.add_column(name, justify="right")
@@ -231,36 +232,41 @@ def _print_summary(summary: dict) -> None:
     for label, key, scale, spec in rows:
         cells = []
         for v in services.values():
-            x = v.get(key)
+            x = getattr(v, key)
             cells.append("-" if x is None else format(x * scale if scale != 1 else x, spec))
         table.add_row(label, *cells)
     out.print(table)
-    for j in summary.get("jobs", []):
-        state = "finished" if j["finished"] else "running at the end"
-        out.print(f"job {j['job']}: {j['gpus']} GPUs, {state}; {j['tokens_done']:.3g} tokens, "
-                  f"goodput {j['goodput']:.1%}, {j['restarts']} restarts, "
-                  f"{j['energy_j'] / 3.6e6:.3g} kWh GPU energy", highlight=False)
-    for c in summary.get("cluster_replays", []):
-        out.print(f"cluster {c['workload']}: {c['pods_started']} of {c['pods']} pods started, "
-                  f"wait mean {c['wait_mean_s']:.3g} s / p90 {c['wait_p90_s']:.3g} s, GPU "
-                  f"allocation mean {c['gpu_allocation_mean']:.1%} peak "
-                  f"{c['gpu_allocation_peak']:.1%}", highlight=False)
-    t = summary["total"]
-    if not t["gpus"]:  # nothing of its own to power (a trace replay alone)
+    _print_jobs_and_replays(summary)
+    t = summary.total
+    if not t.gpus:  # nothing of its own to power (a trace replay alone)
         return
-    out.print(f"total: {t['gpus_serving']} of {t['gpus']} GPUs serving, {t['gpu_hours']:.3g} "
-              f"GPU-h; energy {t['gpu_energy_kwh']:.3g} kWh GPUs, {t['it_energy_kwh']:.3g} kWh IT, "
-              f"{t['facility_kwh']:.3g} kWh facility (PUE {t['effective_pue']:.3g}); "
-              f"{t['carbon_kg']:.3g} kg CO2e; ${t['cost_usd']:.3g}", highlight=False)
-    for d in summary["power_domains"]:
-        if d["budget_w"] is None:
+    pue = "-" if t.effective_pue is None else f"{t.effective_pue:.3g}"
+    out.print(f"total: {t.gpus_serving} of {t.gpus} GPUs serving, {t.gpu_hours:.3g} "
+              f"GPU-h; energy {t.gpu_energy_kwh:.3g} kWh GPUs, {t.it_energy_kwh:.3g} kWh IT, "
+              f"{t.facility_kwh:.3g} kWh facility (PUE {pue}); "
+              f"{t.carbon_kg:.3g} kg CO2e; ${t.cost_usd:.3g}", highlight=False)
+    for d in summary.power_domains:
+        if d.budget_w is None:
             continue
-        limited = f" (GPUs limited to {d['gpu_limit_w']:.0f} W)" if d["throttled"] else ""
-        room = ("" if d["extra_servers_at_p99"] is None else
-                f"; room for {d['extra_servers_at_p99']} more servers at p99")
-        out.print(f"{d['domain']} {d['name']}: peak {d['peak_w'] / 1e3:.3g} kW, p99 "
-                  f"{d['p99_w'] / 1e3:.3g} kW of {d['budget_w'] / 1e3:.3g} kW{limited}{room}",
+        limited = f" (GPUs limited to {d.gpu_limit_w:.0f} W)" if d.throttled else ""
+        room = ("" if d.extra_servers_at_p99 is None else
+                f"; room for {d.extra_servers_at_p99} more servers at p99")
+        out.print(f"{d.domain} {d.name}: peak {d.peak_w / 1e3:.3g} kW, p99 "
+                  f"{d.p99_w / 1e3:.3g} kW of {d.budget_w / 1e3:.3g} kW{limited}{room}",
                   highlight=False)
+
+
+def _print_jobs_and_replays(summary: RunSummary) -> None:
+    for j in summary.jobs:
+        state = "finished" if j.finished else "running at the end"
+        out.print(f"job {j.job}: {j.gpus} GPUs, {state}; {j.tokens_done:.3g} tokens, "
+                  f"goodput {j.goodput:.1%}, {j.restarts} restarts, "
+                  f"{j.energy_j / 3.6e6:.3g} kWh GPU energy", highlight=False)
+    for c in summary.cluster_replays:
+        out.print(f"cluster {c.workload}: {c.pods_started} of {c.pods} pods started, "
+                  f"wait mean {c.wait_mean_s:.3g} s / p90 {c.wait_p90_s:.3g} s, GPU "
+                  f"allocation mean {c.gpu_allocation_mean:.1%} peak "
+                  f"{c.gpu_allocation_peak:.1%}", highlight=False)
 
 
 @app.command()

@@ -21,6 +21,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from dcsim.summary import DomainPeak, RunSummary
+
 
 def growth(g: float, months: np.ndarray | int) -> np.ndarray:
     """Demand multiplier after `months` of growth g per month: (1 + g)^m."""
@@ -37,31 +39,30 @@ def months_until(fixed: float, variable: float, capacity: float, g: float) -> in
     return math.floor(m) + 1  # strictly above the capacity
 
 
-def resources(summary: dict) -> pd.DataFrame:
+def resources(summary: RunSummary) -> pd.DataFrame:
     """Today's use of each finite resource of a run: fixed and growing parts, capacity."""
-    total = summary["total"]
+    total = summary.total
     rows = [{"resource": "GPUs", "unit": "GPUs", "fixed": 0.0,
-             "variable": float(total.get("gpus_serving", 0) + total.get("gpus_training", 0)),
-             "capacity": float(total["gpus"]),
-             "per_server": _gpus_per_server(summary)}]
-    for d in summary.get("power_domains", []):
-        if d.get("budget_w") is None:
+             "variable": float(total.gpus_serving + total.gpus_training),
+             "capacity": float(total.gpus),
+             "per_server": _gpus_per_server(summary.power_domains)}]
+    for d in summary.power_domains:
+        if d.budget_w is None:
             continue
-        idle = float(d.get("idle_w", 0.0))
-        rows.append({"resource": f"{d['domain']} {d['name']} power", "unit": "kW",
-                     "fixed": idle / 1e3, "variable": max(float(d["p99_w"]) - idle, 0.0) / 1e3,
-                     "capacity": float(d["budget_w"]) / 1e3, "per_server": math.nan})
+        rows.append({"resource": f"{d.domain} {d.name} power", "unit": "kW",
+                     "fixed": d.idle_w / 1e3, "variable": max(d.p99_w - d.idle_w, 0.0) / 1e3,
+                     "capacity": d.budget_w / 1e3, "per_server": math.nan})
     return pd.DataFrame(rows)
 
 
-def _gpus_per_server(summary: dict) -> float:
-    fac = [d for d in summary.get("power_domains", []) if d["domain"] == "facility"]
-    if fac and fac[0].get("servers"):
-        return float(fac[0].get("gpus", 0)) / float(fac[0]["servers"])
+def _gpus_per_server(domains: list[DomainPeak]) -> float:
+    fac = [d for d in domains if d.domain == "facility"]
+    if fac and fac[0].servers:
+        return fac[0].gpus / fac[0].servers
     return math.nan
 
 
-def projection(summary: dict, g: float, months: int) -> pd.DataFrame:
+def projection(summary: RunSummary, g: float, months: int) -> pd.DataFrame:
     """Per resource and month: projected use and capacity (tidy)."""
     res = resources(summary)
     m = np.arange(months + 1)
@@ -75,7 +76,7 @@ def projection(summary: dict, g: float, months: int) -> pd.DataFrame:
     return out
 
 
-def runout(summary: dict, g: float, months: int) -> pd.DataFrame:
+def runout(summary: RunSummary, g: float, months: int) -> pd.DataFrame:
     """Per resource: use now, capacity, the month it runs out (None beyond the horizon),
     use at the horizon's end and what to add by then."""
     rows = []

@@ -8,6 +8,14 @@ import pandas as pd
 from dcsim.power_summary import domain_peaks, energy_split
 from dcsim.scenario import Scenario
 from dcsim.slo import slo_attainment
+from dcsim.summary import (
+    ClusterSummary,
+    DomainPeak,
+    JobSummary,
+    RunSummary,
+    ServiceSummary,
+    Totals,
+)
 from dcsim.workloads.spec import InferenceService
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -46,73 +54,77 @@ def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, e
     }
 
 
-def cluster_summary(pods: pd.DataFrame, series: pd.DataFrame) -> list[dict[str, object]]:
+def cluster_summary(pods: pd.DataFrame, series: pd.DataFrame) -> list[ClusterSummary]:
     """Per replayed cluster trace: pods started, waiting time, allocation, fragmentation."""
     out = []
     for name, p in pods.groupby("workload", sort=False):
         t = series[series["workload"] == name]
         busy = t[t["gpu_allocation"] > 0]
-        out.append({"workload": name, "pods": len(p), "pods_started": int(p["started"].sum()),
-                    "wait_mean_s": float(p["wait_s"].mean()),
-                    "wait_p90_s": float(p["wait_s"].quantile(0.9)),
-                    "gpu_allocation_mean": float(t["gpu_allocation"].mean()),
-                    "gpu_allocation_peak": float(t["gpu_allocation"].max()),
-                    "fragmentation_mean_when_busy": float(busy["fragmentation"].mean())
-                    if len(busy) else None})
+        out.append(ClusterSummary(
+            workload=str(name), pods=len(p), pods_started=int(p["started"].sum()),
+            wait_mean_s=float(p["wait_s"].mean()), wait_p90_s=float(p["wait_s"].quantile(0.9)),
+            gpu_allocation_mean=float(t["gpu_allocation"].mean()),
+            gpu_allocation_peak=float(t["gpu_allocation"].max()),
+            fragmentation_mean_when_busy=float(busy["fragmentation"].mean())
+            if len(busy) else None))
     return out
 
 
 def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
               provenance: dict, power: pd.DataFrame, budgets: pd.DataFrame,
               jobs: pd.DataFrame | None = None, cluster_pods: pd.DataFrame | None = None,
-              cluster: pd.DataFrame | None = None) -> dict[str, object]:
-    """summary.json content: per service, per power domain and in total."""
+              cluster: pd.DataFrame | None = None) -> RunSummary:
+    """The run's summary: per service, job, cluster replay and power domain, and in total."""
     sim = s.simulation
-    window = sim.duration_s - sim.warmup_s
     split = energy_split(power)
     # facility carbon and cost follow GPU energy to the services and jobs that spent it
     job_j = float(jobs["energy_j"].sum()) if jobs is not None and not jobs.empty else 0.0
     gpu_j = float(replicas["energy_j"].sum()) + job_j
-    services = {}
-    for w in s.workloads:
-        if not isinstance(w, InferenceService):
-            continue
-        reps = replicas[replicas["service"] == w.name]
-        e = float(reps["energy_j"].sum())
-        req = requests[requests["service"] == w.name]
-        row = service_summary(req, w, window, sim.duration_s, e, int(reps["tp"].sum()))
-        share = e / gpu_j if gpu_j else 0.0
-        done = req[(req["status"] == "finished") & ~req["in_warmup"]]
-        tokens = int(done["output_tokens"].sum())
-        row.update(facility_kwh_allocated=split["facility_kwh"] * share,
-                   carbon_kg=split["carbon_kg"] * share, cost_usd=split["cost_usd"] * share,
-                   j_per_output_token=float(done["energy_j"].sum()) / tokens if tokens else None,
-                   profile_provenance=provenance.get(w.name, {}))
-        services[w.name] = row
-    total = {
-        "requests_finished": sum(v["requests_finished"] for v in services.values()),
-        "gpus": int((power["domain"] == "gpu").sum() // max(power["t_start_s"].nunique(), 1)),
-        "gpus_serving": int(replicas["tp"].sum()) if len(replicas) else 0,
-        "gpus_training": int(jobs["gpus"].sum()) if jobs is not None and not jobs.empty else 0,
-        "gpu_hours": float(replicas["tp"].sum() if len(replicas) else 0) * sim.duration_s / 3600.0,
-        **split,
-    }
+    services = {w.name: _service(s, w, requests, replicas, provenance, split, gpu_j)
+                for w in s.workloads if isinstance(w, InferenceService)}
+    total = Totals(
+        requests_finished=sum(v.requests_finished for v in services.values()),
+        gpus=int((power["domain"] == "gpu").sum() // max(power["t_start_s"].nunique(), 1)),
+        gpus_serving=int(replicas["tp"].sum()) if len(replicas) else 0,
+        gpus_training=int(jobs["gpus"].sum()) if jobs is not None and not jobs.empty else 0,
+        gpu_hours=float(replicas["tp"].sum() if len(replicas) else 0) * sim.duration_s / 3600.0,
+        **split)
     job_rows = []
     for j in ([] if jobs is None or jobs.empty else jobs.to_dict("records")):
         share = j["energy_j"] / gpu_j if gpu_j else 0.0
-        job_rows.append({k: j[k] for k in ("job", "gpus", "finished", "runtime_s",
-                                           "tokens_done", "goodput", "restarts",
-                                           "lost_gpu_hours", "checkpoints", "energy_j",
-                                           "tokens_per_s", "step_s")}
-                        | {"carbon_kg": split["carbon_kg"] * share,
-                           "cost_usd": split["cost_usd"] * share})
-    return {"scenario": s.name, "duration_s": sim.duration_s, "warmup_s": sim.warmup_s,
-            "seed": sim.seed, "services": services, "jobs": job_rows,
-            "cluster_replays": cluster_summary(cluster_pods, cluster)
-            if cluster_pods is not None and not cluster_pods.empty else [],
-            "total": total,
-            "power_domains": domain_peaks(power, budgets),
-            "notes": {"energy_kwh": "per service: GPU energy of its replicas (busy + idle)",
-                      "it_energy_kwh": "servers at the wall: GPUs (idle ones too), host, PSU loss",
-                      "facility_kwh": "IT + cooling + losses (facility model)",
-                      "j_per_output_token": "GPU energy of finished requests per output token"}}
+        job_rows.append(JobSummary(
+            **{k: _py(j[k]) for k in JOB_KEYS},
+            carbon_kg=split["carbon_kg"] * share, cost_usd=split["cost_usd"] * share))
+    replays = (cluster_summary(cluster_pods, cluster)
+               if cluster_pods is not None and not cluster_pods.empty else [])
+    return RunSummary(s.name, sim.duration_s, sim.warmup_s, sim.seed, services, job_rows,
+                      replays, total, [DomainPeak(**{k: _py(v) for k, v in d.items()})
+                                       for d in domain_peaks(power, budgets)])
+
+
+JOB_KEYS = ("job", "gpus", "finished", "runtime_s", "tokens_done", "goodput", "restarts",
+            "lost_gpu_hours", "checkpoints", "energy_j", "tokens_per_s", "step_s")
+
+
+def _service(s: Scenario, w: InferenceService, requests: pd.DataFrame,
+             replicas: pd.DataFrame, provenance: dict, split: dict[str, float],
+             gpu_j: float) -> ServiceSummary:
+    sim = s.simulation
+    reps = replicas[replicas["service"] == w.name]
+    e = float(reps["energy_j"].sum())
+    req = requests[requests["service"] == w.name]
+    row = service_summary(req, w, sim.duration_s - sim.warmup_s, sim.duration_s, e,
+                          int(reps["tp"].sum()))
+    share = e / gpu_j if gpu_j else 0.0
+    done = req[(req["status"] == "finished") & ~req["in_warmup"]]
+    tokens = int(done["output_tokens"].sum())
+    return ServiceSummary(
+        **row, facility_kwh_allocated=split["facility_kwh"] * share,
+        carbon_kg=split["carbon_kg"] * share, cost_usd=split["cost_usd"] * share,
+        j_per_output_token=float(done["energy_j"].sum()) / tokens if tokens else None,
+        profile_provenance=provenance.get(w.name, {}))
+
+
+def _py(x: object) -> object:
+    """numpy scalars as Python numbers (summary records hold plain values)."""
+    return x.item() if hasattr(x, "item") else x

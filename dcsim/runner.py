@@ -12,11 +12,13 @@ from dcsim.engine.simulation import simulate
 from dcsim.power_summary import request_carbon_and_cost
 from dcsim.results import summarize
 from dcsim.scenario import Scenario
+from dcsim.summary import RunSummary
 
 
 def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
                progress: Callable[[float], None] | None = None,
-               context: Context | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
+               context: Context | None = None
+               ) -> tuple[dict[str, pd.DataFrame], RunSummary]:
     """Simulate `s`; return the results tables (by file stem) and the summary."""
     result = simulate(s, base_dir, coalesce=coalesce, progress=progress, context=context)
     summary = summarize(s, result.requests, result.replicas, result.provenance, result.power,

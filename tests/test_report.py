@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
@@ -17,19 +18,24 @@ from typer.testing import CliRunner
 
 from dcsim import outlook
 from dcsim.cli import app
+from dcsim.summary import DomainPeak, RunSummary, Totals
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-def _summary(busy: int, gpus: int, p99_w: float, idle_w: float, budget_w: float) -> dict:
-    return {"total": {"gpus": gpus, "gpus_serving": busy, "gpus_training": 0},
-            "power_domains": [{"domain": "rack", "name": "r", "servers": 2, "gpus": gpus,
-                               "p99_w": p99_w, "idle_w": idle_w, "budget_w": budget_w},
-                              {"domain": "facility", "name": "facility", "servers": 2,
-                               "gpus": gpus, "p99_w": p99_w, "idle_w": idle_w,
-                               "budget_w": None}]}
+def _summary(busy: int, gpus: int, p99_w: float, idle_w: float, budget_w: float
+             ) -> RunSummary:
+    """A run summary with just what the outlook reads (the rest zero)."""
+    zeros = {f.name: 0 for f in fields(Totals)}
+    total = Totals(**zeros | {"gpus": gpus, "gpus_serving": busy, "gpus_training": 0})
+
+    def dom(kind: str, name: str, budget: float | None) -> DomainPeak:
+        return DomainPeak(kind, name, 2, p99_w, p99_w, budget, gpus, idle_w, False, 700.0)
+
+    return RunSummary("s", 3600.0, 0.0, 1, {}, [], [], total,
+                      [dom("rack", "r", budget_w), dom("facility", "facility", None)])
 
 
 def test_outlook_month_of_running_out_matches_the_compound_growth_formula():

@@ -9,7 +9,7 @@ import simpy
 from dcsim.engine.simulation import simulate
 from dcsim.errors import DcsimError
 from dcsim.hardware.storage import SharedStorage
-from dcsim.scenario import Storage, scenario_from_data
+from dcsim.scenario import scenario_from_data
 
 
 def _job(name: str, gpus: int, steps: int, start: float = 0.0, **kw: object) -> dict:
@@ -102,8 +102,8 @@ def test_transfers_share_bandwidth_max_min_fairly():
     # 10 B/s: A (100 B) alone for 5 s, then A and B (30 B) at 5 B/s each: B ends at
     # 11 s, A has 20 B left and ends at 13 s
     env = simpy.Environment()
-    st = SharedStorage(env, Storage(write_bandwidth_gbyte_s=1e-8, per_client_gbyte_s=1.0),
-                       1.0, 20)
+    st = SharedStorage(env, write_byte_s=10.0, read_byte_s=10.0, per_client_byte_s=1e9,
+                       bucket_s=1.0, buckets=20)
     done: dict[str, float] = {}
 
     def go(name: str, nbytes: float, at: float):

@@ -17,9 +17,10 @@ from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
 from dcsim.engine.cluster import ReplaySpec, load_replays
 from dcsim.engine.context import Context
 from dcsim.engine.costs import IterationCosts
+from dcsim.engine.fleet import domains, place, training_pool
 from dcsim.engine.jobs import JobSpec, fabric_capacity, job_specs
 from dcsim.errors import DcsimError, Problem
-from dcsim.hardware.placement import Domain, Server, budget_caps, place, training_pool
+from dcsim.hardware.placement import Domain, Server, budget_caps
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
 from dcsim.workloads.requests import service_requests
@@ -177,7 +178,8 @@ def placement(s: Scenario, services: list[InferenceService], jobs: list[Training
     train_gpus = {job.gpu for job in jobs}
     parked = np.array([not x.replicas and x.gpu.id not in train_gpus for x in servers])
     off = off_servers(s, servers, jobs)
-    server_caps, doms = budget_caps(s, servers, requested, parked, off)
+    doms = domains(s, servers)
+    server_caps = budget_caps(servers, doms, requested, parked, off)
     replica_caps: list[float | None] = []
     for r, cap in enumerate(caps_req):
         x = where[r]

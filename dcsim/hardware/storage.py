@@ -19,8 +19,6 @@ import simpy
 
 from dcsim.engine.metrics import spread
 from dcsim.hardware.network import water_fill
-from dcsim.scenario import Storage
-from dcsim.training.checkpoint import transfer_s
 
 
 @dataclass
@@ -41,11 +39,11 @@ class _Pool:
 class SharedStorage:
     """Checkpoint writes and restores of every job, sharing one file system."""
 
-    def __init__(self, env: simpy.Environment, spec: Storage, bucket_s: float,
-                 buckets: int) -> None:
-        self.env, self.spec, self.bucket_s = env, spec, bucket_s
-        self.pools = {True: _Pool(spec.write_bandwidth_gbyte_s * 1e9, buckets),
-                      False: _Pool(spec.read_bandwidth_gbyte_s * 1e9, buckets)}
+    def __init__(self, env: simpy.Environment, write_byte_s: float, read_byte_s: float,
+                 per_client_byte_s: float, bucket_s: float, buckets: int) -> None:
+        self.env, self.bucket_s = env, bucket_s
+        self.per_client_byte_s = per_client_byte_s
+        self.pools = {True: _Pool(write_byte_s, buckets), False: _Pool(read_byte_s, buckets)}
         self._t = 0.0
         self._next_id = 0
         self._generation = 0
@@ -56,7 +54,7 @@ class SharedStorage:
         key = self._next_id
         self._next_id += 1
         done = self.env.event()
-        demand = clients * self.spec.per_client_gbyte_s * 1e9
+        demand = clients * self.per_client_byte_s
         self.pools[write].active[key] = _Transfer(nbytes, demand, done)
         self._reshare()
         return key, done
@@ -67,10 +65,6 @@ class SharedStorage:
         for pool in self.pools.values():
             pool.active.pop(key, None)
         self._reshare()
-
-    def alone_s(self, nbytes: float, clients: int, write: bool) -> float:
-        """Transfer time with the file system to itself, s."""
-        return transfer_s(nbytes, clients, self.spec, write)
 
     def _advance(self) -> None:
         now = self.env.now

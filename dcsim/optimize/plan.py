@@ -12,11 +12,11 @@ import pyomo.environ as pyo
 
 from dcsim.catalog import Catalog
 from dcsim.engine.context import Context
+from dcsim.engine.fleet import fleet_servers
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
 from dcsim.hardware.facility import grid_values as grid
 from dcsim.hardware.network import switch_power_w
-from dcsim.hardware.placement import fleet_servers
 from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.calibrate import calibrate
 from dcsim.optimize.model import Fleet, Inputs, build, period_it_w

@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from dcsim.errors import DcsimError, Problem
+from dcsim.summary import RunSummary
 
 TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "failures",
           "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs", "sweep")
@@ -25,6 +26,7 @@ class Results:
     summary: dict
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     slos: dict[str, dict[str, float]] = field(default_factory=dict)  # service -> bound, s
+    run: RunSummary | None = None  # a run folder's summary.json as typed records
 
     def has(self, name: str) -> bool:
         return name in self.tables and len(self.tables[name]) > 0
@@ -46,7 +48,8 @@ def load(path: Path) -> Results:
                                  "the summary dcsim wrote")) from None
     tables = {t: pd.read_parquet(path / f"{t}.parquet") for t in TABLES
               if (path / f"{t}.parquet").is_file()}
-    return Results(path, kind, summary, tables, _slos(path / "scenario.resolved.yaml"))
+    run = RunSummary.from_dict(summary, str(path / name)) if kind == "run" else None
+    return Results(path, kind, summary, tables, _slos(path / "scenario.resolved.yaml"), run)
 
 
 def _slos(resolved: Path) -> dict[str, dict[str, float]]:

@@ -8,6 +8,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from dcsim.summary import RunSummary, Totals
+
 COLORS = qualitative.Plotly
 MAX_RACKS = 12  # racks drawn in the power chart: those closest to their budgets
 CDF_POINTS = 400  # quantiles per latency curve (keeps the page small at any request count)
@@ -41,7 +43,7 @@ def power_vs_budgets(power: pd.DataFrame, budgets: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def energy_breakdown(total: dict, by_workload: pd.DataFrame) -> go.Figure:
+def energy_breakdown(total: Totals, by_workload: pd.DataFrame) -> go.Figure:
     """Facility energy by component, and energy by service or job (kWh)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "facility energy by component", "energy by service or job"))
@@ -49,7 +51,7 @@ def energy_breakdown(total: dict, by_workload: pd.DataFrame) -> go.Figure:
              ("network", "network_energy_kwh"), ("cooling", "cooling_kwh"),
              ("power losses", "losses_kwh")]
     for i, (label, key) in enumerate(parts):
-        fig.add_trace(go.Bar(x=["facility"], y=[float(total.get(key) or 0.0)], name=label,
+        fig.add_trace(go.Bar(x=["facility"], y=[float(getattr(total, key) or 0.0)], name=label,
                              marker_color=COLORS[i]), row=1, col=1)
     if len(by_workload):
         fig.add_trace(go.Bar(x=by_workload["workload"], y=by_workload["energy_kwh"],
@@ -60,12 +62,12 @@ def energy_breakdown(total: dict, by_workload: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def workload_energy(summary: dict) -> pd.DataFrame:
+def workload_energy(summary: RunSummary) -> pd.DataFrame:
     """GPU energy per service and per training job, kWh (tidy)."""
-    rows = [{"workload": name, "kind": "service", "energy_kwh": float(s["energy_kwh"])}
-            for name, s in summary.get("services", {}).items()]
-    rows += [{"workload": j["job"], "kind": "job", "energy_kwh": float(j["energy_j"]) / 3.6e6}
-             for j in summary.get("jobs", [])]
+    rows = [{"workload": name, "kind": "service", "energy_kwh": float(s.energy_kwh)}
+            for name, s in summary.services.items()]
+    rows += [{"workload": j.job, "kind": "job", "energy_kwh": float(j.energy_j) / 3.6e6}
+             for j in summary.jobs]
     return pd.DataFrame(rows, columns=["workload", "kind", "energy_kwh"])
 
 

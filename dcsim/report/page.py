@@ -16,6 +16,7 @@ from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
 from dcsim.report import sweep as sw
 from dcsim.report.data import Results, load
+from dcsim.summary import RunSummary
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
@@ -43,7 +44,8 @@ def build(res: Results, growth_per_month: float, months: int) -> str:
     """The page as a string: sections for what the folder holds."""
     if res.kind == "run":
         sections = _run_sections(res, growth_per_month, months)
-        title = f"{res.summary.get('scenario', res.path.name)}: simulated run"
+        assert res.run is not None
+        title = f"{res.run.scenario}: simulated run"
     elif res.kind == "optimize":
         sections = _plan_sections(res)
         title = f"{res.path.name}: optimizer plan"
@@ -71,13 +73,14 @@ Section = tuple[str, list[object]]
 
 
 def _run_sections(res: Results, g: float, months: int) -> list[Section]:
-    s, t = res.summary, res.tables
-    powered = s["total"].get("it_energy_kwh", 0.0) > 0  # a trace replay alone draws nothing
-    out: list[Section] = [("Headline", [_kpis(_run_kpis(res) + _replay_kpis(s))])]
+    s, t = res.run, res.tables
+    assert s is not None
+    powered = s.total.it_energy_kwh > 0  # a trace replay alone draws nothing
+    out: list[Section] = [("Headline", [_kpis(_run_kpis(s) + _replay_kpis(s))])]
     if powered and res.has("power") and res.has("budgets"):
         out.append(("Power", [fr.power_vs_budgets(t["power"], t["budgets"])]))
     if powered:
-        out.append(("Energy", [fr.energy_breakdown(s["total"], fr.workload_energy(s))]))
+        out.append(("Energy", [fr.energy_breakdown(s.total, fr.workload_energy(s))]))
     if res.has("requests"):
         out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos)]))
     if res.has("timeseries"):
@@ -85,10 +88,10 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     if res.has("jobs"):
         out.append(("Training", [fr.training_timeline(
             t["jobs"], t.get("failures", pd.DataFrame()), t.get("checkpoints", pd.DataFrame()),
-            float(s.get("duration_s", 0.0)))]))
+            s.duration_s)]))
     if res.has("cluster"):
         out.append(("Cluster", [fr.cluster_use(t["cluster"])]))
-    if not s["total"].get("gpus"):  # no fleet of ours to run out (a trace replay)
+    if not s.total.gpus:  # no fleet of ours to run out (a trace replay)
         out.append(("Where the numbers come from", [_provenance(s)]))
         return out
     proj = outlook.projection(s, g, months)
@@ -101,41 +104,40 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     return out
 
 
-def _run_kpis(res: Results) -> list[tuple[str, str, str]]:
-    tot, svcs = res.summary["total"], res.summary.get("services", {})
-    served = sum(v["requests_finished"] for v in svcs.values())
-    att = [(v["slo_attainment"], v["requests_finished"]) for v in svcs.values()
-           if v.get("slo_attainment") is not None]
+def _run_kpis(s: RunSummary) -> list[tuple[str, str, str]]:
+    tot, svcs = s.total, s.services
+    served = sum(v.requests_finished for v in svcs.values())
+    att = [(v.slo_attainment, v.requests_finished) for v in svcs.values()
+           if v.slo_attainment is not None]
     slo = sum(a * n for a, n in att) / max(sum(n for _, n in att), 1) if att else None
-    tokens = sum(v.get("output_tokens_per_s", 0.0) for v in svcs.values()) * (
-        res.summary["duration_s"] - res.summary.get("warmup_s", 0.0))
-    gpu_kwh = sum(v["energy_kwh"] for v in svcs.values())
-    runs = [(j["gpus"], float(j.get("runtime_s") or 0.0)) for j in res.summary.get("jobs", [])]
+    tokens = sum(v.output_tokens_per_s for v in svcs.values()) * (s.duration_s - s.warmup_s)
+    gpu_kwh = sum(v.energy_kwh for v in svcs.values())
+    runs = [(j.gpus, float(j.runtime_s or 0.0)) for j in s.jobs]
     train_h = sum(g * r / 3600 for g, r in runs if math.isfinite(r))
     sim = "simulated"
     return [
         ("requests served", f"{served:,}", sim),
         ("SLO attainment", "n/a" if slo is None else f"{slo:.2%}", sim),
-        ("IT energy", f"{tot['it_energy_kwh']:,.1f} kWh", sim),
-        ("facility energy", f"{tot['facility_kwh']:,.1f} kWh", "simulated x facility model"),
-        ("effective PUE", f"{tot['effective_pue']:.3f}" if tot.get("effective_pue") else "n/a",
+        ("IT energy", f"{tot.it_energy_kwh:,.1f} kWh", sim),
+        ("facility energy", f"{tot.facility_kwh:,.1f} kWh", "simulated x facility model"),
+        ("effective PUE", f"{tot.effective_pue:.3f}" if tot.effective_pue else "n/a",
          "derived"),
-        ("carbon", f"{tot['carbon_kg']:,.1f} kg CO2e", "facility energy x grid intensity"),
-        ("cost", f"${tot['cost_usd']:,.2f}", "facility energy x price"),
-        ("GPU-hours", f"{tot['gpu_hours'] + train_h:,.1f}", "serving + training, simulated"),
+        ("carbon", f"{tot.carbon_kg:,.1f} kg CO2e", "facility energy x grid intensity"),
+        ("cost", f"${tot.cost_usd:,.2f}", "facility energy x price"),
+        ("GPU-hours", f"{tot.gpu_hours + train_h:,.1f}", "serving + training, simulated"),
         ("J per output token", f"{gpu_kwh * 3.6e6 / tokens:.3g}" if tokens else "n/a",
          "GPU energy of services / tokens"),
     ]
 
 
-def _replay_kpis(summary: dict) -> list[tuple[str, str, str]]:
+def _replay_kpis(summary: RunSummary) -> list[tuple[str, str, str]]:
     out = []
-    for r in summary.get("cluster_replays", []):
-        w = r["workload"]
-        out += [(f"{w}: pods started", f"{r['pods_started']:,} of {r['pods']:,}", "replayed"),
-                (f"{w}: mean wait", f"{r['wait_mean_s']:,.0f} s", "simulated"),
-                (f"{w}: GPU allocation", f"{r['gpu_allocation_mean']:.1%} mean, "
-                 f"{r['gpu_allocation_peak']:.1%} peak", "simulated")]
+    for r in summary.cluster_replays:
+        w = r.workload
+        out += [(f"{w}: pods started", f"{r.pods_started:,} of {r.pods:,}", "replayed"),
+                (f"{w}: mean wait", f"{r.wait_mean_s:,.0f} s", "simulated"),
+                (f"{w}: GPU allocation", f"{r.gpu_allocation_mean:.1%} mean, "
+                 f"{r.gpu_allocation_peak:.1%} peak", "simulated")]
     return out
 
 
@@ -188,10 +190,10 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:,.3g}", border=0)
 
 
-def _provenance(summary: dict) -> str:
+def _provenance(summary: RunSummary) -> str:
     rows = [{"service": name, "answers": kind, **counts}
-            for name, svc in summary.get("services", {}).items()
-            for kind, counts in svc.get("profile_provenance", {}).items()]
+            for name, svc in summary.services.items()
+            for kind, counts in svc.profile_provenance.items()]
     if not rows:
         return "<p>No profile answers recorded.</p>"
     return ("<p>How often each service's iteration times and energies came from measured "

@@ -24,6 +24,7 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.output import atomic_file, write_run
 from dcsim.references import check_references
 from dcsim.scenario import load_scenario, parse_yaml, scenario_from_data
+from dcsim.summary import RunSummary
 from dcsim.sweep.points import check, point_id
 from dcsim.sweep.spec import Scalar, SweepSpec
 
@@ -90,7 +91,7 @@ def run_task(task: Task, root: str) -> dict[str, object]:
         if problems:
             raise DcsimError(problems)
         tables, summary = run_tables(s, Path(task.base_dir))
-        write_run(Path(root) / task.out, s, tables, summary)
+        write_run(Path(root) / task.out, s, tables, summary.to_dict())
         row |= {"status": "finished", "error": "", **metrics(summary)}
     except Exception as exc:  # a failed point is recorded, the sweep goes on
         row |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
@@ -99,18 +100,19 @@ def run_task(task: Task, root: str) -> dict[str, object]:
     return row
 
 
-def metrics(summary: dict) -> dict[str, float]:
+def metrics(summary: RunSummary) -> dict[str, float]:
     """The sweep table's metrics from a run summary: totals, and per service and job."""
-    tot = summary["total"]
-    out = {k: tot.get(k) for k in ("it_energy_kwh", "facility_kwh", "effective_pue",
-                                   "carbon_kg", "cost_usd", "gpu_hours", "requests_finished")}
-    for name, v in summary.get("services", {}).items():
+    tot = summary.total
+    out = {k: getattr(tot, k) for k in ("it_energy_kwh", "facility_kwh", "effective_pue",
+                                        "carbon_kg", "cost_usd", "gpu_hours",
+                                        "requests_finished")}
+    for name, v in summary.services.items():
         for k in ("throughput_req_s", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "ttft_p50_s",
                   "slo_attainment", "energy_kwh", "j_per_output_token"):
-            out[f"{name}/{k}"] = v.get(k)
-    for j in summary.get("jobs", []):
+            out[f"{name}/{k}"] = getattr(v, k)
+    for j in summary.jobs:
         for k in ("runtime_s", "goodput", "restarts"):
-            out[f"{j['job']}/{k}"] = j.get(k)
+            out[f"{j.job}/{k}"] = getattr(j, k)
     return {k: float(v) if v is not None else float("nan") for k, v in out.items()}
 
 
@@ -148,7 +150,8 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
 
 
 def _finished_row(t: Task, out: Path) -> dict[str, object]:
-    summary = json.loads((out / t.out / "summary.json").read_text())
+    path = out / t.out / "summary.json"
+    summary = RunSummary.from_dict(json.loads(path.read_text()), str(path))
     return {"point": t.point, "seed": t.seed, **t.values, "status": "finished", "error": "",
             **metrics(summary), "wall_s": float("nan")}
 

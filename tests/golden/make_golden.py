@@ -39,7 +39,7 @@ def pinned_run(stem: str) -> tuple[pd.DataFrame, dict]:
 
     path = ROOT / "scenarios" / f"{stem}.yaml"
     tables, summary = run_tables(load_scenario(path), path.parent)
-    return tables["requests"], json.loads(plain_json(summary))
+    return tables["requests"], json.loads(plain_json(summary.to_dict()))
 
 
 def column_digests(df: pd.DataFrame) -> dict[str, object]:
