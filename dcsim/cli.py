@@ -321,6 +321,19 @@ def _print_plan(summary: dict, tables: dict) -> None:
                       f"{r['predicted_facility_w_mean']:,.0f}")
         out.print(v)
     _print_training(summary)
+    _print_budget_values(summary)
+
+
+def _print_budget_values(summary: dict) -> None:
+    bv = summary.get("budget_value_per_kw", {})
+    worth = [r for r in bv.get("binding", []) if r["value_per_kw"] > 0]
+    if not worth:
+        return
+    unit = bv["unit"].split(" ")[0]
+    best = sorted(worth, key=lambda r: -r["value_per_kw"])[:5]
+    out.print("binding budgets (1 kW more would save, per period): " + "; ".join(
+        f"{r['domain']} {r['name']} period {r['period']}: {r['value_per_kw']:.3g} {unit}"
+        for r in best), highlight=False)
 
 
 def _print_training(summary: dict) -> None:

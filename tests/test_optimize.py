@@ -224,3 +224,52 @@ def test_cost_and_carbon_objectives_weigh_each_hour_by_price_and_intensity(tmp_p
     plan = optimize(scenario_from_data(d), ROOT, objective="carbon")
     kwh = plan.periods["facility_kwh"].to_numpy()
     assert plan.solved.objective == pytest.approx(kwh[0] * 0.1 + kwh[1] * 0.5, rel=1e-6)
+
+
+def test_budget_value_is_the_hand_computed_shadow_price_of_a_binding_rack():
+    # a fast config A at the full limit (25 W per req/s above idle, 80 req/s per server,
+    # 8 x (700 - 250) = 3600 W of worst case per server above its parked floor) and a capped
+    # B (36 W per req/s, 40 req/s per server, 8 x (400 - 250) = 1200 W). Moving 1 req/s
+    # from B to A costs 3600/80 - 1200/40 = 15 W of budget and saves 36 - 25 = 11 W:
+    # 11/15 kWh per kW of budget over the one-hour period, where the 9 kW budget binds
+    from dcsim.optimize.solver import Values, budget_values
+
+    def plan(budget_w: float) -> pd.DataFrame:
+        x = _inputs([{"tp": 1, "planned_rps": 10.0, "power_a_w": 300.0,
+                      "power_b_w_per_rps": 5.0},
+                     {"tp": 1, "planned_rps": 5.0, "power_a_w": 250.0, "power_b_w_per_rps": 6.0,
+                      "power_cap_w": 400.0, "peak_w_per_gpu": 400.0}], [[120.0]],
+                    budget_w=budget_w)
+        m, _ = _solve(x)
+        v = Values()
+        v.add(m, 0)
+        return budget_values(x, v)
+
+    tight = plan(9000.0).iloc[0]
+    assert (tight["domain"], tight["name"], tight["period"]) == ("rack", "r", 0)
+    assert tight["binding"] and tight["value_per_kw"] == pytest.approx(11 / 15, rel=1e-9)
+    loose = plan(10000.0).iloc[0]  # the plan's servers need 8.8 kW: 1.2 kW to spare
+    assert not loose["binding"] and loose["value_per_kw"] == 0.0
+
+
+def test_a_model_is_not_built_from_inputs_that_make_no_sense():
+    x = _inputs([{"tp": 1, "planned_rps": 10.0, "power_a_w": 300.0, "power_b_w_per_rps": 5.0}],
+                [[float("nan")]])
+    with pytest.raises(DcsimError) as err:
+        build(x)
+    assert "req/s >= 0" in str(err.value)
+
+
+def test_extra_constraints_enter_through_a_plain_callable():
+    # the hand instance of test_tiny_instance (optimum A + B = 575 W above idle); forbid
+    # B and the best left is 3 A = 750 W
+    x = _inputs([{"tp": 1, "planned_rps": 10.0, "power_a_w": 300.0, "power_b_w_per_rps": 5.0},
+                 {"tp": 2, "planned_rps": 25.0, "power_a_w": 450.0, "power_b_w_per_rps": 4.0}],
+                [[30.0]])
+
+    def no_b(m, x_, d):
+        m.no_b = pyo.Constraint(m.T, rule=lambda m, t: m.N[1, t] == 0)
+
+    m = build(x, extra=no_b)
+    solved = solve(m, 30, 0.0, 0.0)
+    assert solved.objective == pytest.approx((16 * 100 + 750) * 3600 / 3.6e6, rel=1e-9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def test_plan_pays_only_for_servers_it_uses_by_hand():
     x = _inputs([{"tp": 1, "planned_rps": 10.0, "power_a_w": 300.0, "power_b_w_per_rps": 5.0},
                  {"tp": 2, "planned_rps": 25.0, "power_a_w": 450.0, "power_b_w_per_rps": 4.0}],
                 [[30.0]], pue=1.5)
-    x.servers_off = True
+    x = replace(x, servers_off=True)  # Inputs are frozen
     m = build(x)
     solved = solve(m, 30, 0.0, 0.0)
     assert solved.objective == pytest.approx((8 * 100 + 575) * 1.5 * 3600 / 3.6e6, rel=1e-9)

@@ -45,11 +45,13 @@ def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, ctx: 
 
 def calibrate(s: Scenario, services: list[InferenceService], table: pd.DataFrame,
               used: set[int], ctx: Context, duration_s: float
-              ) -> bool:
-    """Simulate the used rows not yet checked; lower failing rates. True if any changed.
+              ) -> tuple[pd.DataFrame, bool]:
+    """Simulate the used rows not yet checked; lower failing rates. A new table with the
+    checked rows marked simulated (the caller's is left alone), and whether a rate fell.
 
     Rows of services alike (same capacity key) share the result.
     """
+    table = table.copy()
     changed = False
     for c in sorted(used):
         if table.at[c, "basis"] == "simulated":
@@ -68,4 +70,4 @@ def calibrate(s: Scenario, services: list[InferenceService], table: pd.DataFrame
         same = (table["kind"] == row["kind"]) & (table["config"] == row["config"])
         table.loc[same, "planned_rps"] = rate
         table.loc[same, "basis"] = "simulated"
-    return changed
+    return table, changed

@@ -123,27 +123,34 @@ def shares(jobs: pd.DataFrame, n: int, period_s: float) -> tuple[np.ndarray, np.
     return inside, after
 
 
-def add(m: pyo.ConcreteModel, x: Inputs, racks_of: dict[str, list[str]]) -> None:
-    """Variables z (limit per job) and J (its servers per rack), and their constraints."""
-    jobs = x.jobs
-    assert jobs is not None
-    inside, after = shares(jobs, x.demand.shape[1], x.period_s)
+def variables(m: pyo.ConcreteModel, x: Inputs, racks_of: dict[str, list[str]]) -> None:
+    """z[o] (the job runs option o: a power limit and start) and J[o, r] (its servers in
+    rack r), with per-option data the other families read; empty sets without jobs."""
+    j = x.jobs if x.jobs is not None else pd.DataFrame(columns=[
+        "job_index", "gpu", "racks", "servers", "gpus_per_server", "peak_w_per_gpu",
+        "start_s", "runtime_s"])
+    inside, after = shares(j, x.demand.shape[1], x.period_s)
     m.jobs_inside, m.jobs_after = inside, after
-    m.O = pyo.Set(initialize=range(len(jobs)))
-    m.OR = pyo.Set(initialize=[(o, r) for o in range(len(jobs)) for r in _racks(jobs, o,
-                                                                                 racks_of)],
-                   dimen=2)
-    # per rack, the (option, rack) pairs there: rack constraints read only their own
+    m.job_racks = [_racks(j, o, racks_of) for o in range(len(j))]
+    m.job_gpu = [str(g) for g in j["gpu"]]
+    m.job_n_servers = [int(n) for n in j["servers"]]
+    m.job_peak = [float(p) for p in j["peak_w_per_gpu"]]
+    m.job_gps = [int(g) for g in j["gpus_per_server"]]
+    m.O = pyo.Set(initialize=range(len(j)))
+    m.OR = pyo.Set(initialize=[(o, r) for o in range(len(j)) for r in m.job_racks[o]], dimen=2)
+    # per rack, the options there: rack constraints read only their own
     m.jobs_at = {}
     for o, r in m.OR:
         m.jobs_at.setdefault(r, []).append(o)
     m.z = pyo.Var(m.O, domain=pyo.Binary)
     m.J = pyo.Var(m.OR, domain=pyo.NonNegativeIntegers)
-    by_job = jobs.groupby("job_index").groups
-    m.job_option = pyo.Constraint(list(by_job), rule=lambda m, j: pyo.quicksum(
-        m.z[o] for o in by_job[j]) == 1)
-    m.job_servers = pyo.Constraint(m.O, rule=lambda m, o: pyo.quicksum(
-        m.J[o, r] for r in _racks(jobs, o, racks_of)) == int(jobs["servers"].iat[o]) * m.z[o])
+
+
+def options_by_job(jobs: pd.DataFrame | None) -> dict[int, list[int]]:
+    """Per job, the indices of its options (none without jobs)."""
+    if jobs is None:
+        return {}
+    return {int(k): list(v) for k, v in jobs.groupby("job_index").groups.items()}
 
 
 def _racks(jobs: pd.DataFrame, o: int, racks_of: dict[str, list[str]]) -> list[str]:
@@ -152,24 +159,16 @@ def _racks(jobs: pd.DataFrame, o: int, racks_of: dict[str, list[str]]) -> list[s
     return have if want is None else [r for r in have if r in set(want)]
 
 
-def servers_in(m: pyo.ConcreteModel, x: Inputs, rack: str, gpu: str, t: int) -> object:
+def servers_in(m: pyo.ConcreteModel, rack: str, gpu: str, t: int) -> object:
     """Servers of GPU type `gpu` in `rack` that jobs hold in period t."""
-    if x.jobs is None:
-        return 0.0
-    gpus = x.jobs["gpu"]
     return pyo.quicksum(m.J[o, rack] for o in m.jobs_at.get(rack, ())
-                        if m.jobs_inside[o, t] > 0 and gpus.iat[o] == gpu)
+                        if m.jobs_inside[o, t] > 0 and m.job_gpu[o] == gpu)
 
 
-def rack_w(m: pyo.ConcreteModel, x: Inputs, rack: str, t: int, min_w: dict[str, float]
-           ) -> object:
+def rack_w(m: pyo.ConcreteModel, rack: str, t: int, min_w: dict[str, float]) -> object:
     """Worst-case wall power jobs add to `rack` in period t above its parked servers, W."""
-    if x.jobs is None:
-        return 0.0
-    j = x.jobs
-    return pyo.quicksum(int(j["gpus_per_server"].iat[o]) * (
-        float(j["peak_w_per_gpu"].iat[o]) - min_w[str(j["gpu"].iat[o])]) * m.J[o, rack]
-        for o in m.jobs_at.get(rack, ()) if m.jobs_inside[o, t] > 0)
+    return pyo.quicksum(m.job_gps[o] * (m.job_peak[o] - min_w[m.job_gpu[o]]) * m.J[o, rack]
+                        for o in m.jobs_at.get(rack, ()) if m.jobs_inside[o, t] > 0)
 
 
 def draw_w(jobs: pd.DataFrame, servers_off: bool) -> np.ndarray:
@@ -181,7 +180,7 @@ def draw_w(jobs: pd.DataFrame, servers_off: bool) -> np.ndarray:
 
 def it_w(m: pyo.ConcreteModel, x: Inputs, t: int) -> object:
     """Jobs' IT power in period t (mean over the period; see draw_w), W."""
-    if x.jobs is None:
+    if not len(m.O):
         return 0.0
     above = draw_w(x.jobs, x.servers_off)
     return pyo.quicksum(float(above[o] * m.jobs_inside[o, t]) * m.z[o] for o in m.O
@@ -207,7 +206,7 @@ def after_cost(m: pyo.ConcreteModel, x: Inputs) -> object:
     """Objective term of the jobs' energy after the horizon (see after_kwh), plus a
     negligible cost per hour of delay so that a job starts when submitted unless a later
     start pays (cleaner or cheaper hours, cooler weather)."""
-    if x.jobs is None:
+    if not len(m.O) or x.jobs is None:
         return 0.0
     per = after_kwh(x.jobs, x)
     delay_h = (x.jobs["start_s"] - x.jobs.groupby("job_index")["start_s"].transform("min")

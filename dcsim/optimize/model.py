@@ -1,4 +1,6 @@
-"""The plan as a MILP: build -> solve (HiGHS) -> check termination -> extract DataFrames.
+"""The plan as a MILP, in stages: check inputs -> variables -> constraint families
+(dcsim.optimize.constraints) -> expressions and objective; then solve (HiGHS), check
+termination and extract (dcsim.optimize.solver).
 
 Decisions per period t: replicas N[s,c,t] of each (service, configuration), the load
 y[s,c,t] they carry (req/s), and servers S[g,k,r,t] of GPU type g in rack r run at
@@ -28,11 +30,13 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 
+from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import Overhead, facility_power_w
 from dcsim.optimize import jobs
+from dcsim.optimize.constraints import FAMILIES, Family
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fleet:
     """Racks as (rack, row, gpu, servers, GPUs per server, wall W/GPU idle and at limits)."""
 
@@ -43,8 +47,11 @@ class Fleet:
     network_w: float = 0.0  # the leaf-spine fabric's ports at idle (inference moves little)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Inputs:
+    """Everything the MILP reads, frozen: a change (calibrated rates, the elastic model,
+    one period) is a new Inputs (dataclasses.replace)."""
+
     table: pd.DataFrame  # capacity table rows with planned_rps > 0
     demand: np.ndarray  # services x periods, req/s
     services: list[str]
@@ -76,6 +83,7 @@ class _Data:
     rack_rows: dict[str, list[tuple[str, int, int, float]]]  # gpu, GPUs/server, servers, min W
     peak: dict[tuple[str, float], float]
     have: dict[tuple[str, str], int]
+    twins: list[tuple[str, str]]  # consecutive racks that differ only in name
 
 
 def _data(x: Inputs) -> _Data:
@@ -95,7 +103,7 @@ def _data(x: Inputs) -> _Data:
         rack_rows.setdefault(r.rack, []).append((r.gpu, int(r.gps), int(r.servers),
                                                  float(r.min_w)))
     peak_w = tab["peak_w_per_gpu"].tolist()
-    return _Data(
+    out = _Data(
         tp=tab["tp"].astype(int).tolist(), rate=tab["planned_rps"].astype(float).tolist(),
         above=[float(replica_it_w(r, 1, 0.0)) for r in tab.to_dict("records")],
         slope=tab["power_b_w_per_rps"].astype(float).tolist(),
@@ -106,12 +114,56 @@ def _data(x: Inputs) -> _Data:
                   for g, ks in levels.items() for k in ks},
         rack_rows=rack_rows,
         peak={key: float(peak_w[cs[0]]) for key, cs in users.items()},
-        have={(r, g): n for r, rs in rack_rows.items() for g, _, n, _ in rs})
+        have={(r, g): n for r, rs in rack_rows.items() for g, _, n, _ in rs}, twins=[])
+    out.twins = _twins(x, out)
+    return out
 
 
-def build(x: Inputs) -> pyo.ConcreteModel:
-    m = pyo.ConcreteModel()
+def check_inputs(x: Inputs) -> list[Problem]:
+    """What makes a model pointless to build: demand that is not a finite number >= 0, a
+    service with demand and no configuration, periods of no length, weights that are
+    not finite."""
+    out = []
+    dem = np.asarray(x.demand, dtype=float)
+    if dem.shape != (len(x.services), dem.shape[1] if dem.ndim == 2 else 0):
+        return [Problem("optimize", f"demand of shape {dem.shape}",
+                        f"one row per service ({len(x.services)}) and one column per period")]
+    if not np.isfinite(dem).all() or (dem < 0).any():
+        out.append(Problem("optimize demand", "not finite or negative", "req/s >= 0"))
+    served = set(x.table["service_index"].astype(int)) if len(x.table) else set()
+    for s_, name in enumerate(x.services):
+        if dem[s_].max(initial=0.0) > 0 and s_ not in served:
+            out.append(Problem(f"service {name}", "no configuration",
+                               "at least one configuration that meets its SLO"))
+    if not x.period_s > 0:
+        out.append(Problem("optimize.period_s", x.period_s, "a positive number of seconds"))
+    if not np.isfinite(np.asarray(x.weight, dtype=float)).all():
+        out.append(Problem("optimize objective weights", "not finite", "finite numbers"))
+    return out
+
+
+def build(x: Inputs, extra: Family | None = None) -> pyo.ConcreteModel:
+    """The MILP of inputs x: variables, every constraint family, `extra` (a callable
+    f(m, x, d) adding constraints of the caller's), then IT power and the objective."""
+    problems = check_inputs(x)
+    if problems:
+        raise DcsimError(problems)
     d = _data(x)
+    m = variables(x, d)
+    expressions(m, x, d)
+    for family in FAMILIES:
+        family(m, x, d)
+    if extra is not None:
+        extra(m, x, d)
+    objective(m, x, d)
+    return m
+
+
+def variables(x: Inputs, d: _Data) -> pyo.ConcreteModel:
+    """Sets and variables: replicas N and load y per configuration and period, servers S
+    per (GPU type, limit level, rack) and period, the jobs' z and J, and the elastic
+    model's slack."""
+    m = pyo.ConcreteModel()
     m.C = pyo.Set(initialize=range(len(d.tp)))
     m.T = pyo.Set(initialize=range(x.demand.shape[1]))
     m.N = pyo.Var(m.C, m.T, domain=pyo.NonNegativeIntegers)
@@ -119,22 +171,28 @@ def build(x: Inputs) -> pyo.ConcreteModel:
     m.G = pyo.Set(initialize=[(g, k, r) for (g, k), rs in d.at_level.items() for r in rs],
                   dimen=3)
     m.S = pyo.Var(m.G, m.T, domain=pyo.NonNegativeIntegers)
-    _demand(m, x, d)
-    m.capacity = pyo.Constraint(m.C, m.T, rule=lambda m, c, t: m.y[c, t]
-                                <= d.rate[c] * m.N[c, t])
-    m.min_replicas = pyo.Constraint(
-        list(d.by_svc), m.T, rule=lambda m, s, t: pyo.quicksum(m.N[c, t] for c in d.by_svc[s])
-        >= x.min_replicas)
-    if x.jobs is not None:
-        racks_of: dict[str, list[str]] = {}
-        for r, rs in d.rack_rows.items():
-            for g, _, _, _ in rs:
-                racks_of.setdefault(g, []).append(r)
-        jobs.add(m, x, racks_of)
-    _gpus(m, x, d)
-    _power(m, x, d)
-    if x.max_change is not None:
-        _reconfig(m, x, d)
+    racks_of: dict[str, list[str]] = {}
+    for r, rs in d.rack_rows.items():
+        for g, _, _, _ in rs:
+            racks_of.setdefault(g, []).append(r)
+    jobs.variables(m, x, racks_of)
+    if x.elastic:  # unmet demand, extra servers of each type, extra budget
+        m.unmet = pyo.Var(range(len(x.services)), m.T, domain=pyo.NonNegativeReals)
+        m.extra = pyo.Var(list(d.levels), m.T, domain=pyo.NonNegativeIntegers)
+        m.more_w = pyo.Var(list(d.rack_rows) + list(x.fleet.row_budget_w) + ["facility"], m.T,
+                           domain=pyo.NonNegativeReals)
+    return m
+
+
+def expressions(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
+    """Shared terms: each rack's worst-case wall power per period."""
+    m.rack_w = pyo.Expression(list(d.rack_rows), m.T,
+                              rule=lambda m, r, t: _rack_worst_w(m, x, d, r, t))
+
+
+def objective(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
+    """IT power per period, its facility power x period x weight, summed; jobs' energy
+    after the horizon; the elastic model's penalty."""
     idle = (0.0 if x.servers_off else fleet_idle_w(x.fleet.racks)) + x.fleet.network_w
     m.it_w = pyo.Expression(m.T, rule=lambda m, t: idle + _on_idle_w(m, x, d, t) + pyo.quicksum(
         d.above[c] * m.N[c, t] + d.slope[c] * m.y[c, t] for c in m.C) + jobs.it_w(m, x, t) + (
@@ -144,7 +202,6 @@ def build(x: Inputs) -> pyo.ConcreteModel:
     penalty = _elastic_penalty(m, x) if x.elastic else 0.0
     m.objective = pyo.Objective(expr=pyo.quicksum(m.cost[t] for t in m.T)
                                 + jobs.after_cost(m, x) + penalty)
-    return m
 
 
 def period_it_w(dep: pd.DataFrame, x: Inputs, t: int) -> float:
@@ -179,58 +236,6 @@ def _levels(tab: pd.DataFrame) -> dict[str, list[float]]:
     return {g: sorted(set(caps[tab["gpu"] == g])) for g in tab["gpu"].unique()}
 
 
-def _demand(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
-    if x.elastic:
-        m.unmet = pyo.Var(range(len(x.services)), m.T, domain=pyo.NonNegativeReals)
-
-    def rule(m: pyo.ConcreteModel, s: int, t: int) -> object:
-        served = pyo.quicksum(m.y[c, t] for c in d.by_svc.get(s, []))
-        short = m.unmet[s, t] if x.elastic else 0.0
-        return served + short == float(x.demand[s, t])
-
-    m.demand = pyo.Constraint(range(len(x.services)), m.T, rule=rule)
-
-
-def _level_gpus(m: pyo.ConcreteModel, d: _Data, g: str, k: float, t: int) -> object:
-    return d.per[g] * pyo.quicksum(m.S[g, k, r, t] for r in d.at_level[(g, k)])
-
-
-def _gpus(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
-    keys = list(d.users)
-    if x.elastic:  # extra servers of each type, in a rack of their own without a budget
-        m.extra = pyo.Var(list(d.levels), m.T, domain=pyo.NonNegativeIntegers)
-
-    def need(m: pyo.ConcreteModel, g: str, k: float, t: int) -> object:
-        return pyo.quicksum(d.tp[c] * m.N[c, t] for c in d.users[(g, k)])
-
-    m.gpus_at = pyo.Constraint(keys, m.T, rule=lambda m, g, k, t: need(m, g, k, t)
-                               <= _level_gpus(m, d, g, k, t) + (
-        d.per[g] * m.extra[g, t] if x.elastic and k == d.levels[g][0] else 0))
-    m.rack_servers = pyo.Constraint(list(d.have), m.T, rule=lambda m, r, g, t: _bounded(
-        pyo.quicksum(m.S[g, k, r, t] for k in d.levels.get(g, []))
-        + jobs.servers_in(m, x, r, g, t), d.have[(r, g)]))
-    if x.jobs is not None and x.spares:  # the scheduler's hot spares stay free
-        total = {g: sum(n for (_, g2), n in d.have.items() if g2 == g) for g in d.per}
-        gts = [(g, t) for g in sorted(set(x.jobs["gpu"])) for t in m.T]
-        m.spares = pyo.Constraint(gts, rule=lambda m, g, t: _bounded(pyo.quicksum(
-            m.S[g, k, r, t] for k in d.levels.get(g, []) for r in d.at_level[(g, k)])
-            + pyo.quicksum(jobs.servers_in(m, x, r, g, t) for r in d.rack_rows),
-            total.get(g, 0) - x.spares))
-    # identical racks (same servers, budget and row) are interchangeable: fill them in
-    # order, so the solver does not search their permutations; not with jobs, whose
-    # racks hold over all periods while the order would be imposed per period
-    pairs = [] if x.jobs is not None else [
-        (a, b, g) for a, b in _twins(x, d) for g, _, _, _ in d.rack_rows[a] if g in d.levels]
-    m.rack_order = pyo.Constraint(range(len(pairs)), m.T, rule=lambda m, i, t: pyo.quicksum(
-        m.S[pairs[i][2], k, pairs[i][0], t] for k in d.levels[pairs[i][2]]) >= pyo.quicksum(
-        m.S[pairs[i][2], k, pairs[i][1], t] for k in d.levels[pairs[i][2]]))
-
-
-def _bounded(expr: object, bound: float) -> object:
-    """expr <= bound, skipped where no variable enters (a type without candidates)."""
-    return pyo.Constraint.Skip if isinstance(expr, int | float) else expr <= bound
-
-
 def _twins(x: Inputs, d: _Data) -> list[tuple[str, str]]:
     """Consecutive pairs of racks that differ only in name."""
     row_of = dict(zip(x.fleet.racks["rack"], x.fleet.racks["row"], strict=False))
@@ -245,44 +250,13 @@ def _twins(x: Inputs, d: _Data) -> list[tuple[str, str]]:
 
 def _rack_worst_w(m: pyo.ConcreteModel, x: Inputs, d: _Data, rack: str, t: int) -> object:
     parked = {g: 0.0 if x.servers_off else w for g, _, _, w in d.rack_rows[rack]}
-    total = jobs.rack_w(m, x, rack, t, parked)
+    total = jobs.rack_w(m, rack, t, parked)
     for g, gps, servers, _ in d.rack_rows[rack]:
         min_w = parked[g]  # a server without work draws this per GPU (nothing when off)
         ks = d.levels.get(g, [])
         total += gps * (pyo.quicksum((d.peak[(g, k)] - min_w) * m.S[g, k, rack, t] for k in ks)
                         + min_w * servers)
     return total
-
-
-def _power(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
-    fl = x.fleet
-    racks = list(d.rack_rows)
-    if x.elastic:
-        m.more_w = pyo.Var(racks + list(fl.row_budget_w) + ["facility"], m.T,
-                           domain=pyo.NonNegativeReals)
-
-    def more(name: str, t: int) -> object:
-        return m.more_w[name, t] if x.elastic else 0.0
-
-    m.rack_w = pyo.Expression(racks, m.T, rule=lambda m, r, t: _rack_worst_w(m, x, d, r, t))
-    budgeted = [r for r in racks if r in fl.rack_budget_w]
-    m.rack_power = pyo.Constraint(budgeted, m.T, rule=lambda m, r, t: m.rack_w[r, t]
-                                  <= fl.rack_budget_w[r] + more(r, t))
-    rows = fl.racks.groupby("row")["rack"].unique()
-    m.row_power = pyo.Constraint(list(fl.row_budget_w), m.T, rule=lambda m, w, t: pyo.quicksum(
-        m.rack_w[r, t] for r in rows.get(w, [])) <= fl.row_budget_w[w] + more(w, t))
-    if fl.facility_budget_w is not None:
-        m.facility_power = pyo.Constraint(m.T, rule=lambda m, t: pyo.quicksum(
-            m.rack_w[r, t] for r in racks) <= fl.facility_budget_w + more("facility", t))
-
-
-def _reconfig(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
-    later = [t for t in m.T if t > 0]
-    m.started = pyo.Var(m.C, later, domain=pyo.NonNegativeReals)
-    m.started_def = pyo.Constraint(m.C, later, rule=lambda m, c, t: m.started[c, t]
-                                   >= m.N[c, t] - m.N[c, t - 1])
-    m.reconfig = pyo.Constraint(list(d.by_svc), later, rule=lambda m, s, t: pyo.quicksum(
-        m.started[c, t] for c in d.by_svc[s]) <= x.max_change)
 
 
 def _on_idle_w(m: pyo.ConcreteModel, x: Inputs, d: _Data, t: int) -> object:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,14 @@ from dcsim.hardware.network import switch_power_w
 from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.calibrate import calibrate
 from dcsim.optimize.model import Fleet, Inputs, build, period_it_w
-from dcsim.optimize.solver import Solved, Values, period_inputs, solve, solve_all
+from dcsim.optimize.solver import (
+    Solved,
+    Values,
+    budget_values,
+    period_inputs,
+    solve,
+    solve_all,
+)
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.optimize.table import capacity_table, demand, horizon, wall_per_gpu_w
 from dcsim.scenario import Scenario
@@ -29,8 +36,11 @@ from dcsim.workloads.spec import InferenceService, TrainingJob
 ROUNDS = 4  # solve, check the configurations used by simulation, solve again
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """The optimizer's answer as frozen tables: what runs where per period, predicted
+    energy, the inputs it came from, the jobs' plan and what more budget would be worth."""
+
     spec: OptimizeSpec
     services: list[InferenceService]
     demand: np.ndarray
@@ -40,6 +50,7 @@ class Plan:
     periods: pd.DataFrame  # period: predicted IT and facility energy, cost weight
     inputs: Inputs
     jobs: pd.DataFrame  # training: per job its power limit, racks, expected run and energy
+    budget_values: pd.DataFrame  # per budget and period: objective saved per kW more
 
 
 def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
@@ -160,8 +171,11 @@ def optimize(s: Scenario, base_dir: Path, objective: str | None = None,
                 raise DcsimError(explain(x, opt, 0))
             raise DcsimError(explain(period_inputs(x, bad), opt, bad))
         used = {c for (c, _), n in values.N.items() if n > 0}
-        if not opt.check_by_simulation or not calibrate(
-                s, services, x.table, used, ctx, opt.verify_duration_s):
+        if not opt.check_by_simulation:
+            break
+        checked, changed = calibrate(s, services, x.table, used, ctx, opt.verify_duration_s)
+        x = replace(x, table=checked)
+        if not changed:
             break
     checked = x.table.set_index(["service_index", "config"])[["planned_rps", "basis"]]
     table = table.set_index(["service_index", "config"])
@@ -170,7 +184,7 @@ def optimize(s: Scenario, base_dir: Path, objective: str | None = None,
     deployments = extract(values, x, s, cat)
     chosen = jobs_.chosen(x, values.z, values.J)
     return Plan(opt, services, x.demand, table, solved, deployments, period_energy(
-        deployments, x, chosen), x, chosen)
+        deployments, x, chosen), x, chosen, budget_values(x, values))
 
 
 def extract(v: Values, x: Inputs, s: Scenario, cat: Catalog) -> pd.DataFrame:
@@ -244,7 +258,7 @@ def period_energy(dep: pd.DataFrame, x: Inputs, job_rows: pd.DataFrame | None = 
 def explain(x: Inputs, opt: OptimizeSpec, offset: int) -> list[Problem]:
     """Solve the elastic model and name the smallest changes that make the plan feasible
     (periods numbered from `offset`)."""
-    elastic = Inputs(**{**x.__dict__, "elastic": True})
+    elastic = replace(x, elastic=True)
     m = build(elastic)
     solved = solve(m, opt.time_limit_s, opt.mip_gap, 0.0)
     if solved.status not in ("optimal", "time limit"):

@@ -31,7 +31,12 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
              for k, v in jobs.items()}
     summary = _summary(plan, energy, after)
     tables = {"plan": _tidy(plan.deployments), "capacity": plan.table,
-              "periods": energy["plan"]}
+              "periods": energy["plan"], "budget_values": plan.budget_values}
+    bv = plan.budget_values
+    summary["budget_value_per_kw"] = {
+        "unit": {"energy": "kWh", "cost": "USD", "carbon": "kg CO2e"}[plan.spec.objective]
+        + " of the period per kW more budget (LP dual, the plan's configurations kept)",
+        "binding": bv[bv["binding"]].to_dict("records")}
     if len(plan.jobs):
         tables["jobs"] = _tidy_jobs(plan.jobs)
         summary["training"] = _tidy_jobs(plan.jobs)[

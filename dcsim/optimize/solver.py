@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 import pyomo.environ as pyo
 from pyomo.contrib.appsi.base import TerminationCondition
 from pyomo.contrib.appsi.solvers import Highs
 
 from dcsim.hardware.facility import Overhead
+from dcsim.optimize.constraints import BUDGETS
 from dcsim.optimize.model import Inputs, build
 
 
@@ -132,9 +134,7 @@ def solve_all(x: Inputs, time_limit_s: float, mip_gap: float
               ) -> tuple[Solved, Values, int | None]:
     """One MILP; or, when nothing links the periods (no reconfiguration limit, no training
     jobs), one per period, which is exact and much faster. Returns the failing period if one fails."""
-    n = x.demand.shape[1]
-    linked = x.max_change is not None or x.jobs is not None
-    parts = [x] if linked or n == 1 else [period_inputs(x, t) for t in range(n)]
+    parts = [sub for _, sub in _parts(x)]
     values, done = Values(), []
     start = time.perf_counter()
     for i, sub in enumerate(parts):
@@ -151,3 +151,63 @@ def solve_all(x: Inputs, time_limit_s: float, mip_gap: float
     return Solved(status, obj, bound, abs(obj - bound) / max(abs(obj), 1e-12),
                   sum(d.build_s for d in done), sum(d.solve_s for d in done),
                   sum(d.n_vars for d in done), sum(d.n_cons for d in done)), values, None
+
+
+def budget_values(x: Inputs, v: Values) -> pd.DataFrame:
+    """What 1 kW more of each budget is worth, per budgeted rack, row or facility and period.
+
+    The value is the dual of the budget constraint in the plan's restricted LP: the
+    MILP with integrality relaxed and every replica count, server count and job option
+    the plan leaves at zero held at zero (a budget constraint with all integers fixed
+    holds no variable, so its dual would say nothing). It is the objective (kWh, USD or
+    kg CO2e of that period, as the objective weighs it) saved per kW more budget while
+    the plan keeps its configurations and limits; 0 where the budget does not bind.
+    """
+    rows: list[dict[str, object]] = []
+    for offset, sub in _parts(x):
+        m = build(sub)
+        _restrict(m, v, offset)
+        opt = Highs()
+        res = opt.solve(m)
+        if res.termination_condition != TerminationCondition.optimal:
+            continue
+        res.solution_loader.load_vars()
+        duals = res.solution_loader.get_duals()
+        for family in BUDGETS:
+            for idx, con in getattr(m, family).items():
+                name, t = ("facility", idx) if family == "facility_power" else idx
+                upper = float(pyo.value(con.upper))
+                rows.append({"domain": family.removesuffix("_power"), "name": name,
+                             "period": int(t) + offset, "budget_kw": upper / 1e3,
+                             "binding": upper - float(pyo.value(con.body)) <= 1e-6 * max(
+                                 abs(upper), 1.0),
+                             "value_per_kw": max(-float(duals.get(con, 0.0)) * 1e3, 0.0)})
+    return pd.DataFrame(rows, columns=["domain", "name", "period", "budget_kw", "binding",
+                                       "value_per_kw"])
+
+
+def _parts(x: Inputs) -> list[tuple[int, Inputs]]:
+    """The MILPs solve_all solves: the whole horizon, or one per period."""
+    n = x.demand.shape[1]
+    if x.max_change is not None or x.jobs is not None or n == 1:
+        return [(0, x)]
+    return [(t, period_inputs(x, t)) for t in range(n)]
+
+
+def _restrict(m: pyo.ConcreteModel, v: Values, offset: int) -> None:
+    """Relax integrality; hold at zero what the plan leaves at zero."""
+    for var in m.component_data_objects(pyo.Var):
+        if var.is_integer():
+            var.domain = pyo.UnitInterval if var.domain is pyo.Binary else pyo.NonNegativeReals
+    for (c, t), var in m.N.items():
+        if v.N.get((c, t + offset), 0) == 0:
+            var.setub(0)
+    for (g, k, r, t), var in m.S.items():
+        if v.S.get((g, k, r, t + offset), 0) == 0:
+            var.setub(0)
+    for o, var in m.z.items():
+        if v.z.get(o, 0) == 0:
+            var.setub(0)
+    for key, var in m.J.items():
+        if v.J.get(key, 0) == 0:
+            var.setub(0)
