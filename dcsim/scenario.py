@@ -79,6 +79,9 @@ class Cooling(Spec):
 
 
 class Facility(Spec):
+    """The site: PUE or a cooling model, power budget, start time, and grid carbon intensity
+    and price (constant or hourly files)."""
+
     pue: float = Field(
         default=1.3, ge=1.0, le=3.0,
         description="Facility / IT energy (constant). Default 1.3: between hyperscale fleets "
@@ -112,11 +115,15 @@ class Facility(Spec):
 
 
 class ServerGroup(Spec):
+    """Servers of one catalog type in a rack."""
+
     type: str = Field(description="Server catalog id.")
     count: int = Field(ge=1, description="Servers of this type in one rack.")
 
 
 class Rack(Spec):
+    """A rack (or `count` identical ones): its row, power budget and servers."""
+
     name: str = Field(min_length=1)
     row: str = Field(default="row-1", min_length=1, description="Row / PDU the rack hangs off.")
     count: int = Field(default=1, ge=1, description="Identical racks of this kind.")
@@ -125,6 +132,9 @@ class Rack(Spec):
 
 
 class Network(Spec):
+    """The leaf-spine fabric: servers per leaf, oversubscription, link latency and
+    switch-port power."""
+
     topology: Literal["leaf_spine", "fat_tree"] = Field(
         default="leaf_spine", description="Both are modelled as a two-tier Clos: servers on "
         "leaves, each leaf's uplinks (down / oversubscription) into a non-blocking spine.")
@@ -154,6 +164,8 @@ class Storage(Spec):
 
 
 class Row(Spec):
+    """A row of racks with a power budget of its own."""
+
     name: str = Field(min_length=1)
     power_budget_kw: float = Field(gt=0, description="Power budget of the row / PDU, kW.")
 
@@ -174,6 +186,8 @@ class TrainingScheduler(Spec):
 
 
 class Fleet(Spec):
+    """Racks, rows, network, storage, the training scheduler and what unused servers do."""
+
     racks: list[Rack] = Field(default_factory=list, description="Empty: sized from deployments.")
     rows: list[Row] = Field(default_factory=list, description="Row budgets (optional).")
     network: Network = Network()
@@ -186,12 +200,16 @@ class Fleet(Spec):
 
 
 class CatalogOverrides(Spec):
+    """GPUs, servers and models to add to or override in the built-in catalog."""
+
     gpus: list[GpuSpec] = Field(default_factory=list)
     servers: list[ServerSpec] = Field(default_factory=list)
     models: list[ModelSpec] = Field(default_factory=list)
 
 
 class Simulation(Spec):
+    """How long to simulate, warm-up, seed and time-bucket width."""
+
     duration_s: float = Field(default=3600.0, gt=0, description="Simulated time, s.")
     warmup_s: float = Field(default=0.0, ge=0, description="Excluded from statistics, s.")
     seed: int = Field(default=0, ge=0, description="Root of every random stream.")
@@ -206,6 +224,9 @@ class Simulation(Spec):
 
 
 class Scenario(Spec):
+    """A scenario file: facility, fleet, catalog additions, profiles, workloads, simulation
+    and optimizer settings."""
+
     name: str = Field(default="scenario", min_length=1)
     description: str = ""
     facility: Facility = Facility()

@@ -68,6 +68,8 @@ def _looks_like_tag(part: str) -> bool:
 
 
 def pydantic_problems(exc: ValidationError, root: type[BaseModel], origin: str) -> list[Problem]:
+    """pydantic's validation errors as Problems with field paths, values shortened, and what
+    is expected."""
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])

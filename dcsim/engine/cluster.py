@@ -39,6 +39,9 @@ class _Node:
 
 
 class ClusterReplay:
+    """Replays one cluster trace's pods through the scheduling core (see the module
+    docstring)."""
+
     def __init__(self, env: simpy.Environment, nodes: pd.DataFrame, pods: pd.DataFrame,
                  policy: Policy, duration_s: float, bucket_s: float) -> None:
         self.env, self.policy = env, policy
@@ -165,6 +168,7 @@ class ClusterReplay:
 
     def _set_free(self, nd: _Node, j: int, value: int) -> None:
         def partial(f: int) -> int:
+            """Free milli-GPU of a GPU that is partly used (0 when wholly free or full)."""
             return f if 0 < f < FULL else 0
 
         self.stranded += partial(value) - partial(nd.free[j])
@@ -200,6 +204,8 @@ class ClusterReplay:
 
     # -- results ------------------------------------------------------------------
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Per pod (submit, start, end, wait, node, GPUs) and per time bucket (allocation,
+        queue, fragmentation)."""
         self._observe()
         end = self.start + self.run
         wait = self.start - self.submit

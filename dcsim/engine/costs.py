@@ -212,6 +212,8 @@ class IterationCosts:
         self.idle_power_w = self.decode_cost.gpu.idle_power_w * tp
 
     def prefill_at(self, n: int, mean_len: float) -> tuple[float, float]:
+        """Latency (s) and energy (J) of prefilling n prompts of mean length mean_len in one
+        run."""
         if n <= self.prefill_rows:
             return self.prefill.point(n, mean_len)
         out = self.prefill_cost.evaluate(np.array([float(n)]), np.array([mean_len]))

@@ -23,6 +23,7 @@ from dcsim.workloads.spec import TrainingJob
 
 
 def steps_total(job: TrainingJob) -> int:
+    """Optimizer steps the job runs: `steps`, or total_tokens / global batch, rounded up."""
     if job.steps is not None:
         return job.steps
     assert job.total_tokens is not None
@@ -48,6 +49,7 @@ def _step_for(job: TrainingJob, cat: Catalog, store: ProfileStore, s: Scenario,
     cache: dict[float, StepModel] = {}
 
     def step_for(held: list[int]) -> tuple[StepModel, float]:
+        """The step model on servers `held` at the lowest limit among the job's and theirs."""
         cap = min([job.power_cap_w or gpu_max] + [float(caps[i]) for i in held])
         if cap not in cache:
             limited = job.model_copy(update={"power_cap_w": None if cap >= gpu_max else cap})

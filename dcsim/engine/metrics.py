@@ -113,6 +113,7 @@ class TimeSeries:
 
         # lists of lists: scalar updates in the hot loop are much cheaper than numpy indexing
         def grid() -> list[list[float]]:
+            """One zeroed row of buckets per series row."""
             return [[0.0] * self.n for _ in range(rows)]
 
         self.energy_j = grid()

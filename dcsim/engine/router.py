@@ -27,6 +27,7 @@ class Router:
             r.share_loads(self.loads, i)
 
     def route(self, seq: Seq) -> None:
+        """Send one arrival to a replica (or the shared queue); refuse what can never fit."""
         if seq.prompt + 1 > self.kv_limit:  # can never fit: refused like an over-long prompt
             self.log.status[seq.rid] = REJECTED
             return

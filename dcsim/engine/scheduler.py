@@ -37,6 +37,9 @@ from dcsim.scenario import TrainingScheduler
 
 @dataclass
 class Ask:
+    """A job's request for servers: GPU type and count, priority, submission time, run-time
+    estimate for backfill, and the event that hands it the servers."""
+
     job: int
     gpu: str
     gpus: int
@@ -58,6 +61,9 @@ class _Reservation:
 
 
 class JobScheduler:
+    """Queue and gang placement of training jobs on whole servers, failures and repairs (see
+    the module docstring)."""
+
     def __init__(self, env: simpy.Environment, servers: list[Server], pool: list[int],
                  leaf: list[int], spec: TrainingScheduler, duration_s: float,
                  bucket_s: float) -> None:
@@ -89,12 +95,14 @@ class JobScheduler:
 
     # -- requests from jobs ---------------------------------------------------------
     def request(self, ask: Ask) -> simpy.Event:
+        """Queue a job's ask; its event fires with the servers when it starts."""
         self._observe()
         self.queue.append(ask)
         self._schedule()
         return ask.event
 
     def release(self, job: int) -> None:
+        """A job ended: free its servers and schedule the queue again."""
         self._observe()
         for i in list(self.held.pop(job, {})):
             self._close(job, i)

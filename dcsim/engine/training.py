@@ -123,6 +123,8 @@ class JobProcess:
         self.env.process(self.main())
 
     def main(self) -> Generator[simpy.Event, None, None]:
+        """The job's life: wait for its submission time and servers, then work, checkpoint
+        and fail until every step is done."""
         run, plan, env = self.run, self.plan, self.env
         if run.submit_s > env.now:
             yield env.timeout(run.submit_s - env.now)

@@ -28,6 +28,7 @@ KNEES = np.arange(0.30, 1.0, 0.025)
 
 
 def zeus_path(gpu_id: str) -> Path:
+    """Path of the shipped Zeus power-limit summary for a GPU (v100 or a40)."""
     root = resources.files("dcsim").joinpath("data", "traces", "zeus_power_limit")
     return Path(str(root)) / ZEUS_GPUS[gpu_id]
 

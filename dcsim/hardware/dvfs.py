@@ -83,6 +83,7 @@ def time_at_clock(x: np.ndarray | float, ref_time_s: np.ndarray | float,
                   ref_clock: np.ndarray | float, beta: np.ndarray | float) -> np.ndarray:
     """Time at clock x of a phase that takes ref_time_s at ref_clock; beta = clock-bound share."""
     def rel(c: np.ndarray | float) -> np.ndarray:
+        """Time at clock c relative to the clock-bound share running at full speed."""
         return np.asarray(beta) / c + 1 - np.asarray(beta)
 
     return np.asarray(ref_time_s) * rel(x) / rel(ref_clock)

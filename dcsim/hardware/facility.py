@@ -30,6 +30,7 @@ KELVIN = 273.15
 
 
 def supply_c(c: Cooling) -> float:
+    """Supply temperature of the cooling loop, degC: the medium's setpoint."""
     return c.supply_water_c if c.supply_water_c is not None else (
         10.0 if c.medium == "air" else 30.0)
 
@@ -99,6 +100,7 @@ def cooling_and_losses(it_w: np.ndarray, t_out_c: np.ndarray, c: Cooling, capaci
 
 
 def outdoor_c(f: Facility, base_dir: Path, t_s: np.ndarray) -> np.ndarray:
+    """Outdoor dry-bulb temperature at times t_s (s after the facility's start time), degC."""
     assert f.cooling is not None
     w = f.cooling.weather
     if isinstance(w, SyntheticWeather):

@@ -77,10 +77,13 @@ class Fabric:
         self.load = np.zeros(uplink_byte_s.size)  # bytes/s allocated on each uplink
 
     def start(self, job: int, leaves: dict[int, int], nic_byte_s_per_gpu: float) -> None:
+        """A job starts using its leaves (GPUs per leaf) at line rate per GPU: re-share the
+        uplinks."""
         self.jobs[job] = (leaves, nic_byte_s_per_gpu)
         self._share()
 
     def end(self, job: int) -> None:
+        """A job stops using the fabric: re-share the uplinks."""
         self.jobs.pop(job, None)
         self.per_gpu.pop(job, None)
         self._share()

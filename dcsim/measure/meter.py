@@ -33,16 +33,20 @@ class CpuMeter:
     method = "none"
 
     def start(self) -> None:
+        """Start a window (nothing to read on the CPU)."""
         pass
 
     def stop(self) -> Window:
+        """End a window: no energy, power or clock known."""
         return Window(math.nan, math.nan, math.nan)
 
     def facts(self) -> dict[str, Any]:
+        """What the machine is: processor, cores and memory."""
         return {"device": "cpu", "gpu": "cpu", "processor": platform.processor() or
                 platform.machine(), "cpus": os.cpu_count(), "mem_gib": _host_mem_gib()}
 
     def idle(self, seconds: float) -> dict[str, float | None]:
+        """Idle power and clock: not measurable on the CPU (None)."""
         return {"idle_power_w": None, "idle_sm_clock_mhz": None}  # not measurable here
 
 
@@ -75,12 +79,14 @@ class NvmlMeter:
             self._samples.append(self._sample())
 
     def start(self) -> None:
+        """Start a window: read the energy counter and start the 20 ms sampler."""
         self._samples, self._stop = [], threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._e0 = self._energy_j()
         self._thread.start()
 
     def stop(self) -> Window:
+        """End the window: energy from the counter, mean sampled power and SM clock."""
         energy = self._energy_j() - self._e0
         self._stop.set()
         if self._thread is not None:
@@ -98,6 +104,7 @@ class NvmlMeter:
                 "idle_sm_clock_mhz": round(w.sm_clock_mhz, 1)}
 
     def facts(self) -> dict[str, Any]:
+        """The GPU, driver, power-limit range and default, and clocks, as NVML reads them."""
         nv, h = self.nv, self.h
         lo, hi = nv.nvmlDeviceGetPowerManagementLimitConstraints(h)
         name = nv.nvmlDeviceGetName(h)

@@ -17,6 +17,8 @@ CPU_COPY_BYTES = 64 * 2**20  # bytes copied for the CPU memory ceiling (1 GiB on
 
 @dataclass(frozen=True)
 class Point:
+    """One measurement to take: phase, batch size and sequence length."""
+
     phase: str
     batch_size: int
     seq_len: int
@@ -87,6 +89,7 @@ def _train_step(model: Decoder, point: Point, target: Target, gen: torch.Generat
     x = model.inputs(point.batch_size, point.seq_len, target.device, torch.float32, gen)
 
     def step() -> None:
+        """One training step: forward, backward and the optimizer update."""
         with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=target.cuda):
             loss = training_loss(model, x)
         loss.backward()

@@ -63,6 +63,9 @@ class ProfileRequest:
 
 @dataclass
 class ProfileOutcome:
+    """What a profile run did: points measured, already there, not reached (time budget),
+    failed (out of memory), and whether it was interrupted."""
+
     measured: list[Point] = field(default_factory=list)
     already: int = 0
     not_reached: list[Point] = field(default_factory=list)  # the time budget ran out
@@ -165,6 +168,7 @@ class _Models:
         self._built: dict[str, Decoder] = {}
 
     def get(self, phase: str) -> Decoder | None:
+        """The model for a phase (None for the gemm and copy ceilings), built on first use."""
         if phase in ("gemm", "copy"):
             return None
         kind = "train" if phase == "train" else "infer"
@@ -176,6 +180,7 @@ class _Models:
         return self._built[kind]
 
     def release(self) -> None:
+        """Drop the built models and free the device's cached memory."""
         self._built.clear()
         if self.target.cuda:
             torch.cuda.empty_cache()

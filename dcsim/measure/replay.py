@@ -39,6 +39,9 @@ PERCENTILES = (50, 90, 99)
 
 @dataclass(frozen=True)
 class ReplayRequest:
+    """Options of `dcsim profile replay`: profile folder, trace window, scaling and
+    clipping, and the serving loop's limits."""
+
     profile: Path
     trace: str = "builtin:azure-conv-2023"
     requests: int = 200

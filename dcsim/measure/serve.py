@@ -39,6 +39,9 @@ class _Live:
 
 @dataclass(frozen=True)
 class ServeResult:
+    """What the real serving loop measured: per request first token and finish times, and
+    the energy counter over the run."""
+
     requests: pd.DataFrame  # arrival_s, first_token_s, finish_s, prompt/output tokens
     wall_s: float
     energy_j: float
@@ -72,6 +75,7 @@ class Server:
         return chosen
 
     def prefill(self, seqs: list[_Live]) -> None:
+        """Prefill the prompts of `seqs` as one padded batch into their KV slots."""
         dev = self.target.device
         lengths = torch.tensor([s.prompt for s in seqs], device=dev)
         slots = torch.tensor([s.slot for s in seqs], device=dev)
@@ -81,6 +85,7 @@ class Server:
         self.last[slots] = logits.argmax(-1)
 
     def decode(self, seqs: list[_Live]) -> None:
+        """One decode step for every sequence in `seqs` from the slot KV cache."""
         dev = self.target.device
         slots = torch.tensor([s.slot for s in seqs], device=dev)
         ctx = [s.prompt + s.generated - 1 for s in seqs]  # cached tokens; the next goes there

@@ -32,9 +32,11 @@ class Target:
 
     @property
     def cuda(self) -> bool:
+        """The device is a CUDA GPU."""
         return self.device.type == "cuda"
 
     def sync(self) -> None:
+        """Wait for the device's queued work (a no-op on the CPU)."""
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
@@ -81,6 +83,9 @@ def as_graph(fn: Callable[[], object], target: Target) -> tuple[Callable[[], obj
 
 @dataclass(frozen=True)
 class Timed:
+    """One timed point: latency per iteration, energy and power from the meter, sampled
+    power and clock, iterations."""
+
     latency_ms: float
     energy_j: float
     avg_power_w: float

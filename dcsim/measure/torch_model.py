@@ -43,6 +43,9 @@ class KVCache:
 
 
 class Layer(nn.Module):
+    """One decoder layer: RMSNorm, fused QKV with grouped-query attention and RoPE, RMSNorm,
+    SwiGLU MLP."""
+
     def __init__(self, m: ModelSpec) -> None:
         super().__init__()
         self.m = m

@@ -27,6 +27,8 @@ COLUMNS = ["service", "service_index", "config", "gpu", "tp", "power_cap_w", "ma
 
 
 def peak(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
+    """Baseline `peak`: each service on its deployment's GPU and TP at the default limit,
+    replicas for the peak period's demand in every period."""
     tab = x.table
     rows = []
     for i, svc in enumerate(services):
@@ -47,6 +49,8 @@ def peak(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
 
 
 def greedy(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
+    """Baseline `greedy`: per period, services by demand take the configuration with the
+    least energy per request whose GPU type still has room."""
     tab = x.table
     have = x.fleet.racks.assign(g=x.fleet.racks["servers"] * x.fleet.racks["gpus_per_server"]
                                 ).groupby("gpu")["g"].sum().to_dict()

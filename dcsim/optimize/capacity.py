@@ -43,6 +43,8 @@ SAMPLES = 4000  # draws of a service's length distributions
 
 @dataclass(frozen=True)
 class Config:
+    """One candidate deployment: GPU type, TP, power limit (None: default) and batch limit."""
+
     gpu: str
     tp: int
     power_cap_w: float | None
@@ -50,18 +52,23 @@ class Config:
 
     @property
     def label(self) -> str:
+        """Short name of the configuration, e.g. H200-SXM/tp1/500W/b64."""
         cap = "max" if self.power_cap_w is None else f"{self.power_cap_w:g}W"
         return f"{self.gpu}/tp{self.tp}/{cap}/b{self.max_num_seqs}"
 
 
 @dataclass(frozen=True)
 class Lengths:
+    """Sampled prompt and output lengths of a service, tokens."""
+
     prompt: np.ndarray
     output: np.ndarray
 
 
 @dataclass(frozen=True)
 class Perf:
+    """A configuration's predicted latencies and power at one load."""
+
     ok: bool  # stable, and the p99 batch fits in the KV cache
     ttft_p99_s: float
     tpot_p99_s: float
@@ -185,6 +192,7 @@ class ReplicaModel:
     def capacity(self, svc: InferenceService) -> float:
         """Largest rate (req/s) at which every SLO bound holds at p99; 0 if none does."""
         def meets(lam: float) -> bool:
+            """Every SLO bound of the service holds at arrival rate lam (req/s)."""
             return _meets(self.perf(lam), svc)
 
         if not meets(1e-9):

@@ -26,6 +26,7 @@ def demand(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     """demand[s,t]: the load of a service's configurations adds up to its demand (less
     what is unmet, only in the elastic model that explains infeasibility)."""
     def rule(m: pyo.ConcreteModel, s: int, t: int) -> object:
+        """Configurations' load plus unmet demand equals the service's demand in period t."""
         served = pyo.quicksum(m.y[c, t] for c in d.by_svc.get(s, []))
         short = m.unmet[s, t] if x.elastic else 0.0
         return served + short == float(x.demand[s, t])
@@ -60,9 +61,12 @@ def gpus_at(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     """gpus_at[g,k,t]: replicas on GPU type g at limit level k fit on the servers run at
     that level (plus extra servers of the elastic model)."""
     def need(m: pyo.ConcreteModel, g: str, k: float, t: int) -> object:
+        """GPUs the replicas on (g, k) need in period t."""
         return pyo.quicksum(d.tp[c] * m.N[c, t] for c in d.users[(g, k)])
 
     def have(m: pyo.ConcreteModel, g: str, k: float, t: int) -> object:
+        """GPUs of the servers run at (g, k) in period t (and the elastic model's extra
+        ones)."""
         extra = d.per[g] * m.extra[g, t] if x.elastic and k == d.levels[g][0] else 0
         return d.per[g] * pyo.quicksum(m.S[g, k, r, t] for r in d.at_level[(g, k)]) + extra
 

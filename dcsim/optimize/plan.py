@@ -54,6 +54,8 @@ class Plan:
 
 
 def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
+    """The scenario's racks as the optimizer reads them: servers per (rack, GPU type), wall
+    power per GPU idle and at the limits, budgets."""
     if not s.fleet.racks:
         raise DcsimError(Problem("fleet.racks", [], "the racks and servers the plan may use"))
     servers = fleet_servers(s, cat)

@@ -23,6 +23,9 @@ from dcsim.optimize.model import Inputs, build
 
 @dataclass
 class Solved:
+    """How a solve ended: status, objective and bound, gap, build and solve times, model
+    size."""
+
     status: str
     objective: float
     bound: float
@@ -113,6 +116,7 @@ class Values:
     J: dict[tuple[int, str], int] = field(default_factory=dict)  # its servers per rack
 
     def add(self, m: pyo.ConcreteModel, offset: int) -> None:
+        """Read a solved model's values, its periods shifted by `offset`."""
         for (c, t), v in m.N.items():
             self.N[(c, t + offset)] = round(pyo.value(v))
             self.y[(c, t + offset)] = max(float(pyo.value(m.y[c, t])), 0.0)

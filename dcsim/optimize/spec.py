@@ -35,6 +35,9 @@ class Candidates(Spec):
 
 
 class OptimizeSpec(Spec):
+    """The optimize section of a scenario: objective, horizon and periods, candidates,
+    limits on change, solver options and the simulation check."""
+
     objective: Literal["energy", "cost", "carbon"] = Field(
         default="energy", description="Facility energy, electricity cost, or carbon.")
     period_s: float = Field(default=3600.0, gt=0, description="Length of one planning period, s.")

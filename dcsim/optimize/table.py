@@ -36,6 +36,7 @@ from dcsim.workloads.spec import (
 
 
 def horizon(s: Scenario, opt: OptimizeSpec) -> int:
+    """Number of periods the plan covers."""
     return opt.periods or max(1, math.ceil(s.simulation.duration_s / opt.period_s - 1e-9))
 
 

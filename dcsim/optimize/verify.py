@@ -31,6 +31,8 @@ from dcsim.workloads.spec import (
 
 
 def replica_service(svc: InferenceService, row: pd.Series, use_servers: bool) -> InferenceService:
+    """The service of one plan row as a scenario workload: its configuration and replicas,
+    Poisson arrivals at the row's load."""
     cfg = Config(row["gpu"], int(row["tp"]), None if pd.isna(row["power_cap_w"]) else float(
         row["power_cap_w"]), int(row["max_num_seqs"]))
     dep = deployment_for(svc, cfg, int(row["replicas"]))

@@ -29,6 +29,7 @@ class Scaling:
 
     @classmethod
     def between(cls, src: GpuSpec, dst: GpuSpec) -> Scaling:
+        """The multipliers from GPU src to GPU dst (datasheet FLOP/s, bandwidth and TDP)."""
         if src.id == dst.id:
             return cls()
         flops = src.bf16_dense_tflops / dst.bf16_dense_tflops
@@ -37,9 +38,13 @@ class Scaling:
         return cls(flops, bw, tdp, tdp * flops, tdp * bw)
 
     def latency_vector(self) -> np.ndarray:
+        """Multipliers of the latency coefficients (launch, per layer, matmul FLOPs,
+        attention FLOPs, HBM bytes)."""
         return np.array([1.0, 1.0, self.per_flop, self.per_flop, self.per_byte])
 
     def energy_vector(self) -> np.ndarray:
+        """Multipliers of the energy coefficients (static power, matmul and attention FLOPs,
+        HBM bytes)."""
         return np.array([self.static_w, self.j_per_flop, self.j_per_flop, self.j_per_byte])
 
 
@@ -58,6 +63,7 @@ def ceilings_for(g: GpuSpec, src: GpuSpec, table: pd.DataFrame) -> Ceilings:
     gemm rows: 2 n^3 FLOPs per run (n = seq_len); copy rows: seq_len bytes read and written.
     """
     def measured(gpu_id: str) -> tuple[float, float] | None:
+        """FLOP/s and bytes/s measured by the gemm and copy rows of a GPU (None without)."""
         rows = table[table["gpu"] == gpu_id]
         gemm, copy = rows[rows["phase"] == "gemm"], rows[rows["phase"] == "copy"]
         if gemm.empty or copy.empty:
@@ -80,6 +86,8 @@ def ceilings_for(g: GpuSpec, src: GpuSpec, table: pd.DataFrame) -> Ceilings:
 
 @dataclass(frozen=True)
 class CostArrays:
+    """Latency and energy (and provenance) of many runs, as arrays."""
+
     latency_s: np.ndarray
     energy_j: np.ndarray  # all GPUs of the group
     power_w: np.ndarray  # average power of the whole group
@@ -166,6 +174,7 @@ class PhaseCost:
         return state / self.tp / GB
 
     def check_fits(self, batch: int, seq: int) -> None:
+        """Refuse a run whose weights, KV cache and activations exceed the GPUs' memory."""
         need = self.memory_needed_gb(batch, seq)
         if need > self.gpu.memory_gb:
             raise DcsimError(Problem(

@@ -53,6 +53,7 @@ class ProfileAnswer:
     power_cap_w: float | None = None
 
     def to_dict(self) -> dict[str, object]:
+        """The answer as a JSON-able dict."""
         return asdict(self)
 
 
@@ -127,6 +128,7 @@ class ProfileStore:
 
     def group_rows(self, gpu: str, model: str, phase: str, tp: int, cap: float | None = None
                    ) -> pd.DataFrame:
+        """The profile rows of one (gpu, model, phase, tp, power_cap_w) group."""
         t = self.table
         sel = (t["gpu"] == gpu) & (t["model"] == model) & (t["phase"] == phase) & (t["tp"] == tp)
         return t[sel & _cap_mask(t, cap)]
@@ -253,6 +255,7 @@ class ProfileStore:
 
     def _source_group(self, m: ModelSpec, tp: int, on_gpu: pd.DataFrame) -> pd.Series:
         def rank(row: pd.Series) -> tuple[int, int, float]:
+            """Sort key: how close a measured group is to the one asked for."""
             ref = self.catalog.model(row["model"])
             same = row["model"] == m.id
             same_base = row["model"].partition("/")[0] == m.id.partition("/")[0]

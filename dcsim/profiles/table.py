@@ -85,6 +85,7 @@ def _cell_problems(df: pd.DataFrame, origin: str) -> list[Problem]:
     problems: list[Problem] = []
 
     def check(col: str, ok: pd.Series, expected: str) -> None:
+        """Record a Problem for every row of `col` where `ok` is false."""
         for idx in df.index[~ok.fillna(False).astype(bool)]:
             problems.append(Problem(f"row {idx + 2}.{col}", df.at[idx, col], expected, origin))
 

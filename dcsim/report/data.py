@@ -29,6 +29,7 @@ class Results:
     run: RunSummary | None = None  # a run folder's summary.json as typed records
 
     def has(self, name: str) -> bool:
+        """The folder holds a non-empty table of that name."""
         return name in self.tables and len(self.tables[name]) > 0
 
 

@@ -57,6 +57,7 @@ def set_path(data: dict, path: str, value: Scalar, where: str) -> dict:
 
 
 def axis_values(axis: Axis) -> list[Scalar]:
+    """The values an axis takes: its list, or its range's points (grid) or bounds (samples)."""
     if axis.values is not None:
         return list(axis.values)
     r = axis.range

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Task:
+    """One point and seed of a sweep: its axis values, scenario data and results folder."""
+
     point: str
     seed: int
     values: dict[str, Scalar]

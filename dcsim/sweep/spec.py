@@ -21,6 +21,8 @@ class Range(Spec):
 
 
 class Axis(Spec):
+    """One scenario field to vary, with its values or range."""
+
     path: str = Field(min_length=1, description="Scenario field, dotted: list items by index "
                       "or by name, e.g. `workloads.chat.deployment.power_cap_w` or "
                       "`fleet.racks.0.power_budget_kw`.")
@@ -36,15 +38,21 @@ class Axis(Spec):
 
 
 class Grid(Spec):
+    """Every combination of the axes' values."""
+
     kind: Literal["grid"] = "grid"
 
 
 class RandomSample(Spec):
+    """Points drawn uniformly from the axes' values or ranges."""
+
     kind: Literal["random"] = "random"
     points: int = Field(ge=1, le=100_000, description="Points drawn.")
 
 
 class LatinHypercube(Spec):
+    """A Latin-hypercube sample of the axes (each stratum of each axis used once)."""
+
     kind: Literal["latin_hypercube"] = "latin_hypercube"
     points: int = Field(ge=1, le=100_000, description="Points; each axis is cut into this "
                         "many strata, each used once.")
@@ -55,6 +63,8 @@ SAMPLES = {"grid": Grid, "random": RandomSample, "latin_hypercube": LatinHypercu
 
 
 class SweepSpec(Spec):
+    """A sweep file: the base scenario, axes, how to sample them, seeds."""
+
     name: str = Field(min_length=1)
     base: str = Field(description="Base scenario file, relative to the sweep file.")
     axes: list[Axis] = Field(min_length=1)

@@ -58,6 +58,7 @@ class StepModel:
 
     @property
     def tokens_per_s(self) -> float:
+        """Training throughput of the job, tokens per second."""
         return self.tokens / self.step_s
 
     def with_bandwidth(self, byte_s: float) -> StepModel:

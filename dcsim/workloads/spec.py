@@ -77,11 +77,15 @@ ARRIVALS = {"poisson": PoissonArrivals, "gamma": GammaArrivals, "diurnal": Diurn
 
 
 class ConstantLength(Spec):
+    """Every request has the same length."""
+
     kind: Literal["constant"] = "constant"
     tokens: int = Field(gt=0, description="Every request has this many tokens.")
 
 
 class LognormalLength(Spec):
+    """Lengths drawn from a lognormal distribution with the given mean, clipped."""
+
     kind: Literal["lognormal"] = "lognormal"
     mean_tokens: float = Field(gt=0, description="Mean length, tokens.")
     sigma: float = Field(gt=0, description="Sigma of the underlying normal.")
@@ -97,6 +101,8 @@ class GeometricLength(Spec):
 
 
 class EmpiricalLength(Spec):
+    """Lengths resampled from a trace's token counts."""
+
     kind: Literal["empirical"] = "empirical"
     trace: str = Field(description="Azure-format CSV (or builtin:...) to resample lengths from.")
 
@@ -150,6 +156,8 @@ class Deployment(Spec):
 
 
 class InferenceService(Spec):
+    """An LLM service: model, arrivals, lengths, SLO, deployment and routing."""
+
     kind: Literal["inference"] = "inference"
     name: str = Field(min_length=1)
     model: str = Field(description="Model catalog id.")
@@ -180,12 +188,16 @@ class InferenceService(Spec):
 
 
 class Parallelism(Spec):
+    """How a training job is split: tensor, pipeline and data parallel degrees."""
+
     tp: int = Field(default=1, ge=1, description="Tensor-parallel degree (within a server).")
     pp: int = Field(default=1, ge=1, description="Pipeline stages.")
     dp: int = Field(default=1, ge=1, description="Data-parallel replicas.")
 
 
 class Checkpointing(Spec):
+    """When a training job checkpoints and how many bytes per parameter it writes."""
+
     interval_s: float | Literal["young_daly"] = Field(
         default="young_daly", description="Seconds between checkpoints, or the Young/Daly optimum."
     )
@@ -221,6 +233,9 @@ class Failures(Spec):
 
 
 class TrainingJob(Spec):
+    """A training job: model, GPUs and parallelism, work, checkpoints, failures, priority,
+    power limit, racks and deadline."""
+
     kind: Literal["training"] = "training"
     name: str = Field(min_length=1)
     model: str = Field(description="Model catalog id.")
