@@ -25,47 +25,9 @@ import simpy
 
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
+from dcsim.engine.sequence import Block, Mixed, Seq
 
 FINISHED, ABORTED = 1, 3
-
-
-class _Mixed:
-    """A mixed iteration in flight: prefill chunks plus one token per decoding sequence."""
-
-    __slots__ = ("chunks", "decoding", "energy_j", "time_s", "tokens")
-
-    def __init__(self, chunks: list[tuple[Seq, int]], time_s: float, energy_j: float,
-                 tokens: int, decoding: int) -> None:
-        self.chunks, self.time_s, self.energy_j = chunks, time_s, energy_j
-        self.tokens, self.decoding = tokens, decoding
-
-
-class _Block:
-    """A block of decode steps in flight: k steps of a batch of `batch` sequences."""
-
-    __slots__ = ("batch", "blk", "k")
-
-    def __init__(self, blk: DecodeBlock, batch: int, k: int) -> None:
-        self.blk, self.batch, self.k = blk, batch, k
-
-
-class Seq:
-    """A request inside a replica. While decoding, live values are derived from the
-    replica's counters: generated = gen0 + (step - step0), kv = kv0 + (step - step0),
-    energy = e0 + (e_cum - e_cum0)."""
-
-    __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "kv", "kv0", "output",
-                 "prefill_left", "prefill_total", "prompt", "rid", "step0", "version")
-
-    def __init__(self, rid: int, prompt: int, output: int) -> None:
-        self.rid, self.prompt, self.output = rid, prompt, output
-        self.generated = 0
-        self.prefill_total = self.prefill_left = prompt
-        self.kv = 0
-        self.energy_j = 0.0
-        self.version = 0  # bumps when the sequence leaves decoding (stale heap entries)
-        self.gen0 = self.kv0 = self.step0 = 0
-        self.e0 = self.e_cum0 = 0.0
 
 
 class Replica:
@@ -103,7 +65,7 @@ class Replica:
         self.state = "idle"
         self.wake: simpy.Event = env.event()
         self.since = 0.0  # start of the current idle period or iteration
-        self.current: _Mixed | _Block | None = None  # what is in flight, for the final flush
+        self.current: Mixed | Block | None = None  # what is in flight, for the final flush
         self.device_energy_j = 0.0
         self.idle_energy_j = 0.0
         self._rows = series.rows(index)
@@ -167,7 +129,7 @@ class Replica:
         callback from its timeout to a timeout at that step's end, whose value is the
         number of steps done."""
         cur = self.current
-        assert isinstance(cur, _Block)
+        assert isinstance(cur, Block)
         blk = cur.blk
         now = self.env.now
         done = blk.steps_done(now - self.since)
@@ -227,13 +189,13 @@ class Replica:
             mean_chunk = n_tok / len(chunks)
             t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
             self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
-            self.state, self.since, self.current = "busy", start, _Mixed(chunks, t, e, n_tok, nd)
+            self.state, self.since, self.current = "busy", start, Mixed(chunks, t, e, n_tok, nd)
             self._reschedule(t, self._on_mixed)
         elif nd:
             k = self.finish_heap[0][0] - self.step
             k = min(k, (self.capacity - self.used) // nd) if self.coalesce else 1
             blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
-            self.state, self.since, self.current = "block", start, _Block(blk, nd, k)
+            self.state, self.since, self.current = "block", start, Block(blk, nd, k)
             self._reschedule(blk.time_s, self._on_block)
         else:
             self.state, self.current, self.since = "idle", None, start
@@ -242,13 +204,13 @@ class Replica:
 
     def _mixed_done(self, _ev: simpy.Event) -> None:
         cur = self.current
-        assert isinstance(cur, _Mixed)
+        assert isinstance(cur, Mixed)
         self._after_mixed(cur.chunks, cur.tokens, cur.decoding, cur.energy_j, self.since)
         self._next()
 
     def _block_done(self, ev: simpy.Event) -> None:
         cur = self.current
-        assert isinstance(cur, _Block)
+        assert isinstance(cur, Block)
         cut = ev.value  # a cut (see _cut) ends the block early, at a step's end
         self._after_block(cur.blk, cur.batch, cur.k if cut is None else cut, self.since)
         self._next()
@@ -408,7 +370,7 @@ class Replica:
         cur = self.current
         if cur is None:
             self._idle_until(now)
-        elif isinstance(cur, _Mixed):
+        elif isinstance(cur, Mixed):
             part = cur.energy_j * (now - self.since) / cur.time_s
             n = len(cur.chunks) + len(self.decoding)
             for s, _ in cur.chunks:

@@ -7,7 +7,8 @@ from collections import deque
 import numpy as np
 
 from dcsim.engine.metrics import RequestLog
-from dcsim.engine.replica import Replica, Seq
+from dcsim.engine.replica import Replica
+from dcsim.engine.sequence import Seq
 
 REJECTED = 2
 

@@ -27,9 +27,10 @@ from dcsim.engine.jobs import (
     start_job,
 )
 from dcsim.engine.metrics import JOB_LEVELS, RequestLog, TimeSeries
-from dcsim.engine.replica import Replica, Seq
+from dcsim.engine.replica import Replica
 from dcsim.engine.router import Router
 from dcsim.engine.scheduler import JobScheduler
+from dcsim.engine.sequence import Seq
 from dcsim.engine.training import Shared
 from dcsim.hardware.network import Fabric
 from dcsim.hardware.storage import SharedStorage

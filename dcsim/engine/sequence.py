@@ -1,0 +1,45 @@
+"""What a serving replica holds in flight: its requests (Seq) and the iteration running
+(Mixed: prefill chunks with decode tokens; Block: a run of decode steps)."""
+
+from __future__ import annotations
+
+from dcsim.engine.costs import DecodeBlock
+
+
+class Mixed:
+    """A mixed iteration in flight: prefill chunks plus one token per decoding sequence."""
+
+    __slots__ = ("chunks", "decoding", "energy_j", "time_s", "tokens")
+
+    def __init__(self, chunks: list[tuple[Seq, int]], time_s: float, energy_j: float,
+                 tokens: int, decoding: int) -> None:
+        self.chunks, self.time_s, self.energy_j = chunks, time_s, energy_j
+        self.tokens, self.decoding = tokens, decoding
+
+
+class Block:
+    """A block of decode steps in flight: k steps of a batch of `batch` sequences."""
+
+    __slots__ = ("batch", "blk", "k")
+
+    def __init__(self, blk: DecodeBlock, batch: int, k: int) -> None:
+        self.blk, self.batch, self.k = blk, batch, k
+
+
+class Seq:
+    """A request inside a replica. While decoding, live values are derived from the
+    replica's counters: generated = gen0 + (step - step0), kv = kv0 + (step - step0),
+    energy = e0 + (e_cum - e_cum0)."""
+
+    __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "kv", "kv0", "output",
+                 "prefill_left", "prefill_total", "prompt", "rid", "step0", "version")
+
+    def __init__(self, rid: int, prompt: int, output: int) -> None:
+        self.rid, self.prompt, self.output = rid, prompt, output
+        self.generated = 0
+        self.prefill_total = self.prefill_left = prompt
+        self.kv = 0
+        self.energy_j = 0.0
+        self.version = 0  # bumps when the sequence leaves decoding (stale heap entries)
+        self.gen0 = self.kv0 = self.step0 = 0
+        self.e0 = self.e_cum0 = 0.0
