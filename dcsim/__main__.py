@@ -1,5 +1,5 @@
 """`python -m dcsim` runs the CLI (where the `dcsim` script is not on PATH)."""
 
-from dcsim.cli import app
+from dcsim.cli import main
 
-app()
+main()

@@ -12,7 +12,7 @@ from rich.table import Table
 from dcsim import __version__
 from dcsim.cli_common import err, fail, out
 from dcsim.cli_profile import profile_app
-from dcsim.errors import DcsimError, Problem
+from dcsim.errors import DcsimError, Interrupted, Problem
 
 if TYPE_CHECKING:
     from dcsim.scenario import Scenario
@@ -117,17 +117,19 @@ def run(
     step_by_step: bool = typer.Option(
         False, "--step-by-step", help="One event per decode step (a slow check of the fast path)."),
     report: bool = typer.Option(False, "--report", help="Also write DIR/report.html."),
+    force: bool = typer.Option(False, "--force", help="Replace the dcsim results folder "
+                               "--out names (never anything else)."),
 ) -> None:
     """Simulate a scenario; write requests, time series and summary; print the summary."""
-    from dcsim.output import default_out_dir, write_run
+    from dcsim.output import check_target, default_out_dir, write_run
     from dcsim.scenario import load_scenario
 
     try:
-        s = load_scenario(file)
-        if seed is not None:
-            s = s.model_copy(update={"simulation": s.simulation.model_copy(update={"seed": seed})})
+        s = with_seed(load_scenario(file), seed)
+        target = out_dir or default_out_dir(s)
+        check_target(target, force)  # before the simulation, not after it
         tables, summary = _simulate_with_progress(s, file.parent, quiet, not step_by_step)
-        target = write_run(out_dir or default_out_dir(s), s, tables, summary.to_dict())
+        target = write_run(target, s, tables, summary.to_dict(), force=force)
         if report:
             from dcsim.report.page import write_report
 
@@ -136,6 +138,20 @@ def run(
         raise fail(exc) from None
     _print_summary(summary)
     out.print(f"results: {target}", highlight=False)
+
+
+def with_seed(s: Scenario, seed: int | None) -> Scenario:
+    """The scenario with simulation.seed replaced by --seed, validated like the file."""
+    from dcsim.scenario import scenario_from_data
+
+    if seed is None:
+        return s
+    data = s.model_dump(mode="json")
+    data["simulation"]["seed"] = seed
+    try:
+        return scenario_from_data(data)
+    except DcsimError as exc:
+        raise DcsimError([Problem("--seed", seed, p.expected) for p in exc.problems]) from None
 
 
 @app.command()
@@ -151,13 +167,14 @@ def sweep(
     """Run a scenario over a grid or sample of field values; collect sweep.parquet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dcsim.output import safe_name
     from dcsim.sweep.run import load_sweep, run_sweep
 
     try:
         if workers < 1:
             raise DcsimError(Problem("--workers", workers, "at least 1 worker process"))
         loaded = load_sweep(file)
-        target = out_dir or Path("runs") / f"sweep-{loaded[0].name}"
+        target = out_dir or Path("runs") / f"sweep-{safe_name(loaded[0].name)}"
         with Progress(TextColumn("sweep points"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, transient=True) as bar:
             task = bar.add_task("points", total=None)
@@ -181,11 +198,16 @@ def report_cmd(
     growth: float = typer.Option(0.05, "--growth-per-month", help="Demand growth a month for "
                                  "the capacity outlook (0.05 = 5 %)."),
     months: int = typer.Option(36, "--months", help="Months the capacity outlook looks ahead."),
+    force: bool = typer.Option(False, "--force", help="Replace the file --out names."),
 ) -> None:
     """One self-contained HTML report (plotly, opens offline) of a results folder."""
     from dcsim.report.page import write_report
 
     try:
+        if out_file is not None and (out_file.exists() or out_file.is_symlink()) and not (
+                force and out_file.is_file() and not out_file.is_symlink()):
+            raise DcsimError(Problem("--out", str(out_file), "a new file (add --force to "
+                                     "replace this one; a folder or link is never replaced)"))
         if not -1 < growth <= 10:
             raise DcsimError(Problem("--growth-per-month", growth, "a monthly growth rate "
                                      "above -1 and at most 10 (1000 %)"))
@@ -277,18 +299,21 @@ def optimize(
                                          help="energy | cost | carbon (overrides the file)."),
     check: bool = typer.Option(False, "--verify", help="Replay the plan and the baselines in "
                                "the simulator and compare."),
+    force: bool = typer.Option(False, "--force", help="Replace the dcsim results folder "
+                               "--out names (never anything else)."),
 ) -> None:
     """Energy-, cost- or carbon-minimal replicas, GPUs, power limits and racks per period."""
     from dcsim.optimize.run import run_optimize
-    from dcsim.output import default_out_dir, write_run
+    from dcsim.output import check_target, default_out_dir, write_run
     from dcsim.scenario import load_scenario
 
     try:
         s = load_scenario(file)
+        target = out_dir or default_out_dir(s)
+        check_target(target, force)
         with err.status("planning (profiles, queueing model, MILP)"):
             tables, summary, files, _ = run_optimize(s, file.parent, objective, check)
-        target = write_run(out_dir or default_out_dir(s), s, tables, summary, "optimize.json",
-                           files)
+        target = write_run(target, s, tables, summary, "optimize.json", files, force)
     except DcsimError as exc:
         raise fail(exc) from None
     _print_plan(summary, tables)
@@ -354,3 +379,24 @@ def _print_training(summary: dict) -> None:
                   f"{r['energy_kwh']:.1f}",
                   "" if v is None else f"{v['simulated_end_s'] / 3600:.2f}")
     out.print(t)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    # not KeyboardInterrupt: Click would turn that into "Aborted!" and exit 1
+    raise Interrupted(signum)
+
+
+def main() -> None:
+    """The `dcsim` command: the typer app, with Ctrl-C and SIGTERM ending in one line and
+    exit 130 / 143 after the temporary files of the interrupted write are removed."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        app()
+    except Interrupted as exc:
+        name = "Ctrl-C" if exc.signum == signal.SIGINT else "SIGTERM"
+        err.print(f"interrupted ({name}): stopped, nothing half-written left", highlight=False)
+        sys.exit(130 if exc.signum == signal.SIGINT else 143)

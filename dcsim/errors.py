@@ -19,7 +19,18 @@ class Problem:
         field = self.path or "<root>"
         if self.value is None:
             return f"{where}{field}: {self.expected}"
-        return f"{where}{field}: got {self.value!r}; expected {self.expected}"
+        return f"{where}{field}: got {shorten(repr(self.value))}; expected {self.expected}"
+
+
+VALUE_CHARS = 80  # an error quotes at most this much of a bad value
+
+
+def shorten(text: str, limit: int = VALUE_CHARS) -> str:
+    """text, cut to `limit` characters with the length left out said (a 5 MB value in an
+    error helps nobody)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 class DcsimError(Exception):
@@ -43,3 +54,13 @@ def format_loc(loc: tuple[object, ...]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM in the `dcsim` command (raised by its signal handlers, so that
+    cleanup runs and the command ends with one line and exit 130 or 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+

@@ -250,9 +250,16 @@ class Scenario(Spec):
 
 
 def parse_yaml(text: str, origin: str) -> object:
-    """Safe-load YAML; syntax errors become a Problem with line and column."""
+    """Load YAML strictly (dcsim.yamlfile: no aliases, no duplicate keys, bounded nesting);
+    errors become a Problem with line and column."""
+    from dcsim import yamlfile
+
     try:
-        return yaml.safe_load(text)
+        return yamlfile.load(text)
+    except yamlfile.StrictYamlError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        raise DcsimError(Problem(where, None, str(exc.problem), origin)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
@@ -273,13 +280,11 @@ def scenario_from_data(data: object, origin: str = "") -> Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read, validate and cross-check a scenario file."""
+    from dcsim.csvfiles import read_text
     from dcsim.references import check_references  # the catalog checks need the store
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DcsimError(Problem("", str(path), f"a readable file ({exc.strerror})")) from None
+    text = read_text(path, "scenario file")
     scenario = scenario_from_data(parse_yaml(text, str(path)), str(path))
     problems = check_references(scenario, path.parent)
     if problems:

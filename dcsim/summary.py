@@ -134,7 +134,9 @@ class DomainPeak:
 NOTES = {"energy_kwh": "per service: GPU energy of its replicas (busy + idle)",
          "it_energy_kwh": "servers at the wall: GPUs (idle ones too), host, PSU loss",
          "facility_kwh": "IT + cooling + losses (facility model)",
-         "j_per_output_token": "GPU energy of finished requests per output token"}
+         "j_per_output_token": "GPU energy of finished requests per output token",
+         "null": "no such value in this run: nothing to take it over (no finished request, "
+                 "no budget, a domain without servers) or not a finite number"}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def run_dir(tmp_path_factory) -> Path:
 def test_results_folder_has_every_table(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert names == {"requests.parquet", "timeseries.parquet", "replicas.parquet",
-                     "power.parquet", "budgets.parquet", "summary.json", "scenario.resolved.yaml"}
+                     "power.parquet", "budgets.parquet", "summary.json", "scenario.resolved.yaml",
+                     ".dcsim-results"}
     req = pd.read_parquet(run_dir / "requests.parquet")
     for col in ("service", "replica", "arrival_s", "first_token_s", "finish_s", "prompt_tokens",
                 "output_tokens", "ttft_s", "tpot_s", "e2e_s", "preemptions", "energy_j",

@@ -24,7 +24,7 @@ import yaml
 
 from dcsim.catalog import Catalog, ModelSpec
 from dcsim.catalog.shapes import total_params
-from dcsim.errors import DcsimError, Problem
+from dcsim.errors import DcsimError, Interrupted, Problem
 from dcsim.measure.device_spec import gpu_entry
 from dcsim.measure.points import Point, ceiling_points, measure, row
 from dcsim.measure.timing import Target, open_target
@@ -131,7 +131,8 @@ def run_profile(req: ProfileRequest, out: Path, catalog: Catalog,
                 progress(i, len(todo), f"{point.phase} b={point.batch_size} s={point.seq_len}")
             timed, mode = measure(point, models.get(point.phase), target, req.min_time_s,
                                   req.seed + i, req.graphs)
-        except KeyboardInterrupt:  # keep what is written; the point in progress is lost
+        except (KeyboardInterrupt, Interrupted):  # keep what is written; the point in
+            # progress is lost
             outcome.interrupted = True
             outcome.not_reached = todo[i:]
             break

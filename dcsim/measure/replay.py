@@ -192,7 +192,7 @@ def _simulate(out: Path, scenario: dict) -> dict[str, pd.DataFrame]:
         tmp.write_text(yaml.safe_dump(scenario, sort_keys=False))
     s = load_scenario(path)
     tables, summary = run_tables(s, out)
-    write_run(out / "sim", s, tables, summary.to_dict())
+    write_run(out / "sim", s, tables, summary.to_dict(), force=True)
     return tables
 
 

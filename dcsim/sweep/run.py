@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from dcsim import __version__
 from dcsim.errors import DcsimError, Problem
-from dcsim.output import atomic_file, write_run
+from dcsim.output import MARKER, atomic_file, clean_stale_temps, plain_json, write_run
 from dcsim.references import check_references
 from dcsim.scenario import load_scenario, parse_yaml, scenario_from_data
 from dcsim.summary import RunSummary
@@ -75,10 +76,9 @@ def load_sweep(path: Path) -> tuple[SweepSpec, list[Task], Path]:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise DcsimError(Problem("", str(path), f"a readable sweep file ({exc.strerror})")) from None
+    from dcsim.csvfiles import read_text
+
+    return read_text(path, "sweep file")
 
 
 def run_task(task: Task, root: str) -> dict[str, object]:
@@ -93,7 +93,7 @@ def run_task(task: Task, root: str) -> dict[str, object]:
         if problems:
             raise DcsimError(problems)
         tables, summary = run_tables(s, Path(task.base_dir))
-        write_run(Path(root) / task.out, s, tables, summary.to_dict())
+        write_run(Path(root) / task.out, s, tables, summary.to_dict(), force=True)
         row |= {"status": "finished", "error": "", **metrics(summary)}
     except Exception as exc:  # a failed point is recorded, the sweep goes on
         row |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
@@ -124,7 +124,7 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
     """Run every point not yet done; write sweep.parquet and sweep.json; return the table.
     `loaded`: what load_sweep(path) returned, if the caller has it already."""
     spec, tasks, base = loaded or load_sweep(path)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out)
     with atomic_file(out / "sweep.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     done = [t for t in tasks if (out / t.out / "summary.json").is_file()]
@@ -143,12 +143,27 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
         table.to_parquet(tmp, index=False)
     failed = table[table["status"] == "failed"]
     with atomic_file(out / "sweep.json") as tmp:
-        tmp.write_text(json.dumps({
+        tmp.write_text(plain_json({
             "name": spec.name, "base": str(base), "axes": [a.path for a in spec.axes],
             "points": len(tasks), "finished": int((table["status"] == "finished").sum()),
             "failed": len(failed), "skipped_as_done": len(done),
-            "errors": dict(zip(failed["point"], failed["error"], strict=True))}, indent=2) + "\n")
+            "errors": dict(zip(failed["point"], failed["error"], strict=True))}))
     return table
+
+
+def _claim(out: Path) -> None:
+    """Make `out` this sweep's folder: a new or empty folder, or one a sweep wrote before
+    (it resumes); never a file or a folder of other files. Stale temporary files go."""
+    if out.exists() and not (out.is_dir() and (
+            (out / MARKER).is_file() or not any(out.iterdir()))):
+        raise DcsimError(Problem("--out", str(out), "a new or empty folder, or a sweep folder "
+                                 "to resume (this one holds files dcsim did not write)"))
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)
+    clean_stale_temps(out / "points")
+    if not (out / MARKER).is_file():
+        with atomic_file(out / MARKER) as tmp:
+            tmp.write_text(plain_json({"dcsim_version": __version__, "summary": "sweep.json"}))
 
 
 def _finished_row(t: Task, out: Path) -> dict[str, object]:
