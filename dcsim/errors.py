@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -18,11 +19,19 @@ class Problem:
         where = f"{self.file}: " if self.file else ""
         field = self.path or "<root>"
         if self.value is None:
-            return f"{where}{field}: {self.expected}"
-        return f"{where}{field}: got {shorten(repr(self.value))}; expected {self.expected}"
+            return one_line(f"{where}{field}: {self.expected}")
+        return one_line(f"{where}{field}: got {shorten(repr(self.value))}; expected "
+                        f"{self.expected}")
 
 
 VALUE_CHARS = 80  # an error quotes at most this much of a bad value
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """text with control characters (newlines, escapes) written as escapes: a problem is
+    one line whatever the input held."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def shorten(text: str, limit: int = VALUE_CHARS) -> str:

@@ -25,9 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from dcsim import __version__
+from dcsim import __version__, yamlfile
 from dcsim.errors import DcsimError, Problem
 from dcsim.scenario import Scenario
 
@@ -89,7 +88,7 @@ def write_run(out: Path, s: Scenario, tables: dict[str, pd.DataFrame],
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text)
         resolved = {"dcsim_version": __version__, **s.model_dump(mode="json")}
-        (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        (tmp / "scenario.resolved.yaml").write_text(yamlfile.dump(resolved))
         (tmp / MARKER).write_text(plain_json({"dcsim_version": __version__,
                                               "summary": summary_name}))
         _swap_in(tmp, out)

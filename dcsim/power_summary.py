@@ -31,8 +31,11 @@ def domain_peaks(power: pd.DataFrame, budgets: pd.DataFrame) -> list[dict[str, o
     """Per rack, row and facility: peak and p99 power, headroom, stranded power, and how many
     more servers like its own the budget would hold at their p99 draw (POLCA-style)."""
     out = []
+    # one pass over the power table: row positions of every (domain, name)
+    at = power.groupby(["domain", "name"], sort=False).indices
+    watts = power["power_w"].to_numpy()
     for b in budgets.itertuples():
-        p = power.loc[(power["domain"] == b.domain) & (power["name"] == b.name), "power_w"]
+        p = watts[at[(b.domain, b.name)]]
         peak, p99 = float(p.max()), float(np.quantile(p, 0.99))
         row: dict[str, object] = {"domain": b.domain, "name": b.name, "servers": b.servers,
                                   "peak_w": peak, "p99_w": p99, "budget_w": None,

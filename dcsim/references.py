@@ -59,7 +59,7 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
         if isinstance(w, InferenceService):
             gpu = _lookup(problems, f"{p}.deployment.gpu", cat.gpu, w.deployment.gpu)
             if gpu and model:
-                problems += _inference_fit(w, gpu, model, p)
+                problems += _inference_fit(w, gpu, model, p, cat)
             problems += _trace_files(w, base_dir, p)
         else:
             gpu = _lookup(problems, f"{p}.gpu", cat.gpu, w.gpu)
@@ -72,9 +72,53 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
             problems.append(Problem(where, cap, f"a power limit within {gpu.id}'s range "
                                     f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
     problems += _inventory(s, inventory)
+    problems += _catalog_physics(s, cat)
+    if not problems:  # the fleet can be built: its budgets can be checked
+        problems += _budgets_above_idle(s, cat)
     problems += _profile_files(s, cat, base_dir)
     problems += _facility_files(s, base_dir)
     return problems
+
+
+def _catalog_physics(s: Scenario, cat: Catalog) -> list[Problem]:
+    """The scenario's catalog entries are physical: a GPU's TDP within its power-limit
+    range, a server's power rating at least its GPUs at their highest limit."""
+    out = []
+    for i, g in enumerate(s.catalog.gpus):
+        if not g.power_limit_min_w <= g.tdp_w <= g.power_limit_max_w:
+            out.append(Problem(f"catalog.gpus[{i}].tdp_w", g.tdp_w, "a TDP within the power "
+                               f"limit range {g.power_limit_min_w:g}-{g.power_limit_max_w:g} W"))
+    for i, x in enumerate(s.catalog.servers):
+        gpu = _lookup(out, f"catalog.servers[{i}].gpu", cat.gpu, x.gpu)
+        if gpu and x.max_power_w < x.gpus_per_server * gpu.power_limit_max_w:
+            out.append(Problem(f"catalog.servers[{i}].max_power_w", x.max_power_w,
+                               f"at least its {x.gpus_per_server} GPUs at their highest limit "
+                               f"({x.gpus_per_server * gpu.power_limit_max_w:g} W)"))
+    return out
+
+
+def _budgets_above_idle(s: Scenario, cat: Catalog) -> list[Problem]:
+    """Every budget holds its servers idle (switched-off fleets are checked by the run)."""
+    from dcsim.engine.fleet import domains, fleet_servers
+    from dcsim.hardware.placement import idle_w
+
+    if s.fleet.unused_servers != "idle" or not s.fleet.racks:
+        return []
+    servers = fleet_servers(s, cat)
+    rack_at = {r.name if r.count == 1 else f"{r.name}-{k + 1}": i
+               for i, r in enumerate(s.fleet.racks) for k in range(r.count)}
+    row_at = {r.name: i for i, r in enumerate(s.fleet.rows)}
+    out = []
+    for d in domains(s, servers):
+        floor = idle_w(servers, d.servers)
+        if d.budget_w is None or floor <= d.budget_w:
+            continue
+        where = {"rack": lambda n: f"fleet.racks[{rack_at[n]}].power_budget_kw",
+                 "row": lambda n: f"fleet.rows[{row_at[n]}].power_budget_kw",
+                 "facility": lambda n: "facility.power_budget_kw"}[d.kind](d.name)
+        out.append(Problem(where, d.budget_w / 1e3, f"at least {floor / 1e3:.2f} kW: a power "
+                           f"budget holds the idle draw of {d.kind} {d.name}'s servers"))
+    return out
 
 
 def _facility_files(s: Scenario, base_dir: Path) -> list[Problem]:
@@ -98,24 +142,64 @@ def _facility_files(s: Scenario, base_dir: Path) -> list[Problem]:
     return out
 
 
-def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str) -> list[Problem]:
+def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
+                   cat: Catalog) -> list[Problem]:
     d = w.deployment
+    out = _tp_fits(d.tp, model, cat, gpu.id, f"{p}.deployment.tp")
     need = shapes.weight_bytes(model) / d.tp / 1e9
     have = gpu.memory_gb * d.gpu_memory_utilization
     if need >= have:
-        return [Problem(f"{p}.deployment.tp", d.tp, f"a TP degree whose GPUs hold {model.id}: "
-                        f"weights need {need:.1f} GB per GPU at tp={d.tp}, {gpu.id} offers "
-                        f"{have:.1f} GB (memory x gpu_memory_utilization)")]
-    return []
+        out.append(Problem(f"{p}.deployment.tp", d.tp, f"a TP degree whose GPUs hold {model.id}: "
+                           f"weights need {need:.1f} GB per GPU at tp={d.tp}, {gpu.id} offers "
+                           f"{have:.1f} GB (memory x gpu_memory_utilization)"))
+    longest = _longest_prompt(w)
+    if not d.chunked_prefill and longest is not None and longest > d.max_batched_tokens:
+        out.append(Problem(f"{p}.deployment.max_batched_tokens", d.max_batched_tokens,
+                           f"at least the longest prompt ({longest} tokens) when "
+                           "chunked_prefill is off: a prompt must fit one iteration"))
+    return out
+
+
+def _longest_prompt(w: InferenceService) -> int | None:
+    """The longest prompt the length distribution can give (None: not known up front)."""
+    spec = w.prompt_tokens
+    if spec is None or isinstance(spec, EmpiricalLength):
+        return None
+    return int(getattr(spec, "tokens", None) or getattr(spec, "max_tokens", 0)) or None
+
+
+def _tp_fits(tp: int, model: ModelSpec, cat: Catalog, gpu: str, where: str) -> list[Problem]:
+    """TP splits attention heads evenly and stays inside one server's GPUs (NVLink)."""
+    out = []
+    if model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
+        out.append(Problem(where, tp, f"a TP degree that splits {model.id}'s {model.heads} "
+                           f"attention heads and {model.kv_heads} KV heads evenly"))
+    per_server = [s.gpus_per_server for s in cat.servers.values() if s.gpu == gpu]
+    if per_server and tp > max(per_server):
+        out.append(Problem(where, tp, f"at most {max(per_server)} (GPUs in one {gpu} server; "
+                           "TP stays inside a server's NVLink domain)"))
+    return out
+
+
+TRAIN_BYTES_PER_PARAM = 16  # bf16 weights and gradients, fp32 master weights, Adam moments
 
 
 def _training_fit(w: TrainingJob, cat: Catalog, p: str) -> list[Problem]:
-    per_server = [s.gpus_per_server for s in cat.servers.values() if s.gpu == w.gpu]
-    limit = max(per_server) if per_server else None
-    if limit is not None and w.parallelism.tp > limit:
-        return [Problem(f"{p}.parallelism.tp", w.parallelism.tp,
-                        f"at most {limit} (GPUs in one {w.gpu} server; TP stays inside a server)")]
-    return []
+    model = cat.model(w.model)
+    par = w.parallelism
+    out = _tp_fits(par.tp, model, cat, w.gpu, f"{p}.parallelism.tp")
+    if par.pp > model.layers:
+        out.append(Problem(f"{p}.parallelism.pp", par.pp, f"at most {model.layers} pipeline "
+                           f"stages ({model.id} has {model.layers} layers)"))
+    # even fully sharded over every GPU of the job (ZeRO-3 / FSDP), the training state
+    # must fit: the most optimistic layout, so no real layout is refused
+    need = shapes.total_params(model) * TRAIN_BYTES_PER_PARAM / w.gpus / 1e9
+    have = cat.gpu(w.gpu).memory_gb
+    if need > have:
+        out.append(Problem(f"{p}.gpus", w.gpus, f"enough GPUs to hold {model.id}'s training "
+                           f"state ({TRAIN_BYTES_PER_PARAM} B per parameter: {need:.0f} GB per "
+                           f"GPU even fully sharded, {w.gpu} has {have:.0f} GB)"))
+    return out
 
 
 def _trace_files(w: InferenceService, base_dir: Path, p: str) -> list[Problem]:

@@ -91,8 +91,9 @@ class Facility(Spec):
         default=None, description="Model cooling and losses from weather instead of a constant PUE."
     )
     start_time: datetime = Field(
-        default=datetime(2025, 1, 1), description="Calendar time of t = 0 (weather, grid series)."
-    )
+        default=datetime(2025, 1, 1), ge=datetime(1900, 1, 1), le=datetime(2200, 1, 1),
+        description="Calendar time of t = 0 (weather, grid series); 1900-2200 (calendar "
+        "arithmetic on time series is defined up to 2262).")
     carbon_intensity_file: str | None = Field(
         default=None, description="Hourly CSV: timestamp, g_per_kwh (replaces the constant)."
     )
@@ -118,7 +119,8 @@ class ServerGroup(Spec):
     """Servers of one catalog type in a rack."""
 
     type: str = Field(description="Server catalog id.")
-    count: int = Field(ge=1, description="Servers of this type in one rack.")
+    count: int = Field(ge=1, le=1000, description="Servers of this type in one rack (at most "
+                       "1,000: no rack holds more).")
 
 
 class Rack(Spec):
@@ -126,7 +128,8 @@ class Rack(Spec):
 
     name: str = Field(min_length=1)
     row: str = Field(default="row-1", min_length=1, description="Row / PDU the rack hangs off.")
-    count: int = Field(default=1, ge=1, description="Identical racks of this kind.")
+    count: int = Field(default=1, ge=1, le=1_000_000, description="Identical racks of this "
+                       "kind (at most a million).")
     power_budget_kw: float = Field(gt=0, description="Power budget of one rack, kW.")
     servers: list[ServerGroup] = Field(min_length=1)
 
@@ -198,6 +201,19 @@ class Fleet(Spec):
         "job: stay powered at idle, or are switched off and draw nothing (hot spares stay "
         "on; boot time is not modelled). Switched-off servers do not count in budgets.")
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> Fleet:
+        # a rack with count > 1 is expanded to NAME-1, NAME-2, ...: those names count too
+        racks = [r.name if r.count == 1 else f"{r.name}-{k + 1}" for r in self.racks
+                 for k in range(r.count)]
+        for what, names in (("rack", racks), ("row", [r.name for r in self.rows])):
+            seen: set[str] = set()
+            dup = sorted({n for n in names if n in seen or seen.add(n)})
+            if dup:
+                raise ValueError(f"{what} names must be unique (racks with count > 1 are "
+                                 f"named NAME-1, NAME-2, ...); repeated: {dup[:5]}")
+        return self
+
 
 class CatalogOverrides(Spec):
     """GPUs, servers and models to add to or override in the built-in catalog."""
@@ -207,19 +223,31 @@ class CatalogOverrides(Spec):
     models: list[ModelSpec] = Field(default_factory=list)
 
 
+MAX_DURATION_S = 10 * 365.25 * 86400
+MAX_REQUESTS = 5e7  # of one service in one run: ~15 GB of request state at ~300 B each
+MAX_BUCKETS = 1_000_000
+
+
 class Simulation(Spec):
     """How long to simulate, warm-up, seed and time-bucket width."""
 
-    duration_s: float = Field(default=3600.0, gt=0, description="Simulated time, s.")
+    duration_s: float = Field(default=3600.0, gt=0, le=MAX_DURATION_S,
+                              description="Simulated time, s (at most 10 years).")
     warmup_s: float = Field(default=0.0, ge=0, description="Excluded from statistics, s.")
-    seed: int = Field(default=0, ge=0, description="Root of every random stream.")
-    time_bucket_s: float = Field(default=60.0, gt=0, description="Width of time-series buckets, s.")
+    seed: int = Field(default=0, ge=0, lt=2**63, description="Root of every random stream "
+                      "(0 to 2^63 - 1).")
+    time_bucket_s: float = Field(default=60.0, ge=1e-3, description="Width of time-series "
+                                 f"buckets, s (at least 1 ms; at most {MAX_BUCKETS:,} buckets "
+                                 "in a run, whose series are held in memory per replica).")
 
     @model_validator(mode="after")
     def _warmup_short(self) -> Simulation:
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s}) must be below duration_s "
                              f"({self.duration_s})")
+        if self.duration_s / self.time_bucket_s > MAX_BUCKETS:
+            raise ValueError(f"duration_s / time_bucket_s = {self.duration_s / self.time_bucket_s:,.0f}"
+                             f" buckets; at most {MAX_BUCKETS:,} (make time_bucket_s larger)")
         return self
 
 
@@ -246,6 +274,13 @@ class Scenario(Spec):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"workload names must be unique; repeated: {dup}")
+        for w in self.workloads:
+            rate = getattr(getattr(w, "arrival", None), "rate_per_s", None)
+            if rate is not None and rate * self.simulation.duration_s > MAX_REQUESTS:
+                raise ValueError(
+                    f"workload {w.name}: rate_per_s x duration_s = "
+                    f"{rate * self.simulation.duration_s:.3g} requests; at most "
+                    f"{MAX_REQUESTS:.0e} in one run (its tables take ~300 bytes a request)")
         return self
 
 

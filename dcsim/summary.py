@@ -170,6 +170,14 @@ class RunSummary:
         """Read a summary back; a missing key is a DcsimError naming it."""
         top = _need(d, ("scenario", "duration_s", "warmup_s", "seed", "services", "total",
                         "power_domains"), "", origin)
+        for key, kind in (("scenario", "str"), ("duration_s", "float"), ("warmup_s", "float"),
+                          ("seed", "int"), ("power_domains", "list"), ("jobs", "list"),
+                          ("cluster_replays", "list")):
+            value = top.get(key, [])
+            ok = isinstance(value, list) if kind == "list" else _fits(value, kind)
+            if not ok:
+                raise DcsimError(Problem(key, value, f"a value of type {kind} (as dcsim "
+                                         "writes it)", origin))
         return cls(str(top["scenario"]), float(top["duration_s"]), float(top["warmup_s"]),
                    int(top["seed"]),
                    {k: record(ServiceSummary, v, f"services.{k}", origin)
@@ -189,7 +197,23 @@ def record(cls: type[R], d: object, where: str, origin: str) -> R:
     required = [f.name for f in fields(cls)  # type: ignore[arg-type]
                 if f.default is MISSING and f.default_factory is MISSING]
     got = _need(_mapping(d, where, origin), required, where, origin)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in got and not _fits(got[f.name], str(f.type)):
+            raise DcsimError(Problem(f"{where}.{f.name}" if where else f.name, got[f.name],
+                                     f"a value of type {f.type} (as dcsim writes it)", origin))
     return cls(**{k: got[k] for k in names if k in got})
+
+
+def _fits(value: object, annotation: str) -> bool:
+    """Does a JSON value fit a summary field's annotation (float, int | None, str, ...)?"""
+    kinds = [a.strip() for a in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    checks = {"float": number, "int": number and float(value).is_integer(),
+              "str": isinstance(value, str), "bool": isinstance(value, bool)}
+    return any(checks.get(k, isinstance(value, dict) if k.startswith("dict") else True)
+               for k in kinds)
 
 
 def _mapping(d: object, where: str, origin: str) -> dict[str, Any]:

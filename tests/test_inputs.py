@@ -1,5 +1,5 @@
-"""Reading inputs safely: size caps, UTF-8, folders for files, YAML without aliases or
-duplicate keys and with bounded nesting, errors that quote little."""
+"""Reading inputs safely: size caps, UTF-8, folders for files, YAML without alias bombs
+or duplicate keys and with bounded nesting, errors that quote little."""
 
 from __future__ import annotations
 
@@ -41,7 +41,19 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path):
     p.write_text("\n".join(lines) + "\n")
     t0 = time.perf_counter()
     out = _validate(p)
-    assert time.perf_counter() - t0 < 5 and "without anchors" in out
+    assert time.perf_counter() - t0 < 5 and "aliases that add at most" in out
+
+
+def test_an_anchor_used_a_few_times_is_fine(tmp_path):
+    # what PyYAML writes for a value shared twice: allowed, unlike a bomb
+    d = yaml.safe_load((ROOT / "scenarios" / "default.yaml").read_text())
+    shared = d["fleet"]["racks"][0]["servers"]
+    d["fleet"]["racks"].append({**d["fleet"]["racks"][0], "name": "second", "servers": shared})
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert "&id" in p.read_text()
+    r = runner.invoke(app, ["validate", str(p)])
+    assert r.exit_code == 0, r.output
 
 
 def test_deep_nesting_is_refused(tmp_path):
@@ -89,3 +101,54 @@ def test_csv_errors_quote_no_more_than_the_header(tmp_path):
 def test_a_huge_bad_value_is_quoted_short():
     text = str(Problem("x", "v" * 5_000_000, "something smaller"))
     assert len(text) < 200 and "more characters" in text
+
+
+def test_rack_names_must_be_unique_after_expansion(tmp_path):
+    d = yaml.safe_load((ROOT / "scenarios" / "default.yaml").read_text())
+    rack = d["fleet"]["racks"][0]
+    d["fleet"]["racks"] = [dict(rack, name="r", count=2), dict(rack, name="r-2")]
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert "repeated: ['r-2']" in _validate(p)
+
+
+def test_what_dcsim_writes_it_reads_back_even_with_shared_values():
+    from dcsim import yamlfile
+
+    shared = {"type": "dgx-h200", "count": 1}
+    text = yamlfile.dump({"a": [shared, shared]})
+    assert "&" not in text and yamlfile.load(text) == {"a": [shared, shared]}
+
+
+@pytest.mark.parametrize(("path", "value", "words"), [
+    (("simulation", "duration_s"), float("inf"), "finite"),
+    (("simulation", "time_bucket_s"), 1e-9, "greater than or equal to 0.001"),
+    (("simulation", "time_bucket_s"), 0.001, "buckets; at most"),  # 3.6 million buckets
+    (("workloads", 0, "deployment", "max_num_seqs"), 10**9, "less than or equal to 65536"),
+    (("fleet", "racks", 0, "servers", 0, "count"), 10**15, "less than or equal to 1000"),
+    (("facility", "start_time"), "9999-01-01T00:00:00", "2200"),
+    (("simulation", "seed"), 2**64, "less than"),
+])
+def test_numbers_outside_their_physical_or_memory_bounds_are_refused(tmp_path, path, value,
+                                                                       words):
+    d = yaml.safe_load((ROOT / "scenarios" / "default.yaml").read_text())
+    at = d
+    for k in path[:-1]:
+        at = at[k]
+    at[path[-1]] = value
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    out = _validate(p)
+    field = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in path)
+    assert field.replace(".[", "[") in out or path[-1] in out
+    assert words in out
+
+
+def test_more_requests_than_a_run_can_hold_are_refused(tmp_path):
+    d = yaml.safe_load((ROOT / "scenarios" / "default.yaml").read_text())
+    d["workloads"][0]["arrival"] = {"kind": "poisson", "rate_per_s": 1e6}
+    d["workloads"][0]["prompt_tokens"] = {"kind": "constant", "tokens": 100}
+    d["workloads"][0]["output_tokens"] = {"kind": "constant", "tokens": 100}
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert "at most 5e+07 in one run" in _validate(p)

@@ -20,12 +20,16 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import simpy
 
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
 from dcsim.engine.sequence import Block, Mixed, Seq
+
+if TYPE_CHECKING:
+    from dcsim.engine.router import MinTree
 
 FINISHED, ABORTED = 1, 3
 
@@ -56,7 +60,7 @@ class Replica:
         self.dec_kv = 0  # KV tokens of the decoding sequences
         self.used = 0  # KV tokens reserved (decoding + prefilling)
         self.outstanding = 0  # requests routed here and not yet done
-        self.loads: list[int] | None = None  # the router's copy of `outstanding` per replica
+        self.loads: list[int] | MinTree | None = None  # the router's copy of `outstanding` per replica
         self.slot = 0  # this replica's place in it
         self.in_system_x_s = 0.0  # integral of `outstanding` over time (Little's law)
         self._t_level = 0.0
@@ -106,7 +110,7 @@ class Replica:
         progress so that waiting work can join."""
         return self.state == "block" and self.has_room()
 
-    def share_loads(self, loads: list[int], slot: int) -> None:
+    def share_loads(self, loads: list[int] | MinTree, slot: int) -> None:
         """Keep loads[slot] equal to `outstanding` (the router's copy, read per arrival)."""
         self.loads, self.slot = loads, slot
         loads[slot] = self.outstanding

@@ -11,6 +11,47 @@ from dcsim.engine.replica import Replica
 from dcsim.engine.sequence import Seq
 
 REJECTED = 2
+TREE_FROM = 128  # replicas: from here a tree finds the least loaded in O(log n), not O(n)
+
+
+class MinTree:
+    """Per-replica loads with the least loaded (lowest index on ties) kept at the root of a
+    binary tree: setting a load costs O(log n), finding the least loaded O(1), where a
+    scan of the list costs O(n) per arrival (the term that grew with replicas x requests)."""
+
+    def __init__(self, n: int) -> None:
+        self.size = 1
+        while self.size < n:
+            self.size *= 2
+        self.load = [0] * n
+        # node k holds the index of the least loaded leaf below it (-1: none)
+        self.best = [-1] * (2 * self.size)
+        for i in range(n):
+            self.best[self.size + i] = i
+        for k in range(self.size - 1, 0, -1):
+            self.best[k] = self._better(self.best[2 * k], self.best[2 * k + 1])
+
+    def _better(self, a: int, b: int) -> int:
+        if a < 0:
+            return b
+        if b < 0:
+            return a
+        return b if self.load[b] < self.load[a] else a  # a < b: ties keep the lower index
+
+    def __setitem__(self, i: int, value: int) -> None:
+        self.load[i] = value
+        k = (self.size + i) // 2
+        best, better = self.best, self._better
+        while k:
+            best[k] = better(best[2 * k], best[2 * k + 1])
+            k //= 2
+
+    def __getitem__(self, i: int) -> int:
+        return self.load[i]
+
+    def argmin(self) -> int:
+        """The least loaded replica (the lowest index among equals)."""
+        return self.best[1]
 
 
 class Router:
@@ -23,7 +64,8 @@ class Router:
         self.next = 0
         self.kv_limit = min(r.kv_capacity for r in replicas)
         # outstanding requests per replica, kept current by the replicas themselves
-        self.loads = [0] * len(replicas)
+        self.loads: list[int] | MinTree = (MinTree(len(replicas)) if len(replicas) >= TREE_FROM
+                                           else [0] * len(replicas))
         for i, r in enumerate(replicas):
             r.share_loads(self.loads, i)
 
@@ -45,6 +87,8 @@ class Router:
             return i
         if self.policy == "least_outstanding":  # ties go to the lowest index
             loads = self.loads
+            if isinstance(loads, MinTree):
+                return loads.argmin()
             return loads.index(min(loads))
         if n == 1:
             return 0

@@ -23,38 +23,42 @@ def bucket_seconds(n: int, bucket_s: float, duration_s: float) -> np.ndarray:
 
 
 def gpu_power(servers: list[Server], replica_energy_j: np.ndarray, dt: np.ndarray,
-              caps: np.ndarray, train_w: dict[int, np.ndarray] | None = None) -> pd.DataFrame:
-    """One row per GPU and bucket: power_w, cap_w, throttled.
+              caps: np.ndarray, train_w: dict[int, np.ndarray] | None = None
+              ) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per GPU and bucket (power_w, cap_w, throttled), and each server's total GPU
+    power per bucket (servers x buckets), W.
 
     replica_energy_j rows are replicas. Servers training jobs may use (train_w) report
     each GPU at the server's mean GPU power per bucket, since jobs come and go.
     """
-    frames = []
+    frames: list[tuple[str, np.ndarray, float, float]] = []
+    gpu_w = np.zeros((len(servers), dt.size))
     for si, x in enumerate(servers):
-        slot = 0
+        mine: list[np.ndarray] = []
         if train_w is not None and si in train_w:
-            for _ in range(x.spec.gpus_per_server):
-                frames.append((f"{x.name}/gpu{slot}", train_w[si], caps[si],
-                               x.gpu.power_limit_max_w))
-                slot += 1
+            mine += [train_w[si]] * x.spec.gpus_per_server
         for r, tp in zip(x.replicas, x.tps, strict=True):
-            per_gpu = replica_energy_j[r] / dt / tp
-            for _ in range(tp):
-                frames.append((f"{x.name}/gpu{slot}", per_gpu, caps[si], x.gpu.power_limit_max_w))
-                slot += 1
-        while slot < x.spec.gpus_per_server:
-            frames.append((f"{x.name}/gpu{slot}", np.full(dt.size, x.gpu.idle_power_w),
-                           caps[si], x.gpu.power_limit_max_w))
-            slot += 1
-    return _rows("gpu", frames, dt)
+            mine += [replica_energy_j[r] / dt / tp] * tp
+        mine += [np.full(dt.size, x.gpu.idle_power_w)] * (x.spec.gpus_per_server - len(mine))
+        frames += [(f"{x.name}/gpu{k}", w, caps[si], x.gpu.power_limit_max_w)
+                   for k, w in enumerate(mine)]
+        # summed GPU by GPU in slot order, as the per-GPU rows add up
+        total = np.zeros(dt.size)
+        for w in mine:
+            total = total + w
+        gpu_w[si] = total
+    return _rows("gpu", frames, dt), gpu_w
 
 
-def _rows(domain: str, frames: list[tuple[str, np.ndarray, float, float]], dt: np.ndarray
-          ) -> pd.DataFrame:
+def _rows(domain: str | list[str], frames: list[tuple[str, np.ndarray, float, float]],
+          dt: np.ndarray) -> pd.DataFrame:
+    """Tidy rows for named series (name, power per bucket, cap, the cap it is throttled
+    below); `domain` one kind for all or one per frame."""
     n = dt.size
     starts = np.concatenate([[0.0], np.cumsum(dt)[:-1]])
+    kinds = np.repeat(domain, n) if isinstance(domain, list) else domain
     return pd.DataFrame({
-        "domain": domain,
+        "domain": kinds,
         "name": np.repeat([f[0] for f in frames], n),
         "t_start_s": np.tile(starts, len(frames)),
         "t_end_s": np.tile(starts + dt, len(frames)),
@@ -73,12 +77,7 @@ def domain_power(servers: list[Server], doms: list[Domain], replica_energy_j: np
     in_service (servers x buckets): share of each bucket a server was powered (a
     server out for repair draws nothing).
     """
-    gpus = gpu_power(servers, replica_energy_j, dt, caps, train_w)
-    per_server = gpus.groupby("name", sort=False)["power_w"]
-    gpu_w = np.zeros((len(servers), dt.size))
-    for si, x in enumerate(servers):
-        names = [f"{x.name}/gpu{k}" for k in range(x.spec.gpus_per_server)]
-        gpu_w[si] = np.sum([per_server.get_group(nm).to_numpy() for nm in names], axis=0)
+    gpus, gpu_w = gpu_power(servers, replica_energy_j, dt, caps, train_w)
     wall = np.zeros_like(gpu_w)
     loss = np.zeros_like(gpu_w)
     for si, x in enumerate(servers):
@@ -91,12 +90,9 @@ def domain_power(servers: list[Server], doms: list[Domain], replica_energy_j: np
                             x.gpu.power_limit_max_w * x.spec.gpus_per_server)
                            for i, x in enumerate(servers)], dt)
     srv["losses_w"] = loss.ravel()
-    frames = [gpus, srv]
-    it = wall.sum(axis=0)
-    for dom in doms:
-        total = wall[list(dom.servers)].sum(axis=0)
-        budget = np.nan if dom.budget_w is None else dom.budget_w
-        throttled = any(caps[i] < servers[i].gpu.power_limit_max_w for i in dom.servers)
-        frames.append(_rows(dom.kind, [(dom.name, total, budget, np.inf)], dt).assign(
-            throttled=throttled))
-    return pd.concat(frames, ignore_index=True), it
+    below = caps < np.array([x.gpu.power_limit_max_w for x in servers])
+    dom = _rows([d.kind for d in doms], [
+        (d.name, wall[list(d.servers)].sum(axis=0), np.nan if d.budget_w is None
+         else d.budget_w, np.inf) for d in doms], dt)
+    dom["throttled"] = np.repeat([bool(below[list(d.servers)].any()) for d in doms], dt.size)
+    return pd.concat([gpus, srv, dom], ignore_index=True), wall.sum(axis=0)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
+from dcsim import yamlfile
 from dcsim.catalog import Catalog, ModelSpec
 from dcsim.catalog.shapes import total_params
 from dcsim.errors import DcsimError, Interrupted, Problem
@@ -249,6 +249,6 @@ def _write_catalog_entry(out: Path, facts: dict, rows: list[dict], catalog: Cata
     entry = gpu_entry(facts, points, catalog)
     text = ("# This device as a catalog GPU, derived by dcsim profile: put the entry under\n"
             "# `catalog: gpus:` in a scenario to deploy replicas on it.\n"
-            + yaml.safe_dump({"gpus": [entry]}, sort_keys=False))
+            + yamlfile.dump({"gpus": [entry]}))
     with atomic_file(out / "catalog.yaml") as tmp:
         tmp.write_text(text)

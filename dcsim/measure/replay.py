@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
+from dcsim import yamlfile
 from dcsim.catalog import Catalog
 from dcsim.errors import DcsimError, Problem
 from dcsim.measure import TINY
@@ -189,7 +189,7 @@ def _simulate(out: Path, scenario: dict) -> dict[str, pd.DataFrame]:
 
     path = out / "scenario.yaml"
     with atomic_file(path) as tmp:
-        tmp.write_text(yaml.safe_dump(scenario, sort_keys=False))
+        tmp.write_text(yamlfile.dump(scenario))
     s = load_scenario(path)
     tables, summary = run_tables(s, out)
     write_run(out / "sim", s, tables, summary.to_dict(), force=True)

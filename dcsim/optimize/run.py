@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from dcsim import __version__
+from dcsim import __version__, yamlfile
 from dcsim.engine.context import Context
 from dcsim.optimize import baselines
 from dcsim.optimize import jobs as jobs_
@@ -55,8 +54,8 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
     files = {"plan.yaml": _plan_yaml(s, plan, energy["plan"])}
     for t in range(x.demand.shape[1]):
         sc = period_scenario(s, plan.services, plan.deployments, t, x.period_s, x.period_s)
-        files[f"periods/period-{t:02d}.yaml"] = yaml.safe_dump(
-            sc.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        files[f"periods/period-{t:02d}.yaml"] = yamlfile.dump(
+            sc.model_dump(mode="json", exclude_none=True))
     return tables, summary, files, plan
 
 
@@ -144,4 +143,4 @@ def _plan_yaml(s: Scenario, plan: Plan, energy: pd.DataFrame) -> str:
             "expected_end_s": round(float(r["end_s"]), 1),
             "deadline_s": None if pd.isna(r["deadline_s"]) else float(r["deadline_s"]),
             "energy_kwh": round(float(r["energy_kwh"]), 3)} for _, r in plan.jobs.iterrows()]
-    return yaml.safe_dump(doc, sort_keys=False)
+    return yamlfile.dump(doc)

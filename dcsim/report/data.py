@@ -44,23 +44,40 @@ def load(path: Path) -> Results:
     name, kind = found[0]
     try:
         summary = json.loads((path / name).read_text())
+    except UnicodeDecodeError:
+        raise DcsimError(Problem(str(path / name), "not UTF-8 text",
+                                 "the summary dcsim wrote")) from None
     except json.JSONDecodeError as exc:
         raise DcsimError(Problem(str(path / name), f"unreadable JSON ({exc.msg})",
                                  "the summary dcsim wrote")) from None
-    tables = {t: pd.read_parquet(path / f"{t}.parquet") for t in TABLES
+    tables = {t: _table(path / f"{t}.parquet") for t in TABLES
               if (path / f"{t}.parquet").is_file()}
     run = RunSummary.from_dict(summary, str(path / name)) if kind == "run" else None
     return Results(path, kind, summary, tables, _slos(path / "scenario.resolved.yaml"), run)
 
 
+def _table(path: Path) -> pd.DataFrame:
+    """A results table; a damaged or foreign file is a DcsimError naming it."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise DcsimError(Problem("", str(path), f"a parquet table dcsim wrote (it cannot be "
+                                 f"read: {type(exc).__name__})")) from None
+
+
 def _slos(resolved: Path) -> dict[str, dict[str, float]]:
     if not resolved.is_file():
         return {}
-    doc = yaml.safe_load(resolved.read_text()) or {}
-    out = {}
-    for w in doc.get("workloads", []):
-        if w.get("kind") == "inference":
-            slo = w.get("slo") or {}
-            out[w["name"]] = {k.removesuffix("_p99_s"): float(v) for k, v in slo.items()
-                              if v is not None and k.endswith("_p99_s")}
+    try:
+        doc = yaml.safe_load(resolved.read_text()) or {}
+        out = {}
+        for w in doc.get("workloads", []):
+            if w.get("kind") == "inference":
+                slo = w.get("slo") or {}
+                out[str(w["name"])] = {k.removesuffix("_p99_s"): float(v) for k, v in
+                                       slo.items() if v is not None and k.endswith("_p99_s")}
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError,
+            ValueError):
+        raise DcsimError(Problem("", str(resolved), "the resolved scenario dcsim wrote "
+                                 "(it cannot be read)")) from None
     return out

@@ -18,9 +18,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from dcsim import __version__
+from dcsim import __version__, yamlfile
 from dcsim.errors import DcsimError, Problem
 from dcsim.output import MARKER, atomic_file, clean_stale_temps, plain_json, write_run
 from dcsim.references import check_references
@@ -126,7 +125,7 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
     spec, tasks, base = loaded or load_sweep(path)
     _claim(out)
     with atomic_file(out / "sweep.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        tmp.write_text(yamlfile.dump(spec.model_dump(mode="json")))
     done = [t for t in tasks if (out / t.out / "summary.json").is_file()]
     finished = {(t.point, t.seed) for t in done}
     todo = [t for t in tasks if (t.point, t.seed) not in finished]

@@ -12,19 +12,26 @@ from dcsim.schema_base import Spec
 # -- arrival processes -------------------------------------------------------
 
 
+
+MAX_RATE_PER_S = 1e6
+
+
 class PoissonArrivals(Spec):
     """Exponential inter-arrival times at a constant rate."""
 
     kind: Literal["poisson"] = "poisson"
-    rate_per_s: float = Field(gt=0, description="Mean arrivals per second.")
+    rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S, description="Mean arrivals per second "
+                              "(at most 1e6: a million requests a second).")
 
 
 class GammaArrivals(Spec):
     """Bursty arrivals: Gamma inter-arrival times with a coefficient of variation."""
 
     kind: Literal["gamma"] = "gamma"
-    rate_per_s: float = Field(gt=0, description="Mean arrivals per second.")
-    cv: float = Field(gt=0, description="Coefficient of variation of inter-arrival times (1 = Poisson).")
+    rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S, description="Mean arrivals per second "
+                              "(at most 1e6: a million requests a second).")
+    cv: float = Field(gt=0, le=100, description="Coefficient of variation of inter-arrival "
+                      "times (1 = Poisson; at most 100).")
 
 
 class DiurnalArrivals(Spec):
@@ -35,7 +42,8 @@ class DiurnalArrivals(Spec):
         default=None, min_length=24, max_length=24,
         description="Rate for each hour 0..23 (req/s); or give mean/peak for a sinusoid.",
     )
-    mean_rate_per_s: float | None = Field(default=None, gt=0, description="Sinusoid mean, req/s.")
+    mean_rate_per_s: float | None = Field(default=None, gt=0, le=MAX_RATE_PER_S,
+                                          description="Sinusoid mean, req/s.")
     amplitude: float = Field(default=0.5, ge=0, lt=1, description="Sinusoid amplitude / mean.")
     peak_hour: float = Field(default=14.0, ge=0, lt=24, description="Hour of the sinusoid's peak.")
     start_hour: float = Field(default=0.0, ge=0, lt=24, description="Hour of day at t = 0.")
@@ -44,8 +52,9 @@ class DiurnalArrivals(Spec):
     def _one_shape(self) -> DiurnalArrivals:
         if (self.hourly_rate_per_s is None) == (self.mean_rate_per_s is None):
             raise ValueError("give exactly one of hourly_rate_per_s or mean_rate_per_s")
-        if self.hourly_rate_per_s is not None and any(r < 0 for r in self.hourly_rate_per_s):
-            raise ValueError("hourly_rate_per_s must be >= 0 for every hour")
+        if self.hourly_rate_per_s is not None and any(
+                not 0 <= r <= MAX_RATE_PER_S for r in self.hourly_rate_per_s):
+            raise ValueError(f"hourly_rate_per_s must be 0 to {MAX_RATE_PER_S:g} for every hour")
         return self
 
 
@@ -57,10 +66,12 @@ class TraceArrivals(Spec):
         description="CSV path (relative to the scenario file), or builtin:azure-conv-2023 / "
         "builtin:azure-code-2023."
     )
-    time_scale: float = Field(default=1.0, gt=0, description="Multiply inter-arrival gaps by this.")
+    time_scale: float = Field(default=1.0, gt=0, le=1e6,
+                              description="Multiply inter-arrival gaps by this.")
     rate_scale: float = Field(
-        default=1.0, gt=0,
-        description="Multiply the request rate: >1 replicates requests, <1 thins them.",
+        default=1.0, gt=0, le=1e4,
+        description="Multiply the request rate: >1 replicates requests, <1 thins them "
+        "(at most 10,000 times).",
     )
     use_token_lengths: bool = Field(
         default=True, description="Take prompt/output lengths from the trace rows."
@@ -129,8 +140,9 @@ class Deployment(Spec):
 
     gpu: str = Field(description="GPU catalog id.")
     tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel degree (GPUs/replica).")
-    replicas: int = Field(ge=1, description="Number of model replicas.")
-    max_num_seqs: int = Field(default=256, ge=1, description="Most sequences in one batch.")
+    replicas: int = Field(ge=1, le=1_000_000, description="Number of model replicas.")
+    max_num_seqs: int = Field(default=256, ge=1, le=65536, description="Most sequences in one "
+                              "batch (at most 65,536: cost tables hold a row per batch size).")
     max_batched_tokens: int = Field(
         default=8192, ge=1, description="Token budget of one iteration (prefill + decode)."
     )
@@ -242,8 +254,10 @@ class TrainingJob(Spec):
     gpu: str = Field(description="GPU catalog id.")
     gpus: int = Field(ge=1, description="GPUs the job runs on (tp x pp x dp).")
     parallelism: Parallelism = Parallelism()
-    total_tokens: float | None = Field(default=None, gt=0, description="Tokens to train on.")
-    steps: int | None = Field(default=None, ge=1, description="Optimizer steps (or total_tokens).")
+    total_tokens: float | None = Field(default=None, gt=0, le=1e17, description="Tokens to "
+                                       "train on (at most 1e17, 1,000 times today's largest runs).")
+    steps: int | None = Field(default=None, ge=1, le=10**12,
+                              description="Optimizer steps (or total_tokens).")
     global_batch_tokens: int = Field(gt=0, description="Tokens per optimizer step.")
     seq_len: int = Field(default=4096, gt=0, description="Sequence length, tokens.")
     micro_batches: int = Field(default=8, ge=1, description="Micro-batches per step (pipeline).")

@@ -1,0 +1,41 @@
+"""The least-loaded search of large services (a tree) picks exactly what a scan of the
+loads picks, so routing does not grow with replicas x requests and stays the same."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dcsim.engine import router
+from dcsim.engine.router import MinTree
+from dcsim.engine.simulation import simulate
+from dcsim.scenario import scenario_from_data
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(n=st.integers(1, 300), changes=st.lists(st.tuples(st.integers(0, 299),
+                                                        st.integers(0, 5)), max_size=200))
+def test_the_tree_finds_the_lowest_index_of_the_least_loaded(n, changes):
+    tree, loads = MinTree(n), [0] * n
+    for i, v in changes:
+        tree[i % n] = v
+        loads[i % n] = v
+        assert tree.argmin() == loads.index(min(loads))
+
+
+def test_a_large_service_routes_the_same_with_the_tree_and_with_a_scan(monkeypatch):
+    data = {
+        "name": "wide", "workloads": [{
+            "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+            "arrival": {"kind": "poisson", "rate_per_s": 400.0},
+            "prompt_tokens": {"kind": "lognormal", "mean_tokens": 600, "sigma": 0.8},
+            "output_tokens": {"kind": "lognormal", "mean_tokens": 200, "sigma": 0.8},
+            "deployment": {"gpu": "H200-SXM", "replicas": 160, "max_num_seqs": 16},
+            "routing": "least_outstanding"}],
+        "simulation": {"duration_s": 20, "seed": 5, "time_bucket_s": 10}}
+    tree = simulate(scenario_from_data(data)).requests
+    monkeypatch.setattr(router, "TREE_FROM", 10**9)
+    scan = simulate(scenario_from_data(data)).requests
+    assert len(tree) > 5000 and tree.loc[tree["replica"] >= 0, "replica"].nunique() == 160
+    assert tree["replica"].tolist() == scan["replica"].tolist()
+    assert tree["finish_s"].equals(scan["finish_s"])
