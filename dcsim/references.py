@@ -17,7 +17,7 @@ from dcsim.workloads.spec import (
     TraceArrivals,
     TrainingJob,
 )
-from dcsim.workloads.traces import resolve_trace_path
+from dcsim.workloads.traces import load_trace, resolve_trace_path
 
 T = TypeVar("T")
 
@@ -73,6 +73,9 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
                                     f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
     problems += _inventory(s, inventory)
     problems += _catalog_physics(s, cat)
+    if s.optimize is not None and s.optimize.candidates.gpus is not None:
+        for i, g in enumerate(s.optimize.candidates.gpus):
+            _lookup(problems, f"optimize.candidates.gpus[{i}]", cat.gpu, g)
     if not problems:  # the fleet can be built: its budgets can be checked
         problems += _budgets_above_idle(s, cat)
     problems += _profile_files(s, cat, base_dir)
@@ -213,9 +216,15 @@ def _trace_files(w: InferenceService, base_dir: Path, p: str) -> list[Problem]:
     out = []
     for where, ref in refs:
         try:
-            resolve_trace_path(ref, base_dir)
+            path = resolve_trace_path(ref, base_dir)
         except DcsimError as exc:
             out.append(Problem(where, ref, exc.problems[0].expected))
+            continue
+        try:
+            load_trace(path)  # what run would read: its rows and values too
+        except DcsimError as exc:
+            out += [Problem(f"{where} {e.path}".strip(), e.value, e.expected, e.file)
+                    for e in exc.problems]
     return out
 
 

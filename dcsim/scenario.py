@@ -58,9 +58,11 @@ class Cooling(Spec):
     )
     approach_k: float = Field(default=5.0, ge=0, le=20,
                               description="Cooling tower / dry cooler approach, K.")
-    carnot_fraction: float = Field(default=0.5, gt=0, le=1,
-                                   description="Chiller COP as a share of the Carnot COP.")
-    max_cop: float = Field(default=12.0, gt=0, description="Upper bound on the chiller COP.")
+    carnot_fraction: float = Field(default=0.5, ge=0.1, le=1, description="Chiller COP as a "
+                                   "share of the Carnot COP (0.1-1; real chillers reach "
+                                   "0.3-0.6, and below 0.1 the PUE runs away).")
+    max_cop: float = Field(default=12.0, ge=1, le=50, description="Upper bound on the "
+                           "chiller COP (1-50).")
     fan_pump_fraction: float | None = Field(
         default=None, ge=0, le=0.5,
         description="CRAH/CDU fans and pumps as a share of IT power (default 0.05 air, 0.02 "

@@ -152,3 +152,38 @@ def test_more_requests_than_a_run_can_hold_are_refused(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(d))
     assert "at most 5e+07 in one run" in _validate(p)
+
+
+def _trace_scenario(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "trace.csv").write_text(text)
+    d = yaml.safe_load((ROOT / "scenarios" / "default.yaml").read_text())
+    d["workloads"][0]["arrival"]["path"] = "trace.csv"
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_a_header_only_trace_is_refused_by_validate_and_run(tmp_path):
+    p = _trace_scenario(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    assert "only its header" in _validate(p)
+    r = runner.invoke(app, ["run", str(p), "-q", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "only its header" in r.output and not (tmp_path / "o").exists()
+
+
+def test_a_token_count_past_64_bits_is_refused_not_wrapped(tmp_path):
+    p = _trace_scenario(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                        "2023-11-16 18:15:46.68,99999999999999999999999,10\n"
+                        "2023-11-16 18:15:47.68,100,10\n")
+    out = _validate(p)
+    assert "row 2.ContextTokens" in out and "10,000,000" in out
+
+
+def test_a_silly_chiller_fraction_cannot_make_a_pue_of_millions(tmp_path):
+    d = yaml.safe_load((ROOT / "scenarios" / "facility_model.yaml").read_text())
+    d["facility"]["cooling"]["carnot_fraction"] = 1e-9
+    d["facility"]["carbon_intensity_file"] = str(ROOT / "scenarios" /
+                                                 d["facility"]["carbon_intensity_file"])
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    out = _validate(p)
+    assert "facility.cooling.carnot_fraction" in out and "0.1" in out

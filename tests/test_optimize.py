@@ -273,3 +273,17 @@ def test_extra_constraints_enter_through_a_plain_callable():
     m = build(x, extra=no_b)
     solved = solve(m, 30, 0.0, 0.0)
     assert solved.objective == pytest.approx((16 * 100 + 750) * 3600 / 3.6e6, rel=1e-9)
+
+
+def test_candidates_the_fleet_cannot_hold_are_an_error_not_a_traceback(tmp_path):
+    d = yaml.safe_load((ROOT / "scenarios" / "optimize_diurnal.yaml").read_text())
+    d["optimize"].setdefault("candidates", {}).update(gpus=["H200-SXM"], tp=[16])
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    r = runner.invoke(app, ["optimize", str(p), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "optimize.candidates" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()
+    d["optimize"]["candidates"].update(gpus=["no-such-gpu"], tp=[1])
+    p.write_text(yaml.safe_dump(d))
+    r = runner.invoke(app, ["validate", str(p)])
+    assert r.exit_code == 1 and "optimize.candidates.gpus[0]" in r.output

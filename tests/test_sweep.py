@@ -132,3 +132,20 @@ def test_cli_runs_a_sweep_and_says_where_the_table_is(tmp_path: Path):
     # twice the arrival rate, about twice the throughput
     rate = t.set_index("workloads.chat.arrival.rate_per_s")["chat/throughput_req_s"]
     assert rate[4.0] / rate[2.0] == pytest.approx(2.0, rel=0.25)
+
+
+def test_a_grid_of_astronomically_many_points_is_refused_before_it_is_built(tmp_path):
+    axes = [{"path": "simulation.duration_s", "range": {"start": 10, "stop": 20, "num": 10_000}}
+            for _ in range(6)]  # 10^24 points
+    r = runner.invoke(app, ["sweep", str(_files(tmp_path, axes)), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "at most 100,000" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_never_takes_over_a_folder_of_other_files(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    r = runner.invoke(app, ["sweep", str(_files(tmp_path, CAPS, [1])), "--out", str(mine)])
+    assert r.exit_code == 1 and "did not write" in r.output.replace("\n", " ")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

@@ -83,6 +83,10 @@ def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
 
 
 def _check_reachable(table: pd.DataFrame, services: list[InferenceService]) -> None:
+    if table.empty:
+        raise DcsimError(Problem("optimize.candidates", "no configuration", "GPU types, TP "
+                                 "degrees and models that fit the servers of fleet.racks "
+                                 "(each TP degree inside one server, the weights in its GPUs)"))
     problems = []
     for i, svc in enumerate(services):
         mine = table[table["service_index"] == i]

@@ -62,6 +62,9 @@ Sample = Annotated[Grid | RandomSample | LatinHypercube, Field(discriminator="ki
 SAMPLES = {"grid": Grid, "random": RandomSample, "latin_hypercube": LatinHypercube}
 
 
+MAX_RUNS = 100_000  # points x seeds of one sweep
+
+
 class SweepSpec(Spec):
     """A sweep file: the base scenario, axes, how to sample them, seeds."""
 
@@ -71,4 +74,20 @@ class SweepSpec(Spec):
     seeds: list[int] = Field(default=[1], min_length=1,
                              description="Each point runs once per seed (simulation.seed).")
     sample: Sample = Field(default_factory=Grid)
-    sample_seed: int = Field(default=0, description="Seed of random and Latin-hypercube draws.")
+    sample_seed: int = Field(default=0, ge=0, lt=2**63,
+                             description="Seed of random and Latin-hypercube draws.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SweepSpec:
+        # counted before anything is built: a grid of 10^24 points must not be allocated
+        points = 1
+        if isinstance(self.sample, Grid):
+            for a in self.axes:
+                points *= len(a.values) if a.values is not None else a.range.num  # type: ignore[union-attr]
+        else:
+            points = self.sample.points
+        runs = points * len(self.seeds)
+        if runs > MAX_RUNS:
+            raise ValueError(f"the sweep has {runs:.3g} runs (points x seeds); at most "
+                             f"{MAX_RUNS:,}: sample (random or latin_hypercube) instead")
+        return self

@@ -23,6 +23,8 @@ BUILTIN_TRACES = {
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
+MAX_TRACE_TOKENS = 10_000_000  # per request: ten times the longest context windows of 2026
+
 def resolve_trace_path(spec: str, base_dir: Path | None = None) -> Path:
     """File path of `spec`: ``builtin:NAME`` or a path relative to `base_dir`."""
     if spec.startswith("builtin:"):
@@ -42,14 +44,20 @@ def resolve_trace_path(spec: str, base_dir: Path | None = None) -> Path:
 def load_trace(path: Path) -> pd.DataFrame:
     """Trace as `arrival_s` (from the first request), `prompt_tokens`, `output_tokens`."""
     raw = read_csv_with(path, COLUMNS, "trace CSV file")
+    if raw.empty:
+        raise DcsimError(Problem("rows", 0, "at least one request (the file has only its "
+                                 "header)", str(path)))
     ts = pd.to_datetime(raw["TIMESTAMP"], errors="coerce", format="mixed")
     problems = [Problem(f"row {i + 2}.TIMESTAMP", raw.at[i, "TIMESTAMP"], "a date-time",
                         str(path)) for i in raw.index[ts.isna()][:10]]
+    tokens = {}
     for col in COLUMNS[1:]:
-        v = pd.to_numeric(raw[col], errors="coerce")
-        bad = raw.index[~(v >= 0) | (v != v.round())]
-        problems += [Problem(f"row {i + 2}.{col}", raw.at[i, col], "a whole number >= 0",
-                             str(path)) for i in bad[:10]]
+        # as floats first: a count past 64 bits must not wrap to a small integer
+        v = pd.to_numeric(raw[col].astype(str), errors="coerce").astype(float)
+        bad = raw.index[~((v >= 0) & (v <= MAX_TRACE_TOKENS)) | (v != v.round())]
+        problems += [Problem(f"row {i + 2}.{col}", raw.at[i, col], "a whole number of tokens "
+                             f"from 0 to {MAX_TRACE_TOKENS:,}", str(path)) for i in bad[:10]]
+        tokens[col] = v
     if problems:
         raise DcsimError(problems)
     order = np.argsort(ts.to_numpy(), kind="stable")
@@ -57,6 +65,6 @@ def load_trace(path: Path) -> pd.DataFrame:
     arrival = (t - t[0]) / np.timedelta64(1, "s")
     return pd.DataFrame({
         "arrival_s": arrival.astype(float),
-        "prompt_tokens": raw["ContextTokens"].to_numpy()[order].astype(np.int64),
-        "output_tokens": raw["GeneratedTokens"].to_numpy()[order].astype(np.int64),
+        "prompt_tokens": tokens["ContextTokens"].to_numpy()[order].astype(np.int64),
+        "output_tokens": tokens["GeneratedTokens"].to_numpy()[order].astype(np.int64),
     })
