@@ -76,11 +76,44 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
     if s.optimize is not None and s.optimize.candidates.gpus is not None:
         for i, g in enumerate(s.optimize.candidates.gpus):
             _lookup(problems, f"optimize.candidates.gpus[{i}]", cat.gpu, g)
-    if not problems:  # the fleet can be built: its budgets can be checked
+    if not problems:  # the fleet can be built: its budgets and placement can be checked
         problems += _budgets_above_idle(s, cat)
+    if not problems:
+        problems += _placement(s, cat)
     problems += _profile_files(s, cat, base_dir)
     problems += _facility_files(s, base_dir)
     return problems
+
+
+def _placement(s: Scenario, cat: Catalog) -> list[Problem]:
+    """What the run's build stage refuses: no room for a deployment or a job, a budget that
+    even every GPU at its lowest limit exceeds (so `validate` agrees with `run`)."""
+    from dcsim.engine.build import placement, split_workloads
+
+    try:
+        services, jobs = split_workloads(s)
+        placement(s, services, jobs, cat)
+    except DcsimError as exc:
+        out = []
+        for p in exc.problems:  # "rack r-1 power budget" -> the field that sets it
+            kind, _, rest = p.path.partition(" ")
+            name = rest.removesuffix(" power budget")
+            field = _budget_field(s, kind, name) if rest.endswith(" power budget") else None
+            out.append(Problem(field or p.path, p.value, p.expected, p.file))
+        return out
+    return []
+
+
+def _budget_field(s: Scenario, kind: str, name: str) -> str | None:
+    """The scenario field that sets the budget of rack, row or facility `name`."""
+    if kind == "facility":
+        return "facility.power_budget_kw"
+    if kind == "row":
+        at = {r.name: i for i, r in enumerate(s.fleet.rows)}
+        return f"fleet.rows[{at[name]}].power_budget_kw" if name in at else None
+    at = {r.name if r.count == 1 else f"{r.name}-{k + 1}": i
+          for i, r in enumerate(s.fleet.racks) for k in range(r.count)}
+    return f"fleet.racks[{at[name]}].power_budget_kw" if name in at else None
 
 
 def _catalog_physics(s: Scenario, cat: Catalog) -> list[Problem]:
@@ -108,17 +141,12 @@ def _budgets_above_idle(s: Scenario, cat: Catalog) -> list[Problem]:
     if s.fleet.unused_servers != "idle" or not s.fleet.racks:
         return []
     servers = fleet_servers(s, cat)
-    rack_at = {r.name if r.count == 1 else f"{r.name}-{k + 1}": i
-               for i, r in enumerate(s.fleet.racks) for k in range(r.count)}
-    row_at = {r.name: i for i, r in enumerate(s.fleet.rows)}
     out = []
     for d in domains(s, servers):
         floor = idle_w(servers, d.servers)
         if d.budget_w is None or floor <= d.budget_w:
             continue
-        where = {"rack": lambda n: f"fleet.racks[{rack_at[n]}].power_budget_kw",
-                 "row": lambda n: f"fleet.rows[{row_at[n]}].power_budget_kw",
-                 "facility": lambda n: "facility.power_budget_kw"}[d.kind](d.name)
+        where = _budget_field(s, d.kind, d.name) or f"{d.kind} {d.name} power budget"
         out.append(Problem(where, d.budget_w / 1e3, f"at least {floor / 1e3:.2f} kW: a power "
                            f"budget holds the idle draw of {d.kind} {d.name}'s servers"))
     return out

@@ -89,3 +89,16 @@ def test_a_prompt_longer_than_the_budget_needs_chunked_prefill(tmp_path):
 
     out = _refused(tmp_path, "default", change)
     assert "max_batched_tokens" in out and "10000 tokens" in out
+
+
+def test_a_budget_below_the_lowest_limits_is_caught_by_validate_too(tmp_path):
+    # 4 kW holds the idle draw (3.4 kW) but not the servers at their lowest limits
+    out = _refused(tmp_path, "default",
+                   lambda d: d["fleet"]["racks"][0].update(power_budget_kw=4.0))
+    assert "fleet.racks[0].power_budget_kw" in out and "lowest power limit" in out
+
+
+def test_a_placement_the_fleet_cannot_make_is_caught_by_validate_too(tmp_path):
+    out = _refused(tmp_path, "default", lambda d: _dep(d).update(
+        servers=["inference-rack/dgx-h200-1"] * 3 + ["no-such-server"]))
+    assert "workloads[0].deployment.servers[3]" in out and "no-such-server" in out
