@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from dcsim.engine.simulation import simulate
+from dcsim.engine.site import plant_of
 from dcsim.errors import DcsimError
 from dcsim.hardware.facility import chiller_cop, cooling_and_losses
 from dcsim.hardware.series import load_hourly, synthetic_temperature
@@ -26,7 +27,7 @@ def test_modelled_pue_is_sensible_over_a_year_and_higher_in_summer(medium):
     c = Cooling(medium=medium)
     t_out = synthetic_temperature(c.weather, datetime(2025, 1, 1), YEAR)
     it = np.full(YEAR.size, 6e5)
-    cooling, losses = cooling_and_losses(it, t_out, c, 1e6)
+    cooling, losses = cooling_and_losses(it, t_out, plant_of(c), 1e6)
     pue = 1 + (cooling + losses) / it
     assert pue.min() >= 1.03 and pue.max() <= 2.0
     january, july = pue[: 31 * 24].mean(), pue[181 * 24: 212 * 24].mean()
@@ -36,8 +37,8 @@ def test_modelled_pue_is_sensible_over_a_year_and_higher_in_summer(medium):
 def test_chiller_cop_follows_carnot_and_falls_with_heat():
     c = Cooling(medium="air", carnot_fraction=0.5, approach_k=5, max_cop=50)
     # 10 C supply, 35 C outdoor: lift 30 K, Carnot COP 283.15 / 30
-    assert float(chiller_cop(35.0, c)) == pytest.approx(0.5 * 283.15 / 30)
-    assert float(chiller_cop(20.0, c)) > float(chiller_cop(35.0, c))
+    assert float(chiller_cop(35.0, plant_of(c))) == pytest.approx(0.5 * 283.15 / 30)
+    assert float(chiller_cop(20.0, plant_of(c))) > float(chiller_cop(35.0, plant_of(c)))
 
 
 def _run(tmp_path: Path, facility: dict, duration: float = 7200.0):

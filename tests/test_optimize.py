@@ -15,8 +15,9 @@ from engine_helpers import chat_service
 from typer.testing import CliRunner
 
 from dcsim.cli import app
+from dcsim.engine.site import facility_table, site_overhead
 from dcsim.errors import DcsimError
-from dcsim.hardware.facility import facility_power_w, facility_rows, overhead
+from dcsim.hardware.facility import facility_power_w
 from dcsim.optimize.model import Fleet, Inputs, build, replica_it_w
 from dcsim.optimize.plan import optimize
 from dcsim.optimize.run import run_optimize
@@ -40,7 +41,7 @@ def _inputs(configs: list[dict], demand: list[list[float]], servers: int = 2,
                            "min_w_per_gpu": 250.0}])
     fleet = Fleet(racks, {} if budget_w is None else {"r": budget_w}, {}, None)
     n = len(demand[0])
-    o = overhead(Facility(pue=pue), None, 1.0)
+    o = site_overhead(Facility(pue=pue), None, 1.0)
     o = type(o)(*(np.repeat(v, n) for v in (o.cool_a, o.cool_b, o.loss_a, o.loss_b)))
     return Inputs(table, np.array(demand), ["s"], fleet, 3600.0, o, np.ones(n), 0, None)
 
@@ -124,11 +125,11 @@ def test_one_power_formula_for_optimizer_and_simulator():
     it = np.array([150e3, 90e3])
     dt = np.array([3600.0, 3600.0])
     power = pd.DataFrame({"domain": ["facility"] * 2, "power_w": it})
-    rows = facility_rows(power, it, dt, f, ROOT, 400e3)
+    rows = facility_table(power, it, dt, f, ROOT, 400e3)
     sim = (rows["power_w"] + rows["cooling_w"] + rows["losses_w"]).to_numpy()
-    from dcsim.hardware.facility import outdoor_c
+    from dcsim.engine.site import outdoor_c
 
-    o = overhead(f, outdoor_c(f, ROOT, np.array([1800.0, 5400.0])), 400e3)
+    o = site_overhead(f, outdoor_c(f, ROOT, np.array([1800.0, 5400.0])), 400e3)
     m = pyo.ConcreteModel()
     m.it = pyo.Var([0, 1])
     for t in (0, 1):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from engine_helpers import chat_service
 
+from dcsim.engine.site import site_overhead
 from dcsim.errors import DcsimError
-from dcsim.hardware.facility import overhead
 from dcsim.optimize.jobs import expected_runtime_s, shares
 from dcsim.optimize.model import Fleet, Inputs, build
 from dcsim.optimize.run import run_optimize
@@ -36,7 +36,7 @@ def _x(options: list[dict], budget_w: float | None = None, periods: int = 4) -> 
                            "servers": 2, "idle_w_per_gpu": 100.0, "max_w_per_gpu": 700.0,
                            "min_w_per_gpu": 250.0}])
     fleet = Fleet(racks, {} if budget_w is None else {"r": budget_w}, {}, None)
-    o = overhead(Facility(pue=1.0), None, 1.0)
+    o = site_overhead(Facility(pue=1.0), None, 1.0)
     o = type(o)(*(np.repeat(v, periods) for v in (o.cool_a, o.cool_b, o.loss_a, o.loss_b)))
     jobs = pd.DataFrame([{"job": "j", "job_index": 1, "gpu": "G", "servers": 1,
                           "gpus_per_server": 8, "start_s": 0.0, "racks": None, **opt}

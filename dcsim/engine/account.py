@@ -16,7 +16,7 @@ from dcsim.engine.build import RunModel
 from dcsim.engine.jobs import server_training_power
 from dcsim.engine.metrics import STATUS
 from dcsim.engine.run import RunRecord
-from dcsim.hardware.facility import facility_rows
+from dcsim.engine.site import facility_table
 from dcsim.hardware.network import switch_power_w
 from dcsim.hardware.placement import Domain, Server, idle_w, worst_case_w
 from dcsim.hardware.power import bucket_seconds, domain_power
@@ -119,7 +119,8 @@ def _power(model: RunModel, rec: RunRecord) -> pd.DataFrame:
         ignore_index=True)
     capacity = (s.facility.power_budget_kw * 1e3 if s.facility.power_budget_kw
                 else sum(x.spec.max_power_w for x in pl.servers))
-    return facility_rows(power, it_w + net_w, dt, s.facility, model.context.base_dir, capacity)
+    return facility_table(power, it_w + net_w, dt, s.facility, model.context.base_dir,
+                          capacity)
 
 
 def _budgets(model: RunModel) -> pd.DataFrame:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from dcsim.csvfiles import read_csv_with
 from dcsim.errors import DcsimError, Problem
-from dcsim.scenario import SyntheticWeather
 
 RANGES = {"dry_bulb_c": (-60.0, 60.0), "g_per_kwh": (0.0, 2000.0), "usd_per_kwh": (-1.0, 10.0)}
 HOUR = pd.Timedelta(hours=1)
@@ -55,7 +55,17 @@ def values_at(series: pd.Series, start: datetime, t_s: np.ndarray, what: str) ->
     return series.to_numpy()[np.asarray(idx)]
 
 
-def synthetic_temperature(w: SyntheticWeather, start: datetime, t_s: np.ndarray) -> np.ndarray:
+class Sinusoids(Protocol):
+    """A synthetic climate: annual mean, seasonal and daily amplitudes (degC), warmest day
+    (the scenario's SyntheticWeather is one)."""
+
+    mean_c: float
+    seasonal_amplitude_c: float
+    daily_amplitude_c: float
+    warmest_day_of_year: int
+
+
+def synthetic_temperature(w: Sinusoids, start: datetime, t_s: np.ndarray) -> np.ndarray:
     """Yearly sinusoid peaking on warmest_day_of_year plus a daily one peaking at 15:00, deg C."""
     when = pd.Timestamp(start) + pd.to_timedelta(np.atleast_1d(t_s), unit="s")
     hour = np.asarray(when.hour + when.minute / 60, dtype=float)

@@ -13,9 +13,10 @@ import pyomo.environ as pyo
 from dcsim.catalog import Catalog
 from dcsim.engine.context import Context
 from dcsim.engine.fleet import fleet_servers
+from dcsim.engine.site import grid_values as grid
+from dcsim.engine.site import outdoor_c, site_overhead
 from dcsim.errors import DcsimError, Problem
-from dcsim.hardware.facility import facility_power_w, outdoor_c, overhead
-from dcsim.hardware.facility import grid_values as grid
+from dcsim.hardware.facility import facility_power_w
 from dcsim.hardware.network import switch_power_w
 from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.calibrate import calibrate
@@ -106,7 +107,8 @@ def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w:
              ) -> tuple[object, np.ndarray]:
     mid = (np.arange(n) + 0.5) * opt.period_s
     f = s.facility
-    o = overhead(f, None if f.cooling is None else outdoor_c(f, base_dir, mid), capacity_w)
+    o = site_overhead(f, None if f.cooling is None else outdoor_c(f, base_dir, mid),
+                      capacity_w)
     if f.cooling is None:
         o = type(o)(*(np.repeat(v, n) for v in (o.cool_a, o.cool_b, o.loss_a, o.loss_b)))
     carbon, price = grid(f, base_dir, mid)
