@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -186,25 +185,12 @@ def atomic_file(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` to write to; renamed onto `target` when the block
     ends without error (readers never see half a file), removed otherwise."""
     target = Path(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-",
-                                dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    # created as any new file is (0666 less the umask), unlike mkstemp's private 0600
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; results are shared
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it (Linux: /proc), else 022."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022

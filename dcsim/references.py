@@ -94,26 +94,8 @@ def _placement(s: Scenario, cat: Catalog) -> list[Problem]:
         services, jobs = split_workloads(s)
         placement(s, services, jobs, cat)
     except DcsimError as exc:
-        out = []
-        for p in exc.problems:  # "rack r-1 power budget" -> the field that sets it
-            kind, _, rest = p.path.partition(" ")
-            name = rest.removesuffix(" power budget")
-            field = _budget_field(s, kind, name) if rest.endswith(" power budget") else None
-            out.append(Problem(field or p.path, p.value, p.expected, p.file))
-        return out
+        return list(exc.problems)
     return []
-
-
-def _budget_field(s: Scenario, kind: str, name: str) -> str | None:
-    """The scenario field that sets the budget of rack, row or facility `name`."""
-    if kind == "facility":
-        return "facility.power_budget_kw"
-    if kind == "row":
-        at = {r.name: i for i, r in enumerate(s.fleet.rows)}
-        return f"fleet.rows[{at[name]}].power_budget_kw" if name in at else None
-    at = {r.name if r.count == 1 else f"{r.name}-{k + 1}": i
-          for i, r in enumerate(s.fleet.racks) for k in range(r.count)}
-    return f"fleet.racks[{at[name]}].power_budget_kw" if name in at else None
 
 
 def _catalog_physics(s: Scenario, cat: Catalog) -> list[Problem]:
@@ -146,9 +128,9 @@ def _budgets_above_idle(s: Scenario, cat: Catalog) -> list[Problem]:
         floor = idle_w(servers, d.servers)
         if d.budget_w is None or floor <= d.budget_w:
             continue
-        where = _budget_field(s, d.kind, d.name) or f"{d.kind} {d.name} power budget"
-        out.append(Problem(where, d.budget_w / 1e3, f"at least {floor / 1e3:.2f} kW: a power "
-                           f"budget holds the idle draw of {d.kind} {d.name}'s servers"))
+        out.append(Problem(d.field or f"{d.kind} {d.name}", d.budget_w / 1e3,
+                           f"at least {floor / 1e3:.2f} kW: a power budget holds the idle "
+                           f"draw of {d.kind} {d.name}'s servers"))
     return out
 
 

@@ -7,6 +7,7 @@ whose problems name the file, the field path, the bad value and what is expected
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -135,6 +136,11 @@ class Rack(Spec):
     power_budget_kw: float = Field(gt=0, description="Power budget of one rack, kW.")
     servers: list[ServerGroup] = Field(min_length=1)
 
+    def names(self) -> list[str]:
+        """The racks this entry stands for: its name, or NAME-1 ... NAME-count."""
+        return [self.name] if self.count == 1 else [f"{self.name}-{k + 1}"
+                                                    for k in range(self.count)]
+
 
 class Network(Spec):
     """The leaf-spine fabric: servers per leaf, oversubscription, link latency and
@@ -206,11 +212,9 @@ class Fleet(Spec):
     @model_validator(mode="after")
     def _unique_names(self) -> Fleet:
         # a rack with count > 1 is expanded to NAME-1, NAME-2, ...: those names count too
-        racks = [r.name if r.count == 1 else f"{r.name}-{k + 1}" for r in self.racks
-                 for k in range(r.count)]
+        racks = [n for r in self.racks for n in r.names()]
         for what, names in (("rack", racks), ("row", [r.name for r in self.rows])):
-            seen: set[str] = set()
-            dup = sorted({n for n in names if n in seen or seen.add(n)})
+            dup = sorted(n for n, k in Counter(names).items() if k > 1)
             if dup:
                 raise ValueError(f"{what} names must be unique (racks with count > 1 are "
                                  f"named NAME-1, NAME-2, ...); repeated: {dup[:5]}")

@@ -68,6 +68,7 @@ class RunModel:
     leaf: list[int]  # per server, the leaf switch it hangs off
     uplink_byte_s: np.ndarray  # per leaf
     replays: tuple[ReplaySpec, ...]
+    storage_byte_s: tuple[float, float, float]  # file system: write, read, per client
 
 
 def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) -> int:
@@ -88,11 +89,14 @@ def build(s: Scenario, ctx: Context) -> RunModel:
     pl = placement(s, services, jobs, ctx.catalog)
     reps, rows = _replicas(services, reqs, pl, ctx)
     leaf, uplinks = fabric_capacity(s.fleet.network, pl.servers)
+    fs = s.fleet.storage
     specs = job_specs(s, jobs, ctx.catalog, ctx.store, pl.servers, pl.server_caps,
                       seeds[len(services):])
     return RunModel(s, ctx, tuple(services), tuple(jobs), reqs, pl, tuple(reps), rows,
                     tuple(seeds[i][1] for i in range(len(services))), tuple(specs), leaf,
-                    uplinks, tuple(load_replays(s, ctx.base_dir)))
+                    uplinks, tuple(load_replays(s, ctx.base_dir)), (
+                        fs.write_bandwidth_gbyte_s * 1e9, fs.read_bandwidth_gbyte_s * 1e9,
+                        fs.per_client_gbyte_s * 1e9))
 
 
 def split_workloads(s: Scenario) -> tuple[list[InferenceService], list[TrainingJob]]:

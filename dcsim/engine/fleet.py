@@ -20,8 +20,7 @@ def fleet_servers(s: Scenario, cat: Catalog) -> list[Server]:
     """Every server of fleet.racks, in file order (a rack with count > 1 as rack-1, ...)."""
     out = []
     for rack in s.fleet.racks:
-        for k in range(rack.count):
-            rname = rack.name if rack.count == 1 else f"{rack.name}-{k + 1}"
+        for rname in rack.names():
             for grp in rack.servers:
                 spec = cat.server(grp.type)
                 for j in range(grp.count):
@@ -119,19 +118,22 @@ def _auto_server(cat: Catalog, gpu: str, tp: int, n: int, i: int) -> Server:
 
 
 def domains(s: Scenario, servers: list[Server]) -> list[Domain]:
-    """Racks, rows and the facility, each with its budget (W) and its servers."""
-    budgets = {r.name if r.count == 1 else f"{r.name}-{k + 1}": r.power_budget_kw * 1e3
-               for r in s.fleet.racks for k in range(r.count)}
-    row_budgets = {r.name: r.power_budget_kw * 1e3 for r in s.fleet.rows}
+    """Racks, rows and the facility, each with its budget (W), its servers and the
+    scenario field that sets the budget (for errors)."""
+    budgets = {n: (r.power_budget_kw * 1e3, f"fleet.racks[{i}].power_budget_kw")
+               for i, r in enumerate(s.fleet.racks) for n in r.names()}
+    row_budgets = {r.name: (r.power_budget_kw * 1e3, f"fleet.rows[{i}].power_budget_kw")
+                   for i, r in enumerate(s.fleet.rows)}
     out = []
     for kind, table in (("rack", budgets), ("row", row_budgets)):
         members: dict[str, list[int]] = {}  # in order of first appearance
         for i, x in enumerate(servers):
             members.setdefault(x.rack if kind == "rack" else x.row, []).append(i)
-        out += [Domain(kind, name, table.get(name), tuple(m)) for name, m in members.items()]
+        out += [Domain(kind, name, *table.get(name, (None, "")), tuple(m))
+                for name, m in members.items()]
     fb = s.facility.power_budget_kw
     out.append(Domain("facility", "facility", fb * 1e3 if fb else None,
-                      tuple(range(len(servers)))))
+                      "facility.power_budget_kw", tuple(range(len(servers)))))
     return out
 
 

@@ -73,9 +73,7 @@ def run(model: RunModel, coalesce: bool = True,
     sched = JobScheduler(env, pl.servers, pl.pool, model.leaf,
                          model.scenario.fleet.training_scheduler, sim.duration_s,
                          sim.time_bucket_s)
-    fs = model.scenario.fleet.storage
-    storage = SharedStorage(env, fs.write_bandwidth_gbyte_s * 1e9, fs.read_bandwidth_gbyte_s * 1e9,
-                            fs.per_client_gbyte_s * 1e9, sim.time_bucket_s, series.n)
+    storage = SharedStorage(env, *model.storage_byte_s, sim.time_bucket_s, series.n)
     sh = Shared(env, sched, storage, fabric, model.leaf, job_series)
     sched.hold_spares({job.gpu for job in model.jobs})
     runs = [(start_job(sh, spec), spec) for spec in model.job_specs]

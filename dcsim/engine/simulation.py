@@ -30,11 +30,5 @@ def simulate(s: Scenario, base_dir: Path | None = None, store: ProfileStore | No
         base = Path(".") if base_dir is None else Path(base_dir)
         context = (Context(scenario_catalog(s), store, base) if store is not None
                    else Context.load(s, base))
-    ctx = context.with_store(store)
-    return account(*_built_and_run(s, ctx, coalesce, progress))
-
-
-def _built_and_run(s: Scenario, ctx: Context, coalesce: bool,
-                   progress: Callable[[float], None] | None) -> tuple[RunModel, RunRecord]:
-    model = build(s, ctx)
-    return model, run(model, coalesce, progress)
+    model = build(s, context.with_store(store))
+    return account(model, run(model, coalesce, progress))

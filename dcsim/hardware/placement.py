@@ -42,6 +42,7 @@ class Domain:
     kind: str  # rack | row | facility
     name: str
     budget_w: float | None
+    field: str  # where the budget is set, e.g. fleet.racks[0].power_budget_kw ("": nowhere)
     servers: tuple[int, ...]
 
 
@@ -106,9 +107,10 @@ def budget_caps(servers: list[Server], doms: list[Domain], limits: np.ndarray,
         trial[busy] = np.minimum(caps[busy], lo)
         if worst_case_w(servers, on, trial) > dom.budget_w:
             raise DcsimError(Problem(
-                f"{dom.kind} {dom.name} power budget", f"{dom.budget_w / 1e3:g} kW",
-                f"at least {worst_case_w(servers, on, trial) / 1e3:.1f} kW: its servers "
-                "draw that much with every GPU at its lowest power limit"))
+                dom.field or f"{dom.kind} {dom.name}", f"{dom.budget_w / 1e3:g} kW",
+                f"the {dom.kind} {dom.name} power budget to be at least "
+                f"{worst_case_w(servers, on, trial) / 1e3:.1f} kW: its servers draw that much "
+                "with every GPU at its lowest power limit"))
         hi = float(caps[busy].max())
         for _ in range(50):  # bisection on one common limit for the domain's busy GPUs
             mid = (lo + hi) / 2

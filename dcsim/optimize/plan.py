@@ -70,8 +70,7 @@ def fleet_frame(s: Scenario, cat: Catalog) -> Fleet:
                               for g in racks["gpu"]]
     racks["min_w_per_gpu"] = [wall_per_gpu_w(cat, g, cat.gpu(g).power_limit_min_w)
                               for g in racks["gpu"]]
-    budgets = {r.name if r.count == 1 else f"{r.name}-{k + 1}": r.power_budget_kw * 1e3
-               for r in s.fleet.racks for k in range(r.count)}
+    budgets = {n: r.power_budget_kw * 1e3 for r in s.fleet.racks for n in r.names()}
     fb = s.facility.power_budget_kw
     net = s.fleet.network
     leaf = [i // net.servers_per_leaf for i in range(len(servers))]
