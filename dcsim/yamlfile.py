@@ -28,6 +28,7 @@ class _Loader(yaml.SafeLoader):
         self._depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        """The base composer, refusing nesting deeper than MAX_DEPTH."""
         ev = self.peek_event()
         self._depth += 1
         try:
@@ -39,6 +40,7 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """The base constructor, refusing a key given twice in one mapping."""
         seen: set[object] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -96,6 +98,7 @@ def load(text: str) -> object:
 
 class _Dumper(yaml.SafeDumper):
     def ignore_aliases(self, data: object) -> bool:
+        """Never write anchors and aliases."""
         return True  # an object used twice is written out twice: easier to read
 
 

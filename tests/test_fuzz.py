@@ -134,6 +134,33 @@ def test_trace_csv_bytes_never_traceback(tmp_path_factory, data):
     _check(runner.invoke(app, ["run", str(_write(tmp, doc)), "-q", "--out", str(tmp / "o")]))
 
 
+SWEEP = yaml.safe_load((ROOT / "sweeps" / "power_caps.yaml").read_text())
+SWEEP_JUNK = st.one_of(JUNK, st.sampled_from([
+    "workloads.chat.deployment.replicas", "workloads.nope.x", "simulation.seed", "base.x",
+    "workloads.chat.arrival.rate_scale", "fleet.racks.0.servers.count"]))
+
+
+@st.composite
+def mutated_sweep(draw: st.DrawFn) -> dict:
+    doc = copy.deepcopy(SWEEP)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(doc)))
+        doc = _mutate(doc, path, draw(SWEEP_JUNK), draw(st.booleans()))
+    return doc
+
+
+@FAST
+@given(doc=mutated_sweep())
+def test_validate_never_tracebacks_on_mutated_sweeps(tmp_path_factory, doc):
+    # what `dcsim sweep` checks before anything runs (every point), said as one line each
+    tmp = tmp_path_factory.mktemp("sw")
+    _write(tmp, DOCS["default"], "base.yaml")
+    if isinstance(doc, dict) and doc.get("base") == SWEEP["base"]:
+        doc["base"] = "base.yaml"
+    r = runner.invoke(app, ["validate", str(_write(tmp, doc, "sweep.yaml"))])
+    _check(r)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("res") / "run"

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcsim.engine import router
+from dcsim.engine.replica import Replica
 from dcsim.engine.router import MinTree
 from dcsim.engine.simulation import simulate
 from dcsim.scenario import scenario_from_data
@@ -39,3 +40,31 @@ def test_a_large_service_routes_the_same_with_the_tree_and_with_a_scan(monkeypat
     assert len(tree) > 5000 and tree.loc[tree["replica"] >= 0, "replica"].nunique() == 160
     assert tree["replica"].tolist() == scan["replica"].tolist()
     assert tree["finish_s"].equals(scan["finish_s"])
+
+
+def test_a_large_central_queue_wakes_the_same_replicas_with_indexes_and_with_a_scan(
+        monkeypatch):
+    # 160 replicas pulling from one queue: the indexes (idle heap, cuttable tree) must pick
+    # the replica the scan of every replica picks, arrival by arrival
+    data = {
+        "name": "wide-queue", "workloads": [{
+            "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+            "arrival": {"kind": "poisson", "rate_per_s": 500.0},
+            "prompt_tokens": {"kind": "lognormal", "mean_tokens": 600, "sigma": 0.8},
+            "output_tokens": {"kind": "lognormal", "mean_tokens": 200, "sigma": 0.8},
+            "deployment": {"gpu": "H200-SXM", "replicas": 160, "max_num_seqs": 8},
+            "routing": "central_queue"}],
+        "simulation": {"duration_s": 20, "seed": 5, "time_bucket_s": 10}}
+    calls = {"_cut": 0, "_woken": 0}
+    for name in calls:  # count both ways an arrival gets work started
+        def counted(self, *a, _f=getattr(Replica, name), _n=name):
+            calls[_n] += 1
+            return _f(self, *a)
+        monkeypatch.setattr(Replica, name, counted)
+    fast = simulate(scenario_from_data(data)).requests
+    assert calls["_cut"] > 1000 and calls["_woken"] > 100, calls
+    monkeypatch.setattr(router, "TREE_FROM", 10**9)
+    scan = simulate(scenario_from_data(data)).requests
+    assert len(fast) > 8000 and fast.loc[fast["replica"] >= 0, "replica"].nunique() == 160
+    assert fast["replica"].tolist() == scan["replica"].tolist()
+    assert fast["finish_s"].equals(scan["finish_s"])

@@ -84,6 +84,16 @@ def test_unknown_paths_and_rejected_values_are_found_before_anything_runs(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_validate_checks_a_sweep_file_as_sweep_would_before_it_runs(tmp_path: Path):
+    f = _files(tmp_path, CAPS, seeds=[1, 2, 3])
+    r = runner.invoke(app, ["validate", str(f)])
+    assert r.exit_code == 0 and "a sweep of 6 runs" in r.output  # 2 values x 3 seeds
+    f = _files(tmp_path, [{"path": "workloads.chat.arrival.rate_per_s", "values": [4, -1]}])
+    r = runner.invoke(app, ["validate", str(f)])
+    assert r.exit_code == 1 and "axes[0] (workloads.chat.arrival.rate_per_s = -1)" in r.output
+    assert not (tmp_path / "runs").exists()  # validating runs nothing
+
+
 def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(tmp_path: Path):
     f = _files(tmp_path, CAPS, seeds=[1])
     with pytest.raises(DcsimError) as e:

@@ -53,7 +53,7 @@ def _step_for(job: TrainingJob, cat: Catalog, store: ProfileStore, s: Scenario,
         cap = min([job.power_cap_w or gpu_max] + [float(caps[i]) for i in held])
         if cap not in cache:
             limited = job.model_copy(update={"power_cap_w": None if cap >= gpu_max else cap})
-            cache[cap] = step_model(limited, cat, store, s.fleet.network)
+            cache[cap] = step_model(limited, cat, store, s.fleet.network.link_latency_us * 1e-6)
         return cache[cap], nic
 
     return step_for
@@ -75,7 +75,8 @@ def job_timing(job: TrainingJob, cat: Catalog, s: Scenario, step_s: float, n_ser
     the job's MTBF (GPU MTBF / GPUs) and the failure-free run time: steps x step time
     plus one write per interval of work, s."""
     size = checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param)
-    write = transfer_s(size, n_servers, s.fleet.storage, write=True)
+    st = s.fleet.storage
+    write = transfer_s(size, n_servers, st.write_bandwidth_gbyte_s, st.per_client_gbyte_s)
     f = job.failures
     mtbf_job_s = f.gpu_mtbf_hours * 3600 / job.gpus if f.gpu_mtbf_hours else math.inf
     ci = job.checkpoint.interval_s

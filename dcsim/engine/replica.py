@@ -38,7 +38,7 @@ class Replica:
     """One model instance serving with continuous batching (see the module docstring).
 
     Routers use only `submit`, `poke`, `kv_capacity`, `outstanding`, `batch_size`,
-    `asleep`, `cuttable` and `share_loads`; everything else is the replica's own.
+    `asleep`, `cuttable`, `share_loads` and `watch`; everything else is the replica's own.
     """
 
     def __init__(self, env: simpy.Environment, index: int, costs: IterationCosts,
@@ -62,6 +62,8 @@ class Replica:
         self.outstanding = 0  # requests routed here and not yet done
         self.loads: list[int] | MinTree | None = None  # the router's copy of `outstanding` per replica
         self.slot = 0  # this replica's place in it
+        # called after each change of state (asleep, cuttable, batch size): a router's hook
+        self.watch: Callable[[Replica], None] | None = None
         self.in_system_x_s = 0.0  # integral of `outstanding` over time (Little's law)
         self._t_level = 0.0
         # idle: waiting on `wake`; busy: a mixed iteration; block: decode steps (cuttable);
@@ -127,6 +129,8 @@ class Replica:
         elif self.state == "block" and self.has_room():
             self.state = "cutting"
             self._cut()
+            if self.watch is not None:
+                self.watch(self)
 
     def _cut(self) -> None:
         """End the decode block at the end of the step in progress: move the block's
@@ -168,10 +172,7 @@ class Replica:
         if self.loads is not None:
             self.loads[self.slot] = self.outstanding
 
-    # -- the iteration loop -----------------------------------------------------
-    # Driven by callbacks on each iteration's own timeout rather than a generator
-    # process: the same events at the same times, without SimPy's resume machinery
-    # and a generator frame switch per iteration (the engine's hottest path).
+    # -- the iteration loop (callbacks on each iteration's timeout: see _reschedule) --
     def _woken(self, _ev: simpy.Event) -> None:
         self._idle_until(self.env.now)
         self._next()
@@ -205,6 +206,8 @@ class Replica:
             self.state, self.current, self.since = "idle", None, start
             self.wake = self._pending = env.event()
             self.wake.callbacks.append(self._woken)
+        if self.watch is not None:
+            self.watch(self)
 
     def _mixed_done(self, _ev: simpy.Event) -> None:
         cur = self.current

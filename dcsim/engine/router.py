@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 import numpy as np
@@ -12,6 +13,7 @@ from dcsim.engine.sequence import Seq
 
 REJECTED = 2
 TREE_FROM = 128  # replicas: from here a tree finds the least loaded in O(log n), not O(n)
+SHUT = 1 << 62  # the load of a replica that cannot take work now (central queue)
 
 
 class MinTree:
@@ -68,6 +70,16 @@ class Router:
                                            else [0] * len(replicas))
         for i, r in enumerate(replicas):
             r.share_loads(self.loads, i)
+        # central queue, large: slots that went idle (a heap), the batch size of each
+        # cuttable replica (a tree), and the slots changed since the tree was last read
+        self.idle: list[int] | None = None
+        self.open: MinTree | None = None
+        self.dirty: set[int] = set()
+        if shared is not None and len(replicas) >= TREE_FROM:
+            self.idle, self.open = [], MinTree(len(replicas))
+            for r in replicas:
+                r.watch = self._watch
+                self._watch(r)
 
     def route(self, seq: Seq) -> None:
         """Send one arrival to a replica (or the shared queue); refuse what can never fit."""
@@ -95,9 +107,21 @@ class Router:
         a, b = self.rng.choice(n, size=2, replace=False)  # power of two choices
         return int(a) if self.replicas[a].outstanding <= self.replicas[b].outstanding else int(b)
 
+    def _watch(self, r: Replica) -> None:
+        """Note a change of state of `r` for the central queue's indexes. The tree is
+        brought up to date only when read: replicas change state every iteration, while
+        the tree is read only by arrivals that find no idle replica."""
+        assert self.idle is not None
+        if r.asleep:
+            heapq.heappush(self.idle, r.slot)
+        self.dirty.add(r.slot)
+
     def _enqueue(self, seq: Seq) -> None:
         assert self.shared is not None
         self.shared.append(seq)
+        if self.open is not None:
+            self._wake_one()
+            return
         for r in self.replicas:  # an idle replica first
             if r.asleep:
                 r.poke()
@@ -106,3 +130,24 @@ class Router:
         open_ = [r for r in self.replicas if r.cuttable]
         if open_:
             min(open_, key=lambda r: r.batch_size).poke()
+
+    def _wake_one(self) -> None:
+        """As the scan in _enqueue, from indexes: the lowest-index idle replica, else the
+        cuttable one with the smallest batch (lowest index on ties). O(log n), not O(n)."""
+        assert self.idle is not None and self.open is not None
+        idle, replicas = self.idle, self.replicas
+        while idle:  # entries of replicas woken since are skipped here
+            r = replicas[heapq.heappop(idle)]
+            if r.asleep:
+                r.poke()
+                return
+        tree = self.open
+        for i in self.dirty:
+            r = replicas[i]
+            load = r.batch_size if r.cuttable else SHUT
+            if tree[i] != load:
+                tree[i] = load
+        self.dirty.clear()
+        k = tree.argmin()
+        if tree[k] < SHUT:
+            replicas[k].poke()

@@ -78,13 +78,15 @@ def _option(s: Scenario, job: TrainingJob, cat: Catalog, store: ProfileStore, fr
     g = cat.gpu(job.gpu)
     cap = None if fraction >= 1 else round(max(fraction * g.power_limit_max_w,
                                                g.power_limit_min_w), 1)
-    step = step_model(job.model_copy(update={"power_cap_w": cap}), cat, store, s.fleet.network)
+    step = step_model(job.model_copy(update={"power_cap_w": cap}), cat, store,
+                      s.fleet.network.link_latency_us * 1e-6)
     per = max(x.gpus_per_server for x in cat.servers.values() if x.gpu == job.gpu)
     n_servers = math.ceil(job.gpus / per)
     tm = job_timing(job, cat, s, step.step_s, n_servers)
     f = job.failures
+    st = s.fleet.storage
     read = transfer_s(checkpoint_bytes(cat.model(job.model), job.checkpoint.bytes_per_param),
-                      n_servers, s.fleet.storage, write=False)
+                      n_servers, st.read_bandwidth_gbyte_s, st.per_client_gbyte_s)
     interval = min(tm.checkpoint_interval_s, tm.estimated_runtime_s)
     wait = f.repair_s if s.fleet.training_scheduler.spare_servers == 0 else 0.0
     loss = interval / 2 + f.restart_s + read + wait

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from dcsim.catalog import ModelSpec, shapes
-from dcsim.scenario import Storage
 
 
 def checkpoint_bytes(m: ModelSpec, bytes_per_param: float) -> float:
@@ -13,16 +12,15 @@ def checkpoint_bytes(m: ModelSpec, bytes_per_param: float) -> float:
     return shapes.total_params(m) * bytes_per_param
 
 
-def transfer_s(nbytes: float, servers: int, storage: Storage, write: bool) -> float:
+def transfer_s(nbytes: float, servers: int, aggregate_gbyte_s: float,
+               per_client_gbyte_s: float) -> float:
     """Time to move nbytes to or from an otherwise idle parallel file system, s.
 
     The servers write (or read) their shards in parallel, each limited to the
-    per-client bandwidth, all together to the aggregate bandwidth:
-    nbytes / min(aggregate, servers x per-client).
+    per-client bandwidth, all together to the file system's aggregate bandwidth (of
+    writes or of reads): nbytes / (min(aggregate, servers x per-client) x 1e9).
     """
-    aggregate = storage.write_bandwidth_gbyte_s if write else storage.read_bandwidth_gbyte_s
-    rate = min(aggregate, servers * storage.per_client_gbyte_s) * 1e9
-    return nbytes / rate
+    return nbytes / (min(aggregate_gbyte_s, servers * per_client_gbyte_s) * 1e9)
 
 
 def young_daly_s(checkpoint_s: float, mtbf_s: float) -> float:

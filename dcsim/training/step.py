@@ -28,7 +28,6 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.collectives import allreduce_s
 from dcsim.hardware.dvfs import dvfs_of
 from dcsim.profiles.store import ProfileStore
-from dcsim.scenario import Network
 from dcsim.workloads.spec import TrainingJob
 
 
@@ -84,8 +83,10 @@ def nic_bytes_s_per_gpu(job: TrainingJob, cat: Catalog) -> float:
     return srv.nics * srv.nic_gbps / srv.gpus_per_server * 1e9 / 8
 
 
-def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network) -> StepModel:
-    """The step alone on the network (line rate); Fabric shares decide the rest."""
+def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, link_latency_s: float
+               ) -> StepModel:
+    """The step alone on the network (line rate, `link_latency_s` per message: the
+    all-reduce's alpha); Fabric shares decide the rest."""
     p = job.parallelism
     m = cat.model(job.model)
     seqs = job.global_batch_tokens / (p.dp * job.micro_batches * job.seq_len)
@@ -103,7 +104,7 @@ def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network
     shard = shapes.total_params(m) / (p.tp * p.pp)
     g = dvfs_of(cat.gpu(job.gpu))
     dp = allreduce_s(job.dp_allreduce, 2 * shard, p.dp, nic_bytes_s_per_gpu(job, cat),
-                     net.link_latency_us * 1e-6)
+                     link_latency_s)
     exposed = (1 - job.dp_overlap) * dp
     step = compute + bubble + exposed
     if job.achieved_tflops_per_gpu is not None:  # a published throughput replaces the model
@@ -113,6 +114,6 @@ def step_model(job: TrainingJob, cat: Catalog, store: ProfileStore, net: Network
     energy = job.gpus * (busy_w * compute + g.floor_w * (bubble + exposed))
     return StepModel(micro, compute, bubble, dp, exposed, step, busy_w, g.floor_w, energy,
                      job.global_batch_tokens, str(out.provenance[0]), gpus=job.gpus,
-                     dp_ranks=p.dp, grad_bytes=2 * shard, alpha_s=net.link_latency_us * 1e-6,
+                     dp_ranks=p.dp, grad_bytes=2 * shard, alpha_s=link_latency_s,
                      dp_overlap=job.dp_overlap, fixed=job.achieved_tflops_per_gpu is not None,
                      power_cap_w=job.power_cap_w, algorithm=job.dp_allreduce)

@@ -1,0 +1,130 @@
+"""What `dcsim run` and `dcsim optimize` print: tables of the typed summaries."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from dcsim.cli_common import out
+
+if TYPE_CHECKING:
+    from dcsim.summary import RunSummary
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The run's table per service, then jobs, replays, totals and budgeted domains."""
+    services = summary.services
+    table = Table(title=f"{summary.scenario}: {summary.duration_s:g} s simulated "
+                        f"(after {summary.warmup_s:g} s warm-up)")
+    table.add_column("metric")
+    for name in services:
+        table.add_column(name, justify="right")
+    rows = [("requests finished", "requests_finished", 1, "d"), ("throughput req/s",
+            "throughput_req_s", 1, ".3g"), ("TTFT p50 ms", "ttft_p50_s", 1e3, ".3g"),
+            ("TTFT p99 ms", "ttft_p99_s", 1e3, ".3g"), ("TPOT p50 ms", "tpot_p50_s", 1e3, ".3g"),
+            ("TPOT p99 ms", "tpot_p99_s", 1e3, ".3g"), ("E2E p99 s", "e2e_p99_s", 1, ".3g"),
+            ("SLO attainment", "slo_attainment", 1, ".1%"), ("preemptions", "preemptions", 1, "d"),
+            ("GPU energy kWh", "energy_kwh", 1, ".3g"), ("J per output token",
+            "j_per_output_token", 1, ".3g")]
+    for label, key, scale, spec in rows:
+        cells = []
+        for v in services.values():
+            x = getattr(v, key)
+            cells.append("-" if x is None else format(x * scale if scale != 1 else x, spec))
+        table.add_row(label, *cells)
+    out.print(table)
+    _print_jobs_and_replays(summary)
+    t = summary.total
+    if not t.gpus:  # nothing of its own to power (a trace replay alone)
+        return
+    pue = "-" if t.effective_pue is None else f"{t.effective_pue:.3g}"
+    out.print(f"total: {t.gpus_serving} of {t.gpus} GPUs serving, {t.gpu_hours:.3g} "
+              f"GPU-h; energy {t.gpu_energy_kwh:.3g} kWh GPUs, {t.it_energy_kwh:.3g} kWh IT, "
+              f"{t.facility_kwh:.3g} kWh facility (PUE {pue}); "
+              f"{t.carbon_kg:.3g} kg CO2e; ${t.cost_usd:.3g}", highlight=False)
+    for d in summary.power_domains:
+        if d.budget_w is None:
+            continue
+        limited = f" (GPUs limited to {d.gpu_limit_w:.0f} W)" if d.throttled else ""
+        room = ("" if d.extra_servers_at_p99 is None else
+                f"; room for {d.extra_servers_at_p99} more servers at p99")
+        out.print(f"{d.domain} {d.name}: peak {d.peak_w / 1e3:.3g} kW, p99 "
+                  f"{d.p99_w / 1e3:.3g} kW of {d.budget_w / 1e3:.3g} kW{limited}{room}",
+                  highlight=False)
+
+
+def _print_jobs_and_replays(summary: RunSummary) -> None:
+    for j in summary.jobs:
+        state = "finished" if j.finished else "running at the end"
+        out.print(f"job {j.job}: {j.gpus} GPUs, {state}; {j.tokens_done:.3g} tokens, "
+                  f"goodput {j.goodput:.1%}, {j.restarts} restarts, "
+                  f"{j.energy_j / 3.6e6:.3g} kWh GPU energy", highlight=False)
+    for c in summary.cluster_replays:
+        out.print(f"cluster {c.workload}: {c.pods_started} of {c.pods} pods started, "
+                  f"wait mean {c.wait_mean_s:.3g} s / p90 {c.wait_p90_s:.3g} s, GPU "
+                  f"allocation mean {c.gpu_allocation_mean:.1%} peak "
+                  f"{c.gpu_allocation_peak:.1%}", highlight=False)
+
+
+def print_plan(summary: dict) -> None:
+    """The plan's status, predicted energy against the baselines, the closed-loop check,
+    training jobs and the budgets worth raising."""
+    out.print(f"{summary['status']}: {summary['objective']} objective "
+              f"{summary['objective_value']:.4g} (bound {summary['best_bound']:.4g}, gap "
+              f"{summary['gap']:.2%}); build {summary['build_s']:.1f} s, solve "
+              f"{summary['solve_s']:.1f} s; {summary['variables']} variables, "
+              f"{summary['constraints']} constraints", highlight=False)
+    t = Table(title="facility energy over the horizon (predicted)")
+    for c in ("plan", "kWh", "saved by the plan"):
+        t.add_column(c)
+    t.add_row("optimizer", f"{summary['predicted_facility_kwh']:.1f}", "")
+    for name, b in summary["baselines"].items():
+        saved = b["energy_saved_by_plan"]
+        t.add_row(name, f"{b['predicted_facility_kwh']:.1f}",
+                  "" if saved is None else f"{saved:.1%}")
+    out.print(t)
+    if "verify" in summary:
+        v = Table(title="closed loop: simulated")
+        for c in ("plan", "periods meeting every SLO", "min SLO attainment",
+                  "facility W simulated", "facility W predicted"):
+            v.add_column(c)
+        for name, r in summary["verify"].items():
+            v.add_row(name, f"{r['periods_meeting_every_slo']}/{r['periods']}",
+                      f"{r['slo_attainment_min']:.1%}", f"{r['simulated_facility_w_mean']:,.0f}",
+                      f"{r['predicted_facility_w_mean']:,.0f}")
+        out.print(v)
+    _print_training(summary)
+    _print_budget_values(summary)
+
+
+def _print_budget_values(summary: dict) -> None:
+    bv = summary.get("budget_value_per_kw", {})
+    worth = [r for r in bv.get("binding", []) if r["value_per_kw"] > 0]
+    if not worth:
+        return
+    unit = bv["unit"].split(" ")[0]
+    best = sorted(worth, key=lambda r: -r["value_per_kw"])[:5]
+    out.print("binding budgets (1 kW more would save, per period): " + "; ".join(
+        f"{r['domain']} {r['name']} period {r['period']}: {r['value_per_kw']:.3g} {unit}"
+        for r in best), highlight=False)
+
+
+def _print_training(summary: dict) -> None:
+    if "training" not in summary:
+        return
+    sim = {r["job"]: r for r in summary.get("verify_training", [])}
+    t = Table(title="training jobs (expected end with failures; simulated where --verify)")
+    for c in ("job", "GPU limit W", "racks", "start h", "end h", "deadline h", "kWh",
+              "simulated end h"):
+        t.add_column(c)
+    for r in summary["training"]:
+        v = sim.get(r["job"])
+        dl = r["deadline_s"]
+        cap = r["power_cap_w"]
+        t.add_row(r["job"], "default" if cap is None or cap != cap else f"{cap:.0f}",
+                  r["racks"], f"{r['start_s'] / 3600:.2f}", f"{r['end_s'] / 3600:.2f}",
+                  "" if dl is None or dl != dl else f"{dl / 3600:.2f}",
+                  f"{r['energy_kwh']:.1f}",
+                  "" if v is None else f"{v['simulated_end_s'] / 3600:.2f}")
+    out.print(t)
