@@ -77,9 +77,11 @@ def test_single_request_takes_profile_prefill_plus_decode(tmp_path, store):
     assert r["e2e_s"] - r["ttft_s"] == pytest.approx(sum(dec) / 1e3, rel=1e-4)
 
 
-@pytest.fixture(scope="module")
-def busy_run():
+@pytest.fixture(scope="module", params=["mixed", "prefill_first"])
+def busy_run(request):
+    # every check on it holds for each iteration policy
     d = load_yaml(ROOT / "scenarios" / "default.yaml")
+    d["workloads"][0]["deployment"]["scheduler"] = request.param
     d["simulation"] = {"duration_s": 400, "warmup_s": 20, "seed": 5, "time_bucket_s": 30}
     d["workloads"][0]["deployment"]["replicas"] = 2
     d["workloads"][0]["arrival"]["rate_scale"] = 2.0  # 11 req/s on 2 replicas: real batching

@@ -1,7 +1,7 @@
-"""Hostile but fair input, generated: mutated scenario documents, sweep files, CSV bytes
-and damaged results folders never give a traceback. Each example either succeeds or
-exits 1 with one conforming line per problem. A bounded number of examples runs by
-default; `pytest -m slow tests/test_fuzz.py` runs many more."""
+"""Hostile but fair input, generated: mutated scenario documents (optimize sections and
+plans too), sweep files, CSV bytes and damaged results folders never give a traceback.
+Each example either succeeds or exits 1 with one conforming line per problem. A bounded
+number of examples runs by default; `pytest -m slow tests/test_fuzz.py` runs many more."""
 
 from __future__ import annotations
 
@@ -82,13 +82,18 @@ def _base(stem: str) -> dict:
     return d
 
 
-STEMS = ("default", "training", "custom_hardware", "mixed_services", "facility_model")
+STEMS = ("default", "training", "custom_hardware", "mixed_services", "facility_model",
+         "optimize_diurnal", "optimize_training")
 DOCS = {s: _base(s) for s in STEMS}
+for _stem in ("optimize_diurnal", "optimize_training"):  # a few short periods: fast plans
+    DOCS[_stem]["optimize"].update(periods=3, period_s=600)
+    DOCS[_stem]["optimize"].pop("verify_duration_s", None)
+OPTIMIZE = ("optimize_diurnal", "optimize_training")
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> dict:
-    doc = DOCS[draw(st.sampled_from(STEMS))]
+def mutated(draw: st.DrawFn, stems: tuple[str, ...] = STEMS) -> dict:
+    doc = DOCS[draw(st.sampled_from(stems))]
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(_paths(doc)))
         doc = _mutate(doc, path, draw(JUNK), draw(st.booleans()))
@@ -121,6 +126,19 @@ def test_run_never_tracebacks_and_agrees_with_validate(tmp_path_factory, doc):
     r = runner.invoke(app, ["run", str(p), "-q", "--out", str(tmp / "out")])
     _check(r)
     if v.exit_code == 1:  # what validate refuses, run refuses, and writes nothing
+        assert r.exit_code == 1 and not (tmp / "out").exists()
+
+
+@settings(max_examples=10, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(doc=mutated(OPTIMIZE))
+def test_optimize_never_tracebacks_and_agrees_with_validate(tmp_path_factory, doc):
+    tmp = tmp_path_factory.mktemp("o")
+    p = _write(tmp, doc)
+    v = runner.invoke(app, ["validate", str(p)])
+    r = runner.invoke(app, ["optimize", str(p), "--out", str(tmp / "out")])
+    _check(r)
+    if v.exit_code == 1:
         assert r.exit_code == 1 and not (tmp / "out").exists()
 
 

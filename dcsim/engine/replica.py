@@ -1,8 +1,10 @@
 """A serving replica: one model instance on `tp` GPUs with continuous batching.
 
-Each iteration (as vLLM schedules them): every decoding sequence gets one token;
-partially prefilled prompts continue; waiting requests are admitted in FIFO order
-while a batch slot, token budget and KV cache for their whole prompt are free.
+Each iteration (the `mixed` policy, as vLLM v1 schedules them): every decoding sequence
+gets one token; partially prefilled prompts continue; waiting requests are admitted in
+FIFO order while a batch slot, token budget and KV cache for their whole prompt are
+free. Under `prefill_first` (SGLang, TGI, vLLM v0) an iteration that prefills does
+only that, with the whole token budget, and decoding sequences wait for it.
 When the KV cache cannot hold the next decode step, the newest sequence is
 preempted and recomputed later (its prompt and generated tokens re-prefilled).
 
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import simpy
 
+from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
 from dcsim.engine.sequence import Block, Mixed, Seq
@@ -31,10 +34,10 @@ from dcsim.engine.sequence import Block, Mixed, Seq
 if TYPE_CHECKING:
     from dcsim.engine.router import MinTree
 
-FINISHED, ABORTED = 1, 3
+FINISHED = 1
 
 
-class Replica:
+class Replica(Batching):
     """One model instance serving with continuous batching (see the module docstring).
 
     Routers use only `submit`, `poke`, `kv_capacity`, `outstanding`, `batch_size`,
@@ -44,10 +47,12 @@ class Replica:
     def __init__(self, env: simpy.Environment, index: int, costs: IterationCosts,
                  max_num_seqs: int, max_batched_tokens: int, chunked: bool, kv_capacity: int,
                  log: RequestLog, series: TimeSeries, coalesce: bool = True,
-                 waiting: deque[Seq] | None = None) -> None:
+                 waiting: deque[Seq] | None = None, prefill_first: bool = False) -> None:
         self.env, self.index, self.costs = env, index, costs
+        self.prefill_first = prefill_first  # prefill-only iterations (decoding waits)
         self.max_num_seqs, self.budget, self.chunked = max_num_seqs, max_batched_tokens, chunked
-        self.capacity, self.log, self.series, self.coalesce = kv_capacity, log, series, coalesce
+        self.kv_capacity = kv_capacity  # KV-cache tokens this replica holds
+        self.log, self.series, self.coalesce = log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
         self.waiting: deque[Seq] = deque() if waiting is None else waiting
         # admission order (the newest is preempted first); a dict removes in O(1)
@@ -90,11 +95,6 @@ class Replica:
         self.waiting.append(seq)
         self._change_outstanding(+1)
         self.poke()
-
-    @property
-    def kv_capacity(self) -> int:
-        """KV-cache tokens this replica holds."""
-        return self.capacity
 
     @property
     def batch_size(self) -> int:
@@ -183,7 +183,7 @@ class Replica:
         env, costs = self.env, self.costs
         nd = len(self.decoding)
         # schedule() only when it can change something (the decode-only case skips it)
-        if self.prefilling or self.waiting or (nd and self.used + nd > self.capacity):
+        if self.prefilling or self.waiting or (nd and self.used + nd > self.kv_capacity):
             chunks = self.schedule()
             nd = len(self.decoding)  # it may have preempted some
         else:
@@ -192,13 +192,15 @@ class Replica:
         if chunks:
             n_tok = chunks[0][1] if len(chunks) == 1 else sum(c for _, c in chunks)
             mean_chunk = n_tok / len(chunks)
+            if self.prefill_first:
+                nd = 0  # decoding sequences sit this iteration out
             t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
             self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
             self.state, self.since, self.current = "busy", start, Mixed(chunks, t, e, n_tok, nd)
             self._reschedule(t, self._on_mixed)
         elif nd:
             k = self.finish_heap[0][0] - self.step
-            k = min(k, (self.capacity - self.used) // nd) if self.coalesce else 1
+            k = min(k, (self.kv_capacity - self.used) // nd) if self.coalesce else 1
             blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
             self.state, self.since, self.current = "block", start, Block(blk, nd, k)
             self._reschedule(blk.time_s, self._on_block)
@@ -276,61 +278,6 @@ class Replica:
         self.decoding.discard(s)
         self.dec_kv -= s.kv
 
-    # -- scheduling ------------------------------------------------------------
-    def schedule(self) -> list[tuple[Seq, int]]:
-        """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
-        nd = len(self.decoding)
-        if nd and self.used + nd > self.capacity:
-            self._make_room()
-        if not self.prefilling and not self.waiting:  # decoding only (the common case)
-            return []
-        budget = self.budget - len(self.decoding)
-        chunks: list[tuple[Seq, int]] = []
-        for s in self.prefilling:
-            if budget <= 0:
-                break
-            c = min(s.prefill_left, budget)
-            chunks.append((s, c))
-            budget -= c
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            s = self.waiting[0]
-            need = s.prefill_total
-            if self.used + need + 1 > self.capacity:
-                break
-            if not self.chunked and need > budget and (chunks or self.decoding):
-                break
-            self.waiting.popleft()
-            self.running[s] = None
-            self.prefilling.append(s)
-            self.used += need
-            s.kv = need
-            c = min(need, budget) if self.chunked else need
-            chunks.append((s, c))
-            budget -= c
-            if self.log.replica[s.rid] < 0:
-                self.log.replica[s.rid] = self.index
-                if self.pulls:
-                    self._change_outstanding(+1)
-        return chunks
-
-    def _make_room(self) -> None:
-        """Preempt the newest sequences until the next decode step fits in the KV cache."""
-        while self.decoding and self.used + len(self.decoding) > self.capacity:
-            victim, _ = self.running.popitem()
-            if victim in self.decoding:
-                self._leave_decoding(victim)
-            else:
-                self.prefilling.remove(victim)
-            self.used -= victim.kv
-            victim.kv = 0
-            if not self.running:  # alone and still too long: it can never finish here
-                self.log.status[victim.rid] = ABORTED
-                self._release(victim)
-                return
-            victim.prefill_total = victim.prefill_left = victim.prompt + victim.generated
-            self.log.preemptions[victim.rid] += 1
-            self.waiting.appendleft(victim)
-
     # -- bookkeeping -------------------------------------------------------
     def _retire(self, now: float) -> None:
         heap = self.finish_heap
@@ -379,10 +326,10 @@ class Replica:
             self._idle_until(now)
         elif isinstance(cur, Mixed):
             part = cur.energy_j * (now - self.since) / cur.time_s
-            n = len(cur.chunks) + len(self.decoding)
+            n = len(cur.chunks) + cur.decoding  # those taking part in the iteration
             for s, _ in cur.chunks:
                 s.energy_j += part / n
-            if self.decoding:
+            if cur.decoding:
                 self.e_cum += part / n
             self._account(self.since, now, part, len(self.running))
         else:

@@ -108,6 +108,7 @@ class ReplicaModel:
         self.kv_tokens = kv_capacity_tokens(svc.model_copy(update={"deployment": dep}),
                                             cat.gpu(cfg.gpu), cat.model(svc.model))
         self.budget = dep.max_batched_tokens
+        self.prefill_first = dep.scheduler == "prefill_first"
         self.idle_w = cat.gpu(cfg.gpu).idle_power_w * cfg.tp
         pre = store.resolve(cfg.gpu, svc.model, "prefill", cfg.tp, cfg.power_cap_w)
         dec = store.resolve(cfg.gpu, svc.model, "decode", cfg.tp, cfg.power_cap_w)
@@ -155,10 +156,13 @@ class ReplicaModel:
         if n99 > b or n99 * self.tokens_per_seq > self.kv_tokens:
             return bad  # admissions would queue for a batch slot or KV room > 1 % of the time
         step99 = self._step(max(n99, 1))
-        # a prompt is prefilled in chunks of the token budget left by the decode batch,
-        # each iteration also running one decode step
-        chunk = max(self.budget - n, 1.0)
-        service = self.prefill_s + np.ceil(self.prompt / chunk) * self._step(max(n, 1))
+        if self.prefill_first:  # prefill-only iterations: the prompt has the GPU alone
+            service = self.prefill_s
+        else:
+            # a prompt is prefilled in chunks of the token budget left by the decode batch,
+            # each iteration also running one decode step
+            chunk = max(self.budget - n, 1.0)
+            service = self.prefill_s + np.ceil(self.prompt / chunk) * self._step(max(n, 1))
         rho_q = lam * float(service.mean())
         if rho_q >= 1:
             return bad

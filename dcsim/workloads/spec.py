@@ -147,6 +147,12 @@ class Deployment(Spec):
         default=8192, ge=1, description="Token budget of one iteration (prefill + decode)."
     )
     chunked_prefill: bool = Field(default=True, description="Split long prompts over iterations.")
+    scheduler: Literal["mixed", "prefill_first"] = Field(
+        default="mixed", description="Iteration policy. mixed: every iteration decodes each "
+        "running sequence and fills the rest of the token budget with prefill (vLLM v1, "
+        "TensorRT-LLM in-flight batching). prefill_first: when a waiting prompt can be "
+        "admitted the iteration is prefill only and running sequences wait; they decode in "
+        "iterations with no prefill (SGLang's default, TGI, vLLM v0).")
     gpu_memory_utilization: float = Field(
         default=0.9, gt=0, le=1, description="Share of GPU memory for weights + KV cache."
     )

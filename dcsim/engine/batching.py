@@ -1,0 +1,103 @@
+"""Which prompts an iteration prefills: admission, chunking and preemption of a replica.
+
+The policy of the iteration (mixed or prefill-only) enters here through the token
+budget: decode tokens share it only when they share the iteration. Preemption frees
+KV cache for the next decode step by recomputing the newest sequences later, as vLLM
+does by default.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from dcsim.engine.sequence import Seq
+
+if TYPE_CHECKING:
+    from dcsim.engine.metrics import RequestLog
+
+ABORTED = 3
+
+
+class Batching:
+    """The scheduling half of a Replica (which holds these fields and `_release` and
+    `_leave_decoding`, `_change_outstanding`)."""
+
+    waiting: deque[Seq]
+    running: dict[Seq, None]
+    prefilling: list[Seq]
+    decoding: set[Seq]
+    used: int
+    kv_capacity: int
+    budget: int
+    max_num_seqs: int
+    chunked: bool
+    prefill_first: bool
+    pulls: bool
+    index: int
+    log: RequestLog
+
+    def schedule(self) -> list[tuple[Seq, int]]:
+        """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
+        nd = len(self.decoding)
+        if nd and self.used + nd > self.kv_capacity:
+            self._make_room()
+        if not self.prefilling and not self.waiting:  # decoding only (the common case)
+            return []
+        # decode tokens share the budget only when they share the iteration
+        budget = self.budget if self.prefill_first else self.budget - len(self.decoding)
+        alone = not self.decoding or self.prefill_first  # a whole prompt may go by itself
+        chunks: list[tuple[Seq, int]] = []
+        for s in self.prefilling:
+            if budget <= 0:
+                break
+            c = min(s.prefill_left, budget)
+            chunks.append((s, c))
+            budget -= c
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            s = self.waiting[0]
+            need = s.prefill_total
+            if self.used + need + 1 > self.kv_capacity:
+                break
+            if not self.chunked and need > budget and (chunks or not alone):
+                break
+            self.waiting.popleft()
+            self.running[s] = None
+            self.prefilling.append(s)
+            self.used += need
+            s.kv = need
+            c = min(need, budget) if self.chunked else need
+            chunks.append((s, c))
+            budget -= c
+            if self.log.replica[s.rid] < 0:
+                self.log.replica[s.rid] = self.index
+                if self.pulls:
+                    self._change_outstanding(+1)
+        return chunks
+
+    def _make_room(self) -> None:
+        """Preempt the newest sequences until the next decode step fits in the KV cache."""
+        while self.decoding and self.used + len(self.decoding) > self.kv_capacity:
+            victim, _ = self.running.popitem()
+            if victim in self.decoding:
+                self._leave_decoding(victim)
+            else:
+                self.prefilling.remove(victim)
+            self.used -= victim.kv
+            victim.kv = 0
+            if not self.running:  # alone and still too long: it can never finish here
+                self.log.status[victim.rid] = ABORTED
+                self._release(victim)
+                return
+            victim.prefill_total = victim.prefill_left = victim.prompt + victim.generated
+            self.log.preemptions[victim.rid] += 1
+            self.waiting.appendleft(victim)
+
+    def _leave_decoding(self, s: Seq) -> None:
+        raise NotImplementedError
+
+    def _release(self, s: Seq) -> None:
+        raise NotImplementedError
+
+    def _change_outstanding(self, delta: int) -> None:
+        raise NotImplementedError
