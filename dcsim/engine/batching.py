@@ -1,9 +1,10 @@
 """Which prompts an iteration prefills: admission, chunking and preemption of a replica.
 
 The policy of the iteration (mixed or prefill-only) enters here through the token
-budget: decode tokens share it only when they share the iteration. Preemption frees
-KV cache for the next decode step by recomputing the newest sequences later, as vLLM
-does by default.
+budget: decode tokens share it only when they share the iteration. Admission needs
+free KV blocks for the whole prompt and its first token (dcsim.engine.paging).
+Preemption frees blocks for the next decode step by recomputing the newest sequences
+later, as vLLM does by default.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dcsim.engine.sequence import Seq
 
 if TYPE_CHECKING:
     from dcsim.engine.metrics import RequestLog
+    from dcsim.engine.paging import Pages
 
 ABORTED = 3
 
@@ -28,7 +30,8 @@ class Batching:
     prefilling: list[Seq]
     decoding: set[Seq]
     used: int
-    kv_capacity: int
+    step: int
+    pages: Pages
     budget: int
     max_num_seqs: int
     chunked: bool
@@ -39,8 +42,8 @@ class Batching:
 
     def schedule(self) -> list[tuple[Seq, int]]:
         """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
-        nd = len(self.decoding)
-        if nd and self.used + nd > self.kv_capacity:
+        nd, pages = len(self.decoding), self.pages
+        if nd and not pages.fits_next(self.used, self.step, nd):
             self._make_room()
         if not self.prefilling and not self.waiting:  # decoding only (the common case)
             return []
@@ -48,6 +51,7 @@ class Batching:
         budget = self.budget if self.prefill_first else self.budget - len(self.decoding)
         alone = not self.decoding or self.prefill_first  # a whole prompt may go by itself
         chunks: list[tuple[Seq, int]] = []
+        held = -1  # blocks in use, counted when first needed
         for s in self.prefilling:
             if budget <= 0:
                 break
@@ -57,7 +61,10 @@ class Batching:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             s = self.waiting[0]
             need = s.prefill_total
-            if self.used + need + 1 > self.kv_capacity:
+            if held < 0:
+                held = pages.held(self.used, self.step)
+            # blocks for the whole prompt and the first decode token
+            if held + -(-(need + 1) // pages.block) > pages.blocks:
                 break
             if not self.chunked and need > budget and (chunks or not alone):
                 break
@@ -65,6 +72,8 @@ class Batching:
             self.running[s] = None
             self.prefilling.append(s)
             self.used += need
+            held += -(-need // pages.block)
+            pages.pre_pad += pages.pad(need)
             s.kv = need
             c = min(need, budget) if self.chunked else need
             chunks.append((s, c))
@@ -77,12 +86,14 @@ class Batching:
 
     def _make_room(self) -> None:
         """Preempt the newest sequences until the next decode step fits in the KV cache."""
-        while self.decoding and self.used + len(self.decoding) > self.kv_capacity:
+        while self.decoding and not self.pages.fits_next(self.used, self.step,
+                                                         len(self.decoding)):
             victim, _ = self.running.popitem()
             if victim in self.decoding:
                 self._leave_decoding(victim)
             else:
                 self.prefilling.remove(victim)
+                self.pages.pre_pad -= self.pages.pad(victim.kv)
             self.used -= victim.kv
             victim.kv = 0
             if not self.running:  # alone and still too long: it can never finish here

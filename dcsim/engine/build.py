@@ -71,11 +71,15 @@ class RunModel:
     storage_byte_s: tuple[float, float, float]  # file system: write, read, per client
 
 
+KV_DTYPE_BYTES = {"bf16": 2, "fp8": 1}
+
+
 def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) -> int:
-    """KV-cache tokens of one replica: (tp x memory x utilisation - weights) / KV bytes per token."""
+    """KV-cache tokens of one replica: (tp x memory x utilisation - weights) / KV bytes per
+    token (2 x layers x KV heads x head dim x bytes of the cache's element type)."""
     d = svc.deployment
     free = d.tp * gpu.memory_gb * 1e9 * d.gpu_memory_utilization - shapes.weight_bytes(model)
-    return int(free // shapes.kv_bytes_per_token(model))
+    return int(free // shapes.kv_bytes_per_token(model, KV_DTYPE_BYTES[d.kv_cache_dtype]))
 
 
 def build(s: Scenario, ctx: Context) -> RunModel:

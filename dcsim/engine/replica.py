@@ -29,6 +29,7 @@ import simpy
 from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
+from dcsim.engine.paging import Pages
 from dcsim.engine.sequence import Block, Mixed, Seq
 
 if TYPE_CHECKING:
@@ -47,11 +48,13 @@ class Replica(Batching):
     def __init__(self, env: simpy.Environment, index: int, costs: IterationCosts,
                  max_num_seqs: int, max_batched_tokens: int, chunked: bool, kv_capacity: int,
                  log: RequestLog, series: TimeSeries, coalesce: bool = True,
-                 waiting: deque[Seq] | None = None, prefill_first: bool = False) -> None:
+                 waiting: deque[Seq] | None = None, prefill_first: bool = False,
+                 block_tokens: int = 1) -> None:
         self.env, self.index, self.costs = env, index, costs
         self.prefill_first = prefill_first  # prefill-only iterations (decoding waits)
         self.max_num_seqs, self.budget, self.chunked = max_num_seqs, max_batched_tokens, chunked
-        self.kv_capacity = kv_capacity  # KV-cache tokens this replica holds
+        self.pages = Pages(block_tokens, kv_capacity)  # the cache in blocks
+        self.kv_capacity = self.pages.tokens  # KV-cache tokens its whole blocks hold
         self.log, self.series, self.coalesce = log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
         self.waiting: deque[Seq] = deque() if waiting is None else waiting
@@ -183,7 +186,8 @@ class Replica(Batching):
         env, costs = self.env, self.costs
         nd = len(self.decoding)
         # schedule() only when it can change something (the decode-only case skips it)
-        if self.prefilling or self.waiting or (nd and self.used + nd > self.kv_capacity):
+        if self.prefilling or self.waiting or (
+                nd and not self.pages.fits_next(self.used, self.step, nd)):
             chunks = self.schedule()
             nd = len(self.decoding)  # it may have preempted some
         else:
@@ -200,7 +204,7 @@ class Replica(Batching):
             self._reschedule(t, self._on_mixed)
         elif nd:
             k = self.finish_heap[0][0] - self.step
-            k = min(k, (self.kv_capacity - self.used) // nd) if self.coalesce else 1
+            k = self.pages.steps_fitting(self.used, self.step, nd, k) if self.coalesce else 1
             blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
             self.state, self.since, self.current = "block", start, Block(blk, nd, k)
             self._reschedule(blk.time_s, self._on_block)
@@ -235,6 +239,7 @@ class Replica(Batching):
             s.prefill_left -= c
             if s.prefill_left == 0:
                 self.prefilling.remove(s)
+                self.pages.pre_pad -= self.pages.pad(s.kv)
                 s.generated += 1  # the last prefill chunk emits a token
                 if s.generated == 1:  # a recomputed prefill has emitted before
                     self.log.first_token_s[s.rid] = now
@@ -265,6 +270,7 @@ class Replica(Batching):
     def _join_decoding(self, s: Seq) -> None:
         s.gen0, s.kv0, s.step0 = s.generated, s.kv, self.step
         s.e0, s.e_cum0 = s.energy_j, self.e_cum
+        s.page = self.pages.join(s.kv, self.step)
         self.decoding.add(s)
         self.dec_kv += s.kv
         heapq.heappush(self.finish_heap, (self.step + s.output - s.generated, s.rid, s.version, s))
@@ -275,6 +281,7 @@ class Replica(Batching):
         s.generated, s.kv = s.gen0 + d, s.kv0 + d
         s.energy_j = s.e0 + (self.e_cum - s.e_cum0)
         s.version += 1
+        self.pages.leave(s.page)
         self.decoding.discard(s)
         self.dec_kv -= s.kv
 

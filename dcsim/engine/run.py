@@ -110,7 +110,7 @@ def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
         shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
         mine = [Replica(env, r.index, r.costs, d.max_num_seqs, d.max_batched_tokens,
                         d.chunked_prefill, r.kv_capacity, log, series, coalesce, shared,
-                        d.scheduler == "prefill_first")
+                        d.scheduler == "prefill_first", d.kv_block_tokens)
                 for r in model.replicas if r.service == i]
         replicas += mine
         routers.append(Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]),

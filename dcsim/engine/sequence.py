@@ -31,7 +31,7 @@ class Seq:
     replica's counters: generated = gen0 + (step - step0), kv = kv0 + (step - step0),
     energy = e0 + (e_cum - e_cum0)."""
 
-    __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "kv", "kv0", "output",
+    __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "kv", "kv0", "output", "page",
                  "prefill_left", "prefill_total", "prompt", "rid", "step0", "version")
 
     def __init__(self, rid: int, prompt: int, output: int) -> None:
@@ -42,4 +42,5 @@ class Seq:
         self.energy_j = 0.0
         self.version = 0  # bumps when the sequence leaves decoding (stale heap entries)
         self.gen0 = self.kv0 = self.step0 = 0
+        self.page = 0  # its key in the replica's Pages while decoding
         self.e0 = self.e_cum0 = 0.0

@@ -156,6 +156,14 @@ class Deployment(Spec):
     gpu_memory_utilization: float = Field(
         default=0.9, gt=0, le=1, description="Share of GPU memory for weights + KV cache."
     )
+    kv_block_tokens: int = Field(
+        default=16, ge=1, le=1024, description="Tokens per KV-cache block, a power of two "
+        "(vLLM's default block is 16, SGLang's page 1): a sequence holds whole blocks, its "
+        "last one partly empty.")
+    kv_cache_dtype: Literal["bf16", "fp8"] = Field(
+        default="bf16", description="KV-cache element type: fp8 halves the bytes a token "
+        "holds and so doubles the tokens that fit (iteration costs stay those profiled, "
+        "with a BF16 cache).")
     power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
     servers: list[str] | None = Field(
         default=None, description="Server of each replica by name (rack/type-k, as in "
@@ -166,6 +174,9 @@ class Deployment(Spec):
         if self.servers is not None and len(self.servers) != self.replicas:
             raise ValueError(f"servers names {len(self.servers)} servers for {self.replicas} "
                              "replicas: give one per replica")
+        if self.kv_block_tokens & (self.kv_block_tokens - 1):
+            raise ValueError(f"kv_block_tokens ({self.kv_block_tokens}) must be a power of "
+                             "two (1, 2, 4, ..., 1024)")
         if self.max_batched_tokens < self.max_num_seqs:
             raise ValueError(f"max_batched_tokens ({self.max_batched_tokens}) must be at least "
                              f"max_num_seqs ({self.max_num_seqs}): each decoding sequence needs "
