@@ -128,6 +128,8 @@ def replay_cmd(
     model: str | None = typer.Option(None, "--model", help="Full model of the profile."),
     out_dir: Path | None = typer.Option(None, "--out", help="Default: PROFILE/replay."),
     seed: int = typer.Option(0, "--seed", min=0),
+    scheduler: str = typer.Option("mixed", "--scheduler", help="Iteration policy of the real "
+                                  "loop and the simulator: mixed or prefill_first."),
 ) -> None:
     """Serve trace requests for real on this device, simulate the same trace with the
     profile, and print real and simulated latency and energy side by side."""
@@ -138,7 +140,8 @@ def replay_cmd(
         from dcsim.measure.replay import ReplayRequest, replay
 
         req = ReplayRequest(profile_dir, trace, requests, start_row, time_scale, max_prompt,
-                            max_output, max_num_seqs, max_batched_tokens, device, model, seed)
+                            max_output, max_num_seqs, max_batched_tokens, device, model, seed,
+                            scheduler)
         target = out_dir or profile_dir / "replay"
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

@@ -37,11 +37,12 @@ def profile_dir(tmp_path_factory, catalog) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def replayed(profile_dir, catalog) -> tuple[pd.DataFrame, Path]:
-    out = profile_dir / "replay"
-    table, notes = replay(ReplayRequest(profile=profile_dir, **REPLAY), out,
-                          measure_catalog(catalog))
+@pytest.fixture(scope="module", params=["mixed", "prefill_first"])
+def replayed(request, profile_dir, catalog) -> tuple[pd.DataFrame, Path]:
+    # the real loop and the simulator under the same iteration policy
+    out = profile_dir / f"replay-{request.param}"
+    table, notes = replay(ReplayRequest(profile=profile_dir, scheduler=request.param,
+                                        **REPLAY), out, measure_catalog(catalog))
     assert notes == ["no energy counter on this device: energy is not compared"]
     return table, out
 
@@ -69,6 +70,7 @@ def test_replay_scenario_is_a_scenario_dcsim_run_accepts(replayed):
     s = load_scenario(out / "scenario.yaml")
     svc = s.workloads[0]
     assert svc.model == TINY.id and svc.deployment.chunked_prefill is False
+    assert svc.deployment.scheduler == out.name.removeprefix("replay-")  # the loop's policy
     trace = pd.read_csv(out / "trace.csv")
     assert list(trace.columns) == ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
     assert trace["ContextTokens"].max() <= REPLAY["max_prompt"]
@@ -98,6 +100,21 @@ def test_admission_follows_the_simulator_rule():
     srv.decoding, srv.free = [], deque([0, 1])
     srv.waiting = deque([_Live(3, -1, 50, 2), _Live(4, -1, 1, 2)])
     assert [s.rid for s in srv.admit()] == [3]  # alone, a long prompt still runs
+
+
+def test_prefill_first_admission_takes_the_whole_budget_beside_decoding_sequences():
+    """prefill_first: decode tokens do not share the iteration, so not its budget; a long
+    prompt runs alone even while others decode (they wait for it)."""
+    target = open_target("cpu")
+    srv = Server(Decoder(TINY).eval(), target, slots=4, max_len=64, max_batched_tokens=10,
+                 seed=0, prefill_first=True)
+    srv.decoding = [_Live(90, 0, 5, 9, 1), _Live(91, 1, 5, 9, 1)]
+    srv.free = deque([2, 3])
+    srv.waiting = deque([_Live(0, -1, 5, 2), _Live(1, -1, 4, 2), _Live(2, -1, 1, 2)])
+    assert [s.rid for s in srv.admit()] == [0, 1]  # 10 of budget: 5 + 4, then no slot
+    srv.free = deque([2])
+    srv.waiting = deque([_Live(3, -1, 50, 2), _Live(4, -1, 1, 2)])
+    assert [s.rid for s in srv.admit()] == [3]  # over the budget, alone beside the decodes
 
 
 def test_comparison_by_hand():

@@ -54,6 +54,7 @@ class ReplayRequest:
     device: str = "cuda"
     model: str | None = None
     seed: int = 0
+    scheduler: str = "mixed"  # the iteration policy of both the real loop and the simulator
 
 
 def pick_requests(req: ReplayRequest, base_dir: Path) -> pd.DataFrame:
@@ -82,6 +83,8 @@ def write_trace(reqs: pd.DataFrame, path: Path) -> None:
 def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Path("."),
            progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Run the whole check (module docstring); returns the comparison and notes on it."""
+    if req.scheduler not in ("mixed", "prefill_first"):
+        raise DcsimError(Problem("--scheduler", req.scheduler, "mixed or prefill_first"))
     if req.max_batched_tokens < req.max_num_seqs:  # the simulator's deployment rule, up front
         raise DcsimError(Problem("--max-batched-tokens", req.max_batched_tokens,
                                  f"at least --max-num-seqs ({req.max_num_seqs})"))
@@ -99,7 +102,8 @@ def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Pat
     write_trace(reqs, out / "trace.csv")
     torch.manual_seed(req.seed)
     model = build(spec, target.device, target.dtype).eval()
-    real = serve(model, target, reqs, req.max_num_seqs, req.max_batched_tokens, req.seed, progress)
+    real = serve(model, target, reqs, req.max_num_seqs, req.max_batched_tokens, req.seed, progress,
+                 req.scheduler)
     with atomic_file(out / "real_requests.csv") as tmp:
         real.requests.to_csv(tmp, index=False)
     scenario = _scenario(req, machine, points, model_id, catalog, out, real.wall_s)
@@ -109,7 +113,7 @@ def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Pat
     with atomic_file(out / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False)
     facts = {"device": machine["gpu"], "model": model_id, "requests": len(reqs),
-             "iterations": real.iterations, "wall_s": real.wall_s,
+             "scheduler": req.scheduler, "iterations": real.iterations, "wall_s": real.wall_s,
              "energy_j": None if math.isnan(real.energy_j) else real.energy_j,
              "energy_method": machine.get("energy_method"), "torch": torch.__version__}
     notes = _notes(points, machine)
@@ -175,7 +179,8 @@ def _scenario(req: ReplayRequest, machine: dict, points: pd.DataFrame, model_id:
             "kind": "inference", "name": "replay", "model": model_id,
             "arrival": {"kind": "trace", "path": "trace.csv"},
             "deployment": {"gpu": gpu_id, "tp": 1, "replicas": 1, "max_num_seqs": req.max_num_seqs,
-                           "max_batched_tokens": req.max_batched_tokens, "chunked_prefill": False},
+                           "max_batched_tokens": req.max_batched_tokens, "chunked_prefill": False,
+                           "scheduler": req.scheduler},
         }],
         # long enough for a simulator slower than the device to finish every request
         "simulation": {"duration_s": float(math.ceil(3 * wall_s + 10)), "seed": req.seed,

@@ -1,11 +1,15 @@
 """A real serving loop on the measured device: continuous batching over the profiled model.
 
 It schedules exactly as the simulator's replica does without chunked prefill (see
-dcsim.engine.replica): each iteration, every decoding sequence gets one token, and
+dcsim.engine.replica and dcsim.engine.batching), under either iteration policy:
 waiting requests are admitted first come first served while a batch slot and the
-token budget (`max_batched_tokens` less one token per decoding sequence) allow; a
-prompt longer than the budget runs alone. The admitted prompts are prefilled as one
-right-padded batch that emits their first tokens. Token ids are random (timing does
+token budget allow; a prompt longer than the budget runs alone. `mixed`: each
+iteration, every decoding sequence also gets one token, and the budget is
+`max_batched_tokens` less one token per decoding sequence. `prefill_first`: an
+iteration that admits prompts prefills only them, with the whole budget, and the
+decoding sequences get their next token in the following iteration that admits
+nothing. The admitted prompts are prefilled as one right-padded batch that emits
+their first tokens. Token ids are random (timing does
 not depend on them); each request generates exactly its trace's output length.
 
 Requests arrive in wall-clock time at their trace times. All tokens of an iteration
@@ -52,8 +56,9 @@ class Server:
     """Slots of a KV cache, the waiting queue and the decoding set of one replica."""
 
     def __init__(self, model: Decoder, target: Target, slots: int, max_len: int,
-                 max_batched_tokens: int, seed: int) -> None:
+                 max_batched_tokens: int, seed: int, prefill_first: bool = False) -> None:
         self.model, self.target, self.budget = model, target, max_batched_tokens
+        self.prefill_first = prefill_first
         self.cache = KVCache(model.m, model.n_layers, slots, max_len, target.device, target.dtype)
         self.free = deque(range(slots))
         self.last = torch.zeros(slots, dtype=torch.long, device=target.device)  # last token
@@ -63,10 +68,11 @@ class Server:
 
     def admit(self) -> list[_Live]:
         """The simulator's admission rule without chunking (module docstring)."""
-        budget, chosen = self.budget - len(self.decoding), []
+        shared = self.decoding and not self.prefill_first  # decode tokens in the budget
+        budget, chosen = self.budget - (len(self.decoding) if shared else 0), []
         while self.waiting and self.free and budget > 0:
             need = self.waiting[0].prompt
-            if need > budget and (chosen or self.decoding):
+            if need > budget and (chosen or shared):
                 break
             s = self.waiting.popleft()
             s.slot = self.free.popleft()
@@ -96,13 +102,16 @@ class Server:
 
 def serve(model: Decoder, target: Target, reqs: pd.DataFrame, max_num_seqs: int,
           max_batched_tokens: int, seed: int = 0,
-          progress: Callable[[int, int], None] | None = None) -> ServeResult:
-    """Replay `reqs` (arrival_s, prompt_tokens, output_tokens) in real time on the device."""
+          progress: Callable[[int, int], None] | None = None,
+          scheduler: str = "mixed") -> ServeResult:
+    """Replay `reqs` (arrival_s, prompt_tokens, output_tokens) in real time on the device
+    under iteration policy `scheduler` (mixed or prefill_first)."""
     n = len(reqs)
     arrival = reqs["arrival_s"].to_numpy(float)
     prompt, output = reqs["prompt_tokens"].to_numpy(), reqs["output_tokens"].to_numpy()
     max_len = int((prompt + output).max()) + 1
-    srv = Server(model, target, max_num_seqs, max_len, max_batched_tokens, seed)
+    srv = Server(model, target, max_num_seqs, max_len, max_batched_tokens, seed,
+                 scheduler == "prefill_first")
     first, finish = np.full(n, np.nan), np.full(n, np.nan)
     nxt, done, iterations = 0, 0, 0
     target.meter.start()
@@ -116,7 +125,8 @@ def serve(model: Decoder, target: Target, reqs: pd.DataFrame, max_num_seqs: int,
             if not srv.waiting and not srv.decoding:
                 time.sleep(max(arrival[nxt] - now, 0.0))
                 continue
-            new, old = srv.admit(), list(srv.decoding)
+            new = srv.admit()
+            old = [] if new and srv.prefill_first else list(srv.decoding)  # who decodes
             if new:
                 srv.prefill(new)
             if old:
