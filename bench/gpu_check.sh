@@ -2,7 +2,7 @@
 # The GPU half of issue #8, prepared for a machine with an NVIDIA GPU (not yet run):
 # profile Llama-3.2-1B on the local GPU (eager and with CUDA graphs), then replay
 # Azure conversation requests on it and compare with the simulator.
-# Usage: bash bench/gpu_check.sh OUTDIR   (about 6-8 minutes on an H200)
+# Usage: bash bench/gpu_check.sh OUTDIR   (about 7-9 minutes on an H200)
 # On a machine without simpy/pydantic, install dcsim's dependencies first
 # (`pip install -e ".[gpu]"`, or wheels carried in .whl: see the device notes).
 set -euo pipefail
@@ -18,3 +18,6 @@ dcsim profile --model llama-3.2-1b --grid quick --min-time-s 0.3 --budget-s 90 \
     --out "$out/graphs" -q
 dcsim profile replay --profile "$out/eager" --requests 400 --max-num-seqs 64 \
     --max-batched-tokens 8192 --out "$out/eager/replay"
+# the same requests under SGLang/TGI-style prefill-only iterations (issue #16)
+dcsim profile replay --profile "$out/eager" --requests 400 --max-num-seqs 64 \
+    --max-batched-tokens 8192 --scheduler prefill_first --out "$out/eager/replay-prefill-first"
