@@ -166,10 +166,16 @@ def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
                            f"weights need {need:.1f} GB per GPU at tp={d.tp}, {gpu.id} offers "
                            f"{have:.1f} GB (memory x gpu_memory_utilization)"))
     longest = _longest_prompt(w)
+    if longest is not None and w.shared_prefix is not None:
+        longest += w.shared_prefix.tokens  # the prefix comes before every prompt
     if not d.chunked_prefill and longest is not None and longest > d.max_batched_tokens:
         out.append(Problem(f"{p}.deployment.max_batched_tokens", d.max_batched_tokens,
                            f"at least the longest prompt ({longest} tokens) when "
                            "chunked_prefill is off: a prompt must fit one iteration"))
+    if d.prefix_caching and w.shared_prefix is None:
+        out.append(Problem(f"{p}.deployment.prefix_caching", True, "a service with "
+                           "shared_prefix (requests without a shared prefix have nothing "
+                           "to reuse)"))
     return out
 
 

@@ -64,6 +64,7 @@ def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
         "tpot_s": np.where(out > 1, (finish - first) / np.maximum(out - 1, 1), np.nan),
         "e2e_s": finish - arrival,
         "preemptions": log.preemptions, "energy_j": log.energy_j,
+        "prefix_group": reqs["prefix_group"].to_numpy(), "cached_tokens": log.cached,
         "status": pd.Categorical.from_codes(log.status, categories=list(STATUS)),
         "in_warmup": arrival < model.scenario.simulation.warmup_s,
     })
@@ -93,7 +94,17 @@ def _timeseries(model: RunModel, rec: RunRecord) -> pd.DataFrame:
         "kv_tokens": kv,
         "kv_use": kv / np.repeat([r.kv_capacity for r in model.replicas], n),
         "queue_length": series.array("queue_x_s").ravel() / w,
+        "cache_tokens": series.array("cache_x_s").ravel() / w,
+        "prefix_hit_rate": _ratio(series.array("cached_tokens").ravel(),
+                                  series.array("prompt_tokens").ravel()),
     })
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN where den is 0 (no admission counted: none, or no prefix cache)."""
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
 
 
 def _power(model: RunModel, rec: RunRecord) -> pd.DataFrame:

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 from dcsim.engine.sequence import Seq
 
 if TYPE_CHECKING:
-    from dcsim.engine.metrics import RequestLog
+    import simpy
+
+    from dcsim.engine.metrics import RequestLog, TimeSeries
     from dcsim.engine.paging import Pages
+    from dcsim.engine.prefix_cache import PrefixCache
 
 ABORTED = 3
 
@@ -32,6 +35,7 @@ class Batching:
     used: int
     step: int
     pages: Pages
+    cache: PrefixCache | None
     budget: int
     max_num_seqs: int
     chunked: bool
@@ -39,6 +43,8 @@ class Batching:
     pulls: bool
     index: int
     log: RequestLog
+    series: TimeSeries
+    env: simpy.Environment
 
     def schedule(self) -> list[tuple[Seq, int]]:
         """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
@@ -63,26 +69,59 @@ class Batching:
             need = s.prefill_total
             if held < 0:
                 held = pages.held(self.used, self.step)
-            # blocks for the whole prompt and the first decode token
-            if held + -(-(need + 1) // pages.block) > pages.blocks:
+            hit, pinning = self._hit(s, need)
+            # blocks for the prompt's uncached part and the first decode token, and the
+            # cached blocks this request would pin
+            if held + -(-(need + 1 - hit) // pages.block) + pinning > pages.blocks - pages.fixed:
                 break
-            if not self.chunked and need > budget and (chunks or not alone):
+            if not self.chunked and need - hit > budget and (chunks or not alone):
                 break
             self.waiting.popleft()
-            self.running[s] = None
-            self.prefilling.append(s)
-            self.used += need
-            held += -(-need // pages.block)
-            pages.pre_pad += pages.pad(need)
-            s.kv = need
-            c = min(need, budget) if self.chunked else need
+            held += self._admit(s, need, hit)
+            c = min(need - hit, budget) if self.chunked else need - hit
             chunks.append((s, c))
             budget -= c
-            if self.log.replica[s.rid] < 0:
-                self.log.replica[s.rid] = self.index
-                if self.pulls:
-                    self._change_outstanding(+1)
         return chunks
+
+    def _hit(self, s: Seq, need: int) -> tuple[int, int]:
+        """Tokens of `s` the prefix cache holds (whole blocks of its prefix, at least one
+        token left to compute), and the blocks matching would newly pin."""
+        cache = self.cache
+        if cache is None or s.group < 0:
+            return 0, 0
+        b = self.pages.block
+        blocks = min(cache.match(s.group), s.prefix // b, (need - 1) // b)
+        return blocks * b, (blocks if cache.unpinned(s.group) else 0)
+
+    def _admit(self, s: Seq, need: int, hit: int) -> int:
+        """Admit `s` to prefill its `need` tokens less the `hit` cached; returns the
+        private blocks it takes."""
+        pages = self.pages
+        self.running[s] = None
+        self.prefilling.append(s)
+        self.used += need - hit
+        pages.pre_pad += pages.pad(need)
+        s.kv, s.shared, s.prefill_left = need, hit, need - hit
+        if self.cache is not None and s.group >= 0:
+            self.cache.pin(s.group)
+        first = self.log.replica[s.rid] < 0
+        if first:
+            self.log.replica[s.rid] = self.index
+            self.log.cached[s.rid] = hit
+            if self.pulls:
+                self._change_outstanding(+1)
+        if self.cache is not None:
+            self.series.count(self.index, self.env.now, need, hit)
+            self._fit_cache()  # room for it now, so later matches see what is left
+        return -(-(need - hit) // pages.block)
+
+    def _unpin(self, s: Seq) -> None:
+        """`s` leaves the replica's KV cache: its private tokens are freed and its prefix
+        is no longer pinned by it."""
+        self.used -= s.kv - s.shared
+        if self.cache is not None and s.group >= 0:
+            self.cache.release(s.group)
+        s.shared = 0
 
     def _make_room(self) -> None:
         """Preempt the newest sequences until the next decode step fits in the KV cache."""
@@ -94,7 +133,7 @@ class Batching:
             else:
                 self.prefilling.remove(victim)
                 self.pages.pre_pad -= self.pages.pad(victim.kv)
-            self.used -= victim.kv
+            self._unpin(victim)
             victim.kv = 0
             if not self.running:  # alone and still too long: it can never finish here
                 self.log.status[victim.rid] = ABORTED
@@ -111,4 +150,7 @@ class Batching:
         raise NotImplementedError
 
     def _change_outstanding(self, delta: int) -> None:
+        raise NotImplementedError
+
+    def _fit_cache(self) -> None:
         raise NotImplementedError

@@ -118,8 +118,9 @@ def _requests(services: list[InferenceService], duration_s: float,
     tables = [service_requests(svc, duration_s, seeds[i], ctx.base_dir).assign(service=i)
               for i, svc in enumerate(services)]
     empty = pd.DataFrame({"arrival_s": [], "prompt_tokens": [], "output_tokens": [],
-                          "service": []}).astype(
-        {"prompt_tokens": "int64", "output_tokens": "int64", "service": "int64"})
+                          "prefix_group": [], "prefix_tokens": [], "service": []}).astype(
+        {"prompt_tokens": "int64", "output_tokens": "int64", "prefix_group": "int64",
+         "prefix_tokens": "int64", "service": "int64"})
     reqs = pd.concat(tables, ignore_index=True) if tables else empty
     return reqs.sort_values(["arrival_s", "service"], kind="stable", ignore_index=True)
 

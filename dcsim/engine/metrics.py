@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 STATUS = ("unfinished", "finished", "rejected", "aborted")
-SERVING_LEVELS = ("batch_x_s", "kv_x_s", "queue_x_s")  # running batch, KV tokens, waiting
+# running batch, KV tokens of the requests, waiting requests, tokens in the prefix cache
+SERVING_LEVELS = ("batch_x_s", "kv_x_s", "queue_x_s", "cache_x_s")
 JOB_LEVELS = ("gpus_x_s", "active_s")  # GPUs held, time the job holds any
 
 
@@ -99,6 +100,7 @@ class RequestLog:
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.energy_j = np.zeros(n)
         self.status = np.zeros(n, dtype=np.int8)  # index into STATUS
+        self.cached = np.zeros(n, dtype=np.int64)  # prompt tokens from the prefix cache
 
 
 class TimeSeries:
@@ -119,6 +121,15 @@ class TimeSeries:
         self.energy_j = grid()
         self.busy_s = grid()
         self._level = [grid() for _ in levels]
+        # serving: prompt tokens admitted and those of them found in the prefix cache
+        self.prompt_tokens = grid()
+        self.cached_tokens = grid()
+
+    def count(self, r: int, t: float, prompt: int, cached: int) -> None:
+        """An admission at time t: its prompt tokens and those served from the cache."""
+        b = min(int(t / self.bucket_s), self.n - 1)
+        self.prompt_tokens[r][b] += prompt
+        self.cached_tokens[r][b] += cached
 
     def rows(self, r: int) -> tuple[list[float], ...]:
         """Row r's buckets: energy, busy time, then each level's integral (for a fast path

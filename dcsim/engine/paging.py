@@ -16,13 +16,15 @@ from __future__ import annotations
 class Pages:
     """Block counts of one replica's KV cache (tokens are counted by the replica)."""
 
-    __slots__ = ("block", "blocks", "count", "pre_pad")
+    __slots__ = ("block", "blocks", "cached", "count", "fixed", "pre_pad")
 
     def __init__(self, block_tokens: int, capacity_tokens: int) -> None:
         self.block = block_tokens
         self.blocks = capacity_tokens // block_tokens  # blocks the cache holds
         self.count = [0] * block_tokens  # decoding sequences by (tokens - step) mod block
         self.pre_pad = 0  # padding of the blocks reserved for prompts being prefilled
+        self.fixed = 0  # blocks pinned by the prefix cache (dcsim.engine.prefix_cache)
+        self.cached = 0  # blocks the prefix cache holds, pinned or not
 
     @property
     def tokens(self) -> int:
@@ -55,11 +57,11 @@ class Pages:
     def fits_next(self, tokens: int, step: int, nd: int) -> bool:
         """The next decode step of the nd decoding sequences finds the blocks it needs
         (one for each sequence whose last block is full)."""
-        b = self.block
+        b, room = self.block, self.blocks - self.fixed
         # padding is below one block a sequence: a cheap bound settles most calls
-        if tokens + self.pre_pad + nd * (2 * b - 1) <= self.blocks * b:
+        if tokens + self.pre_pad + nd * (2 * b - 1) <= room * b:
             return True
-        return self.held(tokens, step) + self.count[-step % b] <= self.blocks
+        return self.held(tokens, step) + self.count[-step % b] <= room
 
     def steps_fitting(self, tokens: int, step: int, nd: int, want: int) -> int:
         """Most decode steps, up to `want`, whose new blocks fit in the free blocks.
@@ -68,11 +70,11 @@ class Pages:
         whole rounds fit; within the next round, offset j needs a block for the
         sequences with (tokens - step) mod block = -(step + j) mod block.
         """
-        b = self.block
-        lower = self.blocks - (tokens + self.pre_pad + nd * (b - 1)) // b - 1
+        b, room = self.block, self.blocks - self.fixed
+        lower = room - (tokens + self.pre_pad + nd * (b - 1)) // b - 1
         if lower >= 0 and (lower // nd) * b >= want:  # room is not what ends the block
             return want
-        q, rem = divmod(self.blocks - self.held(tokens, step), nd)
+        q, rem = divmod(room - self.held(tokens, step), nd)
         count, acc = self.count, 0
         for j in range(b):
             acc += count[-(step + j) % b]

@@ -30,6 +30,7 @@ from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
 from dcsim.engine.paging import Pages
+from dcsim.engine.prefix_cache import PrefixCache
 from dcsim.engine.sequence import Block, Mixed, Seq
 
 if TYPE_CHECKING:
@@ -49,12 +50,13 @@ class Replica(Batching):
                  max_num_seqs: int, max_batched_tokens: int, chunked: bool, kv_capacity: int,
                  log: RequestLog, series: TimeSeries, coalesce: bool = True,
                  waiting: deque[Seq] | None = None, prefill_first: bool = False,
-                 block_tokens: int = 1) -> None:
+                 block_tokens: int = 1, prefix_caching: bool = False) -> None:
         self.env, self.index, self.costs = env, index, costs
         self.prefill_first = prefill_first  # prefill-only iterations (decoding waits)
         self.max_num_seqs, self.budget, self.chunked = max_num_seqs, max_batched_tokens, chunked
         self.pages = Pages(block_tokens, kv_capacity)  # the cache in blocks
         self.kv_capacity = self.pages.tokens  # KV-cache tokens its whole blocks hold
+        self.cache = PrefixCache(self.pages) if prefix_caching else None
         self.log, self.series, self.coalesce = log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
         self.waiting: deque[Seq] = deque() if waiting is None else waiting
@@ -243,10 +245,14 @@ class Replica(Batching):
                 s.generated += 1  # the last prefill chunk emits a token
                 if s.generated == 1:  # a recomputed prefill has emitted before
                     self.log.first_token_s[s.rid] = now
+                if self.cache is not None and s.group >= 0:
+                    self._cache_prefix(s)
                 self._join_decoding(s)
         self._account(start, now, e, len(self.running))
         if self.finish_heap and self.finish_heap[0][0] <= self.step:
             self._retire(now)
+        if self.cache is not None:
+            self._fit_cache()
 
     def _after_block(self, blk: DecodeBlock, b: int, done: int, start: float) -> None:
         now = self.env.now
@@ -257,6 +263,32 @@ class Replica(Batching):
         self._account(start, now, energy, b, kv0 + b * done / 2)
         if self.finish_heap and self.finish_heap[0][0] <= self.step:
             self._retire(now)
+        if self.cache is not None:
+            self._fit_cache()
+
+    # -- prefix cache ------------------------------------------------------------
+    def _cache_prefix(self, s: Seq) -> None:
+        """`s` has computed its prefix: blocks of it the cache lacks move into the cache
+        (if `s` holds the blocks right after the cached ones; else its copy stays its own)."""
+        cache, b = self.cache, self.pages.block
+        assert cache is not None
+        if cache.match(s.group) * b == s.shared:
+            moved = cache.extend(s.group, min(s.prefix, s.kv) // b) * b
+            s.shared += moved
+            self.used -= moved
+
+    def _fit_cache(self) -> None:
+        """Evict unused cached blocks until requests and cache fit in the KV blocks."""
+        cache, pages = self.cache, self.pages
+        assert cache is not None
+        if not cache.evictable:
+            return
+        b = pages.block
+        if self.used + pages.pre_pad + len(self.decoding) * b + cache.total * b <= pages.tokens:
+            return  # a bound on the padding settles it
+        over = pages.held(self.used, self.step) + cache.total - pages.blocks
+        if over > 0:
+            cache.evict(over)
 
     # -- decoding group --------------------------------------------------------
     def _advance(self, steps: int, energy: float) -> None:
@@ -294,7 +326,7 @@ class Replica(Batching):
                 continue
             self._leave_decoding(s)
             del self.running[s]
-            self.used -= s.kv
+            self._unpin(s)
             self.log.finish_s[s.rid] = now
             self.log.status[s.rid] = FINISHED
             self._release(s)
@@ -310,21 +342,25 @@ class Replica(Batching):
         b = int(t0 / self._bucket_s)
         if b == int(t1 / self._bucket_s) and t1 > t0 and b < self._buckets - 1:
             # within one bucket (most iterations): TimeSeries.add, inlined
-            en, busy, bx, kx, qx = self._rows
+            en, busy, bx, kx, qx, cx = self._rows
             dt = t1 - t0
             en[b] += energy
             busy[b] += dt
             bx[b] += batch * dt
             kx[b] += kv * dt
             qx[b] += len(self.waiting) * dt
+            if self.pages.cached:
+                cx[b] += self.pages.cached * self.pages.block * dt
             return
-        self.series.add(self.index, t0, t1, energy, True, batch, kv, len(self.waiting))
+        self.series.add(self.index, t0, t1, energy, True, batch, kv, len(self.waiting),
+                        self.pages.cached * self.pages.block)
 
     def _idle_until(self, now: float) -> None:
         e = self.costs.idle_power_w * (now - self.since)
         self.device_energy_j += e
         self.idle_energy_j += e
-        self.series.add(self.index, self.since, now, e, False, 0, self.used, len(self.waiting))
+        self.series.add(self.index, self.since, now, e, False, 0, self.used, len(self.waiting),
+                        self.pages.cached * self.pages.block)
 
     def finish(self, now: float) -> None:
         """At the end of the run: charge the idle time or the part of the iteration done."""

@@ -110,7 +110,7 @@ def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
         shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
         mine = [Replica(env, r.index, r.costs, d.max_num_seqs, d.max_batched_tokens,
                         d.chunked_prefill, r.kv_capacity, log, series, coalesce, shared,
-                        d.scheduler == "prefill_first", d.kv_block_tokens)
+                        d.scheduler == "prefill_first", d.kv_block_tokens, d.prefix_caching)
                 for r in model.replicas if r.service == i]
         replicas += mine
         routers.append(Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]),
@@ -147,12 +147,16 @@ class _Arrivals:
         self.times = reqs["arrival_s"].tolist()
         self.prompts, self.outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
         self.svcs = reqs["service"].tolist()
+        n = len(self.times)
+        self.groups = reqs["prefix_group"].tolist() if "prefix_group" in reqs else [-1] * n
+        self.prefixes = reqs["prefix_tokens"].tolist() if "prefix_tokens" in reqs else [0] * n
         env.timeout(0).callbacks.append(self._fire)  # after the setup events of time 0
 
     def _fire(self, _ev: simpy.Event) -> None:
         env, times, i, n = self.env, self.times, self.i, len(self.times)
         while i < n and times[i] <= env.now:
-            self.routers[self.svcs[i]].route(Seq(i, self.prompts[i], self.outputs[i]))
+            self.routers[self.svcs[i]].route(Seq(i, self.prompts[i], self.outputs[i],
+                                                 self.groups[i], self.prefixes[i]))
             i += 1
         self.i = i
         if i < n:

@@ -31,11 +31,15 @@ class Seq:
     replica's counters: generated = gen0 + (step - step0), kv = kv0 + (step - step0),
     energy = e0 + (e_cum - e_cum0)."""
 
-    __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "kv", "kv0", "output", "page",
-                 "prefill_left", "prefill_total", "prompt", "rid", "step0", "version")
+    __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "group", "kv", "kv0",
+                 "output", "page", "prefill_left", "prefill_total", "prefix", "prompt", "rid",
+                 "shared", "step0", "version")
 
-    def __init__(self, rid: int, prompt: int, output: int) -> None:
+    def __init__(self, rid: int, prompt: int, output: int, group: int = -1,
+                 prefix: int = 0) -> None:
         self.rid, self.prompt, self.output = rid, prompt, output
+        self.group, self.prefix = group, prefix  # its shared prefix (-1: none) and tokens
+        self.shared = 0  # of its KV tokens, those held by the prefix cache (whole blocks)
         self.generated = 0
         self.prefill_total = self.prefill_left = prompt
         self.kv = 0

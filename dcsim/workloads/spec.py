@@ -160,6 +160,10 @@ class Deployment(Spec):
         default=16, ge=1, le=1024, description="Tokens per KV-cache block, a power of two "
         "(vLLM's default block is 16, SGLang's page 1): a sequence holds whole blocks, its "
         "last one partly empty.")
+    prefix_caching: bool = Field(
+        default=False, description="Keep the KV blocks of shared prompt prefixes for reuse "
+        "(vLLM's automatic prefix caching, SGLang's radix cache): a request whose prefix is "
+        "cached prefills only the rest; unused blocks are evicted least recently used first.")
     kv_cache_dtype: Literal["bf16", "fp8"] = Field(
         default="bf16", description="KV-cache element type: fp8 halves the bytes a token "
         "holds and so doubles the tokens that fit (iteration costs stay those profiled, "
@@ -184,6 +188,18 @@ class Deployment(Spec):
         return self
 
 
+class SharedPrefix(Spec):
+    """System prompts at the start of every request of a service: one, or `groups` of
+    them with a popularity law (each request takes one independently)."""
+
+    tokens: int = Field(ge=1, le=1_000_000, description="Tokens of each shared prefix; a "
+                        "request's prompt is these plus its own prompt_tokens.")
+    groups: int = Field(default=1, ge=1, le=1_000_000, description="Distinct prefixes.")
+    zipf_s: float = Field(default=0.0, ge=0, le=10, description="Popularity: the k-th "
+                          "prefix is taken with probability proportional to 1 / k^zipf_s "
+                          "(0: all equally likely).")
+
+
 class InferenceService(Spec):
     """An LLM service: model, arrivals, lengths, SLO, deployment and routing."""
 
@@ -198,6 +214,9 @@ class InferenceService(Spec):
         default=None, description="Output lengths (required unless the trace supplies them)."
     )
     slo: Slo = Slo()
+    shared_prefix: SharedPrefix | None = Field(
+        default=None, description="A system prompt (or groups of them) before every "
+        "prompt; with deployment.prefix_caching its KV blocks are reused.")
     deployment: Deployment
     routing: Literal["round_robin", "least_outstanding", "power_of_two", "central_queue"] = Field(
         default="least_outstanding",

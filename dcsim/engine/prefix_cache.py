@@ -1,0 +1,104 @@
+"""Prefix caching of one replica: KV blocks of shared prompt prefixes kept for reuse.
+
+A prefix (a system prompt: `shared_prefix` of a service) is one node of a radix tree
+under the root, as SGLang keeps them: its cached part is its first `blocks` whole
+KV blocks, shared by every running request that matched it and counted once in
+memory. We key prefixes by identity rather than hashing block contents (vLLM's way):
+requests carry which prefix they start with, so one dictionary look-up per request
+finds the longest cached prefix whatever its length, and eviction frees whole blocks
+from the tail of the least recently used unreferenced prefix, as both engines evict
+the tail of an unused sequence first. A node referenced by a running request is never
+evicted.
+
+Memory: the replica's Pages count the requests' private blocks; this cache tells
+Pages how many blocks it pins (`Pages.fixed`), and frees unpinned ones on demand, so
+unreferenced cached blocks fill memory no request needs and never cost a request room.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from dcsim.engine.paging import Pages
+
+
+class _Node:
+    __slots__ = ("blocks", "refs")
+
+    def __init__(self) -> None:
+        self.blocks = 0  # leading whole blocks of the prefix held
+        self.refs = 0  # running requests using them
+
+
+class PrefixCache:
+    """Cached prefixes of one replica, their references and LRU order."""
+
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+        self.nodes: dict[int, _Node] = {}
+        self.idle: OrderedDict[int, None] = OrderedDict()  # unreferenced, least recent first
+        self.total = 0  # blocks held by all nodes
+        self.evictable = 0  # blocks of unreferenced nodes
+
+    def unpinned(self, group: int) -> bool:
+        """Prefix `group` has cached blocks no running request uses (matching pins them)."""
+        node = self.nodes.get(group)
+        return node is not None and node.refs == 0 and node.blocks > 0
+
+    def match(self, group: int) -> int:
+        """Whole blocks of prefix `group` cached now (no side effect)."""
+        node = self.nodes.get(group)
+        return 0 if node is None else node.blocks
+
+    def pin(self, group: int) -> None:
+        """A request starts using the cached blocks of `group` (they cannot be evicted)."""
+        node = self.nodes.setdefault(group, _Node())
+        if node.refs == 0:
+            self.idle.pop(group, None)
+            self.evictable -= node.blocks
+        node.refs += 1
+        self._sync()
+
+    def release(self, group: int) -> None:
+        """A request stops using `group`; unreferenced, it becomes the most recently used."""
+        node = self.nodes[group]
+        node.refs -= 1
+        if node.refs == 0:
+            if node.blocks:
+                self.idle[group] = None
+                self.evictable += node.blocks
+            else:
+                del self.nodes[group]
+        self._sync()
+
+    def extend(self, group: int, blocks: int) -> int:
+        """A pinned request computed the first `blocks` blocks of `group`: those beyond
+        the cached ones move from the request into the cache. Returns the blocks moved."""
+        node = self.nodes[group]
+        moved = max(blocks - node.blocks, 0)
+        node.blocks += moved
+        self.total += moved
+        self._sync()
+        return moved
+
+    def evict(self, need: int) -> int:
+        """Free up to `need` unreferenced blocks, least recently used first; returns how
+        many were freed."""
+        freed = 0
+        while freed < need and self.idle:
+            group = next(iter(self.idle))
+            node = self.nodes[group]
+            take = min(node.blocks, need - freed)
+            node.blocks -= take
+            freed += take
+            if node.blocks == 0:
+                del self.idle[group]
+                del self.nodes[group]
+        self.total -= freed
+        self.evictable -= freed
+        self._sync()
+        return freed
+
+    def _sync(self) -> None:
+        self.pages.fixed = self.total - self.evictable
+        self.pages.cached = self.total
