@@ -152,3 +152,30 @@ def test_prefix_caching_needs_a_shared_prefix():
         d["workloads"][0]["shared_prefix"] = {"tokens": 10, "groups": 0}
         scenario_from_data(d)
     assert math.isfinite(_utilization_for(10))
+
+
+def _affinity_run(routing: str, slack: int):
+    d = load_yaml(ROOT / "scenarios" / "default.yaml")
+    d["simulation"] = {"duration_s": 150, "warmup_s": 10, "seed": 8, "time_bucket_s": 30}
+    w = d["workloads"][0]
+    w["shared_prefix"] = {"tokens": 3000, "groups": 24}
+    w["routing"], w["affinity_slack_requests"] = routing, slack
+    # each replica's cache holds a few of the 24 prefixes: where a prefix goes matters
+    w["deployment"].update(replicas=4, prefix_caching=True,
+                           gpu_memory_utilization=_utilization_for(6 * 3000 // BLOCK + 800))
+    return simulate(scenario_from_data(d)).requests
+
+
+def test_prefix_affinity_keeps_prefixes_on_their_replica_and_hits_more():
+    spread = _affinity_run("least_outstanding", 0)
+    sticky = _affinity_run("prefix_affinity", 10**6)  # never moves: one replica a prefix
+    assert (sticky.groupby("prefix_group")["replica"].nunique() == 1).all()
+    bounded = _affinity_run("prefix_affinity", 4)
+    assert bounded.groupby("prefix_group")["replica"].nunique().max() > 1  # moves when loaded
+    rate = {name: float((q["cached_tokens"] > 0).mean())
+            for name, q in (("spread", spread), ("bounded", bounded))}
+    assert rate["bounded"] > rate["spread"] + 0.1, rate
+    # the bound pays: never moving a prefix queues requests behind a busy replica
+    ttft = {name: q.loc[q["status"] == "finished", "ttft_s"].mean()
+            for name, q in (("spread", spread), ("bounded", bounded), ("sticky", sticky))}
+    assert ttft["bounded"] < ttft["spread"] and ttft["bounded"] < ttft["sticky"], ttft

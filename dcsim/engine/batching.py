@@ -57,7 +57,7 @@ class Batching:
         budget = self.budget if self.prefill_first else self.budget - len(self.decoding)
         alone = not self.decoding or self.prefill_first  # a whole prompt may go by itself
         chunks: list[tuple[Seq, int]] = []
-        held = -1  # blocks in use, counted when first needed
+        held, exact = -1, False  # blocks in use (an upper bound until counted exactly)
         for s in self.prefilling:
             if budget <= 0:
                 break
@@ -67,12 +67,17 @@ class Batching:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             s = self.waiting[0]
             need = s.prefill_total
-            if held < 0:
-                held = pages.held(self.used, self.step)
-            hit, pinning = self._hit(s, need)
+            hit, pinning = (0, 0) if self.cache is None else self._hit(s, need)
             # blocks for the prompt's uncached part and the first decode token, and the
             # cached blocks this request would pin
-            if held + -(-(need + 1 - hit) // pages.block) + pinning > pages.blocks - pages.fixed:
+            want = -(-(need + 1 - hit) // pages.block) + pinning
+            room = pages.blocks - pages.fixed
+            if held < 0:  # a bound first (padding is under a block a sequence) ...
+                held = (self.used + pages.pre_pad + len(self.running) * (pages.block - 1)
+                        ) // pages.block
+            if held + want > room and not exact:  # ... the exact count only near full
+                held, exact = pages.held(self.used, self.step), True
+            if held + want > room:
                 break
             if not self.chunked and need - hit > budget and (chunks or not alone):
                 break
@@ -87,7 +92,7 @@ class Batching:
         """Tokens of `s` the prefix cache holds (whole blocks of its prefix, at least one
         token left to compute), and the blocks matching would newly pin."""
         cache = self.cache
-        if cache is None or s.group < 0:
+        if cache is None or s.group < 0:  # (the caller skips the call without a cache)
             return 0, 0
         b = self.pages.block
         blocks = min(cache.match(s.group), s.prefix // b, (need - 1) // b)
@@ -100,7 +105,7 @@ class Batching:
         self.running[s] = None
         self.prefilling.append(s)
         self.used += need - hit
-        pages.pre_pad += pages.pad(need)
+        pages.pre_pad += -need % pages.block  # Pages.pad, inline (once a request)
         s.kv, s.shared, s.prefill_left = need, hit, need - hit
         if self.cache is not None and s.group >= 0:
             self.cache.pin(s.group)

@@ -16,10 +16,11 @@ from __future__ import annotations
 class Pages:
     """Block counts of one replica's KV cache (tokens are counted by the replica)."""
 
-    __slots__ = ("block", "blocks", "cached", "count", "fixed", "pre_pad")
+    __slots__ = ("block", "blocks", "cached", "count", "fixed", "pre_pad", "two_blocks")
 
     def __init__(self, block_tokens: int, capacity_tokens: int) -> None:
         self.block = block_tokens
+        self.two_blocks = 2 * block_tokens - 1  # tokens a step may need per sequence, bound
         self.blocks = capacity_tokens // block_tokens  # blocks the cache holds
         self.count = [0] * block_tokens  # decoding sequences by (tokens - step) mod block
         self.pre_pad = 0  # padding of the blocks reserved for prompts being prefilled

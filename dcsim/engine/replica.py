@@ -185,11 +185,14 @@ class Replica(Batching):
     def _next(self) -> None:
         """Start the next iteration: prefill chunks (plus one token for each decoding
         sequence), else a block of decode steps up to the next completion, else idle."""
-        env, costs = self.env, self.costs
+        env, costs, pages = self.env, self.costs, self.pages
         nd = len(self.decoding)
+        # KV tokens free before padding, which is under a block a sequence: with room for
+        # two blocks each the next step fits (Pages counts exactly only near full)
+        room = (pages.blocks - pages.fixed) * pages.block - self.used - pages.pre_pad
         # schedule() only when it can change something (the decode-only case skips it)
-        if self.prefilling or self.waiting or (
-                nd and not self.pages.fits_next(self.used, self.step, nd)):
+        if self.prefilling or self.waiting or (nd and room < nd * pages.two_blocks and
+                                              not pages.fits_next(self.used, self.step, nd)):
             chunks = self.schedule()
             nd = len(self.decoding)  # it may have preempted some
         else:
@@ -206,7 +209,10 @@ class Replica(Batching):
             self._reschedule(t, self._on_mixed)
         elif nd:
             k = self.finish_heap[0][0] - self.step
-            k = self.pages.steps_fitting(self.used, self.step, nd, k) if self.coalesce else 1
+            if not self.coalesce:
+                k = 1
+            elif (room // pages.block - nd - 1) // nd * pages.block < k:  # room may bind
+                k = pages.steps_fitting(self.used, self.step, nd, k)
             blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
             self.state, self.since, self.current = "block", start, Block(blk, nd, k)
             self._reschedule(blk.time_s, self._on_block)
@@ -241,7 +247,7 @@ class Replica(Batching):
             s.prefill_left -= c
             if s.prefill_left == 0:
                 self.prefilling.remove(s)
-                self.pages.pre_pad -= self.pages.pad(s.kv)
+                self.pages.pre_pad -= -s.kv % self.pages.block  # Pages.pad, inline
                 s.generated += 1  # the last prefill chunk emits a token
                 if s.generated == 1:  # a recomputed prefill has emitted before
                     self.log.first_token_s[s.rid] = now
@@ -302,7 +308,9 @@ class Replica(Batching):
     def _join_decoding(self, s: Seq) -> None:
         s.gen0, s.kv0, s.step0 = s.generated, s.kv, self.step
         s.e0, s.e_cum0 = s.energy_j, self.e_cum
-        s.page = self.pages.join(s.kv, self.step)
+        pages = self.pages  # Pages.join, inline (once a request)
+        s.page = (s.kv - self.step) % pages.block
+        pages.count[s.page] += 1
         self.decoding.add(s)
         self.dec_kv += s.kv
         heapq.heappush(self.finish_heap, (self.step + s.output - s.generated, s.rid, s.version, s))
@@ -313,7 +321,7 @@ class Replica(Batching):
         s.generated, s.kv = s.gen0 + d, s.kv0 + d
         s.energy_j = s.e0 + (self.e_cum - s.e_cum0)
         s.version += 1
-        self.pages.leave(s.page)
+        self.pages.count[s.page] -= 1  # Pages.leave, inline
         self.decoding.discard(s)
         self.dec_kv -= s.kv
 
@@ -326,7 +334,10 @@ class Replica(Batching):
                 continue
             self._leave_decoding(s)
             del self.running[s]
-            self._unpin(s)
+            if self.cache is None:
+                self.used -= s.kv
+            else:
+                self._unpin(s)
             self.log.finish_s[s.rid] = now
             self.log.status[s.rid] = FINISHED
             self._release(s)
@@ -349,7 +360,7 @@ class Replica(Batching):
             bx[b] += batch * dt
             kx[b] += kv * dt
             qx[b] += len(self.waiting) * dt
-            if self.pages.cached:
+            if self.cache is not None:
                 cx[b] += self.pages.cached * self.pages.block * dt
             return
         self.series.add(self.index, t0, t1, energy, True, batch, kv, len(self.waiting),

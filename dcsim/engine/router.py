@@ -60,8 +60,11 @@ class Router:
     """Sends each arrival to a replica (or to a shared queue replicas pull from)."""
 
     def __init__(self, policy: str, replicas: list[Replica], rng: np.random.Generator,
-                 log: RequestLog, shared: deque[Seq] | None = None) -> None:
+                 log: RequestLog, shared: deque[Seq] | None = None,
+                 affinity_slack: int = 0) -> None:
         self.policy, self.replicas, self.rng, self.log = policy, replicas, rng, log
+        self.slack = affinity_slack
+        self.home: dict[int, int] = {}  # prefix_affinity: each prefix's replica
         self.shared = shared
         self.next = 0
         self.kv_limit = min(r.kv_capacity for r in replicas)
@@ -89,7 +92,27 @@ class Router:
         if self.policy == "central_queue":
             self._enqueue(seq)
             return
+        if self.policy == "prefix_affinity" and seq.group >= 0:
+            self.replicas[self._affine(seq.group)].submit(seq)
+            return
         self.replicas[self._pick()].submit(seq)
+
+    def _affine(self, group: int) -> int:
+        """The replica that served prefix `group` last, unless it has more than `slack`
+        requests outstanding beyond the least loaded one: then the least loaded, which
+        becomes the prefix's replica."""
+        best = self._least()
+        home = self.home.get(group)
+        if home is None or self.loads[home] > self.loads[best] + self.slack:
+            self.home[group] = home = best
+        return home
+
+    def _least(self) -> int:
+        """The replica with the fewest requests outstanding (ties: the lowest index)."""
+        loads = self.loads
+        if isinstance(loads, MinTree):
+            return loads.argmin()
+        return loads.index(min(loads))
 
     def _pick(self) -> int:
         n = len(self.replicas)
@@ -97,11 +120,8 @@ class Router:
             i = self.next
             self.next = (i + 1) % n
             return i
-        if self.policy == "least_outstanding":  # ties go to the lowest index
-            loads = self.loads
-            if isinstance(loads, MinTree):
-                return loads.argmin()
-            return loads.index(min(loads))
+        if self.policy in ("least_outstanding", "prefix_affinity"):  # (no prefix: least)
+            return self._least()
         if n == 1:
             return 0
         a, b = self.rng.choice(n, size=2, replace=False)  # power of two choices

@@ -114,7 +114,7 @@ def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
                 for r in model.replicas if r.service == i]
         replicas += mine
         routers.append(Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]),
-                              log, shared))
+                              log, shared, svc.affinity_slack_requests))
     return replicas, routers
 
 

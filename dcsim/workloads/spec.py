@@ -218,11 +218,18 @@ class InferenceService(Spec):
         default=None, description="A system prompt (or groups of them) before every "
         "prompt; with deployment.prefix_caching its KV blocks are reused.")
     deployment: Deployment
-    routing: Literal["round_robin", "least_outstanding", "power_of_two", "central_queue"] = Field(
+    routing: Literal["round_robin", "least_outstanding", "power_of_two", "central_queue",
+                     "prefix_affinity"] = Field(
         default="least_outstanding",
         description="round_robin | least_outstanding | power_of_two: pick a replica on arrival; "
-        "central_queue: one FIFO per service, replicas pull when they have room.",
+        "central_queue: one FIFO per service, replicas pull when they have room; "
+        "prefix_affinity: a shared prefix's requests go to the replica that served it last "
+        "(see affinity_slack_requests), others to the least loaded.",
     )
+    affinity_slack_requests: int = Field(
+        default=4, ge=0, le=1_000_000, description="prefix_affinity: a prefix stays on its "
+        "replica while that replica has at most this many more requests outstanding than "
+        "the least loaded one; beyond it the prefix moves to the least loaded.")
 
     @model_validator(mode="after")
     def _lengths_given(self) -> InferenceService:
