@@ -187,14 +187,17 @@ class Replica(Batching):
         sequence), else a block of decode steps up to the next completion, else idle."""
         env, costs, pages = self.env, self.costs, self.pages
         nd = len(self.decoding)
-        # KV tokens free before padding, which is under a block a sequence: with room for
-        # two blocks each the next step fits (Pages counts exactly only near full)
-        room = (pages.blocks - pages.fixed) * pages.block - self.used - pages.pre_pad
+        room = 0  # KV tokens free before padding (decode only; padding < a block a sequence)
         # schedule() only when it can change something (the decode-only case skips it)
-        if self.prefilling or self.waiting or (nd and room < nd * pages.two_blocks and
-                                              not pages.fits_next(self.used, self.step, nd)):
+        if self.prefilling or self.waiting:
             chunks = self.schedule()
             nd = len(self.decoding)  # it may have preempted some
+        elif nd:
+            room = (pages.blocks - pages.fixed) * pages.block - self.used - pages.pre_pad
+            # with room for two blocks a sequence the next step fits; else count exactly
+            chunks = (self.schedule() if room < nd * pages.two_blocks
+                      and not pages.fits_next(self.used, self.step, nd) else None)
+            nd = len(self.decoding)
         else:
             chunks = None
         start = env.now
@@ -211,7 +214,8 @@ class Replica(Batching):
             k = self.finish_heap[0][0] - self.step
             if not self.coalesce:
                 k = 1
-            elif (room // pages.block - nd - 1) // nd * pages.block < k:  # room may bind
+            elif chunks is not None or (room // pages.block - nd - 1) // nd * pages.block < k:
+                # room may bind (or schedule() ran: `room` is stale)
                 k = pages.steps_fitting(self.used, self.step, nd, k)
             blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
             self.state, self.since, self.current = "block", start, Block(blk, nd, k)
@@ -371,7 +375,7 @@ class Replica(Batching):
         self.device_energy_j += e
         self.idle_energy_j += e
         self.series.add(self.index, self.since, now, e, False, 0, self.used, len(self.waiting),
-                        self.pages.cached * self.pages.block)
+                        0 if self.cache is None else self.pages.cached * self.pages.block)
 
     def finish(self, now: float) -> None:
         """At the end of the run: charge the idle time or the part of the iteration done."""
