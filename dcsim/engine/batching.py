@@ -81,8 +81,21 @@ class Batching:
                 break
             if not self.chunked and need - hit > budget and (chunks or not alone):
                 break
+            # admit it (inline: once a request, on the engine's hot path)
             self.waiting.popleft()
-            held += self._admit(s, need, hit)
+            self.running[s] = None
+            self.prefilling.append(s)
+            self.used += need - hit
+            pages.pre_pad += -need % pages.block  # Pages.pad
+            s.kv, s.shared, s.prefill_left = need, hit, need - hit
+            held += -(-(need - hit) // pages.block)
+            if self.log.replica[s.rid] < 0:  # its first admission
+                self.log.replica[s.rid] = self.index
+                self.log.cached[s.rid] = hit
+                if self.pulls:
+                    self._change_outstanding(+1)
+            if self.cache is not None:
+                self._admitted_with_cache(s, need, hit)
             c = min(need - hit, budget) if self.chunked else need - hit
             chunks.append((s, c))
             budget -= c
@@ -98,27 +111,14 @@ class Batching:
         blocks = min(cache.match(s.group), s.prefix // b, (need - 1) // b)
         return blocks * b, (blocks if cache.unpinned(s.group) else 0)
 
-    def _admit(self, s: Seq, need: int, hit: int) -> int:
-        """Admit `s` to prefill its `need` tokens less the `hit` cached; returns the
-        private blocks it takes."""
-        pages = self.pages
-        self.running[s] = None
-        self.prefilling.append(s)
-        self.used += need - hit
-        pages.pre_pad += -need % pages.block  # Pages.pad, inline (once a request)
-        s.kv, s.shared, s.prefill_left = need, hit, need - hit
-        if self.cache is not None and s.group >= 0:
+    def _admitted_with_cache(self, s: Seq, need: int, hit: int) -> None:
+        """`s` was admitted with `hit` of its `need` tokens cached: pin its prefix, count
+        the hit, and evict what no longer fits so later matches see what is left."""
+        assert self.cache is not None
+        if s.group >= 0:
             self.cache.pin(s.group)
-        first = self.log.replica[s.rid] < 0
-        if first:
-            self.log.replica[s.rid] = self.index
-            self.log.cached[s.rid] = hit
-            if self.pulls:
-                self._change_outstanding(+1)
-        if self.cache is not None:
-            self.series.count(self.index, self.env.now, need, hit)
-            self._fit_cache()  # room for it now, so later matches see what is left
-        return -(-(need - hit) // pages.block)
+        self.series.count(self.index, self.env.now, need, hit)
+        self._fit_cache()
 
     def _unpin(self, s: Seq) -> None:
         """`s` leaves the replica's KV cache: its private tokens are freed and its prefix

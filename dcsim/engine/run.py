@@ -147,16 +147,19 @@ class _Arrivals:
         self.times = reqs["arrival_s"].tolist()
         self.prompts, self.outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
         self.svcs = reqs["service"].tolist()
-        n = len(self.times)
-        self.groups = reqs["prefix_group"].tolist() if "prefix_group" in reqs else [-1] * n
-        self.prefixes = reqs["prefix_tokens"].tolist() if "prefix_tokens" in reqs else [0] * n
+        # shared prefixes, if any request has one (else Seq's defaults, on the hot path)
+        has = "prefix_group" in reqs and bool((reqs["prefix_group"] >= 0).any())
+        self.groups = reqs["prefix_group"].tolist() if has else None
+        self.prefixes = reqs["prefix_tokens"].tolist() if has else None
         env.timeout(0).callbacks.append(self._fire)  # after the setup events of time 0
 
     def _fire(self, _ev: simpy.Event) -> None:
         env, times, i, n = self.env, self.times, self.i, len(self.times)
+        groups, prefixes = self.groups, self.prefixes
         while i < n and times[i] <= env.now:
-            self.routers[self.svcs[i]].route(Seq(i, self.prompts[i], self.outputs[i],
-                                                 self.groups[i], self.prefixes[i]))
+            seq = (Seq(i, self.prompts[i], self.outputs[i]) if groups is None else
+                   Seq(i, self.prompts[i], self.outputs[i], groups[i], prefixes[i]))
+            self.routers[self.svcs[i]].route(seq)
             i += 1
         self.i = i
         if i < n:
