@@ -51,12 +51,13 @@ def test_spread_conserves_the_amount():
 
 def test_series_energy_adds_up_exactly_and_levels_integrate_by_time():
     ts = TimeSeries(1, 100.0, 10.0)
-    ts.add(0, 0.1, 77.7, 1234.5678, True, 2.0, 100.0, 3.0)
+    ts.add(0, 0.1, 77.7, 1234.5678, True, 2.0, 100.0, 3.0, 32.0)
     assert sum(ts.array("energy_j")[0]) == 1234.5678  # the last bucket takes the remainder
     assert ts.array("busy_s")[0].sum() == pytest.approx(77.6)
     assert ts.array("batch_x_s")[0].sum() == pytest.approx(2.0 * 77.6)
     assert ts.array("kv_x_s")[0, 0] == pytest.approx(100.0 * 9.9)
     assert ts.array("queue_x_s")[0, 7] == pytest.approx(3.0 * 7.7)
+    assert ts.array("cache_x_s")[0].sum() == pytest.approx(32.0 * 77.6)
 
 
 def test_training_jobs_have_series_columns_of_their_own():

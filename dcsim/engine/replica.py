@@ -371,9 +371,21 @@ class Replica(Batching):
                         self.pages.cached * self.pages.block)
 
     def _idle_until(self, now: float) -> None:
-        e = self.costs.idle_power_w * (now - self.since)
+        t0 = self.since
+        e = self.costs.idle_power_w * (now - t0)
         self.device_energy_j += e
         self.idle_energy_j += e
+        b = int(t0 / self._bucket_s)
+        if b == int(now / self._bucket_s) and now > t0 and b < self._buckets - 1:
+            # within one bucket (most idle gaps): TimeSeries.add, inlined as in _account
+            en, _, _, kx, qx, cx = self._rows
+            dt = now - t0
+            en[b] += e
+            kx[b] += self.used * dt
+            qx[b] += len(self.waiting) * dt
+            if self.cache is not None:
+                cx[b] += self.pages.cached * self.pages.block * dt
+            return
         self.series.add(self.index, self.since, now, e, False, 0, self.used, len(self.waiting),
                         0 if self.cache is None else self.pages.cached * self.pages.block)
 
