@@ -41,12 +41,16 @@ class MinTree:
         return b if self.load[b] < self.load[a] else a  # a < b: ties keep the lower index
 
     def __setitem__(self, i: int, value: int) -> None:
-        self.load[i] = value
-        k = (self.size + i) // 2
-        best, better = self.best, self._better
-        while k:
-            best[k] = better(best[2 * k], best[2 * k + 1])
-            k //= 2
+        load, best = self.load, self.best
+        load[i] = value
+        k = (self.size + i) >> 1
+        while k:  # _better, inline: twice an arrival on large services
+            a, b = best[2 * k], best[2 * k + 1]
+            w = b if a < 0 else a if b < 0 else (b if load[b] < load[a] else a)
+            if w == best[k] and w != i:
+                return  # the same winner, its load unchanged: nothing above changes
+            best[k] = w
+            k >>= 1
 
     def __getitem__(self, i: int) -> int:
         return self.load[i]
