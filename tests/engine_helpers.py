@@ -64,3 +64,10 @@ def chat_service(rate_per_s: float, replicas: int, prompt: tuple[int, float, int
             "prompt_tokens": lengths(*prompt), "output_tokens": lengths(*output),
             "slo": slo or {"ttft_p99_s": 2.0, "tpot_p99_s": 0.1},
             "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": replicas}}
+
+
+def time_in_system_s(requests: pd.DataFrame, end_s: float) -> float:
+    """Sum over routed requests of the time each spent in the system up to end_s (the
+    left side of Little's law, against the replicas' integral of requests in system)."""
+    q = requests[requests["replica"] >= 0]
+    return float((q["finish_s"].fillna(end_s).clip(upper=end_s) - q["arrival_s"]).sum())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import load_yaml
+from engine_helpers import load_yaml, time_in_system_s
 
 from dcsim.catalog import load_catalog, shapes
 from dcsim.engine.simulation import simulate
@@ -135,9 +135,7 @@ def test_cache_never_holds_more_than_the_kv_blocks_and_reports_hits(cached_busy)
 
 def test_little_law_holds_with_caching(cached_busy):
     s, r = cached_busy
-    q = r.requests[r.requests["replica"] >= 0]
-    end = s.simulation.duration_s
-    in_system = (q["finish_s"].fillna(end).clip(upper=end) - q["arrival_s"]).sum()
+    in_system = time_in_system_s(r.requests, s.simulation.duration_s)
     assert r.replicas["in_system_x_s"].sum() == pytest.approx(in_system, rel=1e-9)
 
 

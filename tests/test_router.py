@@ -24,16 +24,21 @@ def test_the_tree_finds_the_lowest_index_of_the_least_loaded(n, changes):
         assert tree.argmin() == loads.index(min(loads))
 
 
-def test_a_large_service_routes_the_same_with_the_tree_and_with_a_scan(monkeypatch):
-    data = {
+def _wide(routing: str, rate_per_s: float, max_num_seqs: int) -> dict:
+    """160 replicas of Llama-3.1-8B on H200 behind one router, Poisson arrivals."""
+    return {
         "name": "wide", "workloads": [{
             "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
-            "arrival": {"kind": "poisson", "rate_per_s": 400.0},
+            "arrival": {"kind": "poisson", "rate_per_s": rate_per_s},
             "prompt_tokens": {"kind": "lognormal", "mean_tokens": 600, "sigma": 0.8},
             "output_tokens": {"kind": "lognormal", "mean_tokens": 200, "sigma": 0.8},
-            "deployment": {"gpu": "H200-SXM", "replicas": 160, "max_num_seqs": 16},
-            "routing": "least_outstanding"}],
+            "deployment": {"gpu": "H200-SXM", "replicas": 160, "max_num_seqs": max_num_seqs},
+            "routing": routing}],
         "simulation": {"duration_s": 20, "seed": 5, "time_bucket_s": 10}}
+
+
+def test_a_large_service_routes_the_same_with_the_tree_and_with_a_scan(monkeypatch):
+    data = _wide("least_outstanding", 400.0, 16)
     tree = simulate(scenario_from_data(data)).requests
     monkeypatch.setattr(router, "TREE_FROM", 10**9)
     scan = simulate(scenario_from_data(data)).requests
@@ -46,15 +51,7 @@ def test_a_large_central_queue_wakes_the_same_replicas_with_indexes_and_with_a_s
         monkeypatch):
     # 160 replicas pulling from one queue: the indexes (idle heap, cuttable tree) must pick
     # the replica the scan of every replica picks, arrival by arrival
-    data = {
-        "name": "wide-queue", "workloads": [{
-            "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
-            "arrival": {"kind": "poisson", "rate_per_s": 500.0},
-            "prompt_tokens": {"kind": "lognormal", "mean_tokens": 600, "sigma": 0.8},
-            "output_tokens": {"kind": "lognormal", "mean_tokens": 200, "sigma": 0.8},
-            "deployment": {"gpu": "H200-SXM", "replicas": 160, "max_num_seqs": 8},
-            "routing": "central_queue"}],
-        "simulation": {"duration_s": 20, "seed": 5, "time_bucket_s": 10}}
+    data = _wide("central_queue", 500.0, 8)
     calls = {"_cut": 0, "_woken": 0}
     for name in calls:  # count both ways an arrival gets work started
         def counted(self, *a, _f=getattr(Replica, name), _n=name):

@@ -10,6 +10,7 @@ later, as vLLM does by default.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dcsim.engine.sequence import Seq
@@ -25,8 +26,8 @@ ABORTED = 3
 
 
 class Batching:
-    """The scheduling half of a Replica (which holds these fields and `_release` and
-    `_leave_decoding`, `_change_outstanding`)."""
+    """The scheduling half of a Replica, which holds the fields and methods annotated
+    here."""
 
     waiting: deque[Seq]
     running: dict[Seq, None]
@@ -45,6 +46,11 @@ class Batching:
     log: RequestLog
     series: TimeSeries
     env: simpy.Environment
+    # the Replica's own methods this half calls
+    _leave_decoding: Callable[[Seq], None]
+    _release: Callable[[Seq], None]
+    _change_outstanding: Callable[[int], None]
+    _fit_cache: Callable[[], None]
 
     def schedule(self) -> list[tuple[Seq, int]]:
         """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
@@ -86,7 +92,7 @@ class Batching:
             self.running[s] = None
             self.prefilling.append(s)
             self.used += need - hit
-            pages.pre_pad += -need % pages.block  # Pages.pad
+            pages.pre_pad += pages.pad(need)
             s.kv, s.shared, s.prefill_left = need, hit, need - hit
             held += -(-(need - hit) // pages.block)
             if self.log.replica[s.rid] < 0:  # its first admission
@@ -147,15 +153,3 @@ class Batching:
             victim.prefill_total = victim.prefill_left = victim.prompt + victim.generated
             self.log.preemptions[victim.rid] += 1
             self.waiting.appendleft(victim)
-
-    def _leave_decoding(self, s: Seq) -> None:
-        raise NotImplementedError
-
-    def _release(self, s: Seq) -> None:
-        raise NotImplementedError
-
-    def _change_outstanding(self, delta: int) -> None:
-        raise NotImplementedError
-
-    def _fit_cache(self) -> None:
-        raise NotImplementedError

@@ -251,7 +251,7 @@ class Replica(Batching):
             s.prefill_left -= c
             if s.prefill_left == 0:
                 self.prefilling.remove(s)
-                self.pages.pre_pad -= -s.kv % self.pages.block  # Pages.pad, inline
+                self.pages.pre_pad -= self.pages.pad(s.kv)
                 s.generated += 1  # the last prefill chunk emits a token
                 if s.generated == 1:  # a recomputed prefill has emitted before
                     self.log.first_token_s[s.rid] = now
@@ -312,9 +312,7 @@ class Replica(Batching):
     def _join_decoding(self, s: Seq) -> None:
         s.gen0, s.kv0, s.step0 = s.generated, s.kv, self.step
         s.e0, s.e_cum0 = s.energy_j, self.e_cum
-        pages = self.pages  # Pages.join, inline (once a request)
-        s.page = (s.kv - self.step) % pages.block
-        pages.count[s.page] += 1
+        s.page = self.pages.join(s.kv, self.step)
         self.decoding.add(s)
         self.dec_kv += s.kv
         heapq.heappush(self.finish_heap, (self.step + s.output - s.generated, s.rid, s.version, s))
@@ -325,7 +323,7 @@ class Replica(Batching):
         s.generated, s.kv = s.gen0 + d, s.kv0 + d
         s.energy_j = s.e0 + (self.e_cum - s.e_cum0)
         s.version += 1
-        self.pages.count[s.page] -= 1  # Pages.leave, inline
+        self.pages.leave(s.page)
         self.decoding.discard(s)
         self.dec_kv -= s.kv
 
