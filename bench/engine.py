@@ -1,12 +1,18 @@
 """Engine speed: simulated requests per wall-clock second against bare SimPy.
 
-Run: python bench/engine.py [--requests N] [--replicas R] [--repeat K]
+Run: python bench/engine.py [--requests N] [--replicas R] [--repeat K] [--sessions]
 
 Simulates the Azure conversation trace (2023), rate-scaled to about N requests
 in its hour, on R replicas of Llama-3.1-8B on H200; then, in the same process,
 a bare SimPy M/M/c model (c = R) of the same request count and load. Prints
 both rates, their ratio and the peak memory of each; with --repeat K, K such pairs
 and the median ratio (wall-clock rates on a shared machine vary by several percent).
+
+--sessions: multi-turn chat instead of the trace: sessions start at Poisson times,
+five turns on average, 30 s of thought between an answer and the next prompt, the
+conversation trace's lengths for each turn's new tokens and answer, a 1,000-token
+system prompt, prefix caching and prefix-affinity routing; the session rate is set so
+that about N requests arrive in the hour.
 """
 
 from __future__ import annotations
@@ -24,7 +30,20 @@ from dcsim.scenario import scenario_from_data
 TRACE_REQUESTS = 19366  # rows of the conversation trace
 
 
-def dcsim_run(n: int, replicas: int) -> tuple[int, float, float, int]:
+def sessions_service(n: int, replicas: int) -> dict:
+    """Multi-turn chat with prefix caching (see the module docstring)."""
+    lengths = {"kind": "empirical", "trace": "builtin:azure-conv-2023"}
+    return {"kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+            "arrival": {"kind": "poisson", "rate_per_s": n / 5 / 3600},
+            "prompt_tokens": lengths, "output_tokens": lengths,
+            "shared_prefix": {"tokens": 1000},
+            "sessions": {"mean_turns": 5, "mean_think_time_s": 30},
+            "deployment": {"gpu": "H200-SXM", "replicas": replicas, "max_num_seqs": 256,
+                           "prefix_caching": True},
+            "routing": "prefix_affinity"}
+
+
+def dcsim_run(n: int, replicas: int, sessions: bool = False) -> tuple[int, float, float, int]:
     data = {
         "name": "bench-engine",
         "workloads": [{
@@ -36,6 +55,8 @@ def dcsim_run(n: int, replicas: int) -> tuple[int, float, float, int]:
         }],
         "simulation": {"duration_s": 3600, "seed": 1, "time_bucket_s": 60},
     }
+    if sessions:
+        data["workloads"] = [sessions_service(n, replicas)]
     s = scenario_from_data(data)
     before = _peak_rss_mib()
     t0 = time.perf_counter()
@@ -80,6 +101,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--replicas", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--sessions", action="store_true",
+                    help="multi-turn chat with prefix caching instead of the trace")
     a = ap.parse_args()
     ratios = []
     for _ in range(a.repeat):
@@ -87,7 +110,7 @@ def main() -> None:
         m, wall_b, mem_b = bare_mmc(a.requests, a.replicas, 2.0)
         print(f"bare SimPy M/M/c: {m:>9,} requests in {wall_b:7.1f} s = {m / wall_b:9,.0f} "
               f"req/s, peak memory growth {mem_b:7.1f} MiB")
-        n, wall, mem, events = dcsim_run(a.requests, a.replicas)
+        n, wall, mem, events = dcsim_run(a.requests, a.replicas, a.sessions)
         print(f"dcsim engine:     {n:>9,} requests in {wall:7.1f} s = {n / wall:9,.0f} req/s, "
               f"peak memory growth {mem:7.1f} MiB (setup and results tables included), "
               f"{events / n:.2f} SimPy events per request")

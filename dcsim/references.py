@@ -59,7 +59,7 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
         if isinstance(w, InferenceService):
             gpu = _lookup(problems, f"{p}.deployment.gpu", cat.gpu, w.deployment.gpu)
             if gpu and model:
-                problems += _inference_fit(w, gpu, model, p, cat)
+                problems += _inference_fit(w, gpu, model, p, cat, base_dir)
             problems += _trace_files(w, base_dir, p)
         else:
             gpu = _lookup(problems, f"{p}.gpu", cat.gpu, w.gpu)
@@ -156,7 +156,7 @@ def _facility_files(s: Scenario, base_dir: Path) -> list[Problem]:
 
 
 def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
-                   cat: Catalog) -> list[Problem]:
+                   cat: Catalog, base_dir: Path) -> list[Problem]:
     d = w.deployment
     out = _tp_fits(d.tp, model, cat, gpu.id, f"{p}.deployment.tp")
     need = shapes.weight_bytes(model) / d.tp / 1e9
@@ -172,11 +172,22 @@ def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
         out.append(Problem(f"{p}.deployment.max_batched_tokens", d.max_batched_tokens,
                            f"at least the longest prompt ({longest} tokens) when "
                            "chunked_prefill is off: a prompt must fit one iteration"))
-    if d.prefix_caching and w.shared_prefix is None:
+    if d.prefix_caching and w.shared_prefix is None and w.sessions is None and not (
+            _traced_sessions(w, base_dir)):
         out.append(Problem(f"{p}.deployment.prefix_caching", True, "a service with "
-                           "shared_prefix (requests without a shared prefix have nothing "
-                           "to reuse)"))
+                           "shared_prefix or sessions (requests that share no prefix have "
+                           "nothing to reuse)"))
     return out
+
+
+def _traced_sessions(w: InferenceService, base_dir: Path) -> bool:
+    """The service replays a trace with a session_id column (errors: reported elsewhere)."""
+    if not isinstance(w.arrival, TraceArrivals):
+        return False
+    try:
+        return "session_id" in load_trace(resolve_trace_path(w.arrival.path, base_dir))
+    except DcsimError:
+        return False
 
 
 def _longest_prompt(w: InferenceService) -> int | None:

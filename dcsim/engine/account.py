@@ -52,9 +52,9 @@ def account(model: RunModel, rec: RunRecord) -> Results:
 def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
     reqs, log = model.requests, rec.log
     first, finish = log.first_token_s, log.finish_s
-    arrival = reqs["arrival_s"].to_numpy()
+    arrival = log.arrival_s
     out = reqs["output_tokens"].to_numpy()
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "service": pd.Categorical.from_codes(reqs["service"].to_numpy(),
                                              categories=[svc.name for svc in model.services]),
         "replica": log.replica, "arrival_s": arrival,
@@ -65,9 +65,13 @@ def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
         "e2e_s": finish - arrival,
         "preemptions": log.preemptions, "energy_j": log.energy_j,
         "prefix_group": reqs["prefix_group"].to_numpy(), "cached_tokens": log.cached,
+        "session": reqs["session"].to_numpy(), "turn": reqs["turn"].to_numpy(),
         "status": pd.Categorical.from_codes(log.status, categories=list(STATUS)),
         "in_warmup": arrival < model.scenario.simulation.warmup_s,
     })
+    # a session's turn whose previous answer came too late (or never) was never sent
+    table = table[~np.isnan(arrival)]
+    return table.sort_values("arrival_s", kind="stable", ignore_index=True)
 
 
 def _replicas(model: RunModel, rec: RunRecord) -> pd.DataFrame:

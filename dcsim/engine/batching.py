@@ -108,31 +108,62 @@ class Batching:
         return chunks
 
     def _hit(self, s: Seq, need: int) -> tuple[int, int]:
-        """Tokens of `s` the prefix cache holds (whole blocks of its prefix, at least one
-        token left to compute), and the blocks matching would newly pin."""
+        """Tokens of `s` the prefix cache holds (whole blocks of its prefix, then of its
+        session's history if the prefix is whole; at least one token left to compute),
+        and the blocks matching would newly pin."""
         cache = self.cache
-        if cache is None or s.group < 0:  # (the caller skips the call without a cache)
+        if cache is None:  # (the caller skips the call without a cache)
             return 0, 0
         b = self.pages.block
-        blocks = min(cache.match(s.group), s.prefix // b, (need - 1) // b)
-        return blocks * b, (blocks if cache.unpinned(s.group) else 0)
+        blocks = pinning = 0
+        if s.group >= 0:
+            blocks = min(cache.match(s.group), s.prefix // b)
+            pinning = blocks if cache.unpinned(s.group) else 0
+        if s.session != -1 and blocks == s.prefix // b:  # the history follows the prefix
+            more = cache.match(s.session)
+            blocks += more
+            pinning += more if cache.unpinned(s.session) else 0
+        return min(blocks, (need - 1) // b) * b, pinning
 
     def _admitted_with_cache(self, s: Seq, need: int, hit: int) -> None:
-        """`s` was admitted with `hit` of its `need` tokens cached: pin its prefix, count
-        the hit, and evict what no longer fits so later matches see what is left."""
-        assert self.cache is not None
+        """`s` was admitted with `hit` of its `need` tokens cached: pin its prefix and
+        history, count the hit, and evict what no longer fits so later matches see what
+        is left."""
+        cache = self.cache
+        assert cache is not None
         if s.group >= 0:
-            self.cache.pin(s.group)
+            cache.pin(s.group)
+        if s.session != -1:
+            cache.pin(s.session)
         self.series.count(self.index, self.env.now, need, hit)
         self._fit_cache()
 
     def _unpin(self, s: Seq) -> None:
         """`s` leaves the replica's KV cache: its private tokens are freed and its prefix
-        is no longer pinned by it."""
+        and history are no longer pinned by it (the history first: least recently used
+        before the prefix it hangs under, so eviction takes leaves first)."""
         self.used -= s.kv - s.shared
-        if self.cache is not None and s.group >= 0:
-            self.cache.release(s.group)
+        if self.cache is not None:
+            if s.session != -1:
+                self.cache.release(s.session)
+            if s.group >= 0:
+                self.cache.release(s.group)
         s.shared = 0
+
+    def _keep_history(self, s: Seq) -> None:
+        """`s` finished: the whole blocks of its context past its prefix become its
+        session's cached history (if its cached blocks are the cache's chain: prefix
+        whole, then the history so far; else its copy is simply freed)."""
+        cache, b = self.cache, self.pages.block
+        assert cache is not None
+        base = s.prefix // b
+        if s.group >= 0 and cache.match(s.group) < base:
+            return
+        if s.shared != (base + cache.match(s.session)) * b:
+            return
+        moved = cache.extend(s.session, s.kv // b - base) * b
+        s.shared += moved
+        self.used -= moved
 
     def _make_room(self) -> None:
         """Preempt the newest sequences until the next decode step fits in the KV cache."""

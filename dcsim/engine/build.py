@@ -23,7 +23,7 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.placement import Domain, Server, budget_caps
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
-from dcsim.workloads.requests import service_requests
+from dcsim.workloads.requests import COLUMNS, service_requests
 from dcsim.workloads.spec import InferenceService, TrainingJob
 
 
@@ -59,7 +59,9 @@ class RunModel:
     context: Context
     services: tuple[InferenceService, ...]
     jobs: tuple[TrainingJob, ...]
-    requests: pd.DataFrame  # arrival_s, prompt_tokens, output_tokens, service (index)
+    # workloads.requests.COLUMNS, service (index) and next_turn (the row of the session's
+    # next turn when it arrives a think time after this one's answer; -1: none)
+    requests: pd.DataFrame
     placement: Placement
     replicas: tuple[ReplicaSpec, ...]
     replica_rows: pd.DataFrame  # the replicas table's configuration columns
@@ -114,15 +116,33 @@ def split_workloads(s: Scenario) -> tuple[list[InferenceService], list[TrainingJ
 
 def _requests(services: list[InferenceService], duration_s: float,
               seeds: list[np.random.SeedSequence], ctx: Context) -> pd.DataFrame:
-    """Every service's requests in one table, by arrival time (ties by service)."""
+    """Every service's requests in one table, by arrival time (ties by service); later
+    turns of sessions, whose times the run decides, come last."""
     tables = [service_requests(svc, duration_s, seeds[i], ctx.base_dir).assign(service=i)
               for i, svc in enumerate(services)]
-    empty = pd.DataFrame({"arrival_s": [], "prompt_tokens": [], "output_tokens": [],
-                          "prefix_group": [], "prefix_tokens": [], "service": []}).astype(
-        {"prompt_tokens": "int64", "output_tokens": "int64", "prefix_group": "int64",
-         "prefix_tokens": "int64", "service": "int64"})
+    empty = pd.DataFrame({c: [] for c in (*COLUMNS, "service")}).astype(
+        {c: "int64" for c in (*COLUMNS, "service") if c not in ("arrival_s", "think_s")})
     reqs = pd.concat(tables, ignore_index=True) if tables else empty
-    return reqs.sort_values(["arrival_s", "service"], kind="stable", ignore_index=True)
+    reqs = reqs.sort_values(["arrival_s", "service"], kind="stable", ignore_index=True,
+                            na_position="last")
+    return reqs.assign(next_turn=next_turns(reqs))
+
+
+def next_turns(reqs: pd.DataFrame) -> np.ndarray:
+    """Per row, the row of the same session's next turn if that turn arrives after this
+    one's answer (its arrival_s is NaN); else -1."""
+    out = np.full(len(reqs), -1, dtype=np.int64)
+    rows = np.flatnonzero(reqs["session"].to_numpy() >= 0)
+    if rows.size < 2:
+        return out
+    svc, ses, turn = (reqs[c].to_numpy()[rows] for c in ("service", "session", "turn"))
+    order = rows[np.lexsort((turn, ses, svc))]
+    a, b = order[:-1], order[1:]
+    same = ((reqs["service"].to_numpy()[a] == reqs["service"].to_numpy()[b])
+            & (reqs["session"].to_numpy()[a] == reqs["session"].to_numpy()[b])
+            & np.isnan(reqs["arrival_s"].to_numpy()[b]))
+    out[a[same]] = b[same]
+    return out
 
 
 def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placement,

@@ -219,6 +219,21 @@ class IterationCosts:
         out = self.prefill_cost.evaluate(np.array([float(n)]), np.array([mean_len]))
         return float(out.latency_s[0]), float(out.energy_j[0])
 
+    def over_context(self, done: int, chunk: int) -> tuple[float, float]:
+        """Extra time (s) and energy (J) of prefilling `chunk` tokens that follow `done`
+        tokens already in the KV cache (cached, or an earlier chunk), over prefilling
+        them as a prompt of their own: the attention of the new tokens over the old.
+
+        With prefill cost P(L) = fixed + linear x L + attention x L^2 / 2 (the work
+        model), P(d + c) - P(d) - P(c) + P(0) = attention x d x c: read off the one-
+        prompt table, so the measured points shape it; P(0) is taken at one token."""
+        if done <= 0:
+            return 0.0, 0.0
+        p = self.prefill.point
+        (t1, e1), (t2, e2), (t3, e3), (t0, e0) = (
+            p(1, done + chunk), p(1, done), p(1, chunk), p(1, 1))
+        return max(t1 - t2 - t3 + t0, 0.0), max(e1 - e2 - e3 + e0, 0.0)
+
     def mixed(self, n_prefill: int, mean_chunk: float, n_decode: int, mean_ctx: float
               ) -> tuple[float, float]:
         """Time and energy of an iteration with prefill chunks and (maybe) decode tokens."""

@@ -93,7 +93,9 @@ class LevelIntegral:
 class RequestLog:
     """One slot per request, filled in as the simulation runs."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, arrival_s: np.ndarray | None = None) -> None:
+        # arrival times: given, or set by the run (a session's later turns); NaN: never
+        self.arrival_s = np.full(n, np.nan) if arrival_s is None else arrival_s.copy()
         self.replica = np.full(n, -1, dtype=np.int64)
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)

@@ -74,6 +74,8 @@ class Replica(Batching):
         self.slot = 0  # this replica's place in it
         # called after each change of state (asleep, cuttable, batch size): a router's hook
         self.watch: Callable[[Replica], None] | None = None
+        # called with (request, time) as each request finishes (closed-loop sessions)
+        self.on_finish: Callable[[int, float], None] | None = None
         self.in_system_x_s = 0.0  # integral of `outstanding` over time (Little's law)
         self._t_level = 0.0
         # idle: waiting on `wake`; busy: a mixed iteration; block: decode steps (cuttable);
@@ -207,6 +209,10 @@ class Replica(Batching):
             if self.prefill_first:
                 nd = 0  # decoding sequences sit this iteration out
             t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
+            for s, c in chunks:  # tokens after a cached prefix or an earlier chunk
+                if s.kv != s.prefill_left:
+                    dt, de = costs.over_context(s.kv - s.prefill_left, c)
+                    t, e = t + dt, e + de
             self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
             self.state, self.since, self.current = "busy", start, Mixed(chunks, t, e, n_tok, nd)
             self._reschedule(t, self._on_mixed)
@@ -272,6 +278,10 @@ class Replica(Batching):
         self._advance(done, energy)
         self._account(start, now, energy, b, kv0 + b * done / 2)
         if self.finish_heap and self.finish_heap[0][0] <= self.step:
+            if self.cache is not None and done > 1:
+                # one step at a time the cache gives way as the KV grows, before the
+                # last step's completions free blocks: evict for the step before it
+                self._fit_cache(b)
             self._retire(now)
         if self.cache is not None:
             self._fit_cache()
@@ -287,16 +297,17 @@ class Replica(Batching):
             s.shared += moved
             self.used -= moved
 
-    def _fit_cache(self) -> None:
-        """Evict unused cached blocks until requests and cache fit in the KV blocks."""
+    def _fit_cache(self, back: int = 0) -> None:
+        """Evict unused cached blocks until requests and cache fit in the KV blocks (as
+        they stood one decode step of `back` sequences ago, if `back`)."""
         cache, pages = self.cache, self.pages
         assert cache is not None
         if not cache.evictable:
             return
-        b = pages.block
-        if self.used + pages.pre_pad + len(self.decoding) * b + cache.total * b <= pages.tokens:
+        b, used = pages.block, self.used - back
+        if used + pages.pre_pad + len(self.decoding) * b + cache.total * b <= pages.tokens:
             return  # a bound on the padding settles it
-        over = pages.held(self.used, self.step) + cache.total - pages.blocks
+        over = pages.held(used, self.step - (1 if back else 0)) + cache.total - pages.blocks
         if over > 0:
             cache.evict(over)
 
@@ -339,10 +350,14 @@ class Replica(Batching):
             if self.cache is None:
                 self.used -= s.kv
             else:
+                if s.session != -1:
+                    self._keep_history(s)
                 self._unpin(s)
             self.log.finish_s[s.rid] = now
             self.log.status[s.rid] = FINISHED
             self._release(s)
+            if self.on_finish is not None:
+                self.on_finish(s.rid, now)
 
     def _release(self, s: Seq) -> None:
         self.log.energy_j[s.rid] = s.energy_j

@@ -68,7 +68,7 @@ class Router:
                  affinity_slack: int = 0) -> None:
         self.policy, self.replicas, self.rng, self.log = policy, replicas, rng, log
         self.slack = affinity_slack
-        self.home: dict[int, int] = {}  # prefix_affinity: each prefix's replica
+        self.home: dict[int, int] = {}  # prefix_affinity: each prefix's (session's) replica
         self.shared = shared
         self.next = 0
         self.kv_limit = min(r.kv_capacity for r in replicas)
@@ -96,19 +96,20 @@ class Router:
         if self.policy == "central_queue":
             self._enqueue(seq)
             return
-        if self.policy == "prefix_affinity" and seq.group >= 0:
-            self.replicas[self._affine(seq.group)].submit(seq)
+        if self.policy == "prefix_affinity" and (seq.session != -1 or seq.group >= 0):
+            key = seq.session if seq.session != -1 else seq.group  # the history's holder
+            self.replicas[self._affine(key)].submit(seq)
             return
         self.replicas[self._pick()].submit(seq)
 
-    def _affine(self, group: int) -> int:
-        """The replica that served prefix `group` last, unless it has more than `slack`
-        requests outstanding beyond the least loaded one: then the least loaded, which
-        becomes the prefix's replica."""
+    def _affine(self, key: int) -> int:
+        """The replica that served prefix group or session `key` last, unless it has more
+        than `slack` requests outstanding beyond the least loaded one: then the least
+        loaded, which becomes the key's replica."""
         best = self._least()
-        home = self.home.get(group)
+        home = self.home.get(key)
         if home is None or self.loads[home] > self.loads[best] + self.slack:
-            self.home[group] = home = best
+            self.home[key] = home = best
         return home
 
     def _least(self) -> int:

@@ -30,7 +30,7 @@ from dcsim.engine.metrics import JOB_LEVELS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica
 from dcsim.engine.router import Router
 from dcsim.engine.scheduler import JobScheduler
-from dcsim.engine.sequence import Seq
+from dcsim.engine.sequence import Seq, session_key
 from dcsim.engine.training import Shared
 from dcsim.hardware.network import Fabric
 from dcsim.hardware.storage import SharedStorage
@@ -64,7 +64,7 @@ def run(model: RunModel, coalesce: bool = True,
     decode step (a check of the fast path); `progress` is called with the clock."""
     sim = model.scenario.simulation
     env = simpy.Environment()
-    log = RequestLog(len(model.requests))
+    log = RequestLog(len(model.requests), model.requests["arrival_s"].to_numpy())
     series = TimeSeries(len(model.replicas), sim.duration_s, sim.time_bucket_s)
     job_series = TimeSeries(len(model.jobs), sim.duration_s, sim.time_bucket_s, JOB_LEVELS)
     replicas, routers = _start_services(env, model, log, series, coalesce)
@@ -78,7 +78,10 @@ def run(model: RunModel, coalesce: bool = True,
     sched.hold_spares({job.gpu for job in model.jobs})
     runs = [(start_job(sh, spec), spec) for spec in model.job_specs]
     replays = start_replays(env, model.replays, sim.duration_s, sim.time_bucket_s)
-    _Arrivals(env, model.requests, routers)
+    arrivals = _Arrivals(env, model.requests, routers, log, sim.duration_s)
+    if arrivals.next_turn is not None:  # closed-loop sessions: answers start next turns
+        for rep in replicas:
+            rep.on_finish = arrivals.finished
     if progress is not None:
         env.process(_ticks(env, sim.duration_s, progress))
     env.run(until=sim.duration_s)
@@ -139,31 +142,54 @@ def _provenance(model: RunModel, replicas: list[Replica]) -> dict[str, dict[str,
 
 class _Arrivals:
     """Routes each request at its arrival time: one timeout per distinct arrival time,
-    with a callback (cheaper than resuming a generator process per request)."""
+    with a callback (cheaper than resuming a generator process per request). A
+    session's later turn arrives its think time after the previous turn's answer
+    (`finished`, a replica's hook), if that is before the end of the run."""
 
-    def __init__(self, env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router]
-                 ) -> None:
-        self.env, self.routers, self.i = env, routers, 0
-        self.times = reqs["arrival_s"].tolist()
+    def __init__(self, env: simpy.Environment, reqs: pd.DataFrame, routers: list[Router],
+                 log: RequestLog, duration_s: float) -> None:
+        self.env, self.routers, self.log, self.end, self.i = env, routers, log, duration_s, 0
+        known = int(reqs["arrival_s"].notna().sum())  # later turns come last, unknown
+        self.times = reqs["arrival_s"].iloc[:known].tolist()
         self.prompts, self.outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
         self.svcs = reqs["service"].tolist()
-        # shared prefixes, if any request has one (else Seq's defaults, on the hot path)
-        has = "prefix_group" in reqs and bool((reqs["prefix_group"] >= 0).any())
-        self.groups = reqs["prefix_group"].tolist() if has else None
-        self.prefixes = reqs["prefix_tokens"].tolist() if has else None
+        # prefixes and sessions, if any request has one (else Seq's defaults, on the hot path)
+        shared = bool((reqs["prefix_group"] >= 0).any() | (reqs["session"] >= 0).any())
+        self.groups = reqs["prefix_group"].tolist() if shared else None
+        self.prefixes = reqs["prefix_tokens"].tolist()
+        self.sessions = [session_key(x) if x >= 0 else -1 for x in reqs["session"].tolist()]
+        later = bool((reqs["next_turn"] >= 0).any())
+        self.next_turn = reqs["next_turn"].tolist() if later else None
+        self.think = reqs["think_s"].tolist()
         env.timeout(0).callbacks.append(self._fire)  # after the setup events of time 0
+
+    def _seq(self, i: int) -> Seq:
+        if self.groups is None:
+            return Seq(i, self.prompts[i], self.outputs[i])
+        return Seq(i, self.prompts[i], self.outputs[i], self.groups[i], self.prefixes[i],
+                   self.sessions[i])
 
     def _fire(self, _ev: simpy.Event) -> None:
         env, times, i, n = self.env, self.times, self.i, len(self.times)
-        groups, prefixes = self.groups, self.prefixes
         while i < n and times[i] <= env.now:
-            seq = (Seq(i, self.prompts[i], self.outputs[i]) if groups is None else
-                   Seq(i, self.prompts[i], self.outputs[i], groups[i], prefixes[i]))
-            self.routers[self.svcs[i]].route(seq)
+            self.routers[self.svcs[i]].route(self._seq(i))
             i += 1
         self.i = i
         if i < n:
             env.timeout(times[i] - env.now).callbacks.append(self._fire)
+
+    def finished(self, rid: int, now: float) -> None:
+        """Request `rid` finished at `now`: its session's next turn, if any, is due a think
+        time later."""
+        assert self.next_turn is not None
+        nxt = self.next_turn[rid]
+        if nxt >= 0 and now + self.think[nxt] < self.end:
+            self.log.arrival_s[nxt] = now + self.think[nxt]
+            self.env.timeout(self.think[nxt], nxt).callbacks.append(self._turn)
+
+    def _turn(self, ev: simpy.Event) -> None:
+        i = ev.value
+        self.routers[self.svcs[i]].route(self._seq(i))
 
 
 def _ticks(env: simpy.Environment, duration: float, progress: Callable[[float], None]

@@ -26,6 +26,12 @@ class Block:
         self.blk, self.batch, self.k = blk, batch, k
 
 
+def session_key(session: int) -> int:
+    """Cache and routing key of a session's history: negative, apart from the prefix
+    groups (0, 1, ...) and from -1 (none)."""
+    return -2 - session
+
+
 class Seq:
     """A request inside a replica. While decoding, live values are derived from the
     replica's counters: generated = gen0 + (step - step0), kv = kv0 + (step - step0),
@@ -33,12 +39,14 @@ class Seq:
 
     __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "group", "kv", "kv0",
                  "output", "page", "prefill_left", "prefill_total", "prefix", "prompt", "rid",
-                 "shared", "step0", "version")
+                 "session", "shared", "step0", "version")
 
     def __init__(self, rid: int, prompt: int, output: int, group: int = -1,
-                 prefix: int = 0) -> None:
+                 prefix: int = 0, session: int = -1) -> None:
         self.rid, self.prompt, self.output = rid, prompt, output
         self.group, self.prefix = group, prefix  # its shared prefix (-1: none) and tokens
+        # the cache key of its conversation's history (session_key(session); -1: none)
+        self.session = session
         self.shared = 0  # of its KV tokens, those held by the prefix cache (whole blocks)
         self.generated = 0
         self.prefill_total = self.prefill_left = prompt

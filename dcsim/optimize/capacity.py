@@ -34,6 +34,7 @@ from dcsim.catalog import Catalog
 from dcsim.engine.simulation import kv_capacity_tokens
 from dcsim.profiles.store import ProfileStore
 from dcsim.workloads.lengths import sample_lengths
+from dcsim.workloads.requests import expected_turns, session_requests
 from dcsim.workloads.spec import Deployment, InferenceService, TraceArrivals
 from dcsim.workloads.traces import load_trace, resolve_trace_path
 
@@ -77,15 +78,24 @@ class Perf:
 
 
 def service_lengths(svc: InferenceService, seed: int, base_dir: Path | None) -> Lengths:
-    """Prompt and output lengths of the service: its trace rows, or SAMPLES draws."""
+    """Prompt and output lengths of the service: its trace rows, or SAMPLES draws; whole
+    prompts as prefilled without a prefix cache (shared prefix and session history
+    included: the model does not count cache hits, which errs towards more capacity)."""
     a = svc.arrival
+    if svc.sessions is not None:
+        rngs = tuple(np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(5))
+        starts = np.zeros(max(int(SAMPLES / expected_turns(svc.sessions)), 1))
+        t = session_requests(svc, svc.sessions, starts, rngs, base_dir)
+        return Lengths(t["prompt_tokens"].to_numpy(), t["output_tokens"].to_numpy())
+    prefix = svc.shared_prefix.tokens if svc.shared_prefix is not None else 0
     if isinstance(a, TraceArrivals) and a.use_token_lengths:
         t = load_trace(resolve_trace_path(a.path, base_dir))
-        return Lengths(np.maximum(t["prompt_tokens"].to_numpy(), 1),
+        return Lengths(np.maximum(t["prompt_tokens"].to_numpy(), 1) + prefix,
                        np.maximum(t["output_tokens"].to_numpy(), 1))
     rp, ro = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
     assert svc.prompt_tokens is not None and svc.output_tokens is not None
-    return Lengths(sample_lengths(svc.prompt_tokens, SAMPLES, rp, "prompt_tokens", base_dir),
+    return Lengths(sample_lengths(svc.prompt_tokens, SAMPLES, rp, "prompt_tokens", base_dir)
+                   + prefix,
                    sample_lengths(svc.output_tokens, SAMPLES, ro, "output_tokens", base_dir))
 
 

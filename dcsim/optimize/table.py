@@ -25,7 +25,7 @@ from dcsim.optimize.spec import OptimizeSpec
 from dcsim.profiles.store import ProfileStore
 from dcsim.scenario import Scenario
 from dcsim.workloads.arrivals import diurnal_rate
-from dcsim.workloads.requests import service_requests
+from dcsim.workloads.requests import expected_turns, service_requests
 from dcsim.workloads.spec import (
     DiurnalArrivals,
     GammaArrivals,
@@ -53,7 +53,10 @@ def demand(s: Scenario, services: list[InferenceService], opt: OptimizeSpec,
                                          "values", f"one rate per period: {n} values"))
             out[i] = given
         else:
-            out[i] = _arrival_rates(svc, n, opt.period_s, s.simulation.seed, base_dir)
+            # sessions: each started session sends expected_turns requests
+            turns = expected_turns(svc.sessions) if svc.sessions is not None else 1.0
+            out[i] = turns * _arrival_rates(svc, n, opt.period_s, s.simulation.seed,
+                                            base_dir)
     return out
 
 
@@ -67,7 +70,7 @@ def _arrival_rates(svc: InferenceService, n: int, period_s: float, seed: int,
         return diurnal_rate(a, t).mean(axis=1)
     assert isinstance(a, TraceArrivals)
     times = service_requests(svc, n * period_s, np.random.SeedSequence(seed), base_dir)[
-        "arrival_s"].to_numpy()
+        "arrival_s"].dropna().to_numpy()  # (a session's later turns: counted by the caller)
     span = float(times.max()) if times.size else 0.0
     if span < (n - 1) * period_s:
         raise DcsimError(Problem(f"optimize.demand_per_s.{svc.name}", "missing",
@@ -131,6 +134,7 @@ def _kind(svc: InferenceService) -> str:
     """What a replica's capacity depends on: model, lengths, SLO, memory and token budget."""
     lengths = svc.arrival.model_dump_json() if isinstance(svc.arrival, TraceArrivals) else ""
     return "|".join([svc.model, lengths, str(svc.prompt_tokens), str(svc.output_tokens),
+                     str(svc.shared_prefix), str(svc.sessions),
                      svc.slo.model_dump_json(), str(svc.deployment.gpu_memory_utilization),
                      str(svc.deployment.max_batched_tokens)])
 

@@ -200,6 +200,38 @@ class SharedPrefix(Spec):
                           "(0: all equally likely).")
 
 
+class Sessions(Spec):
+    """Multi-turn conversations. The service's arrival process starts sessions; a session
+    has a number of turns, and each turn after the first arrives a think time after the
+    previous answer finished (a closed loop: a slow answer delays the next question).
+    A turn's prompt is the whole history (shared prefix, earlier prompts and answers)
+    plus its own new tokens, drawn from the service's prompt_tokens; its answer from
+    output_tokens."""
+
+    mean_turns: float = Field(ge=1, le=1000, description="Mean turns per session "
+                              "(at least 1).")
+    turns: Literal["geometric", "constant"] = Field(
+        default="geometric", description="Turn count law: geometric (a session ends after "
+        "each turn with probability 1 / mean_turns) or constant (every session has "
+        "mean_turns turns, a whole number).")
+    max_turns: int = Field(default=100, ge=1, le=10_000, description="Turn counts are "
+                           "clipped to this.")
+    mean_think_time_s: float = Field(gt=0, le=86_400, description="Mean time between an "
+                                     "answer and the next prompt, s.")
+    think_time: Literal["exponential", "constant"] = Field(
+        default="exponential", description="Think-time law: exponential or constant.")
+
+    @model_validator(mode="after")
+    def _whole_turns(self) -> Sessions:
+        if self.turns == "constant" and self.mean_turns != int(self.mean_turns):
+            raise ValueError(f"mean_turns ({self.mean_turns}) must be a whole number with "
+                             "turns: constant")
+        if self.mean_turns > self.max_turns:
+            raise ValueError(f"mean_turns ({self.mean_turns}) must be at most max_turns "
+                             f"({self.max_turns})")
+        return self
+
+
 class InferenceService(Spec):
     """An LLM service: model, arrivals, lengths, SLO, deployment and routing."""
 
@@ -217,14 +249,19 @@ class InferenceService(Spec):
     shared_prefix: SharedPrefix | None = Field(
         default=None, description="A system prompt (or groups of them) before every "
         "prompt; with deployment.prefix_caching its KV blocks are reused.")
+    sessions: Sessions | None = Field(
+        default=None, description="Multi-turn chat: arrivals start sessions whose turns "
+        "re-send their history; with deployment.prefix_caching the history's KV blocks "
+        "are reused.")
     deployment: Deployment
     routing: Literal["round_robin", "least_outstanding", "power_of_two", "central_queue",
                      "prefix_affinity"] = Field(
         default="least_outstanding",
         description="round_robin | least_outstanding | power_of_two: pick a replica on arrival; "
         "central_queue: one FIFO per service, replicas pull when they have room; "
-        "prefix_affinity: a shared prefix's requests go to the replica that served it last "
-        "(see affinity_slack_requests), others to the least loaded.",
+        "prefix_affinity: a session's turns (else a shared prefix's requests) go to the "
+        "replica that served it last (see affinity_slack_requests), others to the least "
+        "loaded.",
     )
     affinity_slack_requests: int = Field(
         default=4, ge=0, le=1_000_000, description="prefix_affinity: a prefix stays on its "
@@ -237,6 +274,10 @@ class InferenceService(Spec):
         if not from_trace and (self.prompt_tokens is None or self.output_tokens is None):
             raise ValueError("prompt_tokens and output_tokens are required unless a trace "
                              "arrival with use_token_lengths supplies them")
+        if self.sessions is not None and (self.prompt_tokens is None
+                                          or self.output_tokens is None):
+            raise ValueError("sessions need prompt_tokens and output_tokens (the new tokens "
+                             "and the answer of each turn; a trace gives session starts only)")
         return self
 
 # -- training jobs -----------------------------------------------------------

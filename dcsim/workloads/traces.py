@@ -2,7 +2,13 @@
 
 Columns: ``TIMESTAMP`` (arrival, a date-time), ``ContextTokens`` (prompt length),
 ``GeneratedTokens`` (output length). Two one-hour traces from Azure's 2023
-production services ship with the package (CC-BY 4.0, see data/traces).
+production services ship with the package (CC-BY 4.0, see data/traces); they carry
+no prefix identity (which requests share a system prompt or a conversation), so a
+prefix cache has nothing to match in them. A user trace may add either of two
+optional columns: ``session_id`` (any label: rows with one label are the turns of one
+conversation, in time order, each prompt starting with the previous turn's prompt and
+answer) and ``prefix_group`` (any label: rows with one label start with the same
+system prompt, of the service's shared_prefix.tokens).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ BUILTIN_TRACES = {
     "azure-code-2023": "AzureLLMInferenceTrace_code.csv",
 }
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+OPTIONAL = ("session_id", "prefix_group")  # labels, as integer codes from 0 (-1: blank)
 
 
 MAX_TRACE_TOKENS = 10_000_000  # per request: ten times the longest context windows of 2026
@@ -42,7 +49,8 @@ def resolve_trace_path(spec: str, base_dir: Path | None = None) -> Path:
 
 
 def load_trace(path: Path) -> pd.DataFrame:
-    """Trace as `arrival_s` (from the first request), `prompt_tokens`, `output_tokens`."""
+    """Trace as `arrival_s` (from the first request), `prompt_tokens`, `output_tokens`,
+    and `session_id` / `prefix_group` codes where the file has those columns."""
     raw = read_csv_with(path, COLUMNS, "trace CSV file")
     if raw.empty:
         raise DcsimError(Problem("rows", 0, "at least one request (the file has only its "
@@ -63,8 +71,13 @@ def load_trace(path: Path) -> pd.DataFrame:
     order = np.argsort(ts.to_numpy(), kind="stable")
     t = ts.to_numpy()[order]
     arrival = (t - t[0]) / np.timedelta64(1, "s")
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "arrival_s": arrival.astype(float),
         "prompt_tokens": tokens["ContextTokens"].to_numpy()[order].astype(np.int64),
         "output_tokens": tokens["GeneratedTokens"].to_numpy()[order].astype(np.int64),
     })
+    for col in OPTIONAL:
+        if col in raw.columns:  # labels of any kind; a blank cell: none
+            codes, _ = pd.factorize(raw[col].astype("string"), use_na_sentinel=True)
+            out[col] = codes[order].astype(np.int64)
+    return out
