@@ -44,6 +44,7 @@ def service_summary(req: pd.DataFrame, svc: InferenceService, window_s: float, e
         "requests_unfinished": len(open_),
         "requests_rejected": int((r["status"] == "rejected").sum()),
         "requests_aborted": int((r["status"] == "aborted").sum()),
+        "requests_timed_out": int((r["status"] == "timed_out").sum()),
         "throughput_req_s": len(done) / window_s,
         "output_tokens_per_s": out_tokens / window_s,
         **_latency_stats(done),

@@ -5,8 +5,9 @@ A service's SLO sets bounds on TTFT, TPOT and end-to-end latency (any may be abs
 Over the requests of a window, at the end time `end_s` of the run:
 
 - a **finished** request *meets* the SLO when every bound holds for it;
-- a **rejected** request (no replica would take it) or an **aborted** one (its context
-  can never fit the KV cache) is a miss for every bound;
+- a **rejected** request (no replica would take it, or its queue was full), a
+  **timed_out** one (not admitted within its max_queue_s) or an **aborted** one (its
+  context can never fit the KV cache) is a miss for every bound;
 - a request still **unfinished** at the end is a miss for a bound it has already broken,
   whatever happens next: no first token yet and older than the TTFT bound; older than
   the E2E bound; or a first token so long ago that even finishing now would put its TPOT
@@ -14,7 +15,7 @@ Over the requests of a window, at the end time `end_s` of the run:
   it may still make it, and guessing would bias the answer either way.
 
 `slo_attainment` = finished requests meeting every bound / requests judged (finished,
-rejected, aborted, and unfinished ones already late for some bound). `meets_p99` holds
+rejected, timed out, aborted, and unfinished ones already late for some bound). `meets_p99` holds
 when, per bound, the 99th percentile over finished requests plus the misses (counted as
 infinitely late) is within the bound.
 """
@@ -27,7 +28,7 @@ import pandas as pd
 from dcsim.workloads.spec import Slo
 
 BOUNDS = (("ttft_s", "ttft_p99_s"), ("tpot_s", "tpot_p99_s"), ("e2e_s", "e2e_p99_s"))
-FAILED = ("rejected", "aborted")
+FAILED = ("rejected", "aborted", "timed_out")
 NEVER_S = 1e300
 
 

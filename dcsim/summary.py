@@ -24,6 +24,7 @@ class ServiceSummary:
     requests_unfinished: int
     requests_rejected: int
     requests_aborted: int
+    requests_timed_out: int  # not admitted within max_queue_s
     throughput_req_s: float
     output_tokens_per_s: float
     ttft_p50_s: float | None

@@ -37,6 +37,9 @@ class GpuSpec(_Entry):
     link_latency_us: float = Field(
         default=1.0, ge=0, description="Alpha (per ring step) of the scale-up link, us."
     )
+    pcie_gbyte_s: float | None = Field(
+        default=None, gt=0, description="Host link (PCIe) bandwidth of one GPU, one "
+        "direction, GB/s: KV blocks moved to and from host memory use it; empty: unknown.")
     dvfs_floor_w: float | None = Field(
         default=None, gt=0,
         description="Power that does not scale with the SM clock under load, W (DVFS model); "

@@ -66,12 +66,21 @@ def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
         "preemptions": log.preemptions, "energy_j": log.energy_j,
         "prefix_group": reqs["prefix_group"].to_numpy(), "cached_tokens": log.cached,
         "session": reqs["session"].to_numpy(), "turn": reqs["turn"].to_numpy(),
+        "priority_class": _class_names(model, reqs), "priority": reqs["priority"].to_numpy(),
         "status": pd.Categorical.from_codes(log.status, categories=list(STATUS)),
         "in_warmup": arrival < model.scenario.simulation.warmup_s,
     })
     # a session's turn whose previous answer came too late (or never) was never sent
     table = table[~np.isnan(arrival)]
     return table.sort_values("arrival_s", kind="stable", ignore_index=True)
+
+
+def _class_names(model: RunModel, reqs: pd.DataFrame) -> pd.Categorical:
+    """Each request's priority class by name ("" where its service has none)."""
+    names = [[c.name for c in svc.classes or ()] + [""] for svc in model.services]
+    labels = [names[s][c] for s, c in zip(reqs["service"].tolist(),
+                                          reqs["priority_class"].tolist(), strict=True)]
+    return pd.Categorical(labels, categories=sorted({x for n in names for x in n}))
 
 
 def _replicas(model: RunModel, rec: RunRecord) -> pd.DataFrame:

@@ -4,7 +4,7 @@ The policy of the iteration (mixed or prefill-only) enters here through the toke
 budget: decode tokens share it only when they share the iteration. Admission needs
 free KV blocks for the whole prompt and its first token (dcsim.engine.paging).
 Preemption frees blocks for the next decode step by recomputing the newest sequences
-later, as vLLM does by default.
+later, as vLLM does by default (the lowest priority first, under priority classes).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dcsim.engine.admission import PriorityWaiting, lowest_newest
 from dcsim.engine.sequence import Seq
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ class Batching:
     """The scheduling half of a Replica, which holds the fields and methods annotated
     here."""
 
-    waiting: deque[Seq]
+    waiting: deque[Seq] | PriorityWaiting
+    ranked: bool
     running: dict[Seq, None]
     prefilling: list[Seq]
     decoding: set[Seq]
@@ -50,7 +52,6 @@ class Batching:
     _leave_decoding: Callable[[Seq], None]
     _release: Callable[[Seq], None]
     _change_outstanding: Callable[[int], None]
-    _fit_cache: Callable[[], None]
 
     def schedule(self) -> list[tuple[Seq, int]]:
         """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
@@ -106,6 +107,30 @@ class Batching:
             chunks.append((s, c))
             budget -= c
         return chunks
+
+    def _cache_prefix(self, s: Seq) -> None:
+        """`s` has computed its prefix: blocks of it the cache lacks move into the cache
+        (if `s` holds the blocks right after the cached ones; else its copy stays its own)."""
+        cache, b = self.cache, self.pages.block
+        assert cache is not None
+        if cache.match(s.group) * b == s.shared:
+            moved = cache.extend(s.group, min(s.prefix, s.kv) // b) * b
+            s.shared += moved
+            self.used -= moved
+
+    def _fit_cache(self, back: int = 0) -> None:
+        """Evict unused cached blocks until requests and cache fit in the KV blocks (as
+        they stood one decode step of `back` sequences ago, if `back`)."""
+        cache, pages = self.cache, self.pages
+        assert cache is not None
+        if not cache.evictable:
+            return
+        b, used = pages.block, self.used - back
+        if used + pages.pre_pad + len(self.decoding) * b + cache.total * b <= pages.tokens:
+            return  # a bound on the padding settles it
+        over = pages.held(used, self.step - (1 if back else 0)) + cache.total - pages.blocks
+        if over > 0:
+            cache.evict(over)
 
     def _hit(self, s: Seq, need: int) -> tuple[int, int]:
         """Tokens of `s` the prefix cache holds (whole blocks of its prefix, then of its
@@ -169,7 +194,11 @@ class Batching:
         """Preempt the newest sequences until the next decode step fits in the KV cache."""
         while self.decoding and not self.pages.fits_next(self.used, self.step,
                                                          len(self.decoding)):
-            victim, _ = self.running.popitem()
+            if self.ranked:  # the lowest priority first, the newest within it
+                victim = lowest_newest(self.running)
+                del self.running[victim]
+            else:
+                victim, _ = self.running.popitem()
             if victim in self.decoding:
                 self._leave_decoding(victim)
             else:

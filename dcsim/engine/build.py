@@ -121,7 +121,8 @@ def _requests(services: list[InferenceService], duration_s: float,
     tables = [service_requests(svc, duration_s, seeds[i], ctx.base_dir).assign(service=i)
               for i, svc in enumerate(services)]
     empty = pd.DataFrame({c: [] for c in (*COLUMNS, "service")}).astype(
-        {c: "int64" for c in (*COLUMNS, "service") if c not in ("arrival_s", "think_s")})
+        {c: "int64" for c in (*COLUMNS, "service")
+         if c not in ("arrival_s", "think_s", "max_queue_s")})
     reqs = pd.concat(tables, ignore_index=True) if tables else empty
     reqs = reqs.sort_values(["arrival_s", "service"], kind="stable", ignore_index=True,
                             na_position="last")

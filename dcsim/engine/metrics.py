@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-STATUS = ("unfinished", "finished", "rejected", "aborted")
+STATUS = ("unfinished", "finished", "rejected", "aborted", "timed_out")
 # running batch, KV tokens of the requests, waiting requests, tokens in the prefix cache
 SERVING_LEVELS = ("batch_x_s", "kv_x_s", "queue_x_s", "cache_x_s")
 JOB_LEVELS = ("gpus_x_s", "active_s")  # GPUs held, time the job holds any

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import simpy
 
+from dcsim.engine.admission import PriorityWaiting
 from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.metrics import RequestLog, TimeSeries
@@ -43,14 +44,16 @@ class Replica(Batching):
     """One model instance serving with continuous batching (see the module docstring).
 
     Routers use only `submit`, `poke`, `kv_capacity`, `outstanding`, `batch_size`,
-    `asleep`, `cuttable`, `share_loads` and `watch`; everything else is the replica's own.
+    `asleep`, `cuttable`, `share_loads`, `watch` and the length of `waiting`; deadlines
+    (engine.admission) `drop_waiting`; everything else is the replica's own.
     """
 
     def __init__(self, env: simpy.Environment, index: int, costs: IterationCosts,
                  max_num_seqs: int, max_batched_tokens: int, chunked: bool, kv_capacity: int,
                  log: RequestLog, series: TimeSeries, coalesce: bool = True,
-                 waiting: deque[Seq] | None = None, prefill_first: bool = False,
-                 block_tokens: int = 1, prefix_caching: bool = False) -> None:
+                 waiting: deque[Seq] | PriorityWaiting | None = None,
+                 prefill_first: bool = False, block_tokens: int = 1,
+                 prefix_caching: bool = False, priorities: tuple[int, ...] = ()) -> None:
         self.env, self.index, self.costs = env, index, costs
         self.prefill_first = prefill_first  # prefill-only iterations (decoding waits)
         self.max_num_seqs, self.budget, self.chunked = max_num_seqs, max_batched_tokens, chunked
@@ -59,7 +62,10 @@ class Replica(Batching):
         self.cache = PrefixCache(self.pages) if prefix_caching else None
         self.log, self.series, self.coalesce = log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
-        self.waiting: deque[Seq] = deque() if waiting is None else waiting
+        self.ranked = len(set(priorities)) > 1  # requests of several priorities
+        if waiting is None:
+            waiting = PriorityWaiting(priorities) if self.ranked else deque()
+        self.waiting: deque[Seq] | PriorityWaiting = waiting
         # admission order (the newest is preempted first); a dict removes in O(1)
         self.running: dict[Seq, None] = {}
         self.prefilling: list[Seq] = []  # admitted, prompt not yet fully processed
@@ -102,6 +108,10 @@ class Replica(Batching):
         self.waiting.append(seq)
         self._change_outstanding(+1)
         self.poke()
+
+    def drop_waiting(self) -> None:
+        """A request left the waiting queue unserved (its deadline passed)."""
+        self._change_outstanding(-1)
 
     @property
     def batch_size(self) -> int:
@@ -285,31 +295,6 @@ class Replica(Batching):
             self._retire(now)
         if self.cache is not None:
             self._fit_cache()
-
-    # -- prefix cache ------------------------------------------------------------
-    def _cache_prefix(self, s: Seq) -> None:
-        """`s` has computed its prefix: blocks of it the cache lacks move into the cache
-        (if `s` holds the blocks right after the cached ones; else its copy stays its own)."""
-        cache, b = self.cache, self.pages.block
-        assert cache is not None
-        if cache.match(s.group) * b == s.shared:
-            moved = cache.extend(s.group, min(s.prefix, s.kv) // b) * b
-            s.shared += moved
-            self.used -= moved
-
-    def _fit_cache(self, back: int = 0) -> None:
-        """Evict unused cached blocks until requests and cache fit in the KV blocks (as
-        they stood one decode step of `back` sequences ago, if `back`)."""
-        cache, pages = self.cache, self.pages
-        assert cache is not None
-        if not cache.evictable:
-            return
-        b, used = pages.block, self.used - back
-        if used + pages.pre_pad + len(self.decoding) * b + cache.total * b <= pages.tokens:
-            return  # a bound on the padding settles it
-        over = pages.held(used, self.step - (1 if back else 0)) + cache.total - pages.blocks
-        if over > 0:
-            cache.evict(over)
 
     # -- decoding group --------------------------------------------------------
     def _advance(self, steps: int, energy: float) -> None:

@@ -7,6 +7,7 @@ from collections import deque
 
 import numpy as np
 
+from dcsim.engine.admission import Deadlines, PriorityWaiting
 from dcsim.engine.metrics import RequestLog
 from dcsim.engine.replica import Replica
 from dcsim.engine.sequence import Seq
@@ -64,10 +65,17 @@ class Router:
     """Sends each arrival to a replica (or to a shared queue replicas pull from)."""
 
     def __init__(self, policy: str, replicas: list[Replica], rng: np.random.Generator,
-                 log: RequestLog, shared: deque[Seq] | None = None,
-                 affinity_slack: int = 0) -> None:
+                 log: RequestLog, shared: deque[Seq] | PriorityWaiting | None = None,
+                 affinity_slack: int = 0, max_waiting: int | None = None) -> None:
         self.policy, self.replicas, self.rng, self.log = policy, replicas, rng, log
         self.slack = affinity_slack
+        # per replica (the shared queue: that many per replica); None: no limit
+        self.max_waiting = max_waiting
+        if shared is not None and max_waiting is not None:
+            self.max_waiting = max_waiting * len(replicas)
+        # per request, the longest wait for a first admission (NaN: none), and the timer
+        self.wait_limits: list[float] | None = None
+        self.deadlines: Deadlines | None = None
         self.home: dict[int, int] = {}  # prefix_affinity: each prefix's (session's) replica
         self.shared = shared
         self.next = 0
@@ -94,13 +102,30 @@ class Router:
             self.log.status[seq.rid] = REJECTED
             return
         if self.policy == "central_queue":
+            assert self.shared is not None
+            if self.max_waiting is not None and len(self.shared) >= self.max_waiting:
+                self.log.status[seq.rid] = REJECTED
+                return
             self._enqueue(seq)
+            self._watch_deadline(seq, None, self.shared)
             return
         if self.policy == "prefix_affinity" and (seq.session != -1 or seq.group >= 0):
             key = seq.session if seq.session != -1 else seq.group  # the history's holder
-            self.replicas[self._affine(key)].submit(seq)
+            r = self.replicas[self._affine(key)]
+        else:
+            r = self.replicas[self._pick()]
+        if self.max_waiting is not None and len(r.waiting) >= self.max_waiting:
+            self.log.status[seq.rid] = REJECTED  # its queue is full
             return
-        self.replicas[self._pick()].submit(seq)
+        r.submit(seq)
+        self._watch_deadline(seq, r, r.waiting)
+
+    def _watch_deadline(self, seq: Seq, r: Replica | None,
+                        queue: deque[Seq] | PriorityWaiting) -> None:
+        if self.wait_limits is not None:
+            limit = self.wait_limits[seq.rid]
+            if limit == limit and self.deadlines is not None:  # not NaN
+                self.deadlines.watch(seq, limit, r, queue)
 
     def _affine(self, key: int) -> int:
         """The replica that served prefix group or session `key` last, unless it has more

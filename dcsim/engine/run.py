@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from dcsim.engine.admission import Deadlines, PriorityWaiting
 from dcsim.engine.build import RunModel
 from dcsim.engine.cluster import replay_tables, start_replays
 from dcsim.engine.jobs import (
@@ -108,16 +109,26 @@ def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
     """Every replica, and one router per service over its replicas."""
     replicas: list[Replica] = []
     routers: list[Router] = []
+    reqs = model.requests
+    limited = bool(reqs["max_queue_s"].notna().any())
+    deadlines = Deadlines(env, log) if limited else None
+    limits = reqs["max_queue_s"].tolist() if limited else None
     for i, svc in enumerate(model.services):
         d = svc.deployment
-        shared: deque[Seq] | None = deque() if svc.routing == "central_queue" else None
+        levels = tuple(sorted({c.priority for c in svc.classes or ()}))
+        shared: deque[Seq] | PriorityWaiting | None = None
+        if svc.routing == "central_queue":
+            shared = PriorityWaiting(levels) if len(levels) > 1 else deque()
         mine = [Replica(env, r.index, r.costs, d.max_num_seqs, d.max_batched_tokens,
                         d.chunked_prefill, r.kv_capacity, log, series, coalesce, shared,
-                        d.scheduler == "prefill_first", d.kv_block_tokens, d.prefix_caching)
+                        d.scheduler == "prefill_first", d.kv_block_tokens, d.prefix_caching,
+                        levels)
                 for r in model.replicas if r.service == i]
         replicas += mine
-        routers.append(Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]),
-                              log, shared, svc.affinity_slack_requests))
+        router = Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]), log,
+                        shared, svc.affinity_slack_requests, d.max_waiting_requests)
+        router.wait_limits, router.deadlines = limits, deadlines
+        routers.append(router)
     return replicas, routers
 
 
@@ -153,8 +164,11 @@ class _Arrivals:
         self.times = reqs["arrival_s"].iloc[:known].tolist()
         self.prompts, self.outputs = reqs["prompt_tokens"].tolist(), reqs["output_tokens"].tolist()
         self.svcs = reqs["service"].tolist()
-        # prefixes and sessions, if any request has one (else Seq's defaults, on the hot path)
-        shared = bool((reqs["prefix_group"] >= 0).any() | (reqs["session"] >= 0).any())
+        # prefixes, sessions and priorities, if any request has one (else Seq's defaults,
+        # on the hot path)
+        shared = bool((reqs["prefix_group"] >= 0).any() | (reqs["session"] >= 0).any()
+                      | (reqs["priority"] != 0).any())
+        self.priorities = reqs["priority"].tolist()
         self.groups = reqs["prefix_group"].tolist() if shared else None
         self.prefixes = reqs["prefix_tokens"].tolist()
         self.sessions = [session_key(x) if x >= 0 else -1 for x in reqs["session"].tolist()]
@@ -167,7 +181,7 @@ class _Arrivals:
         if self.groups is None:
             return Seq(i, self.prompts[i], self.outputs[i])
         return Seq(i, self.prompts[i], self.outputs[i], self.groups[i], self.prefixes[i],
-                   self.sessions[i])
+                   self.sessions[i], self.priorities[i])
 
     def _fire(self, _ev: simpy.Event) -> None:
         env, times, i, n = self.env, self.times, self.i, len(self.times)

@@ -38,15 +38,16 @@ class Seq:
     energy = e0 + (e_cum - e_cum0)."""
 
     __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "group", "kv", "kv0",
-                 "output", "page", "prefill_left", "prefill_total", "prefix", "prompt", "rid",
-                 "session", "shared", "step0", "version")
+                 "output", "page", "prefill_left", "prefill_total", "prefix", "priority", "prompt",
+                 "rid", "session", "shared", "step0", "version")
 
     def __init__(self, rid: int, prompt: int, output: int, group: int = -1,
-                 prefix: int = 0, session: int = -1) -> None:
+                 prefix: int = 0, session: int = -1, priority: int = 0) -> None:
         self.rid, self.prompt, self.output = rid, prompt, output
         self.group, self.prefix = group, prefix  # its shared prefix (-1: none) and tokens
         # the cache key of its conversation's history (session_key(session); -1: none)
         self.session = session
+        self.priority = priority  # admitted before lower ones, preempted after them
         self.shared = 0  # of its KV tokens, those held by the prefix cache (whole blocks)
         self.generated = 0
         self.prefill_total = self.prefill_left = prompt

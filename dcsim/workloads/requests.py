@@ -23,7 +23,7 @@ from dcsim.workloads.spec import (
 from dcsim.workloads.traces import load_trace, resolve_trace_path
 
 COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens", "prefix_group", "prefix_tokens",
-           "session", "turn", "think_s")
+           "session", "turn", "think_s", "priority_class", "priority", "max_queue_s")
 
 
 def service_requests(svc: InferenceService, duration_s: float, seed_seq: np.random.SeedSequence,
@@ -32,9 +32,16 @@ def service_requests(svc: InferenceService, duration_s: float, seed_seq: np.rand
     later turn of a generated session: it arrives think_s after the previous turn's
     answer), prompt_tokens (a shared prefix and the session's history included),
     output_tokens, prefix_group (-1: none) and prefix_tokens, session (-1: none), turn
-    (from 0) and think_s."""
-    # streams by index: spawn(6) gives the first four spawn(4) gives
-    rngs = tuple(np.random.default_rng(s) for s in seed_seq.spawn(6))
+    (from 0) and think_s; priority_class (index into svc.classes, -1: none), its
+    priority and max_queue_s (NaN: no limit)."""
+    # streams by index: spawn(7) gives the first four spawn(4) gives
+    rngs = tuple(np.random.default_rng(s) for s in seed_seq.spawn(7))
+    table = _requests(svc, duration_s, rngs[:6], base_dir)
+    return _with_classes(table, svc, rngs[6], base_dir)
+
+
+def _requests(svc: InferenceService, duration_s: float, rngs: tuple[np.random.Generator, ...],
+              base_dir: Path | None) -> pd.DataFrame:
     arr_rng, prompt_rng, out_rng, prefix_rng, turn_rng, think_rng = rngs
     a = svc.arrival
     if isinstance(a, TraceArrivals):
@@ -73,7 +80,38 @@ def _table(times: np.ndarray, prompts: np.ndarray, outputs: np.ndarray, groups: 
            ) -> pd.DataFrame:
     cols = (times, prompts, outputs, groups, prefix, session, turn, think)
     return pd.DataFrame({k: np.asarray(v, dtype=float if k in ("arrival_s", "think_s")
-                                       else np.int64) for k, v in zip(COLUMNS, cols, strict=True)})
+                                       else np.int64) for k, v in zip(COLUMNS[:8], cols, strict=True)})
+
+
+def _with_classes(t: pd.DataFrame, svc: InferenceService, rng: np.random.Generator,
+                  base_dir: Path | None) -> pd.DataFrame:
+    """Each request's class (a session keeps one for all its turns): from the trace's
+    priority_class column, else drawn by share; and the class's priority and limit."""
+    n = len(t)
+    limit = svc.max_queue_s if svc.max_queue_s is not None else np.nan
+    if svc.classes is None:
+        return t.assign(priority_class=np.full(n, -1), priority=np.zeros(n, np.int64),
+                        max_queue_s=np.full(n, limit))
+    names = [c.name for c in svc.classes]
+    traced = t.pop("traced_class") if "traced_class" in t else None
+    if traced is not None:
+        known = pd.Series(traced).isin(names).to_numpy()
+        if not known.all():
+            bad = str(traced[np.flatnonzero(~known)[0]])
+            raise DcsimError(Problem("priority_class", bad, f"one of the service's classes: "
+                                     f"{', '.join(names)}", str(svc.arrival.model_dump()
+                                                                .get("path", ""))))
+        idx = pd.Index(names).get_indexer(traced)
+    else:
+        unit = np.where(t["session"] >= 0, t["session"], -1 - np.arange(n))
+        _, first, inverse = np.unique(unit, return_index=True, return_inverse=True)
+        drawn = rng.choice(len(names), size=first.size, p=[c.share for c in svc.classes])
+        idx = drawn[inverse]
+    pri = np.array([c.priority for c in svc.classes], dtype=np.int64)
+    lim = np.array([c.max_queue_s if c.max_queue_s is not None else limit
+                    for c in svc.classes], dtype=float)
+    return t.assign(priority_class=idx.astype(np.int64), priority=pri[idx],
+                    max_queue_s=lim[idx])
 
 
 def session_requests(svc: InferenceService, spec: Sessions, starts: np.ndarray,
@@ -147,6 +185,8 @@ def _trace_requests(svc: InferenceService, a: TraceArrivals, duration_s: float,
         outputs = np.maximum(trace["output_tokens"].to_numpy()[idx], 1)
     out = _independent(svc, times, prompts, outputs, (prompt_rng, out_rng, prefix_rng),
                        base_dir)
+    if "priority_class" in trace and svc.classes is not None:
+        out["traced_class"] = trace["priority_class"].to_numpy()[idx]
     copy = pd.Series(idx).groupby(idx).cumcount().to_numpy()  # which copy of its row
     if "session_id" in trace:
         sid = trace["session_id"].to_numpy()[idx]

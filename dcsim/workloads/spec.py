@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from dcsim.engine.gang import Policy
 from dcsim.schema_base import Spec
+from dcsim.workloads.traffic import PriorityClass, Sessions, SharedPrefix
 
 # -- arrival processes -------------------------------------------------------
 
@@ -168,6 +169,10 @@ class Deployment(Spec):
         default="bf16", description="KV-cache element type: fp8 halves the bytes a token "
         "holds and so doubles the tokens that fit (iteration costs stay those profiled, "
         "with a BF16 cache).")
+    max_waiting_requests: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Most requests waiting for admission "
+        "at one replica (central_queue: this many per replica in the shared queue); an "
+        "arrival finding the queue full is rejected. Default: no limit.")
     power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
     servers: list[str] | None = Field(
         default=None, description="Server of each replica by name (rack/type-k, as in "
@@ -185,50 +190,6 @@ class Deployment(Spec):
             raise ValueError(f"max_batched_tokens ({self.max_batched_tokens}) must be at least "
                              f"max_num_seqs ({self.max_num_seqs}): each decoding sequence needs "
                              "one token of the iteration budget")
-        return self
-
-
-class SharedPrefix(Spec):
-    """System prompts at the start of every request of a service: one, or `groups` of
-    them with a popularity law (each request takes one independently)."""
-
-    tokens: int = Field(ge=1, le=1_000_000, description="Tokens of each shared prefix; a "
-                        "request's prompt is these plus its own prompt_tokens.")
-    groups: int = Field(default=1, ge=1, le=1_000_000, description="Distinct prefixes.")
-    zipf_s: float = Field(default=0.0, ge=0, le=10, description="Popularity: the k-th "
-                          "prefix is taken with probability proportional to 1 / k^zipf_s "
-                          "(0: all equally likely).")
-
-
-class Sessions(Spec):
-    """Multi-turn conversations. The service's arrival process starts sessions; a session
-    has a number of turns, and each turn after the first arrives a think time after the
-    previous answer finished (a closed loop: a slow answer delays the next question).
-    A turn's prompt is the whole history (shared prefix, earlier prompts and answers)
-    plus its own new tokens, drawn from the service's prompt_tokens; its answer from
-    output_tokens."""
-
-    mean_turns: float = Field(ge=1, le=1000, description="Mean turns per session "
-                              "(at least 1).")
-    turns: Literal["geometric", "constant"] = Field(
-        default="geometric", description="Turn count law: geometric (a session ends after "
-        "each turn with probability 1 / mean_turns) or constant (every session has "
-        "mean_turns turns, a whole number).")
-    max_turns: int = Field(default=100, ge=1, le=10_000, description="Turn counts are "
-                           "clipped to this.")
-    mean_think_time_s: float = Field(gt=0, le=86_400, description="Mean time between an "
-                                     "answer and the next prompt, s.")
-    think_time: Literal["exponential", "constant"] = Field(
-        default="exponential", description="Think-time law: exponential or constant.")
-
-    @model_validator(mode="after")
-    def _whole_turns(self) -> Sessions:
-        if self.turns == "constant" and self.mean_turns != int(self.mean_turns):
-            raise ValueError(f"mean_turns ({self.mean_turns}) must be a whole number with "
-                             "turns: constant")
-        if self.mean_turns > self.max_turns:
-            raise ValueError(f"mean_turns ({self.mean_turns}) must be at most max_turns "
-                             f"({self.max_turns})")
         return self
 
 
@@ -253,6 +214,13 @@ class InferenceService(Spec):
         default=None, description="Multi-turn chat: arrivals start sessions whose turns "
         "re-send their history; with deployment.prefix_caching the history's KV blocks "
         "are reused.")
+    classes: list[PriorityClass] | None = Field(
+        default=None, min_length=1, max_length=64, description="Priority classes of the "
+        "requests (SLO classes): a trace's priority_class column names them, else each "
+        "request draws one by share.")
+    max_queue_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="A request not admitted this long after "
+        "its arrival is dropped and counted as timed_out (a class may set its own).")
     deployment: Deployment
     routing: Literal["round_robin", "least_outstanding", "power_of_two", "central_queue",
                      "prefix_affinity"] = Field(
@@ -274,6 +242,13 @@ class InferenceService(Spec):
         if not from_trace and (self.prompt_tokens is None or self.output_tokens is None):
             raise ValueError("prompt_tokens and output_tokens are required unless a trace "
                              "arrival with use_token_lengths supplies them")
+        if self.classes is not None:
+            names = [c.name for c in self.classes]
+            if len(set(names)) != len(names):
+                raise ValueError(f"classes names {names}: each name once")
+            total = sum(c.share for c in self.classes)
+            if abs(total - 1.0) > 1e-9:
+                raise ValueError(f"classes shares add up to {total:g}: they must add up to 1")
         if self.sessions is not None and (self.prompt_tokens is None
                                           or self.output_tokens is None):
             raise ValueError("sessions need prompt_tokens and output_tokens (the new tokens "

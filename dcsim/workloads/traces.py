@@ -8,7 +8,8 @@ prefix cache has nothing to match in them. A user trace may add either of two
 optional columns: ``session_id`` (any label: rows with one label are the turns of one
 conversation, in time order, each prompt starting with the previous turn's prompt and
 answer) and ``prefix_group`` (any label: rows with one label start with the same
-system prompt, of the service's shared_prefix.tokens).
+system prompt, of the service's shared_prefix.tokens); and ``priority_class``, the
+name of one of the service's classes for every row.
 """
 
 from __future__ import annotations
@@ -80,4 +81,6 @@ def load_trace(path: Path) -> pd.DataFrame:
         if col in raw.columns:  # labels of any kind; a blank cell: none
             codes, _ = pd.factorize(raw[col].astype("string"), use_na_sentinel=True)
             out[col] = codes[order].astype(np.int64)
+    if "priority_class" in raw.columns:  # names of the service's classes
+        out["priority_class"] = raw["priority_class"].astype("string").to_numpy()[order]
     return out
