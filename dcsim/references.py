@@ -172,6 +172,9 @@ def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
         out.append(Problem(f"{p}.deployment.max_batched_tokens", d.max_batched_tokens,
                            f"at least the longest prompt ({longest} tokens) when "
                            "chunked_prefill is off: a prompt must fit one iteration"))
+    if d.host_kv_gb > 0 and gpu.pcie_gbyte_s is None:
+        out.append(Problem(f"{p}.deployment.host_kv_gb", d.host_kv_gb, f"0, or a GPU whose "
+                           f"catalog entry gives pcie_gbyte_s ({gpu.id} has none)"))
     if d.prefix_caching and w.shared_prefix is None and w.sessions is None and not (
             _traced_sessions(w, base_dir)):
         out.append(Problem(f"{p}.deployment.prefix_caching", True, "a service with "

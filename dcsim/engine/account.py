@@ -87,7 +87,8 @@ def _replicas(model: RunModel, rec: RunRecord) -> pd.DataFrame:
     t = rec.replica_totals
     return model.replica_rows.assign(energy_j=t["energy_j"].tolist(),
                                      idle_energy_j=t["idle_energy_j"].tolist(),
-                                     in_system_x_s=t["in_system_x_s"].tolist())
+                                     in_system_x_s=t["in_system_x_s"].tolist(),
+                                     kv_transfer_s=t["kv_transfer_s"].tolist())
 
 
 def _timeseries(model: RunModel, rec: RunRecord) -> pd.DataFrame:

@@ -4,7 +4,8 @@ The policy of the iteration (mixed or prefill-only) enters here through the toke
 budget: decode tokens share it only when they share the iteration. Admission needs
 free KV blocks for the whole prompt and its first token (dcsim.engine.paging).
 Preemption frees blocks for the next decode step by recomputing the newest sequences
-later, as vLLM does by default (the lowest priority first, under priority classes).
+later, as vLLM does by default (the lowest priority first, under priority classes), or
+by swapping their KV to host memory and back (dcsim.engine.host_tier).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dcsim.engine.sequence import Seq
 if TYPE_CHECKING:
     import simpy
 
+    from dcsim.engine.host_tier import HostKV
     from dcsim.engine.metrics import RequestLog, TimeSeries
     from dcsim.engine.paging import Pages
     from dcsim.engine.prefix_cache import PrefixCache
@@ -52,6 +54,10 @@ class Batching:
     _leave_decoding: Callable[[Seq], None]
     _release: Callable[[Seq], None]
     _change_outstanding: Callable[[int], None]
+    _join_decoding: Callable[[Seq], None]
+    host: HostKV | None
+    swap: bool  # preemption by swapping to host memory (else by recompute)
+    transfer_due_s: float  # host transfers the next iteration waits for
 
     def schedule(self) -> list[tuple[Seq, int]]:
         """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
@@ -75,8 +81,10 @@ class Batching:
             s = self.waiting[0]
             need = s.prefill_total
             hit, pinning = (0, 0) if self.cache is None else self._hit(s, need)
+            if s.swapped:  # its whole KV comes back from host memory: no prefill
+                need, hit, pinning = s.kv, 0, 0
             # blocks for the prompt's uncached part and the first decode token, and the
-            # cached blocks this request would pin
+            # cached blocks this request would pin (or bring back from host memory)
             want = -(-(need + 1 - hit) // pages.block) + pinning
             room = pages.blocks - pages.fixed
             if held < 0:  # a bound first (padding is under a block a sequence) ...
@@ -86,6 +94,12 @@ class Batching:
                 held, exact = pages.held(self.used, self.step), True
             if held + want > room:
                 break
+            if s.swapped:
+                self._swap_in(s)
+                held += -(-s.kv // pages.block)
+                if not self.prefill_first:
+                    budget -= 1  # it decodes in this iteration
+                continue
             if not self.chunked and need - hit > budget and (chunks or not alone):
                 break
             # admit it (inline: once a request, on the engine's hot path)
@@ -135,20 +149,23 @@ class Batching:
     def _hit(self, s: Seq, need: int) -> tuple[int, int]:
         """Tokens of `s` the prefix cache holds (whole blocks of its prefix, then of its
         session's history if the prefix is whole; at least one token left to compute),
-        and the blocks matching would newly pin."""
+        and the blocks admitting it would take: cached ones it newly pins and ones it
+        brings back from host memory."""
         cache = self.cache
         if cache is None:  # (the caller skips the call without a cache)
             return 0, 0
         b = self.pages.block
-        blocks = pinning = 0
+        blocks = extra = 0
         if s.group >= 0:
-            blocks = min(cache.match(s.group), s.prefix // b)
-            pinning = blocks if cache.unpinned(s.group) else 0
+            gpu = cache.match(s.group)
+            host = cache.in_host(s.group)
+            blocks = gpu + host
+            extra = (gpu if cache.unpinned(s.group) else 0) + host
         if s.session != -1 and blocks == s.prefix // b:  # the history follows the prefix
-            more = cache.match(s.session)
-            blocks += more
-            pinning += more if cache.unpinned(s.session) else 0
-        return min(blocks, (need - 1) // b) * b, pinning
+            gpu, host = cache.match(s.session), cache.in_host(s.session)
+            blocks += gpu + host
+            extra += (gpu if cache.unpinned(s.session) else 0) + host
+        return min(blocks, (need - 1) // b) * b, extra
 
     def _admitted_with_cache(self, s: Seq, need: int, hit: int) -> None:
         """`s` was admitted with `hit` of its `need` tokens cached: pin its prefix and
@@ -156,6 +173,8 @@ class Batching:
         is left."""
         cache = self.cache
         assert cache is not None
+        if cache.host is not None and hit:
+            self._load_from_host(s, hit // self.pages.block)
         if s.group >= 0:
             cache.pin(s.group)
         if s.session != -1:
@@ -190,6 +209,52 @@ class Batching:
         s.shared += moved
         self.used -= moved
 
+    def _load_from_host(self, s: Seq, blocks: int) -> None:
+        """Bring back the host blocks among the first `blocks` blocks `s` matched (the
+        prefix's, then the history's), charged on the iteration that prefills it."""
+        cache = self.cache
+        assert cache is not None and cache.host is not None
+        moved = 0
+        for key in (s.group, s.session):
+            if key == -1 or blocks <= 0:
+                continue
+            gpu = cache.match(key)
+            take = min(cache.in_host(key), max(blocks - gpu, 0))
+            if take:
+                cache.load(key, take)
+                moved += take
+            blocks -= gpu + take
+        self.transfer_due_s += moved * cache.host.block_s
+
+    def _swap_out(self, victim: Seq) -> bool:
+        """Copy the whole KV of a decoding `victim` to host memory (cached host blocks
+        give way); False if it does not fit there (it is recomputed instead)."""
+        host, b = self.host, self.pages.block
+        assert host is not None
+        blocks = -(-victim.kv // b)
+        if host.free() < blocks and self.cache is not None:
+            self.cache.trim_host(host.blocks - host.swapped - blocks)
+        if host.free() < blocks:
+            return False
+        self._unpin(victim)
+        host.swapped += blocks
+        victim.swapped = blocks
+        self.transfer_due_s += blocks * host.block_s
+        return True
+
+    def _swap_in(self, s: Seq) -> None:
+        """Re-admit a swapped sequence: its KV comes back (all of it its own) and it
+        resumes decoding."""
+        host = self.host
+        assert host is not None
+        self.waiting.popleft()
+        self.running[s] = None
+        self.used += s.kv
+        host.swapped -= s.swapped
+        self.transfer_due_s += s.swapped * host.block_s
+        s.swapped = 0
+        self._join_decoding(s)
+
     def _make_room(self) -> None:
         """Preempt the newest sequences until the next decode step fits in the KV cache."""
         while self.decoding and not self.pages.fits_next(self.used, self.step,
@@ -201,6 +266,10 @@ class Batching:
                 victim, _ = self.running.popitem()
             if victim in self.decoding:
                 self._leave_decoding(victim)
+                if self.swap and self.running and self._swap_out(victim):
+                    self.log.preemptions[victim.rid] += 1
+                    self.waiting.appendleft(victim)
+                    continue
             else:
                 self.prefilling.remove(victim)
                 self.pages.pre_pad -= self.pages.pad(victim.kv)

@@ -36,6 +36,8 @@ class ReplicaSpec:
     costs: IterationCosts  # shared by the replicas of a service under one limit
     kv_capacity: int  # tokens
     power_cap_w: float | None  # after budgets; None: the GPU's default limit
+    host_blocks: int = 0  # KV blocks host memory holds (0: no host tier)
+    block_transfer_s: float = 0.0  # seconds to move one block over the replica's PCIe
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,20 @@ def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) ->
     d = svc.deployment
     free = d.tp * gpu.memory_gb * 1e9 * d.gpu_memory_utilization - shapes.weight_bytes(model)
     return int(free // shapes.kv_bytes_per_token(model, KV_DTYPE_BYTES[d.kv_cache_dtype]))
+
+
+def host_tier(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) -> tuple[int, float]:
+    """Host KV blocks of one replica (host_kv_gb / bytes per block) and the seconds one
+    block takes over its PCIe links (bytes per block / (tp x the GPU's pcie_gbyte_s))."""
+    d = svc.deployment
+    if d.host_kv_gb <= 0:
+        return 0, 0.0
+    if gpu.pcie_gbyte_s is None:
+        raise DcsimError(Problem(f"catalog.gpus.{gpu.id}.pcie_gbyte_s", None,
+                                 "the GPU's host-link bandwidth, GB/s: host_kv_gb needs it"))
+    block_bytes = shapes.kv_bytes_per_token(model, KV_DTYPE_BYTES[d.kv_cache_dtype]) * (
+        d.kv_block_tokens)
+    return int(d.host_kv_gb * 1e9 // block_bytes), block_bytes / (d.tp * gpu.pcie_gbyte_s * 1e9)
 
 
 def build(s: Scenario, ctx: Context) -> RunModel:
@@ -155,6 +171,7 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
         d = svc.deployment
         gpu, model = ctx.catalog.gpu(d.gpu), ctx.catalog.model(svc.model)
         kv = kv_capacity_tokens(svc, gpu, model)
+        host_blocks, block_s = host_tier(svc, gpu, model)
         mine = reqs[reqs["service"] == i]
         longest = int((mine["prompt_tokens"] + mine["output_tokens"]).max()) if len(mine) else 1
         max_ctx = max(min(kv, longest + 1), 2)
@@ -169,12 +186,14 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
                                             max_prompt, max_ctx, cap)
                 slow[cap] = cap_slowdown(ctx.store, gpu.id, model.id, d.tp,
                                          min(16, d.max_num_seqs), cap)
-            out.append(ReplicaSpec(r, i, costs[cap], kv, cap))
+            out.append(ReplicaSpec(r, i, costs[cap], kv, cap, host_blocks, block_s))
             x = pl.where[r]
             rows.append({"replica": r, "service": svc.name, "gpu": gpu.id, "model": model.id,
                          "tp": d.tp, "requested_cap_w": d.power_cap_w, "power_cap_w": cap,
                          "server": x.name, "rack": x.rack, "row": x.row,
-                         "kv_capacity_tokens": kv, "cap_slowdown_prefill": slow[cap][0],
+                         "kv_capacity_tokens": kv,
+                         "host_kv_tokens": host_blocks * d.kv_block_tokens,
+                         "cap_slowdown_prefill": slow[cap][0],
                          "cap_slowdown_decode": slow[cap][1]})
     return out, pd.DataFrame(rows)
 

@@ -13,28 +13,33 @@ evicted.
 Memory: the replica's Pages count the requests' private blocks; this cache tells
 Pages how many blocks it pins (`Pages.fixed`), and frees unpinned ones on demand, so
 unreferenced cached blocks fill memory no request needs and never cost a request room.
+With a host tier (dcsim.engine.host_tier) evicted blocks move to host memory, kept on
+their node after its GPU blocks (a node's cached extent stays contiguous), and the host
+copies are dropped least recently used first when host memory runs out.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from dcsim.engine.host_tier import HostKV
 from dcsim.engine.paging import Pages
 
 
 class _Node:
-    __slots__ = ("blocks", "refs")
+    __slots__ = ("blocks", "host", "refs")
 
     def __init__(self) -> None:
         self.blocks = 0  # leading whole blocks of the prefix held
+        self.host = 0  # blocks after those, evicted to host memory (a host tier)
         self.refs = 0  # running requests using them
 
 
 class PrefixCache:
     """Cached prefixes of one replica, their references and LRU order."""
 
-    def __init__(self, pages: Pages) -> None:
-        self.pages = pages
+    def __init__(self, pages: Pages, host: HostKV | None = None) -> None:
+        self.pages, self.host = pages, host
         self.nodes: dict[int, _Node] = {}
         self.idle: OrderedDict[int, None] = OrderedDict()  # unreferenced, least recent first
         self.total = 0  # blocks held by all nodes
@@ -50,6 +55,24 @@ class PrefixCache:
         node = self.nodes.get(group)
         return 0 if node is None else node.blocks
 
+    def in_host(self, group: int) -> int:
+        """Blocks of `group` after its GPU ones that wait in host memory."""
+        node = self.nodes.get(group)
+        return 0 if node is None else node.host
+
+    def load(self, group: int, blocks: int) -> None:
+        """Bring the first `blocks` host blocks of `group` back to the GPU (the caller
+        charges the transfer and pins the node)."""
+        node = self.nodes[group]
+        assert self.host is not None and blocks <= node.host
+        node.host -= blocks
+        node.blocks += blocks
+        self.host.cached -= blocks
+        self.total += blocks
+        if node.refs == 0:
+            self.evictable += blocks
+        self._sync()
+
     def pin(self, group: int) -> None:
         """A request starts using the cached blocks of `group` (they cannot be evicted)."""
         node = self.nodes.setdefault(group, _Node())
@@ -64,7 +87,7 @@ class PrefixCache:
         node = self.nodes[group]
         node.refs -= 1
         if node.refs == 0:
-            if node.blocks:
+            if node.blocks or node.host:
                 self.idle[group] = None
                 self.evictable += node.blocks
             else:
@@ -78,6 +101,10 @@ class PrefixCache:
         moved = max(blocks - node.blocks, 0)
         node.blocks += moved
         self.total += moved
+        if node.host and moved:  # host copies of positions now recomputed: superseded
+            assert self.host is not None
+            self.host.cached -= node.host
+            node.host = 0
         self._sync()
         return moved
 
@@ -85,19 +112,42 @@ class PrefixCache:
         """Free up to `need` unreferenced blocks, least recently used first; returns how
         many were freed."""
         freed = 0
-        while freed < need and self.idle:
-            group = next(iter(self.idle))
+        host = self.host
+        for group in list(self.idle):
+            if freed >= need:
+                break
             node = self.nodes[group]
             take = min(node.blocks, need - freed)
             node.blocks -= take
             freed += take
-            if node.blocks == 0:
+            if host is not None:  # the tail moves to host memory, still in order
+                node.host += take
+                host.cached += take
+            elif node.blocks == 0:
                 del self.idle[group]
                 del self.nodes[group]
         self.total -= freed
         self.evictable -= freed
+        if host is not None:
+            self.trim_host(host.blocks - host.swapped)
         self._sync()
         return freed
+
+    def trim_host(self, room: int) -> None:
+        """Drop host blocks, from the tails of the least recently used prefixes, until
+        the cached ones take at most `room` blocks."""
+        host = self.host
+        assert host is not None
+        for group in list(self.idle):
+            if host.cached <= room:
+                return
+            node = self.nodes[group]
+            drop = min(node.host, host.cached - room)
+            node.host -= drop
+            host.cached -= drop
+            if node.blocks == 0 and node.host == 0:
+                del self.idle[group]
+                del self.nodes[group]
 
     def _sync(self) -> None:
         self.pages.fixed = self.total - self.evictable

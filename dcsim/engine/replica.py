@@ -29,6 +29,7 @@ import simpy
 from dcsim.engine.admission import PriorityWaiting
 from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
+from dcsim.engine.host_tier import HostKV
 from dcsim.engine.metrics import RequestLog, TimeSeries
 from dcsim.engine.paging import Pages
 from dcsim.engine.prefix_cache import PrefixCache
@@ -53,13 +54,17 @@ class Replica(Batching):
                  log: RequestLog, series: TimeSeries, coalesce: bool = True,
                  waiting: deque[Seq] | PriorityWaiting | None = None,
                  prefill_first: bool = False, block_tokens: int = 1,
-                 prefix_caching: bool = False, priorities: tuple[int, ...] = ()) -> None:
+                 prefix_caching: bool = False, priorities: tuple[int, ...] = (),
+                 host: HostKV | None = None, swap: bool = False) -> None:
         self.env, self.index, self.costs = env, index, costs
         self.prefill_first = prefill_first  # prefill-only iterations (decoding waits)
         self.max_num_seqs, self.budget, self.chunked = max_num_seqs, max_batched_tokens, chunked
         self.pages = Pages(block_tokens, kv_capacity)  # the cache in blocks
         self.kv_capacity = self.pages.tokens  # KV-cache tokens its whole blocks hold
-        self.cache = PrefixCache(self.pages) if prefix_caching else None
+        self.cache = PrefixCache(self.pages, host) if prefix_caching else None
+        self.host, self.swap = host, swap and host is not None
+        self.transfer_due_s = 0.0  # host transfers the next iteration waits for
+        self.transfer_s = 0.0  # all of them so far
         self.log, self.series, self.coalesce = log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
         self.ranked = len(set(priorities)) > 1  # requests of several priorities
@@ -224,7 +229,14 @@ class Replica(Batching):
                     dt, de = costs.over_context(s.kv - s.prefill_left, c)
                     t, e = t + dt, e + de
             self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
+            if self.transfer_due_s:
+                t, e = self._with_transfer(t, e)
             self.state, self.since, self.current = "busy", start, Mixed(chunks, t, e, n_tok, nd)
+            self._reschedule(t, self._on_mixed)
+        elif nd and self.transfer_due_s:  # one decode step that waits for host copies
+            t, e = self._with_transfer(*costs.decode.at(nd, self.dec_kv / nd))
+            self.steps[costs.provenance("decode", nd, self.dec_kv / nd)] += 1
+            self.state, self.since, self.current = "busy", start, Mixed([], t, e, 0, nd)
             self._reschedule(t, self._on_mixed)
         elif nd:
             k = self.finish_heap[0][0] - self.step
@@ -242,6 +254,13 @@ class Replica(Batching):
             self.wake.callbacks.append(self._woken)
         if self.watch is not None:
             self.watch(self)
+
+    def _with_transfer(self, t: float, e: float) -> tuple[float, float]:
+        """The iteration's time and energy after it waits for the host copies due
+        (at idle power: the copy engines work while the SMs wait)."""
+        due, self.transfer_due_s = self.transfer_due_s, 0.0
+        self.transfer_s += due
+        return t + due, e + due * self.costs.idle_power_w
 
     def _mixed_done(self, _ev: simpy.Event) -> None:
         cur = self.current

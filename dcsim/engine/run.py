@@ -19,6 +19,7 @@ import simpy
 from dcsim.engine.admission import Deadlines, PriorityWaiting
 from dcsim.engine.build import RunModel
 from dcsim.engine.cluster import replay_tables, start_replays
+from dcsim.engine.host_tier import HostKV
 from dcsim.engine.jobs import (
     PoolRecord,
     checkpoints_table,
@@ -122,7 +123,8 @@ def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
         mine = [Replica(env, r.index, r.costs, d.max_num_seqs, d.max_batched_tokens,
                         d.chunked_prefill, r.kv_capacity, log, series, coalesce, shared,
                         d.scheduler == "prefill_first", d.kv_block_tokens, d.prefix_caching,
-                        levels)
+                        levels, HostKV(r.host_blocks, r.block_transfer_s) if r.host_blocks
+                        else None, d.preemption == "swap")
                 for r in model.replicas if r.service == i]
         replicas += mine
         router = Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]), log,
@@ -135,7 +137,8 @@ def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
 def _replica_totals(replicas: list[Replica]) -> pd.DataFrame:
     return pd.DataFrame({"energy_j": [r.device_energy_j for r in replicas],
                          "idle_energy_j": [r.idle_energy_j for r in replicas],
-                         "in_system_x_s": [r.in_system_x_s for r in replicas]})
+                         "in_system_x_s": [r.in_system_x_s for r in replicas],
+                         "kv_transfer_s": [r.transfer_s for r in replicas]})
 
 
 def _provenance(model: RunModel, replicas: list[Replica]) -> dict[str, dict[str, dict[str, int]]]:

@@ -39,7 +39,7 @@ class Seq:
 
     __slots__ = ("e0", "e_cum0", "energy_j", "gen0", "generated", "group", "kv", "kv0",
                  "output", "page", "prefill_left", "prefill_total", "prefix", "priority", "prompt",
-                 "rid", "session", "shared", "step0", "version")
+                 "rid", "session", "shared", "step0", "swapped", "version")
 
     def __init__(self, rid: int, prompt: int, output: int, group: int = -1,
                  prefix: int = 0, session: int = -1, priority: int = 0) -> None:
@@ -48,6 +48,7 @@ class Seq:
         # the cache key of its conversation's history (session_key(session); -1: none)
         self.session = session
         self.priority = priority  # admitted before lower ones, preempted after them
+        self.swapped = 0  # blocks of its KV in host memory while preempted by swapping
         self.shared = 0  # of its KV tokens, those held by the prefix cache (whole blocks)
         self.generated = 0
         self.prefill_total = self.prefill_left = prompt

@@ -169,6 +169,15 @@ class Deployment(Spec):
         default="bf16", description="KV-cache element type: fp8 halves the bytes a token "
         "holds and so doubles the tokens that fit (iteration costs stay those profiled, "
         "with a BF16 cache).")
+    host_kv_gb: float = Field(
+        default=0.0, ge=0, le=100_000, description="Host memory of the replica's server "
+        "for KV blocks, GB (1e9 bytes): the prefix cache's evicted blocks wait there and "
+        "come back over PCIe (the GPU's pcie_gbyte_s x tp) instead of being recomputed; "
+        "0: no host tier.")
+    preemption: Literal["recompute", "swap"] = Field(
+        default="recompute", description="What preemption does with a decoding sequence's "
+        "KV: recompute (drop it and prefill again later, vLLM's default) or swap (copy it "
+        "to host memory and back over PCIe; needs host_kv_gb).")
     max_waiting_requests: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Most requests waiting for admission "
         "at one replica (central_queue: this many per replica in the shared queue); an "
@@ -183,6 +192,8 @@ class Deployment(Spec):
         if self.servers is not None and len(self.servers) != self.replicas:
             raise ValueError(f"servers names {len(self.servers)} servers for {self.replicas} "
                              "replicas: give one per replica")
+        if self.preemption == "swap" and self.host_kv_gb <= 0:
+            raise ValueError("preemption: swap needs host memory: set host_kv_gb above 0")
         if self.kv_block_tokens & (self.kv_block_tokens - 1):
             raise ValueError(f"kv_block_tokens ({self.kv_block_tokens}) must be a power of "
                              "two (1, 2, 4, ..., 1024)")

@@ -1,0 +1,162 @@
+"""KV in host memory: evicted prefix blocks wait there and come back over PCIe (a second
+LRU level under the GPU's), and preemption can swap a sequence's KV out and back in
+instead of recomputing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_helpers import load_yaml, time_in_system_s
+
+from dcsim.catalog import load_catalog, shapes
+from dcsim.engine.simulation import simulate
+from dcsim.errors import DcsimError
+from dcsim.scenario import scenario_from_data
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK, PREFIX, OWN = 16, 1024, 16  # a prefix of 64 blocks
+CAT = load_catalog()
+MODEL, GPU = CAT.model("llama-3.1-8b"), CAT.gpu("H200-SXM")
+BLOCK_BYTES = shapes.kv_bytes_per_token(MODEL) * BLOCK
+BLOCK_S = BLOCK_BYTES / (GPU.pcie_gbyte_s * 1e9)  # tp 1
+
+
+def _utilization_for(blocks: int) -> float:
+    need = shapes.weight_bytes(MODEL) + (blocks + 0.5 / BLOCK) * BLOCK_BYTES
+    return need / (GPU.memory_gb * 1e9)
+
+
+def _prefixes(tmp: Path, n: int, groups: int, gpu_prefixes: int, host_prefixes: int):
+    # one request a second, each done at its prefill: never two at once
+    trace = tmp / "even.csv"
+    t0 = np.datetime64("2023-11-16T18:00:00")
+    rows = [f"{t0 + np.timedelta64(i, 's')},{OWN},1" for i in range(n)]
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    d = load_yaml(ROOT / "scenarios" / "default.yaml")
+    w = d["workloads"][0]
+    w["arrival"] = {"kind": "trace", "path": str(trace)}
+    w["shared_prefix"] = {"tokens": PREFIX, "groups": groups}
+    w["deployment"].update(
+        replicas=1, prefix_caching=True, kv_block_tokens=BLOCK,
+        gpu_memory_utilization=_utilization_for(gpu_prefixes * 64 + 1),
+        host_kv_gb=(host_prefixes * 64 + 0.5) * BLOCK_BYTES / 1e9)
+    d["simulation"] = {"duration_s": n + 5.0, "seed": 4, "time_bucket_s": 60}
+    return simulate(scenario_from_data(d))
+
+
+def _stack_distances(groups: list[int]) -> list[float]:
+    """How many distinct prefixes came between a request and its prefix's last use."""
+    out, stack = [], []
+    for g in groups:
+        out.append(stack[::-1].index(g) if g in stack else np.inf)
+        if g in stack:
+            stack.remove(g)
+        stack.append(g)
+    return out
+
+
+def test_host_memory_is_a_second_lru_level_paid_at_pcie_speed(tmp_path):
+    k, m, h, n = 12, 3, 4, 1500
+    r = _prefixes(tmp_path, n, k, m, h)
+    q = r.requests
+    assert int(r.replicas["host_kv_tokens"].iloc[0]) == h * 64 * BLOCK
+    dist = np.array(_stack_distances(q["prefix_group"].tolist()))
+    # a hit wherever the prefix is among the m + h most recent: hit by hit
+    assert ((q["cached_tokens"] == PREFIX).to_numpy() == (dist < m + h)).all()
+    assert set(q["cached_tokens"]) == {0, PREFIX}
+    # from host memory it costs exactly its 64 blocks over PCIe more than from the GPU
+    gpu_hit = q["ttft_s"][dist < m].to_numpy()
+    host_hit = q["ttft_s"][(dist >= m) & (dist < m + h)].to_numpy()
+    assert gpu_hit.size > 100 and host_hit.size > 100
+    np.testing.assert_allclose(host_hit - gpu_hit.mean(), 64 * BLOCK_S, rtol=1e-9)
+    assert r.replicas["kv_transfer_s"].iloc[0] == pytest.approx(
+        host_hit.size * 64 * BLOCK_S, rel=1e-9)
+    # still far cheaper than computing the prefix again
+    miss = q["ttft_s"][dist >= m + h].to_numpy()
+    assert host_hit.mean() < 0.5 * miss.mean()
+
+
+def _two(tmp: Path, preemption: str, **deployment: object):
+    # 40 blocks; two sequences of 10 blocks grow by 25 each: one is preempted
+    trace = tmp / "two.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                     "2023-11-16 18:00:00,160,400\n2023-11-16 18:00:00.01,160,400\n")
+    d = load_yaml(ROOT / "scenarios" / "default.yaml")
+    w = d["workloads"][0]
+    w["arrival"] = {"kind": "trace", "path": str(trace)}
+    w["deployment"].update(replicas=1, kv_block_tokens=BLOCK, preemption=preemption,
+                           gpu_memory_utilization=_utilization_for(40), **deployment)
+    d["simulation"] = {"duration_s": 60, "seed": 1}
+    return simulate(scenario_from_data(d))
+
+
+def test_swap_moves_the_victims_kv_out_and_back_instead_of_prefilling_it_again(tmp_path):
+    swap = _two(tmp_path, "swap", host_kv_gb=1.0)
+    again = _two(tmp_path, "recompute")
+    for r in (swap, again):
+        assert (r.requests["status"] == "finished").all()
+        p = r.requests["preemptions"]
+        assert p[0] == 0 and p[1] > 0  # the newest goes
+    prefills = {k: sum(r.provenance["chat"]["prefill_iterations"].values())
+                for k, r in (("swap", swap), ("again", again))}
+    # recompute prefills the victim again after each preemption; swap never does
+    assert prefills == {"swap": 2, "again": 2 + again.requests["preemptions"][1]}
+    # out and back: twice the victim's whole blocks, at PCIe speed; none under recompute
+    moved = swap.replicas["kv_transfer_s"].iloc[0] / BLOCK_S
+    assert moved == pytest.approx(round(moved), abs=1e-6) and round(moved) % 2 == 0
+    swaps = swap.requests["preemptions"][1]
+    assert 2 * 11 * swaps <= round(moved) <= 2 * 40 * swaps
+    assert again.replicas["kv_transfer_s"].iloc[0] == 0
+
+
+@pytest.fixture(scope="module")
+def crowded():
+    d = load_yaml(ROOT / "scenarios" / "default.yaml")
+    d["simulation"] = {"duration_s": 200, "warmup_s": 10, "seed": 6, "time_bucket_s": 20}
+    w = d["workloads"][0]
+    w["shared_prefix"] = {"tokens": 2000, "groups": 24}
+    w["deployment"].update(replicas=2, max_num_seqs=48, prefix_caching=True,
+                           gpu_memory_utilization=0.16, host_kv_gb=4.0, preemption="swap")
+    w["arrival"]["rate_scale"] = 2.0
+    s = scenario_from_data(d)
+    return s, simulate(s)
+
+
+def test_with_host_kv_energy_littles_law_and_step_by_step_hold(crowded):
+    s, r = crowded
+    q = r.requests
+    assert q["preemptions"].sum() > 0 and (r.replicas["kv_transfer_s"] > 0).all()
+    parts = q["energy_j"].sum() + r.replicas["idle_energy_j"].sum()
+    assert parts == pytest.approx(r.replicas["energy_j"].sum(), rel=1e-12)
+    assert r.replicas["in_system_x_s"].sum() == pytest.approx(
+        time_in_system_s(q.assign(replica=0), s.simulation.duration_s), rel=1e-9)
+    slow = simulate(s, coalesce=False).requests
+    for col in ("replica", "preemptions", "status", "cached_tokens"):
+        assert (q[col] == slow[col]).all(), col
+    for col in ("first_token_s", "finish_s", "energy_j"):
+        np.testing.assert_allclose(q[col], slow[col], rtol=1e-9, atol=1e-9, err_msg=col)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"host_kv_gb": -1}, "greater than or equal to 0"),
+    ({"preemption": "swap"}, "swap needs host memory"),
+    ({"preemption": "offload"}, "'recompute' or 'swap'"),
+])
+def test_bad_host_settings_are_refused_in_one_line(change, message):
+    d = load_yaml(ROOT / "scenarios" / "default.yaml")
+    d["workloads"][0]["deployment"].update(change)
+    with pytest.raises(DcsimError, match=message):
+        scenario_from_data(d)
+
+
+def test_host_kv_needs_the_gpus_pcie_bandwidth():
+    d = load_yaml(ROOT / "scenarios" / "default.yaml")
+    gpu = dict(GPU.model_dump(), id="NO-PCIE", pcie_gbyte_s=None)
+    d["catalog"] = {"gpus": [gpu]}
+    d["workloads"][0]["deployment"].update(gpu="NO-PCIE", host_kv_gb=8)
+    from dcsim.references import check_references
+    problems = check_references(scenario_from_data(d), ROOT)
+    assert any(p.path.endswith("deployment.host_kv_gb") and "pcie_gbyte_s" in p.expected
+               for p in problems)
