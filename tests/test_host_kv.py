@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_helpers import load_yaml, time_in_system_s
+from test_sessions import _sessions
 
 from dcsim.catalog import load_catalog, shapes
 from dcsim.engine.simulation import simulate
@@ -78,7 +79,7 @@ def test_host_memory_is_a_second_lru_level_paid_at_pcie_speed(tmp_path):
     assert host_hit.mean() < 0.5 * miss.mean()
 
 
-def _two(tmp: Path, preemption: str, **deployment: object):
+def _two(tmp: Path, preemption: str, routing_central: bool = False, **deployment: object):
     # 40 blocks; two sequences of 10 blocks grow by 25 each: one is preempted
     trace = tmp / "two.csv"
     trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
@@ -88,6 +89,8 @@ def _two(tmp: Path, preemption: str, **deployment: object):
     w["arrival"] = {"kind": "trace", "path": str(trace)}
     w["deployment"].update(replicas=1, kv_block_tokens=BLOCK, preemption=preemption,
                            gpu_memory_utilization=_utilization_for(40), **deployment)
+    if routing_central:
+        w["routing"] = "central_queue"
     d["simulation"] = {"duration_s": 60, "seed": 1}
     return simulate(scenario_from_data(d))
 
@@ -160,3 +163,30 @@ def test_host_kv_needs_the_gpus_pcie_bandwidth():
     problems = check_references(scenario_from_data(d), ROOT)
     assert any(p.path.endswith("deployment.host_kv_gb") and "pcie_gbyte_s" in p.expected
                for p in problems)
+
+
+def test_sessions_with_swap_keep_the_cache_consistent():
+    # conversations under memory pressure, histories spilling to host, victims swapped:
+    # every pin is released once (the cache asserts it) and energy is conserved
+    d = _sessions(duration_s=150, replicas=2, routing="least_outstanding",
+                  gpu_memory_utilization=0.14, max_num_seqs=64, host_kv_gb=2.0,
+                  preemption="swap")
+    d["workloads"][0]["arrival"] = {"kind": "poisson", "rate_per_s": 3.0}
+    d["workloads"][0]["sessions"].update(mean_turns=6, think_time="exponential")
+    s = scenario_from_data(d)
+    r = simulate(s)
+    q = r.requests
+    assert q["preemptions"].sum() > 0 and (q["turn"] > 0).any()
+    assert (r.replicas["kv_transfer_s"] > 0).all()
+    parts = q["energy_j"].sum() + r.replicas["idle_energy_j"].sum()
+    assert parts == pytest.approx(r.replicas["energy_j"].sum(), rel=1e-12)
+    slow = simulate(s, coalesce=False).requests
+    assert (q["cached_tokens"] == slow["cached_tokens"]).all()
+    np.testing.assert_allclose(q["finish_s"], slow["finish_s"], rtol=1e-9, atol=1e-9)
+
+
+def test_a_shared_queue_recomputes_instead_of_swapping(tmp_path):
+    # another replica could take a swapped request from the queue, away from its KV
+    shared = _two(tmp_path, "swap", host_kv_gb=1.0, routing_central=True)
+    assert shared.requests["preemptions"][1] > 0
+    assert shared.replicas["kv_transfer_s"].iloc[0] == 0

@@ -71,16 +71,24 @@ def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
         "in_warmup": arrival < model.scenario.simulation.warmup_s,
     })
     # a session's turn whose previous answer came too late (or never) was never sent
-    table = table[~np.isnan(arrival)]
-    return table.sort_values("arrival_s", kind="stable", ignore_index=True)
+    sent = ~np.isnan(arrival)
+    if sent.all() and not (reqs["session"].to_numpy() >= 0).any():
+        return table  # in arrival order already
+    return table[sent].sort_values("arrival_s", kind="stable", ignore_index=True)
 
 
 def _class_names(model: RunModel, reqs: pd.DataFrame) -> pd.Categorical:
     """Each request's priority class by name ("" where its service has none)."""
-    names = [[c.name for c in svc.classes or ()] + [""] for svc in model.services]
-    labels = [names[s][c] for s, c in zip(reqs["service"].tolist(),
-                                          reqs["priority_class"].tolist(), strict=True)]
-    return pd.Categorical(labels, categories=sorted({x for n in names for x in n}))
+    names = [[c.name for c in svc.classes or ()] for svc in model.services]
+    labels = sorted({x for n in names for x in n} | {""})
+    # per service, the label code of each class index, then of -1 (none) at the end
+    lut = [np.array([labels.index(x) for x in n] + [labels.index("")]) for n in names]
+    codes = np.zeros(len(reqs), dtype=np.int64)
+    svc, cls = reqs["service"].to_numpy(), reqs["priority_class"].to_numpy()
+    for i, table in enumerate(lut):
+        mine = svc == i
+        codes[mine] = table[cls[mine]]  # -1 reads the last entry: none
+    return pd.Categorical.from_codes(codes, categories=labels)
 
 
 def _replicas(model: RunModel, rec: RunRecord) -> pd.DataFrame:

@@ -58,6 +58,7 @@ class Batching:
     host: HostKV | None
     swap: bool  # preemption by swapping to host memory (else by recompute)
     transfer_due_s: float  # host transfers the next iteration waits for
+    after: list[tuple[int, int]]  # chunks of the next iteration after earlier tokens
 
     def schedule(self) -> list[tuple[Seq, int]]:
         """Preempt, continue prefills and admit; the prefill chunks of the next iteration."""
@@ -76,6 +77,7 @@ class Batching:
                 break
             c = min(s.prefill_left, budget)
             chunks.append((s, c))
+            self.after.append((s.kv - s.prefill_left, c))  # it follows its earlier chunks
             budget -= c
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             s = self.waiting[0]
@@ -119,6 +121,8 @@ class Batching:
                 self._admitted_with_cache(s, need, hit)
             c = min(need - hit, budget) if self.chunked else need - hit
             chunks.append((s, c))
+            if hit:
+                self.after.append((hit, c))  # it follows its cached tokens
             budget -= c
         return chunks
 
@@ -237,6 +241,9 @@ class Batching:
         if host.free() < blocks:
             return False
         self._unpin(victim)
+        # back from host memory it holds its whole KV as its own: no prefix or history
+        # of the cache is its any more (a session's next turn matches what is left)
+        victim.group = victim.session = -1
         host.swapped += blocks
         victim.swapped = blocks
         self.transfer_due_s += blocks * host.block_s

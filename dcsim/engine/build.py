@@ -140,9 +140,11 @@ def _requests(services: list[InferenceService], duration_s: float,
         {c: "int64" for c in (*COLUMNS, "service")
          if c not in ("arrival_s", "think_s", "max_queue_s")})
     reqs = pd.concat(tables, ignore_index=True) if tables else empty
-    reqs = reqs.sort_values(["arrival_s", "service"], kind="stable", ignore_index=True,
-                            na_position="last")
-    return reqs.assign(next_turn=next_turns(reqs))
+    if not reqs["arrival_s"].is_monotonic_increasing:  # (one service is in order already)
+        reqs = reqs.sort_values(["arrival_s", "service"], kind="stable", ignore_index=True,
+                                na_position="last")
+    reqs["next_turn"] = next_turns(reqs)  # (in place: the table is ours)
+    return reqs
 
 
 def next_turns(reqs: pd.DataFrame) -> np.ndarray:

@@ -41,7 +41,10 @@ class PrefixCache:
     def __init__(self, pages: Pages, host: HostKV | None = None) -> None:
         self.pages, self.host = pages, host
         self.nodes: dict[int, _Node] = {}
-        self.idle: OrderedDict[int, None] = OrderedDict()  # unreferenced, least recent first
+        # unreferenced nodes with GPU blocks, least recent first
+        self.idle: OrderedDict[int, None] = OrderedDict()
+        # nodes with host blocks, least recently evicted first (a host tier)
+        self.in_host_order: OrderedDict[int, None] = OrderedDict()
         self.total = 0  # blocks held by all nodes
         self.evictable = 0  # blocks of unreferenced nodes
 
@@ -66,6 +69,8 @@ class PrefixCache:
         node = self.nodes[group]
         assert self.host is not None and blocks <= node.host
         node.host -= blocks
+        if node.host == 0:
+            del self.in_host_order[group]
         node.blocks += blocks
         self.host.cached -= blocks
         self.total += blocks
@@ -85,12 +90,13 @@ class PrefixCache:
     def release(self, group: int) -> None:
         """A request stops using `group`; unreferenced, it becomes the most recently used."""
         node = self.nodes[group]
+        assert node.refs > 0, "a prefix released more often than pinned"
         node.refs -= 1
         if node.refs == 0:
-            if node.blocks or node.host:
+            if node.blocks:
                 self.idle[group] = None
                 self.evictable += node.blocks
-            else:
+            elif not node.host:
                 del self.nodes[group]
         self._sync()
 
@@ -105,27 +111,30 @@ class PrefixCache:
             assert self.host is not None
             self.host.cached -= node.host
             node.host = 0
+            del self.in_host_order[group]
         self._sync()
         return moved
 
     def evict(self, need: int) -> int:
-        """Free up to `need` unreferenced blocks, least recently used first; returns how
-        many were freed."""
+        """Free up to `need` unreferenced blocks, least recently used first (to host
+        memory, with a host tier); returns how many were freed."""
         freed = 0
-        host = self.host
-        for group in list(self.idle):
-            if freed >= need:
-                break
-            node = self.nodes[group]
+        host, idle, nodes = self.host, self.idle, self.nodes
+        while freed < need and idle:
+            group = next(iter(idle))
+            node = nodes[group]
             take = min(node.blocks, need - freed)
             node.blocks -= take
             freed += take
             if host is not None:  # the tail moves to host memory, still in order
                 node.host += take
                 host.cached += take
-            elif node.blocks == 0:
-                del self.idle[group]
-                del self.nodes[group]
+                if group not in self.in_host_order:
+                    self.in_host_order[group] = None
+            if node.blocks == 0:
+                del idle[group]
+                if not node.host:
+                    del nodes[group]
         self.total -= freed
         self.evictable -= freed
         if host is not None:
@@ -134,20 +143,20 @@ class PrefixCache:
         return freed
 
     def trim_host(self, room: int) -> None:
-        """Drop host blocks, from the tails of the least recently used prefixes, until
+        """Drop host blocks, from the tails of the prefixes evicted longest ago, until
         the cached ones take at most `room` blocks."""
-        host = self.host
+        host, order = self.host, self.in_host_order
         assert host is not None
-        for group in list(self.idle):
-            if host.cached <= room:
-                return
+        while host.cached > room and order:
+            group = next(iter(order))
             node = self.nodes[group]
             drop = min(node.host, host.cached - room)
             node.host -= drop
             host.cached -= drop
-            if node.blocks == 0 and node.host == 0:
-                del self.idle[group]
-                del self.nodes[group]
+            if node.host == 0:
+                del order[group]
+                if node.blocks == 0 and node.refs == 0:
+                    del self.nodes[group]
 
     def _sync(self) -> None:
         self.pages.fixed = self.total - self.evictable

@@ -62,9 +62,13 @@ class Replica(Batching):
         self.pages = Pages(block_tokens, kv_capacity)  # the cache in blocks
         self.kv_capacity = self.pages.tokens  # KV-cache tokens its whole blocks hold
         self.cache = PrefixCache(self.pages, host) if prefix_caching else None
-        self.host, self.swap = host, swap and host is not None
+        # a swapped sequence's KV is in this replica's host memory: replicas that pull
+        # from a shared queue, where another replica could take it, recompute instead
+        self.host, self.swap = host, swap and host is not None and waiting is None
         self.transfer_due_s = 0.0  # host transfers the next iteration waits for
         self.transfer_s = 0.0  # all of them so far
+        # (tokens before, chunk) of the next iteration's chunks that follow earlier tokens
+        self.after: list[tuple[int, int]] = []
         self.log, self.series, self.coalesce = log, series, coalesce
         self.pulls = waiting is not None  # takes work from a queue shared by the service
         self.ranked = len(set(priorities)) > 1  # requests of several priorities
@@ -224,10 +228,11 @@ class Replica(Batching):
             if self.prefill_first:
                 nd = 0  # decoding sequences sit this iteration out
             t, e = costs.mixed(len(chunks), mean_chunk, nd, self.dec_kv / nd if nd else 0.0)
-            for s, c in chunks:  # tokens after a cached prefix or an earlier chunk
-                if s.kv != s.prefill_left:
-                    dt, de = costs.over_context(s.kv - s.prefill_left, c)
+            if self.after:  # chunks after a cached prefix or an earlier chunk
+                for done, c in self.after:
+                    dt, de = costs.over_context(done, c)
                     t, e = t + dt, e + de
+                self.after.clear()
             self.prefills[costs.provenance("prefill", len(chunks), mean_chunk)] += 1
             if self.transfer_due_s:
                 t, e = self._with_transfer(t, e)

@@ -107,7 +107,8 @@ class Router:
                 self.log.status[seq.rid] = REJECTED
                 return
             self._enqueue(seq)
-            self._watch_deadline(seq, None, self.shared)
+            if self.wait_limits is not None:
+                self._watch_deadline(seq, None, self.shared)
             return
         if self.policy == "prefix_affinity" and (seq.session != -1 or seq.group >= 0):
             key = seq.session if seq.session != -1 else seq.group  # the history's holder
@@ -118,14 +119,15 @@ class Router:
             self.log.status[seq.rid] = REJECTED  # its queue is full
             return
         r.submit(seq)
-        self._watch_deadline(seq, r, r.waiting)
+        if self.wait_limits is not None:
+            self._watch_deadline(seq, r, r.waiting)
 
     def _watch_deadline(self, seq: Seq, r: Replica | None,
                         queue: deque[Seq] | PriorityWaiting) -> None:
-        if self.wait_limits is not None:
-            limit = self.wait_limits[seq.rid]
-            if limit == limit and self.deadlines is not None:  # not NaN
-                self.deadlines.watch(seq, limit, r, queue)
+        assert self.wait_limits is not None and self.deadlines is not None
+        limit = self.wait_limits[seq.rid]
+        if limit == limit:  # not NaN
+            self.deadlines.watch(seq, limit, r, queue)
 
     def _affine(self, key: int) -> int:
         """The replica that served prefix group or session `key` last, unless it has more

@@ -188,8 +188,10 @@ class _Arrivals:
 
     def _fire(self, _ev: simpy.Event) -> None:
         env, times, i, n = self.env, self.times, self.i, len(self.times)
+        groups, prompts, outputs = self.groups, self.prompts, self.outputs
         while i < n and times[i] <= env.now:
-            self.routers[self.svcs[i]].route(self._seq(i))
+            seq = Seq(i, prompts[i], outputs[i]) if groups is None else self._seq(i)
+            self.routers[self.svcs[i]].route(seq)
             i += 1
         self.i = i
         if i < n:

@@ -187,8 +187,8 @@ def _trace_requests(svc: InferenceService, a: TraceArrivals, duration_s: float,
                        base_dir)
     if "priority_class" in trace and svc.classes is not None:
         out["traced_class"] = trace["priority_class"].to_numpy()[idx]
-    copy = pd.Series(idx).groupby(idx).cumcount().to_numpy()  # which copy of its row
     if "session_id" in trace:
+        copy = pd.Series(idx).groupby(idx).cumcount().to_numpy()  # which copy of its row
         sid = trace["session_id"].to_numpy()[idx]
         out["session"] = np.where(sid >= 0, sid * (copy.max(initial=0) + 1) + copy, -1)
         order = out.groupby("session").cumcount().to_numpy()
