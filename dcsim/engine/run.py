@@ -171,13 +171,14 @@ class _Arrivals:
         # on the hot path)
         shared = bool((reqs["prefix_group"] >= 0).any() | (reqs["session"] >= 0).any()
                       | (reqs["priority"] != 0).any())
-        self.priorities = reqs["priority"].tolist()
         self.groups = reqs["prefix_group"].tolist() if shared else None
-        self.prefixes = reqs["prefix_tokens"].tolist()
-        self.sessions = [session_key(x) if x >= 0 else -1 for x in reqs["session"].tolist()]
+        rich = reqs if shared else reqs.iloc[:0]
+        self.priorities = rich["priority"].tolist()
+        self.prefixes = rich["prefix_tokens"].tolist()
+        self.sessions = [session_key(x) if x >= 0 else -1 for x in rich["session"].tolist()]
         later = bool((reqs["next_turn"] >= 0).any())
         self.next_turn = reqs["next_turn"].tolist() if later else None
-        self.think = reqs["think_s"].tolist()
+        self.think = reqs["think_s"].tolist() if later else []
         env.timeout(0).callbacks.append(self._fire)  # after the setup events of time 0
 
     def _seq(self, i: int) -> Seq:
