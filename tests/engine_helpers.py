@@ -71,3 +71,26 @@ def time_in_system_s(requests: pd.DataFrame, end_s: float) -> float:
     left side of Little's law, against the replicas' integral of requests in system)."""
     q = requests[requests["replica"] >= 0]
     return float((q["finish_s"].fillna(end_s).clip(upper=end_s) - q["arrival_s"]).sum())
+
+
+def even_trace(tmp: Path, n: int, prompt_tokens: int) -> Path:
+    """A trace of n requests one second apart, each of one output token (done at its
+    prefill, so never two at once)."""
+    import numpy as np
+
+    trace = tmp / "even.csv"
+    t0 = np.datetime64("2023-11-16T18:00:00")
+    rows = [f"{t0 + np.timedelta64(i, 's')},{prompt_tokens},1" for i in range(n)]
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    return trace
+
+
+def utilization_for_blocks(blocks: int, block_tokens: int) -> float:
+    """gpu_memory_utilization giving one Llama-3.1-8B replica on H200 exactly `blocks`
+    KV blocks (weights + tokens x KV bytes, half a token to spare)."""
+    from dcsim.catalog import load_catalog, shapes
+
+    cat = load_catalog()
+    m, g = cat.model("llama-3.1-8b"), cat.gpu("H200-SXM")
+    need = shapes.weight_bytes(m) + (blocks * block_tokens + 0.5) * shapes.kv_bytes_per_token(m)
+    return need / (g.memory_gb * 1e9)

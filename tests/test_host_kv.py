@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import load_yaml, time_in_system_s
+from engine_helpers import even_trace, load_yaml, time_in_system_s
 from test_sessions import _sessions
 
 from dcsim.catalog import load_catalog, shapes
@@ -30,11 +30,7 @@ def _utilization_for(blocks: int) -> float:
 
 
 def _prefixes(tmp: Path, n: int, groups: int, gpu_prefixes: int, host_prefixes: int):
-    # one request a second, each done at its prefill: never two at once
-    trace = tmp / "even.csv"
-    t0 = np.datetime64("2023-11-16T18:00:00")
-    rows = [f"{t0 + np.timedelta64(i, 's')},{OWN},1" for i in range(n)]
-    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    trace = even_trace(tmp, n, OWN)  # never two requests at once
     d = load_yaml(ROOT / "scenarios" / "default.yaml")
     w = d["workloads"][0]
     w["arrival"] = {"kind": "trace", "path": str(trace)}

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import load_yaml, time_in_system_s
+from engine_helpers import even_trace, load_yaml, time_in_system_s, utilization_for_blocks
 
-from dcsim.catalog import load_catalog, shapes
 from dcsim.engine.simulation import simulate
 from dcsim.errors import DcsimError
 from dcsim.scenario import scenario_from_data
@@ -22,20 +21,11 @@ BLOCK, PREFIX, OWN = 16, 1024, 16  # a prefix of 64 blocks, one block of the req
 
 
 def _utilization_for(blocks: int) -> float:
-    """gpu_memory_utilization giving one Llama-3.1-8B replica on H200 exactly `blocks`
-    KV blocks of 16 tokens (weights + tokens x KV bytes, half a token to spare)."""
-    cat = load_catalog()
-    m, g = cat.model("llama-3.1-8b"), cat.gpu("H200-SXM")
-    need = shapes.weight_bytes(m) + (blocks * BLOCK + 0.5) * shapes.kv_bytes_per_token(m)
-    return need / (g.memory_gb * 1e9)
+    return utilization_for_blocks(blocks, BLOCK)
 
 
 def _run(tmp: Path, n: int, groups: int, zipf_s: float, resident: int):
-    # one request a second, each done at its prefill (1 output token): never two at once
-    trace = tmp / "even.csv"
-    t0 = np.datetime64("2023-11-16T18:00:00")
-    rows = [f"{t0 + np.timedelta64(i, 's')},{OWN},1" for i in range(n)]
-    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    trace = even_trace(tmp, n, OWN)  # never two requests at once
     d = load_yaml(ROOT / "scenarios" / "default.yaml")
     w = d["workloads"][0]
     w["arrival"] = {"kind": "trace", "path": str(trace)}
