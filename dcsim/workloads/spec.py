@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dcsim.engine.gang import Policy
 from dcsim.schema_base import Spec
@@ -247,19 +247,24 @@ class InferenceService(Spec):
         "replica while that replica has at most this many more requests outstanding than "
         "the least loaded one; beyond it the prefix moves to the least loaded.")
 
+    @field_validator("classes")
+    @classmethod
+    def _classes_partition(cls, v: list[PriorityClass] | None) -> list[PriorityClass] | None:
+        if v is not None:
+            names = [c.name for c in v]
+            if len(set(names)) != len(names):
+                raise ValueError(f"class names {names}: each name once")
+            total = sum(c.share for c in v)
+            if abs(total - 1.0) > 1e-9:
+                raise ValueError(f"class shares add up to {total:g}: they must add up to 1")
+        return v
+
     @model_validator(mode="after")
     def _lengths_given(self) -> InferenceService:
         from_trace = isinstance(self.arrival, TraceArrivals) and self.arrival.use_token_lengths
         if not from_trace and (self.prompt_tokens is None or self.output_tokens is None):
             raise ValueError("prompt_tokens and output_tokens are required unless a trace "
                              "arrival with use_token_lengths supplies them")
-        if self.classes is not None:
-            names = [c.name for c in self.classes]
-            if len(set(names)) != len(names):
-                raise ValueError(f"classes names {names}: each name once")
-            total = sum(c.share for c in self.classes)
-            if abs(total - 1.0) > 1e-9:
-                raise ValueError(f"classes shares add up to {total:g}: they must add up to 1")
         if self.sessions is not None and (self.prompt_tokens is None
                                           or self.output_tokens is None):
             raise ValueError("sessions need prompt_tokens and output_tokens (the new tokens "
