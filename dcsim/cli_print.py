@@ -27,6 +27,11 @@ def print_summary(summary: RunSummary) -> None:
             ("SLO attainment", "slo_attainment", 1, ".1%"), ("preemptions", "preemptions", 1, "d"),
             ("GPU energy kWh", "energy_kwh", 1, ".3g"), ("J per output token",
             "j_per_output_token", 1, ".3g")]
+    # requests turned away, shown where a service has any
+    refused = [(f"requests {k.replace('_', ' ')}", f"requests_{k}", 1, "d")
+               for k in ("rejected", "timed_out", "aborted")
+               if any(getattr(v, f"requests_{k}") for v in services.values())]
+    rows[1:1] = refused
     for label, key, scale, spec in rows:
         cells = []
         for v in services.values():

@@ -129,3 +129,25 @@ def test_a_queue_limit_of_zero_is_refused(tmp_path):
     d = _scenario(tmp_path, [(0.0, 100, 20, "batch")], max_waiting_requests=0)
     with pytest.raises(DcsimError, match="max_waiting_requests"):
         scenario_from_data(d)
+
+
+def test_the_run_table_counts_requests_turned_away(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from dcsim.cli import app
+
+    classes = [{"name": "interactive", "share": 0.5, "priority": 0, "max_queue_s": 0.5},
+               {"name": "batch", "share": 0.5, "priority": 0}]
+    rows = [(0.0, 100, 600, "batch"), (0.1, 100, 20, "interactive"), (0.2, 100, 20, "batch"),
+            (0.3, 100, 20, "batch")]
+    d = _scenario(tmp_path, rows, classes=classes, max_num_seqs=1, max_waiting_requests=2)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d))
+    res = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip()
+             for line in res.output.splitlines() if line.count("│") >= 3}
+    # request 1 times out in the queue; request 3 finds the queue (1 and 2) full
+    assert lines["requests timed out"] == "1" and lines["requests rejected"] == "1"
+    assert "requests aborted" not in lines
