@@ -12,7 +12,8 @@ and the median ratio (wall-clock rates on a shared machine vary by several perce
 five turns on average, 30 s of thought between an answer and the next prompt, the
 conversation trace's lengths for each turn's new tokens and answer, a 1,000-token
 system prompt, prefix caching and prefix-affinity routing; the session rate is set so
-that about N requests arrive in the hour.
+that about N requests are planned in the hour (turns due after its end are never sent,
+so somewhat fewer arrive: 874,000 of a million).
 """
 
 from __future__ import annotations
