@@ -94,3 +94,17 @@ def utilization_for_blocks(blocks: int, block_tokens: int) -> float:
     m, g = cat.model("llama-3.1-8b"), cat.gpu("H200-SXM")
     need = shapes.weight_bytes(m) + (blocks * block_tokens + 0.5) * shapes.kv_bytes_per_token(m)
     return need / (g.memory_gb * 1e9)
+
+
+def busy_cached(groups: int, **deployment: object) -> dict:
+    """The default scenario at twice its rate on 2 tight replicas (a sixth of the memory)
+    with prefix caching over `groups` system prompts of 2,000 tokens: evictions and
+    preemptions happen. `deployment` adds or overrides settings."""
+    d = load_yaml(Path(__file__).resolve().parents[1] / "scenarios" / "default.yaml")
+    d["simulation"] = {"duration_s": 200, "warmup_s": 10, "seed": 6, "time_bucket_s": 20}
+    w = d["workloads"][0]
+    w["shared_prefix"] = {"tokens": 2000, "groups": groups}
+    w["deployment"].update(replicas=2, max_num_seqs=48, prefix_caching=True,
+                           gpu_memory_utilization=0.16, **deployment)
+    w["arrival"]["rate_scale"] = 2.0
+    return d

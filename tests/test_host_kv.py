@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import even_trace, load_yaml, time_in_system_s
+from engine_helpers import busy_cached, even_trace, load_yaml, time_in_system_s
 from test_sessions import _sessions
 
 from dcsim.catalog import load_catalog, shapes
@@ -112,14 +112,7 @@ def test_swap_moves_the_victims_kv_out_and_back_instead_of_prefilling_it_again(t
 
 @pytest.fixture(scope="module")
 def crowded():
-    d = load_yaml(ROOT / "scenarios" / "default.yaml")
-    d["simulation"] = {"duration_s": 200, "warmup_s": 10, "seed": 6, "time_bucket_s": 20}
-    w = d["workloads"][0]
-    w["shared_prefix"] = {"tokens": 2000, "groups": 24}
-    w["deployment"].update(replicas=2, max_num_seqs=48, prefix_caching=True,
-                           gpu_memory_utilization=0.16, host_kv_gb=4.0, preemption="swap")
-    w["arrival"]["rate_scale"] = 2.0
-    s = scenario_from_data(d)
+    s = scenario_from_data(busy_cached(24, host_kv_gb=4.0, preemption="swap"))
     return s, simulate(s)
 
 

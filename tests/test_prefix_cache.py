@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import even_trace, load_yaml, time_in_system_s, utilization_for_blocks
+from engine_helpers import busy_cached, even_trace, load_yaml, time_in_system_s, utilization_for_blocks
 
 from dcsim.engine.simulation import simulate
 from dcsim.errors import DcsimError
@@ -87,14 +87,7 @@ def test_zipf_prefixes_hit_as_ches_approximation_says(tmp_path):
 
 @pytest.fixture(scope="module")
 def cached_busy():
-    d = load_yaml(ROOT / "scenarios" / "default.yaml")
-    d["simulation"] = {"duration_s": 200, "warmup_s": 10, "seed": 6, "time_bucket_s": 20}
-    w = d["workloads"][0]
-    w["shared_prefix"] = {"tokens": 2000, "groups": 8}
-    w["deployment"].update(replicas=2, max_num_seqs=48, prefix_caching=True,
-                           gpu_memory_utilization=0.16)  # tight: evictions and preemptions
-    w["arrival"]["rate_scale"] = 2.0
-    s = scenario_from_data(d)
+    s = scenario_from_data(busy_cached(8))  # tight: evictions and preemptions
     return s, simulate(s)
 
 

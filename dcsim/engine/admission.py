@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import simpy
 
-from dcsim.engine.metrics import RequestLog
+from dcsim.engine.metrics import STATUS, RequestLog
 from dcsim.engine.sequence import Seq
 
 if TYPE_CHECKING:
     from dcsim.engine.replica import Replica
 
-TIMED_OUT = 4  # index into metrics.STATUS
+TIMED_OUT = STATUS.index("timed_out")
 
 
 class PriorityWaiting:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dcsim.engine.admission import PriorityWaiting, lowest_newest
+from dcsim.engine.metrics import STATUS
 from dcsim.engine.sequence import Seq
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from dcsim.engine.paging import Pages
     from dcsim.engine.prefix_cache import PrefixCache
 
-ABORTED = 3
+ABORTED = STATUS.index("aborted")
 
 
 class Batching:

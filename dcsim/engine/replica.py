@@ -30,7 +30,7 @@ from dcsim.engine.admission import PriorityWaiting
 from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.host_tier import HostKV
-from dcsim.engine.metrics import RequestLog, TimeSeries
+from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.paging import Pages
 from dcsim.engine.prefix_cache import PrefixCache
 from dcsim.engine.sequence import Block, Mixed, Seq
@@ -38,7 +38,7 @@ from dcsim.engine.sequence import Block, Mixed, Seq
 if TYPE_CHECKING:
     from dcsim.engine.router import MinTree
 
-FINISHED = 1
+FINISHED = STATUS.index("finished")
 
 
 class Replica(Batching):

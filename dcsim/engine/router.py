@@ -8,11 +8,11 @@ from collections import deque
 import numpy as np
 
 from dcsim.engine.admission import Deadlines, PriorityWaiting
-from dcsim.engine.metrics import RequestLog
+from dcsim.engine.metrics import STATUS, RequestLog
 from dcsim.engine.replica import Replica
 from dcsim.engine.sequence import Seq
 
-REJECTED = 2
+REJECTED = STATUS.index("rejected")
 TREE_FROM = 128  # replicas: from here a tree finds the least loaded in O(log n), not O(n)
 SHUT = 1 << 62  # the load of a replica that cannot take work now (central queue)
 

@@ -62,15 +62,16 @@ def _requests(svc: InferenceService, duration_s: float, rngs: tuple[np.random.Ge
 
 def _independent(svc: InferenceService, times: np.ndarray, prompts: np.ndarray | None,
                  outputs: np.ndarray | None, rngs: tuple[np.random.Generator, ...],
-                 base_dir: Path | None) -> pd.DataFrame:
-    """One request per arrival time, each on its own (no session)."""
+                 base_dir: Path | None, draw_prefix: bool = True) -> pd.DataFrame:
+    """One request per arrival time, each on its own (no session); with draw_prefix,
+    each draws a shared prefix (else the caller sets them)."""
     prompt_rng, out_rng, prefix_rng = rngs
     n = times.size
     if prompts is None:
         prompts = sample_lengths(svc.prompt_tokens, n, prompt_rng, "prompt_tokens", base_dir)
     if outputs is None:
         outputs = sample_lengths(svc.output_tokens, n, out_rng, "output_tokens", base_dir)
-    groups, prefix = prefix_groups(svc.shared_prefix, n, prefix_rng)
+    groups, prefix = prefix_groups(svc.shared_prefix if draw_prefix else None, n, prefix_rng)
     return _table(times, prompts.astype(np.int64) + prefix, outputs, groups, prefix,
                   np.full(n, -1), np.zeros(n), np.zeros(n))
 
@@ -183,8 +184,9 @@ def _trace_requests(svc: InferenceService, a: TraceArrivals, duration_s: float,
     if a.use_token_lengths:
         prompts = np.maximum(trace["prompt_tokens"].to_numpy()[idx], 1)
         outputs = np.maximum(trace["output_tokens"].to_numpy()[idx], 1)
+    traced = "prefix_group" in trace and svc.shared_prefix is not None
     out = _independent(svc, times, prompts, outputs, (prompt_rng, out_rng, prefix_rng),
-                       base_dir)
+                       base_dir, draw_prefix=not traced)
     if "priority_class" in trace and svc.classes is not None:
         out["traced_class"] = trace["priority_class"].to_numpy()[idx]
     if "session_id" in trace:
@@ -193,7 +195,8 @@ def _trace_requests(svc: InferenceService, a: TraceArrivals, duration_s: float,
         out["session"] = np.where(sid >= 0, sid * (copy.max(initial=0) + 1) + copy, -1)
         order = out.groupby("session").cumcount().to_numpy()
         out["turn"] = np.where(sid >= 0, order, 0)
-    if "prefix_group" in trace and svc.shared_prefix is not None:
+    if traced:
+        assert svc.shared_prefix is not None
         _traced_groups(out, trace["prefix_group"].to_numpy()[idx], svc.shared_prefix, a.path)
     return out
 
@@ -202,7 +205,6 @@ def _traced_groups(out: pd.DataFrame, groups: np.ndarray, spec: SharedPrefix, pa
                    ) -> None:
     """Take the trace's prefix groups: a traced prompt already holds its prefix."""
     has = groups >= 0
-    out["prompt_tokens"] -= out["prefix_tokens"]  # _independent added a drawn one
     short = has & (out["prompt_tokens"].to_numpy() <= spec.tokens)
     if short.any():
         i = int(np.flatnonzero(short)[0])
