@@ -116,6 +116,10 @@ def profiles_query(
     out.print(f"latency_ms  {ans.latency_ms:.4f}\nenergy_j    {ans.energy_j:.4f}\n"
               f"power_w     {ans.power_w:.1f}\nprovenance  {ans.provenance}\n"
               f"basis       {ans.basis}", highlight=False)
+    if ans.limited:
+        out.print(f"limited     held at the {ans.power_limit_w:g} W limit by the DVFS model "
+                  f"(before: {ans.unlimited_latency_ms:.4f} ms at {ans.unlimited_power_w:.1f} W)",
+                  highlight=False)
 
 
 @app.command()

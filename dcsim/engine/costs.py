@@ -134,6 +134,12 @@ class Table:
         grid = {s for _, s in cost.grid} if cost.grid else set()
         pinned = np.flatnonzero(np.isin(dense, list(grid)))
         self.rows: list[_Row] = []
+        # per batch size (index 1..rows): the length span where power was held at the limit
+        self.limited: list[tuple[float, float] | None] = [None] * (rows + 1)
+        held = out.limited.reshape(rows, dense.size)
+        for r in np.flatnonzero(held.any(axis=1)):
+            at = dense[held[r]]
+            self.limited[r + 1] = (float(at.min()), float(at.max()))
         for r in range(rows):
             keep = adaptive_nodes(dense, [lat[r], en[r]], pinned)
             self.rows.append(_Row(dense[keep], lat[r, keep], en[r, keep]))
@@ -245,7 +251,12 @@ class IterationCosts:
         return t + td - overlap, e + ed - overlap * ed / td
 
     def provenance(self, phase: str, batch: int, length: float) -> str:
-        """measured / interpolated / derived class of a lookup."""
+        """measured / interpolated / derived class of a lookup; power_limited where the
+        power controller held the run at the limit (its time is the DVFS model's)."""
+        held = (self.decode if phase == "decode" else self.prefill).limited
+        if batch < len(held) and (span := held[batch]) is not None and (
+                span[0] <= length <= span[1]):
+            return "power_limited"
         bounds = self._inside[phase]
         if batch >= len(bounds):
             return "derived"

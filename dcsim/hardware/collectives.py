@@ -1,4 +1,5 @@
-"""Alpha-beta cost of all-reduce: ring, and binomial tree (reduce then broadcast).
+"""Alpha-beta cost of collectives: all-reduce (ring, and binomial tree: reduce then
+broadcast) and all-to-all (expert-parallel dispatch and combine).
 
 Works on floats and on numpy arrays alike.
 """
@@ -33,6 +34,19 @@ def tree_allreduce_s(nbytes: float, ranks: int, bandwidth_byte_s: float, alpha_s
         return 0.0 * nbytes
     steps = 2 * math.ceil(math.log2(ranks))
     return steps * (alpha_s + nbytes / bandwidth_byte_s)
+
+
+def alltoall_s(nbytes: float, ranks: int, bandwidth_byte_s: float, alpha_s: float) -> float:
+    """All-to-all time, s, of p ranks each holding n bytes destined evenly to all ranks.
+
+    T = (p - 1) alpha + (p - 1) / p * n / beta: a rank keeps 1/p of its data and sends
+    the rest over its own link (beta bytes/s, one direction), one message per peer
+    (pairwise exchange, the links of a switched NVLink domain all busy at once).
+    """
+    if ranks <= 1:
+        return 0.0 * nbytes
+    p = ranks
+    return (p - 1) * alpha_s + (p - 1) / p * nbytes / bandwidth_byte_s
 
 
 def allreduce_s(algorithm: str, nbytes: float, ranks: int, bandwidth_byte_s: float,

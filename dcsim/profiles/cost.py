@@ -9,10 +9,20 @@ import pandas as pd
 
 from dcsim.catalog import GpuSpec, ModelSpec, shapes
 from dcsim.errors import DcsimError, Problem
-from dcsim.hardware.collectives import ring_allreduce_s
+from dcsim.hardware.collectives import alltoall_s, ring_allreduce_s
 from dcsim.hardware.dvfs import Dvfs, apply_cap
 from dcsim.profiles.fit import GroupFit, log_coords
-from dcsim.profiles.work import allreduce_bytes, allreduces_per_run, work_features
+from dcsim.profiles.work import (
+    BF16,
+    TRAIN_STATE_BYTES_PER_PARAM,
+    Layout,
+    allreduce_bytes,
+    allreduces_per_run,
+    alltoall_bytes,
+    alltoalls_per_run,
+    weight_bytes_per_gpu,
+    work_features,
+)
 
 GB = 1e9
 
@@ -92,6 +102,9 @@ class CostArrays:
     energy_j: np.ndarray  # all GPUs of the group
     power_w: np.ndarray  # average power of the whole group
     provenance: np.ndarray  # "measured" | "interpolated" | "derived"
+    limited: np.ndarray  # True where power was held at the limit (the DVFS model slowed it)
+    unlimited_latency_s: np.ndarray  # before the limit was applied (the raw measured or
+    unlimited_power_w: np.ndarray  # fitted values; equal to the others where not limited)
 
 
 @dataclass(frozen=True)
@@ -105,19 +118,29 @@ class PhaseCost:
     fit: GroupFit
     scaling: Scaling
     ceilings: Ceilings
-    power_ceiling_w: float  # per GPU
     ranges: tuple[int, int, int, int, int] | None  # measured b/s/tokens ranges; None = derived
     grid: set[tuple[int, int]] | None
     basis: str
     dvfs: Dvfs
     compute_coef: np.ndarray  # the GPU's seconds per feature; FLOP terms are clock-bound
     power_cap_w: float | None = None
+    layout: Layout = BF16
+
+    @property
+    def gpus(self) -> int:
+        """GPUs of one replica: tp x ep."""
+        return self.tp * self.layout.ep
+
+    @property
+    def limit_w(self) -> float:
+        """Power limit in force per GPU, W: the cap, else the default limit (TDP)."""
+        return self.gpu.tdp_w if self.power_cap_w is None else self.power_cap_w
 
     def evaluate(self, batch: np.ndarray, seq: np.ndarray) -> CostArrays:
         """Costs of runs with `batch` sequences of length (or context) `seq`."""
         b = np.asarray(batch, dtype=float)
         s = np.asarray(seq, dtype=float)
-        feats = work_features(self.model, self.phase, b, s, self.tp)
+        feats = work_features(self.model, self.phase, b, s, self.tp, self.layout)
         coords = log_coords(b, s)
         lat_ratio, e_ratio = self.fit.residual_ratios(coords)
         compute_s = feats @ (self.fit.lat_coef * self.scaling.latency_vector()) * lat_ratio
@@ -129,28 +152,36 @@ class PhaseCost:
         comm_s = self._collective_s(b, s)
         latency = compute_s + comm_s
         # GPUs waiting in a collective draw about their static power
-        energy = self.tp * (gpu_j + ecoef[0] * comm_s)
-        power = np.clip(energy / latency, self.gpu.idle_power_w * self.tp,
-                        self.power_ceiling_w * self.tp)
+        gpu_w = np.maximum((gpu_j + ecoef[0] * comm_s) / latency, self.gpu.idle_power_w)
+        flops_s = feats[:, 2:4] @ self.compute_coef[2:4]
+        beta = np.clip(flops_s / np.maximum(feats @ self.compute_coef, 1e-15), 0, 1)
+        beta = beta * compute_s / latency  # collectives do not speed up with the clock
+        # The power controller holds the average at the limit in force: the fit (or a
+        # measurement whose energy counter read above the limit) is slowed by DVFS.
+        held_s, held_w = apply_cap(self.limit_w, latency, gpu_w, self.fit.clock_at(coords),
+                                   beta, self.dvfs)
+        limited = gpu_w > self.limit_w
         prov = self._provenance(b, s)
         if self.power_cap_w is not None:
-            gpu_w = power / self.tp
-            flops_s = feats[:, 2:4] @ self.compute_coef[2:4]
-            beta = np.clip(flops_s / np.maximum(feats @ self.compute_coef, 1e-15), 0, 1)
-            beta = beta * compute_s / latency  # collectives do not speed up with the clock
-            latency, gpu_w_capped = apply_cap(self.power_cap_w, latency, gpu_w,
-                                              self.fit.clock_at(coords), beta, self.dvfs)
-            prov[gpu_w > self.power_cap_w] = "derived"
-            power = gpu_w_capped * self.tp
-        return CostArrays(latency, power * latency, power, prov)
+            prov[limited] = "derived"
+        power = np.minimum(held_w, self.limit_w) * self.gpus
+        return CostArrays(held_s, power * held_s, power, prov, limited, latency,
+                          gpu_w * self.gpus)
 
     def _collective_s(self, b: np.ndarray, s: np.ndarray) -> np.ndarray:
-        if self.tp == 1 or self.ranges is not None:
-            return np.zeros_like(b)
-        bw = self.gpu.scaleup_bandwidth_gbyte_s * GB
-        per = ring_allreduce_s(allreduce_bytes(self.model, self.phase, b, s), self.tp, bw,
-                               self.gpu.link_latency_us * 1e-6)
-        return allreduces_per_run(self.model, self.phase) * per
+        """Tensor-parallel all-reduces (where tp is not measured) and expert-parallel
+        all-to-alls over the scale-up link (alpha-beta model)."""
+        out = np.zeros_like(b)
+        bw, alpha = self.gpu.scaleup_bandwidth_gbyte_s * GB, self.gpu.link_latency_us * 1e-6
+        m, ep = self.model, self.layout.ep
+        if self.tp > 1 and self.ranges is None:
+            per = ring_allreduce_s(allreduce_bytes(m, self.phase, b, s, ep), self.tp, bw, alpha)
+            out = out + allreduces_per_run(m, self.phase) * per
+        if ep > 1:
+            per = alltoall_s(alltoall_bytes(m, self.phase, b, s, self.gpus), self.gpus, bw,
+                             alpha)
+            out = out + alltoalls_per_run(m, self.phase) * per
+        return out
 
     def _provenance(self, b: np.ndarray, s: np.ndarray) -> np.ndarray:
         out = np.full(b.shape, "derived", dtype=object)
@@ -167,11 +198,9 @@ class PhaseCost:
     def memory_needed_gb(self, batch: int, seq: int) -> float:
         """Per-GPU memory for weights (and training state) plus the KV cache, GB."""
         if self.phase == "train":
-            state = shapes.total_params(self.model) * 16
-        else:
-            state = shapes.weight_bytes(self.model) + batch * seq * shapes.kv_bytes_per_token(
-                self.model)
-        return state / self.tp / GB
+            return shapes.total_params(self.model) * TRAIN_STATE_BYTES_PER_PARAM / self.tp / GB
+        kv = batch * float(shapes.kv_bytes(self.model, seq, self.layout.kv_bytes))
+        return (weight_bytes_per_gpu(self.model, self.tp, self.layout) + kv / self.gpus) / GB
 
     def check_fits(self, batch: int, seq: int) -> None:
         """Refuse a run whose weights, KV cache and activations exceed the GPUs' memory."""

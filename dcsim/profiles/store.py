@@ -32,7 +32,7 @@ from dcsim.hardware.dvfs import dvfs_of
 from dcsim.profiles.cost import PhaseCost, Scaling, ceilings_for
 from dcsim.profiles.fit import GroupFit, fit_coefficients, with_residuals
 from dcsim.profiles.table import PHASES, builtin_dir, normalize, read_profile_csv
-from dcsim.profiles.work import work_features
+from dcsim.profiles.work import BF16, Layout, layout_notes, work_features
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class ProfileAnswer:
     provenance: str
     basis: str
     power_cap_w: float | None = None
+    power_limit_w: float = 0.0  # the limit in force for the tp group (cap or TDP, x tp)
+    limited: bool = False  # power held at the limit: latency slowed by the DVFS model
+    unlimited_latency_ms: float = 0.0  # the answer before the limit was applied
+    unlimited_power_w: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """The answer as a JSON-able dict."""
@@ -74,7 +78,7 @@ class ProfileStore:
                               for i in no_energy[:10]])
         self.table = table
         self._fits: dict[tuple[str, ...], GroupFit] = {}
-        self._resolved: dict[tuple[str, str, str, int, float | None], PhaseCost] = {}
+        self._resolved: dict[tuple[str, str, str, int, float | None, Layout], PhaseCost] = {}
         self._pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._measured: dict[float | None, pd.DataFrame] = {}
 
@@ -179,20 +183,21 @@ class ProfileStore:
 
     # -- resolution -------------------------------------------------------
     def resolve(self, gpu: str, model: str, phase: str, tp: int = 1,
-                power_cap_w: float | None = None) -> PhaseCost:
-        """The cost model for (gpu, model, phase, tp) under a power cap (None: default limit).
+                power_cap_w: float | None = None, layout: Layout = BF16) -> PhaseCost:
+        """The cost model for (gpu, model, phase, tp) under a power cap (None: default limit)
+        with the numerics and expert parallelism of `layout` (measured: BF16, ep 1).
 
         Points measured at that cap are used as they are; otherwise the default-limit
         answer goes through the DVFS model (dcsim.hardware.dvfs). Answers are cached:
         the store does not change once built.
         """
-        key = (gpu, model, phase, tp, power_cap_w)
+        key = (gpu, model, phase, tp, power_cap_w, layout)
         if key not in self._resolved:
-            self._resolved[key] = self._resolve(gpu, model, phase, tp, power_cap_w)
+            self._resolved[key] = self._resolve(gpu, model, phase, tp, power_cap_w, layout)
         return self._resolved[key]
 
     def _resolve(self, gpu: str, model: str, phase: str, tp: int,
-                 power_cap_w: float | None) -> PhaseCost:
+                 power_cap_w: float | None, layout: Layout) -> PhaseCost:
         if phase not in PHASES:
             raise DcsimError(Problem("phase", phase, f"one of {PHASES}"))
         if tp < 1:
@@ -203,8 +208,8 @@ class ProfileStore:
             at_cap = self.measured(power_cap_w)
             at_cap = at_cap[(at_cap["gpu"] == g.id) & (at_cap["model"] == m.id)
                             & (at_cap["phase"] == phase) & (at_cap["tp"] == tp)]
-            if at_cap.empty:
-                base = self.resolve(gpu, model, phase, tp)
+            if at_cap.empty or not layout.is_default:
+                base = self.resolve(gpu, model, phase, tp, layout=layout)
                 return replace(base, power_cap_w=power_cap_w, basis=f"{base.basis}; under a "
                                f"{power_cap_w:g} W cap by the DVFS model")
             return self._measured_at_cap(g, m, phase, tp, power_cap_w, at_cap.iloc[0])
@@ -215,7 +220,7 @@ class ProfileStore:
         src_gpu = self._source_gpu(g, groups)
         on_gpu = groups[groups["gpu"] == src_gpu.id]
         src = self._source_group(m, tp, on_gpu)
-        notes = self._notes(g, m, tp, src_gpu, src)
+        notes = self._notes(g, m, tp, src_gpu, src) + layout_notes(g, m, layout)
         scaling = Scaling.between(src_gpu, g)
         fit = self.group_fit(src_gpu.id, src["model"], phase, int(src["tp"]), pooled=bool(notes))
         if src_gpu.id != g.id:  # clocks measured on another GPU say nothing here
@@ -228,11 +233,11 @@ class ProfileStore:
             compute_coef=self.pooled_coefficients(src_gpu.id, phase)[0]
             * scaling.latency_vector(),
             ceilings=ceilings_for(g, src_gpu, self.table),
-            power_ceiling_w=self._power_ceiling(src_gpu) * g.tdp_w / src_gpu.tdp_w,
             ranges=None if notes else (src["batch_min"], src["batch_max"], src["seq_min"],
                                        src["seq_max"], src["tokens_max"]),
             grid=None if notes else self._grid(src_gpu.id, src["model"], phase, tp),
             basis=self._basis(src_gpu, src, notes),
+            layout=layout,
         )
 
     def _measured_at_cap(self, g: GpuSpec, m: ModelSpec, phase: str, tp: int, cap: float,
@@ -244,7 +249,7 @@ class ProfileStore:
                     src["tokens_max"]),
             grid=set(zip(*(self.group_rows(g.id, m.id, phase, tp, cap)[c].tolist()
                            for c in ("batch_size", "seq_len")), strict=True)),
-            power_ceiling_w=cap, basis=f"{src['source']} {g.id} {m.id} tp={tp} at a {cap:g} W "
+            basis=f"{src['source']} {g.id} {m.id} tp={tp} at a {cap:g} W "
                                        f"cap ({src['points']} points)")
 
     def _source_gpu(self, g: GpuSpec, groups: pd.DataFrame) -> GpuSpec:
@@ -285,21 +290,14 @@ class ProfileStore:
         rows = self.group_rows(gpu, model, phase, tp)
         return set(zip(rows["batch_size"].tolist(), rows["seq_len"].tolist(), strict=True))
 
-    def _power_ceiling(self, g: GpuSpec) -> float:
-        # NVML's energy counter can average above the limit over short runs because the
-        # limiter acts on a longer window; the highest measured average is the true ceiling.
-        t = self.table
-        rows = t[(t["gpu"] == g.id) & t["phase"].isin(PHASES) & (t["tp"] == 1)]
-        measured = rows["energy_j"] / (rows["latency_ms"] / 1e3)
-        return max(g.tdp_w, float(measured.max()) if len(measured) else 0.0)
-
     def query(self, gpu: str, model: str, phase: str, batch_size: int, seq_len: int,
-              tp: int = 1, power_cap_w: float | None = None) -> ProfileAnswer:
+              tp: int = 1, power_cap_w: float | None = None, layout: Layout = BF16
+              ) -> ProfileAnswer:
         """Latency, energy and power of one run, with provenance."""
         for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
             if v < 1:
                 raise DcsimError(Problem(name, v, "a positive whole number"))
-        cost = self.resolve(gpu, model, phase, tp, power_cap_w)
+        cost = self.resolve(gpu, model, phase, tp, power_cap_w, layout)
         cost.check_fits(batch_size, seq_len)
         out = cost.evaluate(np.array([batch_size]), np.array([seq_len]))
         return ProfileAnswer(
@@ -307,7 +305,10 @@ class ProfileStore:
             batch_size=int(batch_size), seq_len=int(seq_len),
             latency_ms=float(out.latency_s[0] * 1e3), energy_j=float(out.energy_j[0]),
             power_w=float(out.power_w[0]), provenance=str(out.provenance[0]), basis=cost.basis,
-            power_cap_w=power_cap_w,
+            power_cap_w=power_cap_w, power_limit_w=cost.limit_w * cost.gpus,
+            limited=bool(out.limited[0]),
+            unlimited_latency_ms=float(out.unlimited_latency_s[0] * 1e3),
+            unlimited_power_w=float(out.unlimited_power_w[0]),
         )
 
 

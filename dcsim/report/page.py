@@ -198,4 +198,6 @@ def _provenance(summary: RunSummary) -> str:
         return "<p>No profile answers recorded.</p>"
     return ("<p>How often each service's iteration times and energies came from measured "
             "profile points, interpolation between them, or derivation (other GPU, model "
-            "or power limit).</p>" + _table(pd.DataFrame(rows).fillna(0)))
+            "or power limit); power_limited: the run would have drawn more than the limit in "
+            "force, so the DVFS model slowed it to hold the limit.</p>"
+            + _table(pd.DataFrame(rows).fillna(0)))
