@@ -98,16 +98,22 @@ def profiles_query(
     seq: int = typer.Option(..., help="Prompt length (prefill/train) or KV context (decode)."),
     tp: int = typer.Option(1, help="Tensor-parallel degree."),
     power_cap: float | None = typer.Option(None, "--power-cap", help="GPU power limit, W."),
+    ep: int = typer.Option(1, help="Expert-parallel degree (MoE models; tp x ep GPUs)."),
+    weights_dtype: str = typer.Option("bf16", help="bf16 | fp8 | fp4"),
+    kv_dtype: str = typer.Option("bf16", help="KV-cache type: bf16 | fp8"),
     files: list[Path] = typer.Option([], "--file", "-f", help="Extra profile CSVs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Latency, energy and power of one run, with provenance (measured/interpolated/derived)."""
     from dcsim.catalog import load_catalog
     from dcsim.profiles.store import ProfileStore
+    from dcsim.profiles.work import layout_of
 
     try:
-        ans = ProfileStore.from_files(load_catalog(), files).query(gpu, model, phase, batch, seq, tp,
-                                                                   power_cap)
+        cat = load_catalog()
+        lay = layout_of(cat.gpu(gpu), weights_dtype, kv_dtype, ep, "option")
+        ans = ProfileStore.from_files(cat, files).query(gpu, model, phase, batch, seq, tp,
+                                                        power_cap, lay)
     except DcsimError as exc:
         raise fail(exc) from None
     if as_json:

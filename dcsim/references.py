@@ -8,10 +8,12 @@ from typing import TypeVar
 
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, load_catalog, shapes
 from dcsim.errors import DcsimError, Problem
+from dcsim.profiles.work import layout_of, weight_bytes_per_gpu
 from dcsim.scenario import Scenario
 from dcsim.workloads.cluster_trace import resolve as resolve_cluster_trace
 from dcsim.workloads.spec import (
     ClusterReplaySpec,
+    Deployment,
     EmpiricalLength,
     InferenceService,
     TraceArrivals,
@@ -159,12 +161,18 @@ def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
                    cat: Catalog, base_dir: Path) -> list[Problem]:
     d = w.deployment
     out = _tp_fits(d.tp, model, cat, gpu.id, f"{p}.deployment.tp")
-    need = shapes.weight_bytes(model) / d.tp / 1e9
+    out += _ep_fits(d, model, cat, gpu.id, f"{p}.deployment")
+    try:
+        lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep, f"{p}.deployment")
+    except DcsimError as exc:
+        return out + exc.problems
+    need = weight_bytes_per_gpu(model, d.tp, lay) / 1e9
     have = gpu.memory_gb * d.gpu_memory_utilization
     if need >= have:
         out.append(Problem(f"{p}.deployment.tp", d.tp, f"a TP degree whose GPUs hold {model.id}: "
-                           f"weights need {need:.1f} GB per GPU at tp={d.tp}, {gpu.id} offers "
-                           f"{have:.1f} GB (memory x gpu_memory_utilization)"))
+                           f"weights need {need:.1f} GB per GPU at tp={d.tp}, ep={d.ep} in "
+                           f"{d.weights_dtype}, {gpu.id} offers {have:.1f} GB (memory x "
+                           "gpu_memory_utilization)"))
     longest = _longest_prompt(w)
     if longest is not None and w.shared_prefix is not None:
         longest += w.shared_prefix.tokens  # the prefix comes before every prompt
@@ -199,6 +207,26 @@ def _longest_prompt(w: InferenceService) -> int | None:
     if spec is None or isinstance(spec, EmpiricalLength):
         return None
     return int(getattr(spec, "tokens", None) or getattr(spec, "max_tokens", 0)) or None
+
+
+def _ep_fits(d: Deployment, model: ModelSpec, cat: Catalog, gpu: str, where: str
+             ) -> list[Problem]:
+    """Expert parallelism needs experts it divides evenly, and tp x ep GPUs in one
+    NVLink domain (one server: a rack-scale system is one server of 72 GPUs)."""
+    if d.ep == 1:
+        return []
+    if model.experts == 0:
+        return [Problem(f"{where}.ep", d.ep, f"1: {model.id} is dense (no experts to spread)")]
+    out = []
+    if model.experts % d.ep:
+        out.append(Problem(f"{where}.ep", d.ep, f"a divisor of {model.id}'s {model.experts} "
+                           "routed experts (each GPU group holds the same number)"))
+    per_server = [s.gpus_per_server for s in cat.servers.values() if s.gpu == gpu]
+    if per_server and d.gpus_per_replica > max(per_server):
+        out.append(Problem(f"{where}.ep", d.ep, f"tp x ep ({d.tp} x {d.ep} = "
+                           f"{d.gpus_per_replica}) at most {max(per_server)}, the GPUs of one "
+                           f"{gpu} NVLink domain (server)"))
+    return out
 
 
 def _tp_fits(tp: int, model: ModelSpec, cat: Catalog, gpu: str, where: str) -> list[Problem]:

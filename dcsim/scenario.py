@@ -50,13 +50,20 @@ class Cooling(Spec):
     Defaults are typical engineering values, not measurements of any site: set yours.
     """
 
-    medium: Literal["air", "liquid"] = Field(
-        default="air", description="Air (CRAH, cold chilled water) or direct liquid (warm water)."
+    medium: Literal["air", "liquid", "by_server"] = Field(
+        default="air", description="Air (CRAH, cold chilled water), direct liquid (warm "
+        "water), or by_server: each server type's liquid_cooled_fraction of its heat to a "
+        "warm-water loop and the rest to air (a hall of rack-scale liquid-cooled systems "
+        "beside air-cooled ones)."
     )
     supply_water_c: float | None = Field(
         default=None, ge=0, le=45,
-        description="Chilled / facility water supply, deg C (default 10 air, 30 liquid).",
+        description="Chilled / facility water supply, deg C (default 10 air, 30 liquid; "
+        "by_server: the air loop's, default 10).",
     )
+    liquid_supply_water_c: float = Field(
+        default=30.0, ge=0, le=45, description="by_server: the warm-water loop's supply, "
+        "deg C (cold-plate loops run at 25-45).")
     approach_k: float = Field(default=5.0, ge=0, le=20,
                               description="Cooling tower / dry cooler approach, K.")
     carnot_fraction: float = Field(default=0.5, ge=0.1, le=1, description="Chiller COP as a "

@@ -79,9 +79,15 @@ class Catalog:
             return spec
         if not (suffix.endswith("L") and suffix[:-1].isdigit() and int(suffix[:-1]) > 0):
             raise DcsimError(Problem("model", model_id, "a layer slice written as NAME/<layers>L"))
-        return spec.model_copy(
-            update={"id": model_id, "layers": int(suffix[:-1]), "vocab": 0, "published_params": None}
-        )
+        n = int(suffix[:-1])
+        # a slice keeps the model's mix of dense / MoE and windowed / full layers
+        share = {k: round(getattr(spec, k) * n / spec.layers) for k in ("dense_layers",
+                                                                         "window_layers")}
+        if spec.experts:
+            share["dense_layers"] = min(share["dense_layers"], n - 1)
+        return spec.model_copy(update={"id": model_id, "layers": n, "vocab": 0,
+                                       "published_params": None,
+                                       "published_active_params": None, **share})
 
     def server(self, server_id: str) -> ServerSpec:
         """The server entry; a clear error when unknown."""

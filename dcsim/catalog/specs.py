@@ -85,6 +85,10 @@ class ServerSpec(_Entry):
         description="Host (non-GPU) power with idle GPUs as a share of its full-load power; the "
         "shipped 0.5 is an assumption, set a measured value.",
     )
+    liquid_cooled_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="Share of the server's heat taken by cold "
+        "plates to a warm-water loop (facility.cooling.medium: by_server); the rest goes to "
+        "air.")
     nics: int = Field(ge=0, description="Scale-out NICs per server.")
     nic_gbps: float = Field(gt=0, description="Line rate of one NIC, Gb/s.")
 

@@ -16,7 +16,7 @@ from dcsim.engine.build import RunModel
 from dcsim.engine.jobs import server_training_power
 from dcsim.engine.metrics import STATUS
 from dcsim.engine.run import RunRecord
-from dcsim.engine.site import facility_table
+from dcsim.engine.site import facility_table, liquid_share
 from dcsim.hardware.network import switch_power_w
 from dcsim.hardware.placement import Domain, Server, idle_w, worst_case_w
 from dcsim.hardware.power import bucket_seconds, domain_power
@@ -153,7 +153,7 @@ def _power(model: RunModel, rec: RunRecord) -> pd.DataFrame:
     capacity = (s.facility.power_budget_kw * 1e3 if s.facility.power_budget_kw
                 else sum(x.spec.max_power_w for x in pl.servers))
     return facility_table(power, it_w + net_w, dt, s.facility, model.context.base_dir,
-                          capacity)
+                          capacity, liquid_share([(x.spec, 1) for x in pl.servers]))
 
 
 def _budgets(model: RunModel) -> pd.DataFrame:

@@ -22,9 +22,10 @@ from dcsim.engine.jobs import JobSpec, fabric_capacity, job_specs
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.placement import Domain, Server, budget_caps
 from dcsim.profiles.store import ProfileStore
+from dcsim.profiles.work import BF16, Layout, layout_of, weight_bytes_per_gpu
 from dcsim.scenario import Scenario
 from dcsim.workloads.requests import COLUMNS, service_requests
-from dcsim.workloads.spec import InferenceService, TrainingJob
+from dcsim.workloads.spec import Deployment, InferenceService, TrainingJob
 
 
 @dataclass(frozen=True)
@@ -75,29 +76,37 @@ class RunModel:
     storage_byte_s: tuple[float, float, float]  # file system: write, read, per client
 
 
-KV_DTYPE_BYTES = {"bf16": 2, "fp8": 1}
+def deployment_layout(d: Deployment, gpu: GpuSpec, path: str = "deployment") -> Layout:
+    """Numerics and expert parallelism of a deployment on its GPU (work.layout_of)."""
+    return layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep, path)
 
 
 def kv_capacity_tokens(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) -> int:
-    """KV-cache tokens of one replica: (tp x memory x utilisation - weights) / KV bytes per
-    token (2 x layers x KV heads x head dim x bytes of the cache's element type)."""
+    """KV-cache tokens of one replica: GPUs x (memory x utilisation - weights per GPU) / KV
+    bytes per token (layers x cache elements per layer x bytes of the cache's type).
+
+    Windowed layers are counted at full length (as an engine without a hybrid allocator
+    reserves them), and the ep attention groups' caches as one pool."""
     d = svc.deployment
-    free = d.tp * gpu.memory_gb * 1e9 * d.gpu_memory_utilization - shapes.weight_bytes(model)
-    return int(free // shapes.kv_bytes_per_token(model, KV_DTYPE_BYTES[d.kv_cache_dtype]))
+    lay = deployment_layout(d, gpu)
+    per_gpu = gpu.memory_gb * 1e9 * d.gpu_memory_utilization - weight_bytes_per_gpu(
+        model, d.tp, lay)
+    return int(d.gpus_per_replica * per_gpu // shapes.kv_bytes_per_token(model, lay.kv_bytes))
 
 
 def host_tier(svc: InferenceService, gpu: GpuSpec, model: ModelSpec) -> tuple[int, float]:
     """Host KV blocks of one replica (host_kv_gb / bytes per block) and the seconds one
-    block takes over its PCIe links (bytes per block / (tp x the GPU's pcie_gbyte_s))."""
+    block takes over its PCIe links (bytes per block / (GPUs x the GPU's pcie_gbyte_s))."""
     d = svc.deployment
     if d.host_kv_gb <= 0:
         return 0, 0.0
     if gpu.pcie_gbyte_s is None:
         raise DcsimError(Problem(f"catalog.gpus.{gpu.id}.pcie_gbyte_s", None,
                                  "the GPU's host-link bandwidth, GB/s: host_kv_gb needs it"))
-    block_bytes = shapes.kv_bytes_per_token(model, KV_DTYPE_BYTES[d.kv_cache_dtype]) * (
+    block_bytes = shapes.kv_bytes_per_token(model, deployment_layout(d, gpu).kv_bytes) * (
         d.kv_block_tokens)
-    return int(d.host_kv_gb * 1e9 // block_bytes), block_bytes / (d.tp * gpu.pcie_gbyte_s * 1e9)
+    return int(d.host_kv_gb * 1e9 // block_bytes), block_bytes / (
+        d.gpus_per_replica * gpu.pcie_gbyte_s * 1e9)
 
 
 def build(s: Scenario, ctx: Context) -> RunModel:
@@ -172,6 +181,7 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
     for i, svc in enumerate(services):
         d = svc.deployment
         gpu, model = ctx.catalog.gpu(d.gpu), ctx.catalog.model(svc.model)
+        lay = deployment_layout(d, gpu, f"{svc.name}.deployment")
         kv = kv_capacity_tokens(svc, gpu, model)
         host_blocks, block_s = host_tier(svc, gpu, model)
         mine = reqs[reqs["service"] == i]
@@ -185,13 +195,14 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
             cap = pl.replica_caps[r]
             if cap not in costs:  # replicas under one limit share their tables
                 costs[cap] = IterationCosts(ctx.store, gpu.id, model.id, d.tp, d.max_num_seqs,
-                                            max_prompt, max_ctx, cap)
+                                            max_prompt, max_ctx, cap, lay)
                 slow[cap] = cap_slowdown(ctx.store, gpu.id, model.id, d.tp,
-                                         min(16, d.max_num_seqs), cap)
+                                         min(16, d.max_num_seqs), cap, lay)
             out.append(ReplicaSpec(r, i, costs[cap], kv, cap, host_blocks, block_s))
             x = pl.where[r]
             rows.append({"replica": r, "service": svc.name, "gpu": gpu.id, "model": model.id,
-                         "tp": d.tp, "requested_cap_w": d.power_cap_w, "power_cap_w": cap,
+                         "tp": d.tp, "ep": d.ep, "weights_dtype": d.weights_dtype,
+                         "requested_cap_w": d.power_cap_w, "power_cap_w": cap,
                          "server": x.name, "rack": x.rack, "row": x.row,
                          "kv_capacity_tokens": kv,
                          "host_kv_tokens": host_blocks * d.kv_block_tokens,
@@ -201,14 +212,14 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
 
 
 def cap_slowdown(store: ProfileStore, gpu: str, model: str, tp: int, batch: int,
-                 cap: float | None) -> tuple[float, float]:
+                 cap: float | None, lay: Layout = BF16) -> tuple[float, float]:
     """Latency under the limit over latency at the default limit: prefill of one
     2048-token prompt and a decode step of `batch` sequences at 2048 tokens of context."""
     if cap is None:
         return 1.0, 1.0
     q = store.query
-    pre, dec = (q(gpu, model, ph, b, 2048, tp, cap).latency_ms
-                / q(gpu, model, ph, b, 2048, tp).latency_ms
+    pre, dec = (q(gpu, model, ph, b, 2048, tp, cap, lay).latency_ms
+                / q(gpu, model, ph, b, 2048, tp, layout=lay).latency_ms
                 for ph, b in (("prefill", 1), ("decode", batch)))
     return pre, dec
 

@@ -20,9 +20,9 @@ from math import sqrt
 
 import numpy as np
 
-from dcsim.catalog import shapes
 from dcsim.profiles.cost import PhaseCost
 from dcsim.profiles.store import ProfileStore
+from dcsim.profiles.work import BF16, Layout, weight_bytes_per_gpu
 
 MAX_PREFILL_ROWS = 64  # prefill tables cover 1..64 prompts in one iteration
 DENSE_NODES = 1500  # geometric lengths evaluated before thinning
@@ -196,9 +196,10 @@ class IterationCosts:
     """Prefill, decode and mixed iteration costs of one (gpu, model, tp) deployment."""
 
     def __init__(self, store: ProfileStore, gpu: str, model: str, tp: int, max_num_seqs: int,
-                 max_prompt: int, max_ctx: int, power_cap_w: float | None = None) -> None:
-        self.decode_cost = store.resolve(gpu, model, "decode", tp, power_cap_w)
-        self.prefill_cost = store.resolve(gpu, model, "prefill", tp, power_cap_w)
+                 max_prompt: int, max_ctx: int, power_cap_w: float | None = None,
+                 layout: Layout = BF16) -> None:
+        self.decode_cost = store.resolve(gpu, model, "decode", tp, power_cap_w, layout)
+        self.prefill_cost = store.resolve(gpu, model, "prefill", tp, power_cap_w, layout)
         self.decode = Table(self.decode_cost, max_num_seqs, context_nodes(max_ctx, _lengths(
             self.decode_cost)))
         rows = min(max_num_seqs, MAX_PREFILL_ROWS)
@@ -213,9 +214,9 @@ class IterationCosts:
             for b, length in cost.grid or ():
                 grid.setdefault(int(b), set()).add(int(length))
             self._measured[phase] = grid
-        per_gpu_weights = shapes.weight_bytes(self.decode_cost.model) / tp
+        per_gpu_weights = weight_bytes_per_gpu(self.decode_cost.model, tp, layout)
         self.weight_read_s = per_gpu_weights / self.decode_cost.ceilings.bytes_s
-        self.idle_power_w = self.decode_cost.gpu.idle_power_w * tp
+        self.idle_power_w = self.decode_cost.gpu.idle_power_w * tp * layout.ep
 
     def prefill_at(self, n: int, mean_len: float) -> tuple[float, float]:
         """Latency (s) and energy (J) of prefilling n prompts of mean length mean_len in one

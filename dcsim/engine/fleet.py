@@ -36,22 +36,24 @@ def place(s: Scenario, services: list[InferenceService], cat: Catalog) -> list[S
     by_name = {x.name: x for x in servers}
     for i, svc in enumerate(services):
         d = svc.deployment
+        n = d.gpus_per_replica
         for k in range(d.replicas):
             if d.servers is not None:
-                slot = _named(by_name, d.servers[k], d.gpu, d.tp, f"workloads[{i}].deployment"
+                slot = _named(by_name, d.servers[k], d.gpu, n, f"workloads[{i}].deployment"
                               f".servers[{k}]")
             else:
-                slot = next((x for x in servers if x.gpu.id == d.gpu and x.free >= d.tp), None)
+                slot = next((x for x in servers if x.gpu.id == d.gpu and x.free >= n), None)
             if slot is None and not s.fleet.racks:
-                slot = _auto_server(cat, d.gpu, d.tp, len(servers), i)
+                slot = _auto_server(cat, d.gpu, n, len(servers), i)
                 servers.append(slot)
             if slot is None:
-                raise DcsimError(Problem(f"workloads[{i}].deployment", f"{d.replicas} x tp={d.tp}",
+                raise DcsimError(Problem(f"workloads[{i}].deployment",
+                                         f"{d.replicas} x tp={d.tp} x ep={d.ep}",
                                          f"room on {d.gpu} servers of fleet.racks for every "
-                                         "replica (tp GPUs inside one server)"))
-            slot.free -= d.tp
+                                         "replica (tp x ep GPUs inside one server)"))
+            slot.free -= n
             slot.replicas.append(index)
-            slot.tps.append(d.tp)
+            slot.tps.append(n)
             index += 1
     return servers
 

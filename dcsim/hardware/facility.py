@@ -95,6 +95,27 @@ def overhead(p: Plant, t_out_c: np.ndarray, capacity_w: float) -> Overhead:
                     loss_b * ones)
 
 
+def hybrid_overhead(air: Plant, liquid: Plant, t_out_c: np.ndarray, capacity_w: float,
+                    liquid_share: float) -> Overhead:
+    """Overhead of a hall whose servers send `liquid_share` of their heat to a warm-water
+    loop (cold plates, plant `liquid`) and the rest to air (plant `air`); the electrical
+    losses' heat goes to air. Power chain (UPS, distribution) from the air plant.
+
+    chiller = IT s q_liquid + (IT (1 - s) + losses) q_air; fans and pumps = IT (s f_liquid
+    + (1 - s) f_air), with q = (1 - free-cooling share) / COP of each loop. s = 0 gives
+    overhead(air) exactly, s = 1 overhead(liquid) but for the losses' cooling.
+    """
+    s = liquid_share
+    loss_a = 1 / air.ups_efficiency - 1 + air.distribution_loss_fraction
+    loss_b = air.ups_fixed_loss_fraction * capacity_w
+    q_air = (1 - free_cooling_share(t_out_c, air)) / chiller_cop(t_out_c, air)
+    q_liq = (1 - free_cooling_share(t_out_c, liquid)) / chiller_cop(t_out_c, liquid)
+    fans = s * liquid.fan_pump_fraction + (1 - s) * air.fan_pump_fraction
+    ones = np.ones(np.shape(q_air))
+    return Overhead(s * q_liq + (1 - s + loss_a) * q_air + fans, loss_b * q_air,
+                    loss_a * ones, loss_b * ones)
+
+
 def facility_power_w(it_w: Any, o: Overhead, i: int | slice = slice(None)) -> Any:
     """Facility power = IT + cooling + losses, W, at time index i (floats, arrays or
     Pyomo expressions alike)."""

@@ -31,6 +31,7 @@ from statistics import NormalDist
 import numpy as np
 
 from dcsim.catalog import Catalog
+from dcsim.engine.build import deployment_layout
 from dcsim.engine.simulation import kv_capacity_tokens
 from dcsim.profiles.store import ProfileStore
 from dcsim.workloads.lengths import sample_lengths
@@ -120,8 +121,9 @@ class ReplicaModel:
         self.budget = dep.max_batched_tokens
         self.prefill_first = dep.scheduler == "prefill_first"
         self.idle_w = cat.gpu(cfg.gpu).idle_power_w * cfg.tp
-        pre = store.resolve(cfg.gpu, svc.model, "prefill", cfg.tp, cfg.power_cap_w)
-        dec = store.resolve(cfg.gpu, svc.model, "decode", cfg.tp, cfg.power_cap_w)
+        lay = deployment_layout(dep, cat.gpu(cfg.gpu))
+        pre = store.resolve(cfg.gpu, svc.model, "prefill", cfg.tp, cfg.power_cap_w, lay)
+        dec = store.resolve(cfg.gpu, svc.model, "decode", cfg.tp, cfg.power_cap_w, lay)
         p = np.maximum(lengths.prompt, 1).astype(float)
         out = pre.evaluate(np.ones_like(p), p)
         self.prefill_s, self.prefill_j = out.latency_s, out.energy_j

@@ -14,7 +14,7 @@ from dcsim.catalog import Catalog
 from dcsim.engine.context import Context
 from dcsim.engine.fleet import fleet_servers
 from dcsim.engine.site import grid_values as grid
-from dcsim.engine.site import outdoor_c, site_overhead
+from dcsim.engine.site import liquid_share, outdoor_c, site_overhead
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_power_w
 from dcsim.hardware.network import switch_power_w
@@ -102,12 +102,12 @@ def _check_reachable(table: pd.DataFrame, services: list[InferenceService]) -> N
         raise DcsimError(problems)
 
 
-def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w: float
-             ) -> tuple[object, np.ndarray]:
+def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w: float,
+             liquid: float) -> tuple[object, np.ndarray]:
     mid = (np.arange(n) + 0.5) * opt.period_s
     f = s.facility
     o = site_overhead(f, None if f.cooling is None else outdoor_c(f, base_dir, mid),
-                      capacity_w)
+                      capacity_w, liquid)
     if f.cooling is None:
         o = type(o)(*(np.repeat(v, n) for v in (o.cool_a, o.cool_b, o.loss_a, o.loss_b)))
     carbon, price = grid(f, base_dir, mid)
@@ -134,7 +134,8 @@ def inputs_for(s: Scenario, ctx: Context, objective: str | None = None
     cap_w = fleet.facility_budget_w or float(
         (fleet.racks["servers"] * fleet.racks["gpus_per_server"] * fleet.racks["max_w_per_gpu"]
          ).sum())
-    o, weight = _weights(s, opt, horizon(s, opt), base_dir, cap_w)
+    o, weight = _weights(s, opt, horizon(s, opt), base_dir, cap_w,
+                         liquid_share([(x.spec, 1) for x in fleet_servers(s, cat)]))
     usable = undominated(table[table["planned_rps"] > 0]).reset_index(drop=True)
     jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
     n = horizon(s, opt)

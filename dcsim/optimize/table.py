@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcsim.catalog import Catalog, shapes
+from dcsim.catalog import Catalog
+from dcsim.engine.build import deployment_layout
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.server import server_power_w
 from dcsim.optimize.capacity import Config, ReplicaModel, service_lengths
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.profiles.store import ProfileStore
+from dcsim.profiles.work import weight_bytes_per_gpu
 from dcsim.scenario import Scenario
 from dcsim.workloads.arrivals import diurnal_rate
 from dcsim.workloads.requests import expected_turns, service_requests
@@ -86,15 +88,23 @@ def configurations(s: Scenario, svc: InferenceService, cat: Catalog, opt: Optimi
     c = opt.candidates
     gpus = c.gpus or list(dict.fromkeys(cat.server(g.type).gpu for r in s.fleet.racks
                                          for g in r.servers))
-    model = cat.model(svc.model)
+    model, d = cat.model(svc.model), svc.deployment
+    if d.ep > 1:
+        raise DcsimError(Problem(f"workloads[{svc.name}].deployment.ep", d.ep, "1 for dcsim "
+                                 "optimize, which plans tp only (simulate ep > 1 with dcsim "
+                                 "run)"))
     out = []
     for gid in gpus:
         g = cat.gpu(gid)
         per_server = max((x.gpus_per_server for x in cat.servers.values() if x.gpu == gid),
                          default=0)
+        try:
+            lay = deployment_layout(d, g)
+        except DcsimError:
+            continue  # the deployment's weight type has no tensor cores on this GPU
         for tp in c.tp:
-            room = tp * g.memory_gb * 1e9 * svc.deployment.gpu_memory_utilization
-            if per_server % tp or room <= shapes.weight_bytes(model) * 1.05:
+            room = g.memory_gb * 1e9 * d.gpu_memory_utilization
+            if per_server % tp or room <= weight_bytes_per_gpu(model, tp, lay) * 1.05:
                 continue
             for f in c.power_cap_fractions:
                 cap = None if f >= 1 else round(max(f * g.power_limit_max_w,
@@ -136,7 +146,8 @@ def _kind(svc: InferenceService) -> str:
     return "|".join([svc.model, lengths, str(svc.prompt_tokens), str(svc.output_tokens),
                      str(svc.shared_prefix), str(svc.sessions),
                      svc.slo.model_dump_json(), str(svc.deployment.gpu_memory_utilization),
-                     str(svc.deployment.max_batched_tokens)])
+                     str(svc.deployment.max_batched_tokens), svc.deployment.weights_dtype,
+                     svc.deployment.kv_cache_dtype])
 
 
 def wall_per_gpu_w(cat: Catalog, gpu: str, gpu_w: float) -> float:

@@ -137,10 +137,21 @@ class Slo(Spec):
 
 
 class Deployment(Spec):
-    """How a service is deployed: replicas of `tp` GPUs of one type."""
+    """How a service is deployed: replicas of tp x ep GPUs of one type."""
 
     gpu: str = Field(description="GPU catalog id.")
-    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel degree (GPUs/replica).")
+    tp: int = Field(default=1, ge=1, le=72, description="Tensor-parallel degree (GPUs/replica "
+                    "with ep 1).")
+    ep: int = Field(default=1, ge=1, le=72, description="Expert-parallel degree (MoE models): "
+                    "the replica is ep attention groups of tp GPUs, each serving 1/ep of the "
+                    "batch (data-parallel attention), with the routed experts spread over all "
+                    "tp x ep GPUs, dispatch and combine all-to-all in each MoE layer. "
+                    "tp x ep GPUs must share one NVLink domain (a server).")
+    weights_dtype: Literal["bf16", "fp8", "fp4"] = Field(
+        default="bf16", description="Weight type: bytes per parameter (2, 1, 0.5625 with "
+        "NVFP4's block scales) and the matmul rate (the GPU's datasheet peak for the type; "
+        "fp8 and fp4 need tensor cores for them). Answers off the BF16 measurements are "
+        "derived.")
     replicas: int = Field(ge=1, le=1_000_000, description="Number of model replicas.")
     max_num_seqs: int = Field(default=256, ge=1, le=65536, description="Most sequences in one "
                               "batch (at most 65,536: cost tables hold a row per batch size).")
@@ -167,8 +178,8 @@ class Deployment(Spec):
         "cached prefills only the rest; unused blocks are evicted least recently used first.")
     kv_cache_dtype: Literal["bf16", "fp8"] = Field(
         default="bf16", description="KV-cache element type: fp8 halves the bytes a token "
-        "holds and so doubles the tokens that fit (iteration costs stay those profiled, "
-        "with a BF16 cache).")
+        "holds, so twice the tokens fit and decode reads half the cache bytes (derived from "
+        "the BF16 measurements).")
     host_kv_gb: float = Field(
         default=0.0, ge=0, le=100_000, description="Host memory of the replica's server "
         "for KV blocks, GB (1e9 bytes): the prefix cache's evicted blocks wait there and "
@@ -186,6 +197,11 @@ class Deployment(Spec):
     servers: list[str] | None = Field(
         default=None, description="Server of each replica by name (rack/type-k, as in "
         "power.parquet), e.g. from an optimizer plan; default: first fit in fleet order.")
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs one replica runs on: tp x ep."""
+        return self.tp * self.ep
 
     @model_validator(mode="after")
     def _budget_holds_a_batch(self) -> Deployment:
