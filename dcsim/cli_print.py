@@ -39,6 +39,7 @@ def print_summary(summary: RunSummary) -> None:
             cells.append("-" if x is None else format(x * scale if scale != 1 else x, spec))
         table.add_row(label, *cells)
     out.print(table)
+    _print_derived(summary)
     _print_jobs_and_replays(summary)
     t = summary.total
     if not t.gpus:  # nothing of its own to power (a trace replay alone)
@@ -133,3 +134,12 @@ def _print_training(summary: dict) -> None:
                   f"{r['energy_kwh']:.1f}",
                   "" if v is None else f"{v['simulated_end_s'] / 3600:.2f}")
     out.print(t)
+
+
+def _print_derived(summary: RunSummary) -> None:
+    """Services whose model, GPU, tp or numerics were never measured: what their answers
+    rest on (the store's basis)."""
+    for name, svc in summary.services.items():
+        basis = svc.profile_basis.get("decode", "")
+        if "derived:" in basis:
+            out.print(f"{name}: every answer derived, from {basis}", highlight=False)

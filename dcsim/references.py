@@ -294,7 +294,7 @@ def _inventory(s: Scenario, inventory: dict[str, int]) -> list[Problem]:
     for i, w in enumerate(s.workloads):
         if isinstance(w, InferenceService):
             d = w.deployment
-            need[d.gpu] = need.get(d.gpu, 0) + d.replicas * d.tp
+            need[d.gpu] = need.get(d.gpu, 0) + d.replicas * d.gpus_per_replica
         elif w.gpus > inventory.get(w.gpu, 0):
             out.append(Problem(f"workloads[{i}].gpus", w.gpus,
                                f"at most the {inventory.get(w.gpu, 0)} {w.gpu} GPUs in the fleet"))

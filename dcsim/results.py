@@ -86,9 +86,9 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
     total = Totals(
         requests_finished=sum(v.requests_finished for v in services.values()),
         gpus=int((power["domain"] == "gpu").sum() // max(power["t_start_s"].nunique(), 1)),
-        gpus_serving=int(replicas["tp"].sum()) if len(replicas) else 0,
+        gpus_serving=int(replicas["gpus"].sum()) if len(replicas) else 0,
         gpus_training=int(jobs["gpus"].sum()) if jobs is not None and not jobs.empty else 0,
-        gpu_hours=float(replicas["tp"].sum() if len(replicas) else 0) * sim.duration_s / 3600.0,
+        gpu_hours=float(replicas["gpus"].sum() if len(replicas) else 0) * sim.duration_s / 3600.0,
         **split)
     job_rows = []
     for j in ([] if jobs is None or jobs.empty else jobs.to_dict("records")):
@@ -115,7 +115,7 @@ def _service(s: Scenario, w: InferenceService, requests: pd.DataFrame,
     e = float(reps["energy_j"].sum())
     req = requests[requests["service"] == w.name]
     row = service_summary(req, w, sim.duration_s - sim.warmup_s, sim.duration_s, e,
-                          int(reps["tp"].sum()))
+                          int(reps["gpus"].sum()))
     share = e / gpu_j if gpu_j else 0.0
     done = req[(req["status"] == "finished") & ~req["in_warmup"]]
     tokens = int(done["output_tokens"].sum())
@@ -123,7 +123,9 @@ def _service(s: Scenario, w: InferenceService, requests: pd.DataFrame,
         **row, facility_kwh_allocated=split["facility_kwh"] * share,
         carbon_kg=split["carbon_kg"] * share, cost_usd=split["cost_usd"] * share,
         j_per_output_token=float(done["energy_j"].sum()) / tokens if tokens else None,
-        profile_provenance=provenance.get(w.name, {}))
+        profile_provenance=provenance.get(w.name, {}),
+        profile_basis={ph: str(reps[f"{ph}_basis"].iloc[0]) for ph in ("decode", "prefill")
+                       if len(reps) and f"{ph}_basis" in reps})
 
 
 def _py(x: object) -> object:

@@ -7,7 +7,7 @@ units are the field names; None is written as null.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
 from dcsim.errors import DcsimError, Problem
@@ -46,6 +46,8 @@ class ServiceSummary:
     cost_usd: float
     j_per_output_token: float | None
     profile_provenance: dict[str, dict[str, int]]
+    # per phase: the measurements and scaling the answers rest on (older files: none)
+    profile_basis: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

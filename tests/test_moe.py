@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from dcsim.errors import DcsimError
 from dcsim.hardware.collectives import alltoall_s
 from dcsim.profiles.work import BF16, layout_of, weight_bytes_per_gpu, work_features
 
+ROOT = Path(__file__).resolve().parents[1]
 MOE = ["mixtral-8x7b", "mixtral-8x22b", "qwen3-30b-a3b", "qwen3-235b-a22b", "deepseek-v3",
        "gpt-oss-120b", "gpt-oss-20b", "llama-4-scout", "llama-4-maverick"]
 # Meta's totals count the vision encoder the catalog does not model; its size from the
@@ -182,3 +185,141 @@ def test_inconsistent_model_fields_are_refused(fields, message):
 
 def test_bf16_is_the_measured_layout():
     assert BF16.is_default and BF16.ep == 1
+
+
+# -- deployments: validation, rack-scale systems, facility ------------------------------
+
+def _nvl72(**deployment: object) -> dict:
+    from engine_helpers import load_yaml
+
+    d = load_yaml(ROOT / "scenarios" / "nvl72_moe.yaml")
+    d["simulation"] = {"duration_s": 60, "warmup_s": 10, "seed": 3, "time_bucket_s": 10}
+    d["workloads"][0]["deployment"].update(deployment)
+    return d
+
+
+def _problems(d: dict) -> list:
+    from dcsim.references import check_references
+    from dcsim.scenario import scenario_from_data
+
+    return check_references(scenario_from_data(d), ROOT / "scenarios")
+
+
+@pytest.mark.parametrize(("change", "field", "expected"), [
+    ({"tp": 8, "ep": 16, "replicas": 1}, "deployment.ep", "at most 72"),
+    ({"ep": 3}, "deployment.ep", "divisor of deepseek-v3's 256"),
+    ({"gpu": "H200-SXM", "weights_dtype": "fp4"}, "deployment.weights_dtype",
+     "tensor cores for: bf16, fp8"),
+    ({"weights_dtype": "bf16", "ep": 1, "tp": 4}, "deployment.tp", "weights need"),
+])
+def test_bad_moe_deployments_name_the_field(change, field, expected):
+    problems = _problems(_nvl72(**change))
+    hits = [p for p in problems if p.path == f"workloads[0].{field}"]
+    assert hits and expected in hits[0].expected, problems
+
+
+def test_expert_parallelism_on_a_dense_model_is_refused():
+    d = _nvl72()
+    d["workloads"][1]["deployment"].update(ep=2)
+    problems = _problems(d)
+    assert any(p.path == "workloads[1].deployment.ep" and "dense" in p.expected
+               for p in problems)
+
+
+def test_nvl72_scenario_runs_replicas_across_the_rack_domain():
+    from dcsim.runner import run_tables
+    from dcsim.scenario import scenario_from_data
+
+    s = scenario_from_data(_nvl72())
+    assert _problems(_nvl72()) == []
+    tables, summary = run_tables(s, ROOT / "scenarios")
+    reps = tables["replicas"]
+    ds = reps[reps["service"] == "deepseek"]
+    assert (ds["gpus"] == 32).all() and (ds["ep"] == 4).all() and len(ds) == 8
+    assert ds.groupby("server").size().max() == 2  # two 32-GPU replicas per 72-GPU domain
+    assert summary.total.gpus_serving == 8 * 32 + 8
+    svc = summary.services["deepseek"]
+    assert svc.requests_finished > 0
+    assert "mixture of experts" in svc.profile_basis["decode"]
+    assert "measured H200-SXM" in svc.profile_basis["decode"]
+    steps = svc.profile_provenance["decode_steps"]
+    assert steps["measured"] == steps["interpolated"] == 0  # nothing of it is measured
+    # no GPU above its limit: rack power within its budget at every bucket
+    power = tables["power"]
+    racks = power[(power["domain"] == "rack") & power["name"].str.startswith("nvl72")]
+    assert (racks["power_w"] <= racks["cap_w"] * (1 + 1e-9)).all()
+
+
+def test_cold_plates_cut_cooling_power():
+    """The same hall with its NVL72 heat to warm water costs less cooling than all to air
+    (a cooler supply needs the chiller more), and a hall of air-cooled servers under
+    by_server cooling costs exactly what air cooling costs."""
+    from dcsim.engine.site import plant_of
+    from dcsim.hardware.facility import hybrid_overhead, overhead
+    from dcsim.scenario import Cooling
+
+    c = Cooling(medium="by_server", supply_water_c=12, liquid_supply_water_c=32)
+    t = np.array([5.0, 20.0, 30.0, 38.0])
+    air, liq = plant_of(c, "air"), plant_of(c, "liquid")
+    none = hybrid_overhead(air, liq, t, 1e6, 0.0)
+    ref = overhead(air, t, 1e6)
+    for a, b in zip((none.cool_a, none.cool_b, none.loss_a), (ref.cool_a, ref.cool_b,
+                                                              ref.loss_a), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    mostly = hybrid_overhead(air, liq, t, 1e6, 0.85)
+    assert (mostly.cool_a < none.cool_a).all()
+    # the liquid share is exactly the warm loop's share of heat: linear in it
+    half = hybrid_overhead(air, liq, t, 1e6, 0.5)
+    np.testing.assert_allclose(half.cool_a, (none.cool_a + hybrid_overhead(
+        air, liq, t, 1e6, 1.0).cool_a) / 2, rtol=1e-12)
+
+
+def test_liquid_share_weights_server_types_by_nameplate(catalog):
+    from dcsim.engine.site import liquid_share
+
+    nvl, dgx = catalog.server("gb200-nvl72"), catalog.server("dgx-h200")
+    share = liquid_share([(nvl, 4), (dgx, 1)])
+    assert share == pytest.approx(0.85 * 4 * 120_000 / (4 * 120_000 + 10_200))
+
+
+def test_kv_capacity_of_an_expert_parallel_replica(catalog):
+    from dcsim.engine.build import kv_capacity_tokens
+    from dcsim.scenario import scenario_from_data
+
+    s = scenario_from_data(_nvl72())
+    svc = s.workloads[0]
+    g, m = catalog.gpu("GB200"), catalog.model("deepseek-v3")
+    lay = layout_of(g, "fp8", "fp8", 4)
+    free = 32 * (186e9 * 0.9 - weight_bytes_per_gpu(m, 8, lay))
+    assert kv_capacity_tokens(svc, g, m) == int(free // (61 * 576 * 1.0))
+
+
+def test_a_measured_fp8_gemm_sets_the_fp8_matmul_rate(tmp_path, catalog):
+    import pandas as pd
+
+    from dcsim.profiles.store import ProfileStore
+
+    rows = pd.DataFrame([
+        {"gpu": "H100-SXM", "model": ph, "phase": ph, "batch_size": 1, "seq_len": 8192,
+         "latency_ms": ms, "energy_j": ms * 0.6}
+        for ph, ms in (("gemm", 1.60), ("gemm_fp8", 0.92))])
+    path = tmp_path / "h100_ceilings.csv"
+    rows.to_csv(path, index=False)
+    store = ProfileStore.from_files(catalog, [path])
+    lay = layout_of(catalog.gpu("H100-SXM"), "fp8")
+    cost = store.resolve("H100-SXM", "llama-3.1-70b", "decode", 4, None, lay)
+    assert cost.layout.matmul_scale == pytest.approx(0.92 / 1.60)
+    assert cost.layout.scale_basis == "measured" and "measured gemm ratio" in cost.basis
+    # without the fp8 point the datasheet ratio stands
+    plain = ProfileStore.from_files(catalog).resolve("H100-SXM", "llama-3.1-70b", "decode", 4,
+                                                     None, lay)
+    assert plain.layout.matmul_scale == pytest.approx(989 / 1979)
+
+
+def test_the_cpu_profile_takes_no_fp8_gemm():
+    from dcsim.measure.points import ceiling_points, fp8_gemm_supported
+    from dcsim.measure.timing import open_target
+
+    target = open_target("cpu")
+    assert not fp8_gemm_supported(target)
+    assert [p.phase for p in ceiling_points(target)] == ["gemm", "copy"]

@@ -201,13 +201,16 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
             out.append(ReplicaSpec(r, i, costs[cap], kv, cap, host_blocks, block_s))
             x = pl.where[r]
             rows.append({"replica": r, "service": svc.name, "gpu": gpu.id, "model": model.id,
-                         "tp": d.tp, "ep": d.ep, "weights_dtype": d.weights_dtype,
+                         "tp": d.tp, "ep": d.ep, "gpus": d.gpus_per_replica,
+                         "weights_dtype": d.weights_dtype,
                          "requested_cap_w": d.power_cap_w, "power_cap_w": cap,
                          "server": x.name, "rack": x.rack, "row": x.row,
                          "kv_capacity_tokens": kv,
                          "host_kv_tokens": host_blocks * d.kv_block_tokens,
                          "cap_slowdown_prefill": slow[cap][0],
-                         "cap_slowdown_decode": slow[cap][1]})
+                         "cap_slowdown_decode": slow[cap][1],
+                         "decode_basis": costs[cap].decode_cost.basis,
+                         "prefill_basis": costs[cap].prefill_cost.basis})
     return out, pd.DataFrame(rows)
 
 

@@ -50,6 +50,9 @@ def gpu_entry(machine: dict, points: pd.DataFrame, catalog: Catalog) -> dict:
         "bf16_dense_tflops": 2 * n**3 / gemm_s / 1e12,
         "scaleup_bandwidth_gbyte_s": bandwidth_tbps * 1e3,
     }
+    if (points["phase"] == "gemm_fp8").any():
+        n8, fp8_s = _ceiling(points, "gemm_fp8")
+        entry["fp8_dense_tflops"] = 2 * n8**3 / fp8_s / 1e12
     if machine.get("device") == "cuda":
         entry |= {"tdp_w": machine["power_limit_default_w"], "idle_power_w": idle,
                   "power_limit_min_w": machine["power_limit_min_w"],

@@ -28,14 +28,23 @@ class Point:
         """Tokens processed by one run (the unit of a throughput)."""
         if self.phase == "decode":
             return self.batch_size
-        return self.seq_len if self.phase == "gemm" else self.batch_size * self.seq_len
+        return self.seq_len if self.phase.startswith("gemm") else self.batch_size * self.seq_len
+
+
+def fp8_gemm_supported(target: Target) -> bool:
+    """FP8 tensor cores (compute capability 8.9 or above) and PyTorch's scaled matmul."""
+    if not target.cuda or not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
+        return False
+    return torch.cuda.get_device_capability(target.device) >= (8, 9)
 
 
 def ceiling_points(target: Target) -> list[Point]:
-    """The compute (gemm) and memory (copy) ceilings measured with every profile."""
+    """The compute (gemm, and gemm_fp8 where the GPU and PyTorch support FP8) and memory
+    (copy) ceilings measured with every profile."""
     n = 8192 if target.cuda else CPU_GEMM_N
     size = 2**30 if target.cuda else CPU_COPY_BYTES
-    return [Point("gemm", 1, n), Point("copy", 1, size)]
+    fp8 = [Point("gemm_fp8", 1, n)] if fp8_gemm_supported(target) else []
+    return [Point("gemm", 1, n), Point("copy", 1, size), *fp8]
 
 
 def measure(point: Point, model: Decoder | None, target: Target, min_time_s: float,
@@ -46,7 +55,7 @@ def measure(point: Point, model: Decoder | None, target: Target, min_time_s: flo
         assert model is not None
         return time_runs(_train_step(model, point, target, gen), target, min_time_s), "eager"
     with torch.inference_mode():
-        if point.phase in ("gemm", "copy"):
+        if point.phase in ("gemm", "copy", "gemm_fp8"):
             run = _ceiling_run(point, target, gen)
         else:
             assert model is not None
@@ -61,6 +70,14 @@ def _ceiling_run(point: Point, target: Target, gen: torch.Generator) -> Callable
         a = torch.randn(n, n, device=target.device, dtype=target.dtype, generator=gen)
         b = torch.randn(n, n, device=target.device, dtype=target.dtype, generator=gen)
         return lambda: torch.mm(a, b)
+    if point.phase == "gemm_fp8":  # W8A8 with unit scales, BF16 out (what FP8 serving runs)
+        n = point.seq_len
+        a = torch.randn(n, n, device=target.device, generator=gen).to(torch.float8_e4m3fn)
+        b = torch.randn(n, n, device=target.device, generator=gen).to(torch.float8_e4m3fn)
+        bt = b.t()  # the second operand column-major, as the kernel requires
+        one = torch.ones((), device=target.device)
+        return lambda: torch._scaled_mm(a, bt, scale_a=one, scale_b=one,
+                                        out_dtype=torch.bfloat16)
     src = torch.empty(point.seq_len // 2, dtype=torch.uint8, device=target.device)
     dst = torch.empty_like(src)
     return lambda: dst.copy_(src)  # seq_len counts bytes read plus bytes written

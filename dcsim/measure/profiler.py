@@ -30,6 +30,7 @@ from dcsim.measure.points import Point, ceiling_points, measure, row
 from dcsim.measure.timing import Target, open_target
 from dcsim.measure.torch_model import Decoder, build
 from dcsim.output import atomic_file
+from dcsim.profiles.table import CEILING_PHASES
 
 PHASES = ("prefill", "decode", "train")
 # (batch sizes, lengths) per phase; `standard` is the grid of the shipped H200 set
@@ -157,7 +158,7 @@ def _key(model: str, phase: str, batch: int, seq: int, cap: float | None
 
 
 def _row_model(point: Point, model: str) -> str:
-    return point.phase if point.phase in ("gemm", "copy") else model
+    return point.phase if point.phase in CEILING_PHASES else model
 
 
 class _Models:
@@ -170,7 +171,7 @@ class _Models:
 
     def get(self, phase: str) -> Decoder | None:
         """The model for a phase (None for the gemm and copy ceilings), built on first use."""
-        if phase in ("gemm", "copy"):
+        if phase in CEILING_PHASES:
             return None
         kind = "train" if phase == "train" else "infer"
         if kind not in self._built:

@@ -203,6 +203,7 @@ class ProfileStore:
         if tp < 1:
             raise DcsimError(Problem("tp", tp, "a tensor-parallel degree >= 1"))
         g, m = self.catalog.gpu(gpu), self.catalog.model(model)
+        layout = self._measured_scale(g, layout)
         if power_cap_w is not None:
             _check_cap(g, power_cap_w)
             at_cap = self.measured(power_cap_w)
@@ -251,6 +252,18 @@ class ProfileStore:
                            for c in ("batch_size", "seq_len")), strict=True)),
             basis=f"{src['source']} {g.id} {m.id} tp={tp} at a {cap:g} W "
                                        f"cap ({src['points']} points)")
+
+    def _measured_scale(self, g: GpuSpec, lay: Layout) -> Layout:
+        """FP8 matmuls at the measured gemm_fp8 / gemm ratio of `g` where both ceilings are
+        measured (dcsim profile takes them), instead of the datasheet ratio."""
+        if lay.weights_dtype != "fp8":
+            return lay
+        rows = self.table[self.table["gpu"] == g.id]
+        rate = {ph: float((2 * r["seq_len"].astype(float) ** 3 / (r["latency_ms"] / 1e3)).max())
+                for ph in ("gemm", "gemm_fp8") if len(r := rows[rows["phase"] == ph])}
+        if len(rate) < 2:
+            return lay
+        return replace(lay, matmul_scale=rate["gemm"] / rate["gemm_fp8"], scale_basis="measured")
 
     def _source_gpu(self, g: GpuSpec, groups: pd.DataFrame) -> GpuSpec:
         if (groups["gpu"] == g.id).any():

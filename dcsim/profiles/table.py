@@ -36,7 +36,7 @@ from dcsim.errors import DcsimError, Problem
 
 REQUIRED = ("gpu", "model", "phase", "batch_size", "seq_len", "latency_ms", "energy_j")
 PHASES = ("prefill", "decode", "train")
-CEILING_PHASES = ("gemm", "copy")
+CEILING_PHASES = ("gemm", "copy", "gemm_fp8")
 SOURCES = ("measured", "published", "derived")
 KEY = ("gpu", "model", "tp", "phase", "batch_size", "seq_len", "power_cap_w")
 

@@ -54,6 +54,8 @@ class Layout:
     kv_bytes: float = shapes.BF16_BYTES
     matmul_scale: float = 1.0
     ep: int = 1
+    weights_dtype: str = "bf16"
+    scale_basis: str = "datasheet"  # where matmul_scale comes from: datasheet | measured
 
     @property
     def is_default(self) -> bool:
@@ -164,7 +166,7 @@ def layout_of(g: GpuSpec, weights_dtype: str = "bf16", kv_dtype: str = "bf16", e
         raise DcsimError(Problem(f"{path}.weights_dtype", weights_dtype, f"a type {g.id} has "
                                  f"tensor cores for: {', '.join(have)}"))
     return Layout(DTYPE_BYTES[weights_dtype], DTYPE_BYTES[kv_dtype],
-                  g.bf16_dense_tflops / peak, ep)
+                  g.bf16_dense_tflops / peak, ep, weights_dtype)
 
 
 def layout_notes(g: GpuSpec, m: ModelSpec, lay: Layout) -> list[str]:
@@ -179,8 +181,11 @@ def layout_notes(g: GpuSpec, m: ModelSpec, lay: Layout) -> list[str]:
                      + ("multi-head latent attention" if m.attention == "mla" else
                         f"{m.window_layers} windowed layers ({m.sliding_window} tokens)"))
     if lay.weight_bytes != shapes.BF16_BYTES:
-        notes.append(f"weights at {lay.weight_bytes:g} B/parameter, matmuls at {g.id}'s "
-                     f"datasheet peak ratio (BF16-equivalent FLOPs x {lay.matmul_scale:.3g})")
+        what = ("measured gemm ratio" if lay.scale_basis == "measured" else
+                "datasheet peak ratio")
+        notes.append(f"{lay.weights_dtype} weights at {lay.weight_bytes:g} B/parameter, "
+                     f"matmuls at {g.id}'s {what} (BF16-equivalent FLOPs x "
+                     f"{lay.matmul_scale:.3g})")
     if lay.kv_bytes != shapes.BF16_BYTES:
         notes.append(f"KV cache at {lay.kv_bytes:g} B/element")
     if lay.ep > 1:

@@ -200,4 +200,11 @@ def _provenance(summary: RunSummary) -> str:
             "profile points, interpolation between them, or derivation (other GPU, model "
             "or power limit); power_limited: the run would have drawn more than the limit in "
             "force, so the DVFS model slowed it to hold the limit.</p>"
-            + _table(pd.DataFrame(rows).fillna(0)))
+            + _table(pd.DataFrame(rows).fillna(0)) + _bases(summary))
+
+
+def _bases(summary: RunSummary) -> str:
+    items = [f"<li><b>{html.escape(name)}</b> {ph}: {html.escape(basis)}</li>"
+             for name, svc in summary.services.items()
+             for ph, basis in svc.profile_basis.items()]
+    return f"<p>What each answer rests on:</p><ul>{''.join(items)}</ul>" if items else ""
