@@ -165,8 +165,9 @@ def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
     try:
         lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep, f"{p}.deployment")
     except DcsimError as exc:
-        return out + exc.problems
-    need = weight_bytes_per_gpu(model, d.tp, lay) / 1e9
+        out += exc.problems
+        lay = None
+    need = 0.0 if lay is None else weight_bytes_per_gpu(model, d.tp, lay) / 1e9
     have = gpu.memory_gb * d.gpu_memory_utilization
     if need >= have:
         out.append(Problem(f"{p}.deployment.tp", d.tp, f"a TP degree whose GPUs hold {model.id}: "

@@ -83,7 +83,8 @@ def _base(stem: str) -> dict:
 
 
 STEMS = ("default", "training", "custom_hardware", "mixed_services", "facility_model",
-         "optimize_diurnal", "optimize_training", "prefix_caching", "chat_sessions")
+         "optimize_diurnal", "optimize_training", "prefix_caching", "chat_sessions",
+         "nvl72_moe")
 DOCS = {s: _base(s) for s in STEMS}
 for _stem in ("optimize_diurnal", "optimize_training"):  # a few short periods: fast plans
     DOCS[_stem]["optimize"].update(periods=3, period_s=600)

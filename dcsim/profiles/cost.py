@@ -158,9 +158,12 @@ class PhaseCost:
         beta = beta * compute_s / latency  # collectives do not speed up with the clock
         # The power controller holds the average at the limit in force: the fit (or a
         # measurement whose energy counter read above the limit) is slowed by DVFS.
-        held_s, held_w = apply_cap(self.limit_w, latency, gpu_w, self.fit.clock_at(coords),
-                                   beta, self.dvfs)
         limited = gpu_w > self.limit_w
+        held_s, held_w = latency.copy(), gpu_w.copy()
+        if limited.any():  # the clocks' interpolation only where it is needed
+            k = limited
+            held_s[k], held_w[k] = apply_cap(self.limit_w, latency[k], gpu_w[k],
+                                             self.fit.clock_at(coords[k]), beta[k], self.dvfs)
         prov = self._provenance(b, s)
         if self.power_cap_w is not None:
             prov[limited] = "derived"

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 # the scenarios `dcsim run` accepts as shipped; the optimizer's files are pinned by
 # their own tests (their plans change with solver versions)
 GOLDEN = ("default", "mixed_services", "training", "facility_model", "custom_hardware",
-          "cluster_replay", "prefix_caching", "chat_sessions")
+          "cluster_replay", "prefix_caching", "chat_sessions", "nvl72_moe")
 
 
 def pinned_run(stem: str) -> tuple[pd.DataFrame, dict]:
