@@ -206,6 +206,9 @@ class IterationCosts:
         self.prefill = Table(self.prefill_cost, rows, context_nodes(max_prompt, _lengths(
             self.prefill_cost)))
         self.prefill_rows = rows
+        # per phase: batch size -> the length span held at the power limit (most: none)
+        self._held = {ph: {b: span for b, span in enumerate(t.limited) if span is not None}
+                      for ph, t in (("decode", self.decode), ("prefill", self.prefill))}
         self._inside = {"decode": _inside_bounds(self.decode_cost, max_num_seqs),
                         "prefill": _inside_bounds(self.prefill_cost, rows)}
         self._measured: dict[str, dict[int, set[int]]] = {}  # per phase: batch -> lengths
@@ -254,9 +257,8 @@ class IterationCosts:
     def provenance(self, phase: str, batch: int, length: float) -> str:
         """measured / interpolated / derived class of a lookup; power_limited where the
         power controller held the run at the limit (its time is the DVFS model's)."""
-        held = (self.decode if phase == "decode" else self.prefill).limited
-        if batch < len(held) and (span := held[batch]) is not None and (
-                span[0] <= length <= span[1]):
+        span = self._held[phase].get(batch)
+        if span is not None and span[0] <= length <= span[1]:
             return "power_limited"
         bounds = self._inside[phase]
         if batch >= len(bounds):
