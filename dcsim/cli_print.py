@@ -143,3 +143,31 @@ def _print_derived(summary: RunSummary) -> None:
         basis = svc.profile_basis.get("decode", "")
         if "derived:" in basis:
             out.print(f"{name}: every answer derived, from {basis}", highlight=False)
+
+
+INTERVAL_ROWS = (("TTFT p99", "ttft_p99_s", 1e3, "ms"), ("TPOT p99", "tpot_p99_s", 1e3, "ms"),
+                 ("SLO attainment", "slo_attainment", 100.0, "%"),
+                 ("J per output token", "j_per_output_token", 1.0, "J"),
+                 ("GPU energy", "energy_kwh", 1.0, "kWh"))
+
+
+def print_intervals(block: dict) -> None:
+    """Key figures of each service with their interval across replications."""
+    metrics = block["metrics"]
+    out.print(f"{block['n']} replications (seeds {block['seeds'][0]}, ...): mean "
+              f"[95 % interval]", highlight=False)
+    names = sorted({k.split(".")[1] for k in metrics if k.startswith("services.")})
+    for name in names:
+        parts = []
+        for label, key, scale, unit in INTERVAL_ROWS:
+            m = metrics.get(f"services.{name}.{key}")
+            if m is None or m["low"] is None:
+                continue
+            parts.append(f"{label} {m['mean'] * scale:.3g} [{m['low'] * scale:.3g}, "
+                         f"{m['high'] * scale:.3g}] {unit}")
+        out.print(f"  {name}: " + "; ".join(parts), highlight=False)
+    for label, key in (("facility energy", "total.facility_kwh"), ("cost", "total.cost_usd")):
+        m = metrics.get(key)
+        if m is not None and m["low"] is not None:
+            out.print(f"  {label}: {m['mean']:.4g} [{m['low']:.4g}, {m['high']:.4g}]",
+                      highlight=False)

@@ -1,0 +1,116 @@
+"""Replications: one scenario under independent seeds, and a 95 % interval on every figure.
+
+Replication 0 keeps the scenario's seed, so one replication is exactly the plain run;
+replication k draws its seed from ``SeedSequence((seed, k))`` (deterministic, and
+independent of the others as numpy's seed sequences are). Every numeric figure of the
+summary gets the mean across replications and a 95 % Student t-interval of that mean,
+mean +- t(0.975, n - 1) s / sqrt(n) with s the sample standard deviation: it assumes
+the replications' figures are independent and roughly normal (means of many requests
+are; a p99 of few requests less so). The interval is over random seeds only: the
+profile's own error is not in it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from scipy import stats
+
+from dcsim.scenario import Scenario, scenario_from_data
+
+METHOD = ("95 % Student t-interval of the mean across replications (independent seeds; "
+          "profile error not included)")
+MAX_REPLICATIONS = 1000
+T = TypeVar("T")
+
+
+def replication_seeds(seed: int, n: int) -> list[int]:
+    """Seeds of n replications: the scenario's own first, then SeedSequence((seed, k))."""
+    out = [int(seed)]
+    for k in range(1, n):
+        state = np.random.SeedSequence([int(seed), k]).generate_state(1, np.uint64)[0]
+        out.append(int(state >> np.uint64(1)))  # below 2**63, as simulation.seed requires
+    return out
+
+
+def t_interval(values: list[float] | np.ndarray) -> tuple[float, float | None, float | None]:
+    """Mean and 95 % t-interval of the mean (no interval from a single value)."""
+    v = np.asarray(values, dtype=float)
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, None, None
+    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a summary dict by path (``services.chat.ttft_p99_s``,
+    ``power_domains[0].peak_w``); booleans and text left out."""
+    out: dict[str, float] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out |= flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            out |= flatten(v, f"{prefix}[{i}]")
+    elif isinstance(d, int | float) and not isinstance(d, bool) and math.isfinite(d):
+        out[prefix] = float(d)
+    return out
+
+
+def intervals(summaries: list[dict]) -> dict[str, dict[str, float | None]]:
+    """Per figure found in every replication: mean, low and high of its interval."""
+    flat = [flatten(s) for s in summaries]
+    common = [k for k in flat[0] if k != "seed" and all(k in f for f in flat[1:])]
+    out = {}
+    for k in common:
+        mean, low, high = t_interval([f[k] for f in flat])
+        out[k] = {"mean": mean, "low": low, "high": high}
+    return out
+
+
+def block(seeds: list[int], summaries: list[dict]) -> dict[str, Any]:
+    """The `replications` entry of summary.json."""
+    return {"n": len(seeds), "seeds": seeds, "method": METHOD,
+            "metrics": intervals(summaries)}
+
+
+def _one(data: dict, base_dir: str, seed: int) -> dict:
+    """One replication's summary, as plain JSON (runs in a worker process)."""
+    from dcsim.output import plain_json
+    from dcsim.runner import run_tables
+
+    data = data | {"simulation": data["simulation"] | {"seed": seed}}
+    _, summary = run_tables(scenario_from_data(data), Path(base_dir))
+    return json.loads(plain_json(summary.to_dict()))
+
+
+def with_replications(s: Scenario, base_dir: Path, seeds: list[int], workers: int,
+                      first: Callable[[], T]) -> tuple[T, list[dict]]:
+    """Run `first` (replication 0, in this process) while the other seeds run in worker
+    processes; their summaries as plain JSON, in seed order."""
+    if len(seeds) < 2:
+        return first(), []
+    data = s.model_dump(mode="json")
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(seeds) - 1))) as pool:
+        futures = [pool.submit(_one, data, str(base_dir), k) for k in seeds[1:]]
+        try:
+            result = first()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return result, [f.result() for f in futures]
+
+
+def default_workers() -> int:
+    """Worker processes for the other replications: the CPUs but one (the first
+    replication runs in the command's own process)."""
+    return max(1, (os.cpu_count() or 2) - 1)
