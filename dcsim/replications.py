@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from dcsim.scenario import Scenario, scenario_from_data
@@ -108,6 +109,24 @@ def with_replications(s: Scenario, base_dir: Path, seeds: list[int], workers: in
                 f.cancel()
             raise
         return result, [f.result() for f in futures]
+
+
+def point_intervals(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Per sweep point, each numeric figure's mean and 95 % t-interval across its
+    finished seeds: columns ``<figure>_mean``, ``_low``, ``_high`` and ``seeds``."""
+    done = table[table["status"] == "finished"]
+    skip = {"point", "seed", "wall_s", *axes}
+    figures = [c for c in done.columns if c not in skip and pd.api.types.is_numeric_dtype(
+        done[c]) and not pd.api.types.is_bool_dtype(done[c])]
+    rows = []
+    for point, g in done.groupby("point", sort=True):
+        row: dict[str, object] = {"point": point, **g.iloc[0][axes].to_dict(), "seeds": len(g)}
+        for c in figures:
+            v = g[c].dropna().to_numpy(float)
+            mean, low, high = t_interval(v) if v.size else (float("nan"), None, None)
+            row |= {f"{c}_mean": mean, f"{c}_low": low, f"{c}_high": high}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def default_workers() -> int:

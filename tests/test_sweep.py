@@ -61,6 +61,14 @@ def test_grid_runs_every_point_and_seed_in_parallel_then_resumes(tmp_path: Path)
     pd.testing.assert_frame_equal(again.drop(columns="wall_s"), t.drop(columns="wall_s"))
     page = write_report(out).read_text()
     assert "<h2>Metrics against each axis</h2>" in page and "Pareto front" in page
+    # per point: the mean over its two seeds and a 95 % t-interval around it
+    pts = pd.read_parquet(out / "sweep_points.parquet")
+    assert len(pts) == 2 and (pts["seeds"] == 2).all()
+    for _, p in pts.iterrows():
+        mine = t[t["point"] == p["point"]]["chat/energy_kwh"]
+        assert p["chat/energy_kwh_mean"] == pytest.approx(mine.mean())
+        # two seeds: half-width t(0.975, 1) x |a - b| / 2 = 6.4 |a - b|, wider than both
+        assert p["chat/energy_kwh_low"] <= mine.min() <= mine.max() <= p["chat/energy_kwh_high"]
 
 
 def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path: Path):

@@ -23,6 +23,7 @@ from dcsim import __version__, yamlfile
 from dcsim.errors import DcsimError, Problem
 from dcsim.output import MARKER, atomic_file, clean_stale_temps, plain_json, write_run
 from dcsim.references import check_references
+from dcsim.replications import point_intervals
 from dcsim.scenario import load_scenario, parse_yaml, scenario_from_data
 from dcsim.summary import RunSummary
 from dcsim.sweep.points import check, point_id
@@ -140,6 +141,8 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
     table = pd.DataFrame(rows).sort_values(["point", "seed"]).reset_index(drop=True)
     with atomic_file(out / "sweep.parquet") as tmp:
         table.to_parquet(tmp, index=False)
+    with atomic_file(out / "sweep_points.parquet") as tmp:
+        point_intervals(table, [a.path for a in spec.axes]).to_parquet(tmp, index=False)
     failed = table[table["status"] == "failed"]
     with atomic_file(out / "sweep.json") as tmp:
         tmp.write_text(plain_json({
