@@ -16,6 +16,7 @@ from dcsim.cli_profile import profile_app
 from dcsim.errors import DcsimError, Interrupted, Problem
 
 if TYPE_CHECKING:
+    from dcsim.engine.context import Context
     from dcsim.scenario import Scenario
     from dcsim.summary import RunSummary
 
@@ -145,6 +146,10 @@ def run(
         "t-interval of every figure."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes for the "
                                        "other replications (default: CPUs - 1)."),
+    profile_uncertainty: bool = typer.Option(
+        False, "--profile-uncertainty", help="Each replication (the first too) also draws "
+        "the profile's error per GPU, model and phase from its provenance's spread: the "
+        "intervals cover both. Needs --replications 2 or more."),
 ) -> None:
     """Simulate a scenario; write requests, time series and summary; print the summary."""
     from dcsim import replications as reps
@@ -155,14 +160,20 @@ def run(
         s = with_seed(load_scenario(file), seed)
         target = out_dir or default_out_dir(s)
         check_target(target, force)  # before the simulation, not after it
+        if profile_uncertainty and replications < 2:
+            raise DcsimError(Problem("--replications", replications, "2 or more with "
+                                     "--profile-uncertainty (the interval needs draws)"))
         seeds = reps.replication_seeds(s.simulation.seed, replications)
+        ctx = reps.context_for(s, file.parent, seeds[0], profile_uncertainty)
         (tables, summary), others = reps.with_replications(
             s, file.parent, seeds, workers or reps.default_workers(),
-            lambda: _simulate_with_progress(s, file.parent, quiet, not step_by_step))
+            lambda: _simulate_with_progress(s, file.parent, quiet, not step_by_step, ctx),
+            profile_uncertainty)
         record = summary.to_dict()
         if replications > 1:
             first = json.loads(plain_json(record))
-            record = first | {"replications": reps.block(seeds, [first, *others])}
+            record = first | {"replications": reps.block(seeds, [first, *others],
+                                                         profile_uncertainty)}
         target = write_run(target, s, tables, record, force=force)
         if report:
             from dcsim.report.page import write_report
@@ -255,19 +266,19 @@ def report_cmd(
     out.print(f"report: {target}", highlight=False)
 
 
-def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: bool
-                            ) -> tuple[dict, RunSummary]:
+def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: bool,
+                            context: Context | None = None) -> tuple[dict, RunSummary]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dcsim.runner import run_tables
 
     if quiet:
-        return run_tables(s, base_dir, coalesce=coalesce)
+        return run_tables(s, base_dir, coalesce=coalesce, context=context)
     columns = (TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f}/"
                "{task.total:.0f} s simulated"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("sim", total=s.simulation.duration_s)
-        out = run_tables(s, base_dir, coalesce=coalesce,
+        out = run_tables(s, base_dir, coalesce=coalesce, context=context,
                          progress=lambda t: bar.update(task, completed=t))
         bar.update(task, completed=s.simulation.duration_s)
     return out

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from dcsim.engine.context import Context
 from dcsim.scenario import Scenario, scenario_from_data
 
 METHOD = ("95 % Student t-interval of the mean across replications (independent seeds; "
@@ -77,31 +78,46 @@ def intervals(summaries: list[dict]) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def block(seeds: list[int], summaries: list[dict]) -> dict[str, Any]:
+def block(seeds: list[int], summaries: list[dict], profile_uncertainty: bool = False
+          ) -> dict[str, Any]:
     """The `replications` entry of summary.json."""
-    return {"n": len(seeds), "seeds": seeds, "method": METHOD,
-            "metrics": intervals(summaries)}
+    method = METHOD if not profile_uncertainty else METHOD.replace(
+        "profile error not included", "each seed also draws the profile's error per GPU, "
+        "model and phase (dcsim.profiles.uncertainty)")
+    return {"n": len(seeds), "seeds": seeds, "method": method,
+            "profile_uncertainty": profile_uncertainty, "metrics": intervals(summaries)}
 
 
-def _one(data: dict, base_dir: str, seed: int) -> dict:
+def context_for(s: Scenario, base_dir: Path, seed: int, profile_uncertainty: bool
+                ) -> Context:
+    """The run's context; with profile uncertainty its store draws errors from `seed`."""
+    ctx = Context.load(s, base_dir)
+    return ctx.with_store(ctx.store.with_uncertainty(seed)) if profile_uncertainty else ctx
+
+
+def _one(data: dict, base_dir: str, seed: int, profile_uncertainty: bool) -> dict:
     """One replication's summary, as plain JSON (runs in a worker process)."""
     from dcsim.output import plain_json
     from dcsim.runner import run_tables
 
     data = data | {"simulation": data["simulation"] | {"seed": seed}}
-    _, summary = run_tables(scenario_from_data(data), Path(base_dir))
+    s = scenario_from_data(data)
+    _, summary = run_tables(s, Path(base_dir),
+                            context=context_for(s, Path(base_dir), seed, profile_uncertainty))
     return json.loads(plain_json(summary.to_dict()))
 
 
 def with_replications(s: Scenario, base_dir: Path, seeds: list[int], workers: int,
-                      first: Callable[[], T]) -> tuple[T, list[dict]]:
+                      first: Callable[[], T], profile_uncertainty: bool = False
+                      ) -> tuple[T, list[dict]]:
     """Run `first` (replication 0, in this process) while the other seeds run in worker
     processes; their summaries as plain JSON, in seed order."""
     if len(seeds) < 2:
         return first(), []
     data = s.model_dump(mode="json")
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(seeds) - 1))) as pool:
-        futures = [pool.submit(_one, data, str(base_dir), k) for k in seeds[1:]]
+        futures = [pool.submit(_one, data, str(base_dir), k, profile_uncertainty)
+                   for k in seeds[1:]]
         try:
             result = first()
         except BaseException:

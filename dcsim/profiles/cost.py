@@ -125,6 +125,8 @@ class PhaseCost:
     compute_coef: np.ndarray  # the GPU's seconds per feature; FLOP terms are clock-bound
     power_cap_w: float | None = None
     layout: Layout = BF16
+    factors: tuple[float, float] = (1.0, 1.0)  # latency, energy: a draw of the profile's
+    # error (dcsim.profiles.uncertainty); 1, 1 outside --profile-uncertainty
 
     @property
     def gpus(self) -> int:
@@ -168,6 +170,10 @@ class PhaseCost:
         if self.power_cap_w is not None:
             prov[limited] = "derived"
         power = np.minimum(held_w, self.limit_w) * self.gpus
+        if self.factors != (1.0, 1.0):
+            f_lat, f_en = self.factors
+            held_s = held_s * f_lat
+            power = np.minimum(power * f_en / f_lat, self.limit_w * self.gpus)
         return CostArrays(held_s, power * held_s, power, prov, limited, latency,
                           gpu_w * self.gpus)
 

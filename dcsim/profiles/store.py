@@ -19,6 +19,7 @@ Derived latencies never beat the roofline of the target GPU's ceilings.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from dcsim.hardware.dvfs import dvfs_of
 from dcsim.profiles.cost import PhaseCost, Scaling, ceilings_for
 from dcsim.profiles.fit import GroupFit, fit_coefficients, with_residuals
 from dcsim.profiles.table import PHASES, builtin_dir, normalize, read_profile_csv
+from dcsim.profiles.uncertainty import draw, spread_class
 from dcsim.profiles.work import BF16, Layout, layout_notes, work_features
 
 
@@ -81,6 +83,7 @@ class ProfileStore:
         self._resolved: dict[tuple[str, str, str, int, float | None, Layout], PhaseCost] = {}
         self._pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._measured: dict[float | None, pd.DataFrame] = {}
+        self.uncertainty_seed: int | None = None  # set: answers carry a draw of their error
 
     @classmethod
     def from_files(
@@ -193,8 +196,22 @@ class ProfileStore:
         """
         key = (gpu, model, phase, tp, power_cap_w, layout)
         if key not in self._resolved:
-            self._resolved[key] = self._resolve(gpu, model, phase, tp, power_cap_w, layout)
+            cost = self._resolve(gpu, model, phase, tp, power_cap_w, layout)
+            if self.uncertainty_seed is not None:
+                gpu_measured = cost.gpu.id in set(self.measured()["gpu"])
+                kind = spread_class(cost.ranges is None, gpu_measured)
+                cost = replace(cost, factors=draw(self.uncertainty_seed, cost.gpu.id,
+                                                  cost.model.id, phase, kind))
+            self._resolved[key] = cost
         return self._resolved[key]
+
+    def with_uncertainty(self, seed: int) -> ProfileStore:
+        """This store with every answer scaled by a draw of its error (seeded; see
+        dcsim.profiles.uncertainty); the measurements and fits are shared."""
+        other = copy.copy(self)
+        other._resolved = {}
+        other.uncertainty_seed = int(seed)
+        return other
 
     def _resolve(self, gpu: str, model: str, phase: str, tp: int,
                  power_cap_w: float | None, layout: Layout) -> PhaseCost:
