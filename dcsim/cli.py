@@ -294,6 +294,10 @@ def optimize(
                                "the simulator and compare."),
     force: bool = typer.Option(False, "--force", help="Replace the dcsim results folder "
                                "--out names (never anything else)."),
+    quantile: float | None = typer.Option(
+        None, "--quantile", min=0.5, max=0.999, help="Plan with every profile answer at "
+        "this quantile of its error (robust capacity), and say how many GPUs more than "
+        "at the median answers it takes."),
 ) -> None:
     """Energy-, cost- or carbon-minimal replicas, GPUs, power limits and racks per period."""
     from dcsim.optimize.run import run_optimize
@@ -305,7 +309,8 @@ def optimize(
         target = out_dir or default_out_dir(s)
         check_target(target, force)
         with err.status("planning (profiles, queueing model, MILP)"):
-            tables, summary, files, _ = run_optimize(s, file.parent, objective, check)
+            tables, summary, files, _ = run_optimize(s, file.parent, objective, check,
+                                                     quantile)
         target = write_run(target, s, tables, summary, "optimize.json", files, force)
     except DcsimError as exc:
         raise fail(exc) from None

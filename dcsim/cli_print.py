@@ -90,6 +90,12 @@ def print_plan(summary: dict) -> None:
         t.add_row(name, f"{b['predicted_facility_kwh']:.1f}",
                   "" if saved is None else f"{saved:.1%}")
     out.print(t)
+    if "quantile" in summary:
+        m = summary["quantile"]
+        gpus = ", ".join(f"{n} {g}" for g, n in m["peak_gpus"].items())
+        extra = ", ".join(f"{n:+d} {g}" for g, n in m["extra_gpus"].items())
+        out.print(f"planned at the {m['q']:g} quantile of the profile's error: {gpus} at "
+                  f"peak ({extra} against the median answers)", highlight=False)
     if "verify" in summary:
         v = Table(title="closed loop: simulated")
         for c in ("plan", "periods meeting every SLO", "min SLO attainment",

@@ -78,3 +78,35 @@ def test_runs_with_profile_uncertainty_widen_their_intervals(tmp_path):
         m = block["metrics"]["services.chat.j_per_output_token"]
         width[name] = m["high"] - m["low"]
     assert width["profile"] > 2 * width["seeds"]
+
+
+def test_quantile_factors_follow_the_normal_quantile():
+    from statistics import NormalDist
+
+    f_lat, f_en = unc.quantile_factors(0.9, "interpolated")
+    z = NormalDist().inv_cdf(0.9)
+    assert f_lat == pytest.approx(np.exp(unc.SPREADS["interpolated"][0] * z))
+    assert f_en == pytest.approx(np.exp(unc.SPREADS["interpolated"][1] * z))
+    assert unc.quantile_factors(0.5, "derived_gpu") == pytest.approx((1.0, 1.0))
+
+
+def test_robust_plans_never_need_fewer_gpus_and_say_what_the_margin_costs():
+    from dcsim.optimize.run import run_optimize
+    from dcsim.scenario import scenario_from_data
+
+    d = load_yaml(ROOT / "scenarios" / "optimize_diurnal.yaml")
+    d["optimize"].update(periods=3, period_s=600)
+    d["optimize"].pop("verify_duration_s", None)
+    s = scenario_from_data(d)
+    tables, summary, _, _ = run_optimize(s, ROOT / "scenarios", None, False, 0.9)
+    m = summary["quantile"]
+    assert m["q"] == 0.9 and set(m["peak_gpus"]) == set(m["peak_gpus_at_median"])
+    for g, n in m["peak_gpus"].items():
+        assert n >= m["peak_gpus_at_median"][g]
+        assert m["extra_gpus"][g] == n - m["peak_gpus_at_median"][g]
+    # every configuration serves less at the quantile than at the median answers
+    median, _, _, _ = run_optimize(s, ROOT / "scenarios", None, False)
+    key = ["service", "config"]
+    both = tables["capacity"].merge(median["capacity"], on=key, suffixes=("_q", "_m"))
+    assert len(both) and (both["capacity_rps_q"] <= both["capacity_rps_m"] + 1e-9).all()
+    assert (both["capacity_rps_q"] < both["capacity_rps_m"]).any()

@@ -16,10 +16,19 @@ from dcsim.optimize.verify import period_scenario, verify, verify_jobs
 from dcsim.scenario import Scenario
 
 
-def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
+def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool,
+                 quantile: float | None = None
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, object], dict[str, str], Plan]:
-    """Tables, optimize.json contents and text files (plan.yaml, periods/*.yaml)."""
+    """Tables, optimize.json contents and text files (plan.yaml, periods/*.yaml).
+
+    With `quantile`, every profile answer is taken at that quantile of its error
+    (dcsim.profiles.uncertainty) for planning and for the simulation check alike, and
+    the plan at the median answers is solved too, to state what the margin costs."""
     ctx = Context.load(s, base_dir)  # one catalog and profile store for every stage
+    median = None
+    if quantile is not None:
+        median = optimize(s, base_dir, objective, ctx)
+        ctx = ctx.with_store(ctx.store.at_quantile(quantile))
     plan = optimize(s, base_dir, objective, ctx)
     x = plan.inputs
     compared = {"plan": plan.deployments, "peak": baselines.peak(x, plan.services),
@@ -29,6 +38,8 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
     after = {k: float(jobs_.after_kwh(v, x, weighted=False).sum()) if len(v) else 0.0
              for k, v in jobs.items()}
     summary = _summary(plan, energy, after)
+    if median is not None:
+        summary["quantile"] = _margin(quantile, plan, median)
     tables = {"plan": _tidy(plan.deployments), "capacity": plan.table,
               "periods": energy["plan"], "budget_values": plan.budget_values}
     bv = plan.budget_values
@@ -57,6 +68,24 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
         files[f"periods/period-{t:02d}.yaml"] = yamlfile.dump(
             sc.model_dump(mode="json", exclude_none=True))
     return tables, summary, files, plan
+
+
+def peak_gpus(dep: pd.DataFrame) -> dict[str, int]:
+    """Per GPU type, the most GPUs a plan's replicas use in any period."""
+    if dep.empty:
+        return {}
+    per = (dep["tp"] * dep["replicas"]).groupby([dep["gpu"], dep["period"]]).sum()
+    return {str(g): int(v) for g, v in per.groupby(level=0).max().items()}
+
+
+def _margin(q: float | None, plan: Plan, median: Plan) -> dict[str, object]:
+    """What planning at quantile q of the profile's error costs against the median."""
+    robust, mid = peak_gpus(plan.deployments), peak_gpus(median.deployments)
+    return {"q": q, "method": "every profile answer's latency and energy at quantile q of "
+            "its provenance's error (dcsim.profiles.uncertainty)",
+            "peak_gpus": robust, "peak_gpus_at_median": mid,
+            "extra_gpus": {g: robust.get(g, 0) - mid.get(g, 0) for g in robust | mid},
+            "objective_value_at_median": median.solved.objective}
 
 
 def _tidy(dep: pd.DataFrame) -> pd.DataFrame:

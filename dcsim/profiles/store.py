@@ -33,7 +33,7 @@ from dcsim.hardware.dvfs import dvfs_of
 from dcsim.profiles.cost import PhaseCost, Scaling, ceilings_for
 from dcsim.profiles.fit import GroupFit, fit_coefficients, with_residuals
 from dcsim.profiles.table import PHASES, builtin_dir, normalize, read_profile_csv
-from dcsim.profiles.uncertainty import draw, spread_class
+from dcsim.profiles.uncertainty import draw, quantile_factors, spread_class
 from dcsim.profiles.work import BF16, Layout, layout_notes, work_features
 
 
@@ -84,6 +84,7 @@ class ProfileStore:
         self._pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._measured: dict[float | None, pd.DataFrame] = {}
         self.uncertainty_seed: int | None = None  # set: answers carry a draw of their error
+        self.uncertainty_quantile: float | None = None  # set: answers at that quantile of it
 
     @classmethod
     def from_files(
@@ -197,11 +198,13 @@ class ProfileStore:
         key = (gpu, model, phase, tp, power_cap_w, layout)
         if key not in self._resolved:
             cost = self._resolve(gpu, model, phase, tp, power_cap_w, layout)
-            if self.uncertainty_seed is not None:
+            if self.uncertainty_seed is not None or self.uncertainty_quantile is not None:
                 gpu_measured = cost.gpu.id in set(self.measured()["gpu"])
                 kind = spread_class(cost.ranges is None, gpu_measured)
-                cost = replace(cost, factors=draw(self.uncertainty_seed, cost.gpu.id,
-                                                  cost.model.id, phase, kind))
+                factors = (quantile_factors(self.uncertainty_quantile, kind)
+                           if self.uncertainty_quantile is not None else
+                           draw(self.uncertainty_seed, cost.gpu.id, cost.model.id, phase, kind))
+                cost = replace(cost, factors=factors)
             self._resolved[key] = cost
         return self._resolved[key]
 
@@ -210,7 +213,16 @@ class ProfileStore:
         dcsim.profiles.uncertainty); the measurements and fits are shared."""
         other = copy.copy(self)
         other._resolved = {}
-        other.uncertainty_seed = int(seed)
+        other.uncertainty_seed, other.uncertainty_quantile = int(seed), None
+        return other
+
+    def at_quantile(self, q: float) -> ProfileStore:
+        """This store with every answer at quantile q of its error (robust planning)."""
+        if not 0 < q < 1:
+            raise DcsimError(Problem("--quantile", q, "a quantile between 0 and 1"))
+        other = copy.copy(self)
+        other._resolved = {}
+        other.uncertainty_seed, other.uncertainty_quantile = None, float(q)
         return other
 
     def _resolve(self, gpu: str, model: str, phase: str, tp: int,
