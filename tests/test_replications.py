@@ -88,3 +88,9 @@ def test_run_with_replications_writes_intervals_and_one_replication_is_the_plain
     # the first replication's own figures are the file's, and reruns give the same intervals
     assert {k: v for k, v in outs["three"].items() if k != "replications"} == outs["plain"]
     assert outs["again"]["replications"] == block
+    # the report shows the interval of the headline figures
+    from dcsim.report.page import write_report
+
+    page = write_report(tmp_path / "three").read_text()
+    assert "Across replications" in page and "chat: TTFT p99, s" in page
+    assert "Across replications" not in write_report(tmp_path / "plain").read_text()

@@ -77,6 +77,8 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     assert s is not None
     powered = s.total.it_energy_kwh > 0  # a trace replay alone draws nothing
     out: list[Section] = [("Headline", [_kpis(_run_kpis(s) + _replay_kpis(s))])]
+    if isinstance(res.summary.get("replications"), dict):
+        out.append(("Across replications", [_replications(res.summary["replications"])]))
     if powered and res.has("power") and res.has("budgets"):
         out.append(("Power", [fr.power_vs_budgets(t["power"], t["budgets"])]))
     if powered:
@@ -128,6 +130,32 @@ def _run_kpis(s: RunSummary) -> list[tuple[str, str, str]]:
         ("J per output token", f"{gpu_kwh * 3.6e6 / tokens:.3g}" if tokens else "n/a",
          "GPU energy of services / tokens"),
     ]
+
+
+REPLICATED = (("TTFT p99, s", "ttft_p99_s"), ("TPOT p99, s", "tpot_p99_s"),
+              ("SLO attainment", "slo_attainment"), ("J per output token", "j_per_output_token"),
+              ("GPU energy, kWh", "energy_kwh"))
+
+
+def _replications(block: dict) -> str:
+    """The headline figures with their interval across replications (summary.json)."""
+    metrics = block.get("metrics", {})
+    rows = []
+    keys = [(f"{name}: {label}", f"services.{name}.{key}")
+            for name in sorted({k.split(".")[1] for k in metrics if k.startswith("services.")})
+            for label, key in REPLICATED]
+    keys += [("facility energy, kWh", "total.facility_kwh"), ("cost, USD", "total.cost_usd"),
+             ("carbon, kg CO2e", "total.carbon_kg")]
+    for label, key in keys:
+        m = metrics.get(key)
+        if isinstance(m, dict) and m.get("low") is not None:
+            rows.append({"figure": label, "mean": m["mean"], "95 % low": m["low"],
+                         "95 % high": m["high"]})
+    if not rows:
+        return "<p>No figure varies across the replications.</p>"
+    return (f"<p>{int(block.get('n', 0))} replications; {html.escape(str(block.get('method')))}."
+            f" The rest of this report shows the first replication.</p>"
+            + _table(pd.DataFrame(rows)))
 
 
 def _replay_kpis(summary: RunSummary) -> list[tuple[str, str, str]]:
