@@ -27,11 +27,17 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(profile_app, name="profile")
 
 
-@app.callback()
-def _main(version: bool = typer.Option(False, "--version", help="Print the version.")) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # eager: runs while the options are parsed, before Click asks for a command
+    if value:
         out.print(f"dcsim {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                       is_eager=True, callback=_print_version)) -> None:
+    """Plan AI data centers: capacity, energy, cost and carbon."""
 
 
 @app.command()

@@ -86,3 +86,11 @@ def test_training_scenario_runs_from_the_cli(tmp_path):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert jobs["job"].tolist() == ["pretrain-70b"] and jobs["tokens_done"].iloc[0] > 0
     assert summary["jobs"][0]["energy_j"] == pytest.approx(jobs["energy_j"].iloc[0])
+
+
+def test_version_prints_and_exits_0():
+    from dcsim import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"dcsim {__version__}"
+    assert runner.invoke(app, []).exit_code in (0, 2)  # bare `dcsim`: the help, as before
