@@ -178,8 +178,10 @@ def run(
         record = summary.to_dict()
         if replications > 1:
             first = json.loads(plain_json(record))
-            record = first | {"replications": reps.block(seeds, [first, *others],
-                                                         profile_uncertainty)}
+            record = first | {"replications": reps.block(
+                seeds, [first, *(o[0] for o in others)], profile_uncertainty)}
+            tables = tables | {"replications_power": reps.power_bands(
+                [reps.facility_series(tables["power"]), *(o[1] for o in others)])}
         target = write_run(target, s, tables, record, force=force)
         if report:
             from dcsim.report.page import write_report

@@ -95,23 +95,46 @@ def context_for(s: Scenario, base_dir: Path, seed: int, profile_uncertainty: boo
     return ctx.with_store(ctx.store.with_uncertainty(seed)) if profile_uncertainty else ctx
 
 
-def _one(data: dict, base_dir: str, seed: int, profile_uncertainty: bool) -> dict:
-    """One replication's summary, as plain JSON (runs in a worker process)."""
+def facility_series(power: pd.DataFrame) -> pd.DataFrame:
+    """The facility rows of a power table: bucket times, IT and facility power, W."""
+    f = power[power["domain"] == "facility"].sort_values("t_start_s")
+    total = f["power_w"] + f["cooling_w"].fillna(0.0) + f["losses_w"].fillna(0.0)
+    return pd.DataFrame({"t_start_s": f["t_start_s"].to_numpy(), "t_end_s": f["t_end_s"].to_numpy(),
+                         "it_w": f["power_w"].to_numpy(), "facility_w": total.to_numpy()})
+
+
+def _one(data: dict, base_dir: str, seed: int, profile_uncertainty: bool
+         ) -> tuple[dict, pd.DataFrame]:
+    """One replication's summary, as plain JSON, and its facility power series (runs in
+    a worker process)."""
     from dcsim.output import plain_json
     from dcsim.runner import run_tables
 
     data = data | {"simulation": data["simulation"] | {"seed": seed}}
     s = scenario_from_data(data)
-    _, summary = run_tables(s, Path(base_dir),
-                            context=context_for(s, Path(base_dir), seed, profile_uncertainty))
-    return json.loads(plain_json(summary.to_dict()))
+    tables, summary = run_tables(
+        s, Path(base_dir), context=context_for(s, Path(base_dir), seed, profile_uncertainty))
+    return json.loads(plain_json(summary.to_dict())), facility_series(tables["power"])
+
+
+def power_bands(series: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per time bucket, IT and facility power's mean across replications and a 95 %
+    t-interval of it (the replications share the buckets: same duration and width)."""
+    out = series[0][["t_start_s", "t_end_s"]].copy()
+    for col in ("it_w", "facility_w"):
+        values = np.column_stack([x[col].to_numpy(float) for x in series])
+        stats_ = [t_interval(row) for row in values]
+        out[f"{col}_mean"] = [m for m, _, _ in stats_]
+        out[f"{col}_low"] = [lo for _, lo, _ in stats_]
+        out[f"{col}_high"] = [hi for _, _, hi in stats_]
+    return out
 
 
 def with_replications(s: Scenario, base_dir: Path, seeds: list[int], workers: int,
                       first: Callable[[], T], profile_uncertainty: bool = False
-                      ) -> tuple[T, list[dict]]:
+                      ) -> tuple[T, list[tuple[dict, pd.DataFrame]]]:
     """Run `first` (replication 0, in this process) while the other seeds run in worker
-    processes; their summaries as plain JSON, in seed order."""
+    processes; their summaries as plain JSON and facility power series, in seed order."""
     if len(seeds) < 2:
         return first(), []
     data = s.model_dump(mode="json")

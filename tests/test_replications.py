@@ -93,4 +93,15 @@ def test_run_with_replications_writes_intervals_and_one_replication_is_the_plain
 
     page = write_report(tmp_path / "three").read_text()
     assert "Across replications" in page and "chat: TTFT p99, s" in page
+    assert "Power across replications" in page
+    # facility power per bucket: the mean of the three replications inside its interval
+    import pandas as pd
+
+    bands = pd.read_parquet(tmp_path / "three" / "replications_power.parquet")
+    first = pd.read_parquet(tmp_path / "three" / "power.parquet")
+    it = first[first["domain"] == "facility"].sort_values("t_start_s")["power_w"].to_numpy()
+    assert len(bands) == len(it) and (bands["it_w_low"] <= bands["it_w_mean"]).all()
+    assert (bands["it_w_mean"] <= bands["it_w_high"]).all()
+    assert not np.allclose(bands["it_w_mean"], it)  # the others' seeds count
+    assert not (tmp_path / "plain" / "replications_power.parquet").exists()
     assert "Across replications" not in write_report(tmp_path / "plain").read_text()

@@ -13,7 +13,8 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.summary import RunSummary
 
 TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "failures",
-          "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs", "sweep")
+          "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs", "sweep",
+          "replications_power")
 
 
 @dataclass

@@ -43,6 +43,26 @@ def power_vs_budgets(power: pd.DataFrame, budgets: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def power_bands(bands: pd.DataFrame) -> go.Figure:
+    """IT and facility power over time: mean across replications and its 95 % band."""
+    fig = go.Figure()
+    t = bands["t_start_s"] / 3600
+    for i, (col, label) in enumerate((("facility_w", "facility"), ("it_w", "IT"))):
+        color = COLORS[i % len(COLORS)]
+        low, high = bands[f"{col}_low"].fillna(bands[f"{col}_mean"]), bands[
+            f"{col}_high"].fillna(bands[f"{col}_mean"])
+        fig.add_trace(go.Scatter(x=t, y=high / 1e3, mode="lines", line={"width": 0,
+                                 "shape": "hv"}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=t, y=low / 1e3, mode="lines", fill="tonexty",
+                                 line={"width": 0, "shape": "hv"}, opacity=0.3,
+                                 name=f"{label}: 95 % interval", fillcolor=color))
+        fig.add_trace(go.Scatter(x=t, y=bands[f"{col}_mean"] / 1e3, mode="lines",
+                                 name=f"{label}: mean", line={"color": color, "shape": "hv"}))
+    fig.update_layout(title="Power across replications (mean and 95 % interval)",
+                      xaxis_title="time (h)", yaxis_title="power (kW)")
+    return fig
+
+
 def energy_breakdown(total: Totals, by_workload: pd.DataFrame) -> go.Figure:
     """Facility energy by component, and energy by service or job (kWh)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=(

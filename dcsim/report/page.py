@@ -78,7 +78,10 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     powered = s.total.it_energy_kwh > 0  # a trace replay alone draws nothing
     out: list[Section] = [("Headline", [_kpis(_run_kpis(s) + _replay_kpis(s))])]
     if isinstance(res.summary.get("replications"), dict):
-        out.append(("Across replications", [_replications(res.summary["replications"])]))
+        items: list[object] = [_replications(res.summary["replications"])]
+        if res.has("replications_power"):
+            items.append(fr.power_bands(t["replications_power"]))
+        out.append(("Across replications", items))
     if powered and res.has("power") and res.has("budgets"):
         out.append(("Power", [fr.power_vs_budgets(t["power"], t["budgets"])]))
     if powered:
