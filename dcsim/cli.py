@@ -140,6 +140,9 @@ def run(
     file: Path = typer.Argument(..., help="Scenario YAML file."),
     out_dir: Path | None = typer.Option(None, "--out", help="Results folder (default: runs/...)."),
     seed: int | None = typer.Option(None, "--seed", help="Override simulation.seed."),
+    settings: list[str] = typer.Option([], "--set", help="PATH=VALUE: set one field for "
+                                       "this run, e.g. workloads.chat.deployment.replicas=8 "
+                                       "(repeatable; paths as sweep axes)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     step_by_step: bool = typer.Option(
         False, "--step-by-step", help="One event per decode step (a slow check of the fast path)."),
@@ -163,7 +166,7 @@ def run(
     from dcsim.scenario import load_scenario
 
     try:
-        s = with_seed(load_scenario(file), seed)
+        s = with_seed(with_settings(load_scenario(file), settings), seed)
         target = out_dir or default_out_dir(s)
         check_target(target, force)  # before the simulation, not after it
         if profile_uncertainty and replications < 2:
@@ -193,6 +196,32 @@ def run(
     if replications > 1:
         print_intervals(record["replications"])
     out.print(f"results: {target}", highlight=False)
+
+
+def with_settings(s: Scenario, settings: list[str]) -> Scenario:
+    """The scenario with each `--set PATH=VALUE` applied (paths as sweep axes name them,
+    values read as YAML scalars), validated like the file."""
+    from dcsim.scenario import parse_yaml, scenario_from_data
+    from dcsim.sweep.points import set_path
+
+    if not settings:
+        return s
+    data = s.model_dump(mode="json")
+    for item in settings:
+        path, eq, text = item.partition("=")
+        if not eq or not path:
+            raise DcsimError(Problem("--set", item, "PATH=VALUE, e.g. "
+                                     "workloads.chat.deployment.replicas=8"))
+        value = parse_yaml(text, "--set")
+        if isinstance(value, dict | list):
+            raise DcsimError(Problem("--set", item, "one value (a number, true/false, null "
+                                     "or text) for one field"))
+        data = set_path(data, path, value, "--set")  # type: ignore[arg-type]
+    try:
+        return scenario_from_data(data)
+    except DcsimError as exc:
+        raise DcsimError([Problem(f"--set {p.path}", p.value, p.expected)
+                          for p in exc.problems]) from None
 
 
 def with_seed(s: Scenario, seed: int | None) -> Scenario:
@@ -306,6 +335,8 @@ def optimize(
         None, "--quantile", min=0.5, max=0.999, help="Plan with every profile answer at "
         "this quantile of its error (robust capacity), and say how many GPUs more than "
         "at the median answers it takes."),
+    settings: list[str] = typer.Option([], "--set", help="PATH=VALUE: set one field for "
+                                       "this plan (repeatable; paths as sweep axes)."),
 ) -> None:
     """Energy-, cost- or carbon-minimal replicas, GPUs, power limits and racks per period."""
     from dcsim.optimize.run import run_optimize
@@ -313,7 +344,7 @@ def optimize(
     from dcsim.scenario import load_scenario
 
     try:
-        s = load_scenario(file)
+        s = with_settings(load_scenario(file), settings)
         target = out_dir or default_out_dir(s)
         check_target(target, force)
         with err.status("planning (profiles, queueing model, MILP)"):

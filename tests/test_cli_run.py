@@ -93,3 +93,20 @@ def test_version_prints_and_exits_0():
 
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.strip() == f"dcsim {__version__}"
+
+
+def test_set_changes_one_field_for_the_run_and_bad_ones_are_refused(tmp_path):
+    f = ROOT / "scenarios" / "mixed_services.yaml"
+    r = runner.invoke(app, ["run", str(f), "--out", str(tmp_path / "a"), "-q",
+                            "--set", "workloads.chat.deployment.replicas=3",
+                            "--set", "simulation.duration_s=40"])
+    assert r.exit_code == 0, r.output
+    reps = pd.read_parquet(tmp_path / "a" / "replicas.parquet")
+    assert (reps["service"] == "chat").sum() == 3
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["duration_s"] == 40
+    for bad, says in (("workloads.nope.deployment.replicas=3", "a name: chat"),
+                      ("workloads.chat.deployment.replicas=-3", "greater than or equal to 1"),
+                      ("simulation.duration_s", "PATH=VALUE")):
+        r = runner.invoke(app, ["run", str(f), "--out", str(tmp_path / "b"), "-q", "--set", bad])
+        assert r.exit_code == 1 and says in r.output and "Traceback" not in r.output
+        assert not (tmp_path / "b").exists()
