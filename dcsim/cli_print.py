@@ -147,8 +147,17 @@ def _print_derived(summary: RunSummary) -> None:
     rest on (the store's basis)."""
     for name, svc in summary.services.items():
         basis = svc.profile_basis.get("decode", "")
+        counts: dict[str, int] = {}
+        for per_phase in svc.profile_provenance.values():
+            for k, v in per_phase.items():
+                counts[k] = counts.get(k, 0) + v
+        total = sum(counts.values())
         if "derived:" in basis:
             out.print(f"{name}: every answer derived, from {basis}", highlight=False)
+        elif total and counts.get("derived", 0) > total / 2:
+            out.print(f"warning: {name}: {counts['derived'] / total:.0%} of its profile "
+                      f"answers are derived (outside the measured batch and length ranges); "
+                      f"measure its model there (dcsim profile) to trust them", highlight=False)
 
 
 INTERVAL_ROWS = (("TTFT p99", "ttft_p99_s", 1e3, "ms"), ("TPOT p99", "tpot_p99_s", 1e3, "ms"),

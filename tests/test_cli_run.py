@@ -110,3 +110,22 @@ def test_set_changes_one_field_for_the_run_and_bad_ones_are_refused(tmp_path):
         r = runner.invoke(app, ["run", str(f), "--out", str(tmp_path / "b"), "-q", "--set", bad])
         assert r.exit_code == 1 and says in r.output and "Traceback" not in r.output
         assert not (tmp_path / "b").exists()
+
+
+def test_a_service_answered_mostly_outside_the_measurements_gets_a_warning(tmp_path):
+    # 12,000-token prompts: every decode step's context is beyond the measured 8,192
+    f = ROOT / "scenarios" / "default.yaml"
+    d = yaml.safe_load(f.read_text())
+    d["workloads"][0]["arrival"] = {"kind": "poisson", "rate_per_s": 1.0}
+    d["workloads"][0]["prompt_tokens"] = {"kind": "constant", "tokens": 12000}
+    d["workloads"][0]["output_tokens"] = {"kind": "constant", "tokens": 50}
+    d["simulation"] = {"duration_s": 30}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(d))
+    r = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "warning: chat:" in r.output and "derived" in r.output
+    plain = runner.invoke(app, ["run", str(f), "--out", str(tmp_path / "p"), "-q",
+                                "--set", "simulation.duration_s=120"])
+    assert plain.exit_code == 0, plain.output
+    assert "warning:" not in plain.output
