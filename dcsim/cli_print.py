@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from dcsim.summary import RunSummary
 
 
+TOP_RACKS = 5  # racks listed by name in the terminal; the rest in one line
+
+
 def print_summary(summary: RunSummary) -> None:
     """The run's table per service, then jobs, replays, totals and budgeted domains."""
     services = summary.services
@@ -38,7 +41,10 @@ def print_summary(summary: RunSummary) -> None:
             x = getattr(v, key)
             cells.append("-" if x is None else format(x * scale if scale != 1 else x, spec))
         table.add_row(label, *cells)
-    out.print(table)
+    if services:
+        out.print(table)
+    else:  # training or cluster replays only: no empty inference table
+        out.print(table.title, highlight=False)
     _print_derived(summary)
     _print_jobs_and_replays(summary)
     t = summary.total
@@ -49,15 +55,28 @@ def print_summary(summary: RunSummary) -> None:
               f"GPU-h; energy {t.gpu_energy_kwh:.3g} kWh GPUs, {t.it_energy_kwh:.3g} kWh IT, "
               f"{t.facility_kwh:.3g} kWh facility (PUE {pue}); "
               f"{t.carbon_kg:.3g} kg CO2e; ${t.cost_usd:.3g}", highlight=False)
-    for d in summary.power_domains:
-        if d.budget_w is None:
-            continue
+    _print_domains(summary)
+
+
+def _print_domains(summary: RunSummary) -> None:
+    """The facility and rows, then the TOP_RACKS racks closest to their budgets, then a
+    line for the rest (a fleet of hundreds of racks stays a few lines)."""
+    budgeted = [d for d in summary.power_domains if d.budget_w]
+    racks = sorted((d for d in budgeted if d.domain == "rack"),
+                   key=lambda d: d.p99_w / d.budget_w, reverse=True)
+    shown = [d for d in budgeted if d.domain != "rack"] + racks[:TOP_RACKS]
+    for d in shown:
         limited = f" (GPUs limited to {d.gpu_limit_w:.0f} W)" if d.throttled else ""
         room = ("" if d.extra_servers_at_p99 is None else
                 f"; room for {d.extra_servers_at_p99} more servers at p99")
         out.print(f"{d.domain} {d.name}: peak {d.peak_w / 1e3:.3g} kW, p99 "
                   f"{d.p99_w / 1e3:.3g} kW of {d.budget_w / 1e3:.3g} kW{limited}{room}",
                   highlight=False)
+    rest = racks[TOP_RACKS:]
+    if rest:
+        top = rest[0].p99_w / rest[0].budget_w
+        out.print(f"{len(rest)} more racks, each at most {top:.0%} of its budget at p99 "
+                  f"(power_domains in summary.json lists them all)", highlight=False)
 
 
 def _print_jobs_and_replays(summary: RunSummary) -> None:

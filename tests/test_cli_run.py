@@ -129,3 +129,13 @@ def test_a_service_answered_mostly_outside_the_measurements_gets_a_warning(tmp_p
                                 "--set", "simulation.duration_s=120"])
     assert plain.exit_code == 0, plain.output
     assert "warning:" not in plain.output
+
+
+def test_a_training_run_prints_no_inference_table_and_stays_short(tmp_path):
+    r = runner.invoke(app, ["run", str(ROOT / "scenarios" / "training.yaml"), "--out",
+                            str(tmp_path / "t"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "requests finished" not in r.output and "job pretrain-70b" in r.output
+    # eight budgeted racks: the five closest to their budgets by name, the rest in a line
+    assert r.output.count("rack train-pod-") == 5 and "3 more racks" in r.output
+    assert len(r.output.splitlines()) <= 40
