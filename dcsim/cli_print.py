@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from dcsim import units as u
 from dcsim.cli_common import out
 
 if TYPE_CHECKING:
@@ -18,8 +19,8 @@ TOP_RACKS = 5  # racks listed by name in the terminal; the rest in one line
 def print_summary(summary: RunSummary) -> None:
     """The run's table per service, then jobs, replays, totals and budgeted domains."""
     services = summary.services
-    table = Table(title=f"{summary.scenario}: {summary.duration_s:g} s simulated "
-                        f"(after {summary.warmup_s:g} s warm-up)")
+    table = Table(title=f"{summary.scenario}: {u.duration_s(summary.duration_s)} simulated "
+                        f"(after {u.duration_s(summary.warmup_s)} warm-up)")
     table.add_column("metric")
     for name in services:
         table.add_column(name, justify="right")
@@ -51,10 +52,11 @@ def print_summary(summary: RunSummary) -> None:
     if not t.gpus:  # nothing of its own to power (a trace replay alone)
         return
     pue = "-" if t.effective_pue is None else f"{t.effective_pue:.3g}"
-    out.print(f"total: {t.gpus_serving} of {t.gpus} GPUs serving, {t.gpu_hours:.3g} "
-              f"GPU-h; energy {t.gpu_energy_kwh:.3g} kWh GPUs, {t.it_energy_kwh:.3g} kWh IT, "
-              f"{t.facility_kwh:.3g} kWh facility (PUE {pue}); "
-              f"{t.carbon_kg:.3g} kg CO2e; ${t.cost_usd:.3g}", highlight=False)
+    out.print(f"total: {t.gpus_serving:,} of {t.gpus:,} GPUs serving, {t.gpu_hours:,.3g} "
+              f"GPU-h; energy {u.energy_kwh(t.gpu_energy_kwh)} GPUs, "
+              f"{u.energy_kwh(t.it_energy_kwh)} IT, {u.energy_kwh(t.facility_kwh)} facility "
+              f"(PUE {pue}); {u.mass_kg(t.carbon_kg)} CO2e; {u.money_usd(t.cost_usd)}",
+              highlight=False)
     _print_domains(summary)
 
 
@@ -69,8 +71,8 @@ def _print_domains(summary: RunSummary) -> None:
         limited = f" (GPUs limited to {d.gpu_limit_w:.0f} W)" if d.throttled else ""
         room = ("" if d.extra_servers_at_p99 is None else
                 f"; room for {d.extra_servers_at_p99} more servers at p99")
-        out.print(f"{d.domain} {d.name}: peak {d.peak_w / 1e3:.3g} kW, p99 "
-                  f"{d.p99_w / 1e3:.3g} kW of {d.budget_w / 1e3:.3g} kW{limited}{room}",
+        out.print(f"{d.domain} {d.name}: peak {u.power_w(d.peak_w)}, p99 "
+                  f"{u.power_w(d.p99_w)} of {u.power_w(d.budget_w)}{limited}{room}",
                   highlight=False)
     rest = racks[TOP_RACKS:]
     if rest:
@@ -82,12 +84,13 @@ def _print_domains(summary: RunSummary) -> None:
 def _print_jobs_and_replays(summary: RunSummary) -> None:
     for j in summary.jobs:
         state = "finished" if j.finished else "running at the end"
-        out.print(f"job {j.job}: {j.gpus} GPUs, {state}; {j.tokens_done:.3g} tokens, "
-                  f"goodput {j.goodput:.1%}, {j.restarts} restarts, "
-                  f"{j.energy_j / 3.6e6:.3g} kWh GPU energy", highlight=False)
+        out.print(f"job {j.job}: {j.gpus:,} GPUs, {state} after {u.duration_s(j.runtime_s)}; "
+                  f"{u.count(j.tokens_done)} tokens, goodput {j.goodput:.1%}, "
+                  f"{j.restarts:,.0f} restarts, {u.energy_kwh(j.energy_j / 3.6e6)} GPU energy",
+                  highlight=False)
     for c in summary.cluster_replays:
-        out.print(f"cluster {c.workload}: {c.pods_started} of {c.pods} pods started, "
-                  f"wait mean {c.wait_mean_s:.3g} s / p90 {c.wait_p90_s:.3g} s, GPU "
+        out.print(f"cluster {c.workload}: {c.pods_started:,} of {c.pods:,} pods started, "
+                  f"wait mean {u.duration_s(c.wait_mean_s)} / p90 {u.duration_s(c.wait_p90_s)}, GPU "
                   f"allocation mean {c.gpu_allocation_mean:.1%} peak "
                   f"{c.gpu_allocation_peak:.1%}", highlight=False)
 

@@ -1,0 +1,65 @@
+"""Numbers as a planner reads them: one prefix that keeps three significant digits,
+thousands separators, durations in the largest unit that fits. Every terminal line
+formats through these (the files keep SI base units in their column names)."""
+
+from __future__ import annotations
+
+import math
+
+_ENERGY = ((1e6, "GWh"), (1e3, "MWh"), (1.0, "kWh"), (1e-3, "Wh"))
+_POWER = ((1e9, "GW"), (1e6, "MW"), (1e3, "kW"), (1.0, "W"))
+
+
+def _scaled(x: float, steps: tuple[tuple[float, str], ...]) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    for size, unit in steps:
+        if abs(x) >= size:
+            return f"{x / size:,.3g} {unit}"
+    size, unit = steps[-1]
+    return f"{x / size:.3g} {unit}"
+
+
+def energy_kwh(x: float) -> str:
+    """Energy given in kWh: 3,450 -> '3.45 MWh', 0.07 -> '70 Wh'."""
+    return _scaled(x, _ENERGY)
+
+
+def power_w(x: float) -> str:
+    """Power given in W: 37,300 -> '37.3 kW', 1.2e6 -> '1.2 MW'."""
+    return _scaled(x, _POWER)
+
+
+def duration_s(x: float) -> str:
+    """A duration given in s: under a second in ms, then s, min, h, days."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    for size, unit in ((86400.0, "days"), (3600.0, "h"), (60.0, "min"), (1.0, "s")):
+        if abs(x) >= size:
+            text = f"{x / size:,.3g}"
+            return f"{text} {'day' if unit == 'days' and text == '1' else unit}"
+    return f"{x * 1e3:.3g} ms" if x else "0 s"
+
+
+def count(x: float) -> str:
+    """A count with thousands separators; large ones with a prefix: 1.15e10 -> '11.5 G'."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    for size, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abs(x) >= size:
+            return f"{x / size:.3g} {unit}"
+    return f"{round(x):,}"
+
+
+def money_usd(x: float) -> str:
+    """US dollars: cents below $100, whole dollars with separators above."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"${x:,.2f}" if abs(x) < 100 else f"${x:,.0f}"
+
+
+def mass_kg(x: float) -> str:
+    """A mass given in kg: tonnes from 1,000 kg."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x / 1e3:,.3g} t" if abs(x) >= 1e3 else f"{x:,.3g} kg"
