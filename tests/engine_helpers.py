@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -108,3 +109,16 @@ def busy_cached(groups: int, **deployment: object) -> dict:
                            gpu_memory_utilization=0.16, **deployment)
     w["arrival"]["rate_scale"] = 2.0
     return d
+
+
+def random_chat_file(tmp: Path, duration_s: float = 30.0, seed: int = 5) -> Path:
+    """The default scenario with Poisson arrivals (3 / s) and lognormal lengths, written to
+    tmp/s.yaml: a run whose figures vary with the seed (replication tests)."""
+    d = load_yaml(Path(__file__).resolve().parents[1] / "scenarios" / "default.yaml")
+    d["workloads"][0]["arrival"] = {"kind": "poisson", "rate_per_s": 3.0}
+    d["workloads"][0]["prompt_tokens"] = {"kind": "lognormal", "mean_tokens": 500, "sigma": 0.8}
+    d["workloads"][0]["output_tokens"] = {"kind": "lognormal", "mean_tokens": 100, "sigma": 0.6}
+    d["simulation"] = {"duration_s": duration_s, "seed": seed}
+    f = tmp / "s.yaml"
+    f.write_text(json.dumps(d))
+    return f

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import load_yaml
+from engine_helpers import load_yaml, random_chat_file
 from typer.testing import CliRunner
 
 from dcsim import replications as reps
@@ -65,13 +65,7 @@ def test_intervals_cover_the_true_mean_about_95_percent_of_the_time():
 
 def test_run_with_replications_writes_intervals_and_one_replication_is_the_plain_run(
         tmp_path):
-    d = load_yaml(ROOT / "scenarios" / "default.yaml")
-    d["workloads"][0]["arrival"] = {"kind": "poisson", "rate_per_s": 3.0}
-    d["workloads"][0]["prompt_tokens"] = {"kind": "lognormal", "mean_tokens": 500, "sigma": 0.8}
-    d["workloads"][0]["output_tokens"] = {"kind": "lognormal", "mean_tokens": 100, "sigma": 0.6}
-    d["simulation"] = {"duration_s": 30.0, "seed": 5}
-    f = tmp_path / "s.yaml"
-    f.write_text(json.dumps(d))
+    f = random_chat_file(tmp_path)
     runner = CliRunner()
     outs = {}
     for name, extra in (("plain", []), ("one", ["--replications", "1"]),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import load_yaml
+from engine_helpers import load_yaml, random_chat_file
 from typer.testing import CliRunner
 
 from dcsim.cli import app
@@ -56,13 +56,7 @@ def test_drawn_answers_stay_within_the_power_limit(catalog, store):
 
 
 def test_runs_with_profile_uncertainty_widen_their_intervals(tmp_path):
-    d = load_yaml(ROOT / "scenarios" / "default.yaml")
-    d["workloads"][0]["arrival"] = {"kind": "poisson", "rate_per_s": 3.0}
-    d["workloads"][0]["prompt_tokens"] = {"kind": "lognormal", "mean_tokens": 500, "sigma": 0.8}
-    d["workloads"][0]["output_tokens"] = {"kind": "lognormal", "mean_tokens": 100, "sigma": 0.6}
-    d["simulation"] = {"duration_s": 30.0, "seed": 5}
-    f = tmp_path / "s.yaml"
-    f.write_text(json.dumps(d))
+    f = random_chat_file(tmp_path)
     runner = CliRunner()
     bad = runner.invoke(app, ["run", str(f), "--out", str(tmp_path / "x"), "-q",
                               "--profile-uncertainty"])
