@@ -29,7 +29,6 @@ from dcsim.scenario import Scenario, scenario_from_data
 
 METHOD = ("95 % Student t-interval of the mean across replications (independent seeds; "
           "profile error not included)")
-MAX_REPLICATIONS = 1000
 T = TypeVar("T")
 
 

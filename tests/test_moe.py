@@ -11,7 +11,7 @@ from dcsim.catalog import shapes
 from dcsim.catalog.specs import ModelSpec
 from dcsim.errors import DcsimError
 from dcsim.hardware.collectives import alltoall_s
-from dcsim.profiles.work import BF16, layout_of, weight_bytes_per_gpu, work_features
+from dcsim.profiles.work import layout_of, weight_bytes_per_gpu, work_features
 
 ROOT = Path(__file__).resolve().parents[1]
 MOE = ["mixtral-8x7b", "mixtral-8x22b", "qwen3-30b-a3b", "qwen3-235b-a22b", "deepseek-v3",
@@ -181,10 +181,6 @@ def test_inconsistent_model_fields_are_refused(fields, message):
             "ffn": 128, "vocab": 100}
     with pytest.raises(ValueError, match=message):
         ModelSpec.model_validate(base | fields)
-
-
-def test_bf16_is_the_measured_layout():
-    assert BF16.is_default and BF16.ep == 1
 
 
 # -- deployments: validation, rack-scale systems, facility ------------------------------

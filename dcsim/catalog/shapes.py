@@ -150,14 +150,19 @@ def kv_bytes_per_token(m: ModelSpec, dtype_bytes: float = BF16_BYTES) -> float:
     return m.layers * kv_elements_per_layer(m) * dtype_bytes
 
 
+def layer_context(m: ModelSpec, context: np.ndarray | float) -> np.ndarray:
+    """Tokens of context summed over the layers: a full layer sees all `context`, a
+    windowed one at most its window (what one query attends to, and what the cache
+    holds for one sequence, in layer-tokens)."""
+    c = np.asarray(context, dtype=float)
+    return (m.layers - m.window_layers) * c + m.window_layers * np.minimum(c, m.sliding_window)
+
+
 def kv_bytes(m: ModelSpec, context: np.ndarray | float,
              dtype_bytes: float = BF16_BYTES) -> np.ndarray:
     """KV bytes of one sequence of `context` tokens: windowed layers hold at most their
     window."""
-    c = np.asarray(context, dtype=float)
-    per = kv_elements_per_layer(m) * dtype_bytes
-    full = m.layers - m.window_layers
-    return per * (full * c + m.window_layers * np.minimum(c, m.sliding_window or 0))
+    return kv_elements_per_layer(m) * dtype_bytes * layer_context(m, context)
 
 
 def linear_flops_per_token(m: ModelSpec) -> float:
@@ -179,10 +184,8 @@ def _pair_flops(m: ModelSpec) -> int:
 def attention_flops(m: ModelSpec, query_tokens: float, context_tokens: float) -> float:
     """Attention FLOPs of `query_tokens` queries each over `context_tokens` keys (decode);
     windowed layers see at most their window. GQA: 4 x layers x heads x d x q x k."""
-    q, c = np.asarray(query_tokens, dtype=float), np.asarray(context_tokens, dtype=float)
-    full = m.layers - m.window_layers
-    seen = full * c + m.window_layers * np.minimum(c, m.sliding_window or 0)
-    return _pair_flops(m) * q * seen
+    return _pair_flops(m) * np.asarray(query_tokens, dtype=float) * layer_context(
+        m, context_tokens)
 
 
 def causal_attention_flops(m: ModelSpec, sequences: float, length: float) -> float:
@@ -192,7 +195,7 @@ def causal_attention_flops(m: ModelSpec, sequences: float, length: float) -> flo
     L^2 / 2, or W L - W^2 / 2 once L exceeds the window W (continuous approximation).
     """
     b, s = np.asarray(sequences, dtype=float), np.asarray(length, dtype=float)
-    w = float(m.sliding_window or 0)
+    w = float(m.sliding_window)
     windowed = np.where(s <= w, s * s / 2, w * s - w * w / 2)
     pairs = (m.layers - m.window_layers) * s * s / 2 + m.window_layers * windowed
     return _pair_flops(m) * b * pairs

@@ -183,7 +183,8 @@ class Deployment(Spec):
     host_kv_gb: float = Field(
         default=0.0, ge=0, le=100_000, description="Host memory of the replica's server "
         "for KV blocks, GB (1e9 bytes): the prefix cache's evicted blocks wait there and "
-        "come back over PCIe (the GPU's pcie_gbyte_s x tp) instead of being recomputed; "
+        "come back over PCIe (the GPU's pcie_gbyte_s x the replica's tp x ep GPUs) instead "
+        "of being recomputed; "
         "0: no host tier.")
     preemption: Literal["recompute", "swap"] = Field(
         default="recompute", description="What preemption does with a decoding sequence's "
