@@ -57,10 +57,16 @@ def test_replay_serves_every_request_and_the_simulator_tracks_it(replayed):
     assert (real["output_tokens"].to_numpy() == sim["output_tokens"].to_numpy()).all()
     assert (real["first_token_s"] >= real["arrival_s"]).all()
     err = table.set_index("metric")["error_pct"]
-    # interpolating a CPU profile inside its measured range: the means agree within 40 %
-    # (seen: 4-13 %; the real loop adds Python scheduling time the simulator leaves out)
-    for metric in ("ttft_s mean", "tpot_s mean", "e2e_s mean"):
-        assert abs(err[metric]) < 40, table
+    # The real loop runs slower than its profile says: its padded decode attends over the
+    # longest context of the batch (the simulator, like paged attention, over each one's
+    # own), and Python scheduling time comes on top. How much slower depends on the
+    # machine: real/simulated 1.1-1.25 on a quiet 2-core box, 1.6-1.9 on a shared CI
+    # runner. What must hold anywhere: the means within a factor of three (a unit slip or
+    # a lost phase is 10x or more), and one speed factor explaining all three within
+    # 35 %, so queueing and batching behave alike on both sides (seen: within 17 %).
+    slow = {m: 100 / (100 + err[m]) for m in ("ttft_s mean", "tpot_s mean", "e2e_s mean")}
+    assert all(1 / 3 < r < 3 for r in slow.values()), table
+    assert max(slow.values()) / min(slow.values()) < 1.35, table
     assert abs(err["makespan_s"]) < 10
     assert "energy_j" not in set(table["metric"])
 
