@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from dcsim import __version__
+from dcsim.cli_calibrate import calibrate
 from dcsim.cli_common import err, fail, out
 from dcsim.cli_print import print_intervals, print_plan, print_summary
 from dcsim.cli_profile import profile_app
@@ -25,6 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 profiles_app = typer.Typer(no_args_is_help=True, help="Inspect and query measured profiles.")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(profile_app, name="profile")
+app.command()(calibrate)
 
 
 def _print_version(value: bool) -> None:

@@ -131,3 +131,15 @@ def _service(s: Scenario, w: InferenceService, requests: pd.DataFrame,
 def _py(x: object) -> object:
     """numpy scalars as Python numbers (summary records hold plain values)."""
     return x.item() if hasattr(x, "item") else x
+
+
+def served_energy_j(replicas: pd.DataFrame, requests: pd.DataFrame, idle_w: float,
+                    duration_s: float) -> tuple[float, float]:
+    """Device energy from the first arrival to the last completion, J, and of it the
+    idle part: the replicas' whole draw (their energy_j counts idle gaps) less idle_w
+    (every replica's GPUs at idle, W) over the time outside that window, when no
+    request is in the system. For comparing a simulated run with a measured one."""
+    window = float(requests["finish_s"].max()) - float(requests["arrival_s"].min())
+    outside = idle_w * (duration_s - window)
+    return (float(replicas["energy_j"].sum()) - outside,
+            float(replicas["idle_energy_j"].sum()) - outside)

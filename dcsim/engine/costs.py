@@ -24,6 +24,9 @@ from dcsim.profiles.cost import PhaseCost
 from dcsim.profiles.store import ProfileStore
 from dcsim.profiles.work import BF16, Layout, weight_bytes_per_gpu
 
+# classes of a cost look-up, as runs count them (profile_provenance); calibrated only
+# where a deployment's profile came from dcsim calibrate
+PROVENANCE = ("measured", "interpolated", "derived", "power_limited")
 MAX_PREFILL_ROWS = 64  # prefill tables cover 1..64 prompts in one iteration
 DENSE_NODES = 1500  # geometric lengths evaluated before thinning
 TOLERANCE = 1e-5  # relative error allowed by linear interpolation between kept nodes
@@ -209,6 +212,9 @@ class IterationCosts:
         # per phase: batch size -> the length span held at the power limit (most: none)
         self._held = {ph: {b: span for b, span in enumerate(t.limited) if span is not None}
                       for ph, t in (("decode", self.decode), ("prefill", self.prefill))}
+        self._calibrated = {"decode": self.decode_cost.source == "calibrated",
+                            "prefill": self.prefill_cost.source == "calibrated"}
+        self.classes = PROVENANCE + (("calibrated",) if any(self._calibrated.values()) else ())
         self._inside = {"decode": _inside_bounds(self.decode_cost, max_num_seqs),
                         "prefill": _inside_bounds(self.prefill_cost, rows)}
         self._measured: dict[str, dict[int, set[int]]] = {}  # per phase: batch -> lengths
@@ -255,8 +261,9 @@ class IterationCosts:
         return t + td - overlap, e + ed - overlap * ed / td
 
     def provenance(self, phase: str, batch: int, length: float) -> str:
-        """measured / interpolated / derived class of a lookup; power_limited where the
-        power controller held the run at the limit (its time is the DVFS model's)."""
+        """measured / interpolated / derived class of a lookup (calibrated inside a
+        calibrated profile's ranges); power_limited where the power controller held the
+        run at the limit (its time is the DVFS model's)."""
         span = self._held[phase].get(batch)
         if span is not None and span[0] <= length <= span[1]:
             return "power_limited"
@@ -266,6 +273,8 @@ class IterationCosts:
         bound = bounds[batch]
         if bound is None or not bound[0] <= length <= bound[1]:
             return "derived"
+        if self._calibrated[phase]:
+            return "calibrated"
         # a float length equal to a measured whole one hashes alike
         return "measured" if length in self._measured[phase].get(batch, ()) else "interpolated"
 

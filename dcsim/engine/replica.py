@@ -103,8 +103,8 @@ class Replica(Batching):
         self.idle_energy_j = 0.0
         self._rows = series.rows(index)
         self._bucket_s, self._buckets = series.bucket_s, series.n
-        self.steps = {"measured": 0, "interpolated": 0, "derived": 0, "power_limited": 0}
-        self.prefills = {"measured": 0, "interpolated": 0, "derived": 0, "power_limited": 0}
+        self.steps = dict.fromkeys(costs.classes, 0)
+        self.prefills = dict.fromkeys(costs.classes, 0)
         self._pending: simpy.Event = self.wake  # the one event carrying our callback
         self._dec_rows = costs.decode.rows
         # bound once: each iteration's timeout gets one of these as its callback

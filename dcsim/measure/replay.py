@@ -31,9 +31,9 @@ from dcsim.measure.serve import serve
 from dcsim.measure.timing import open_target
 from dcsim.measure.torch_model import build
 from dcsim.output import atomic_file, write_run
-from dcsim.workloads.traces import load_trace, resolve_trace_path
+from dcsim.results import served_energy_j
+from dcsim.workloads.traces import load_trace, resolve_trace_path, write_trace
 
-BASE_TIME = pd.Timestamp("2023-11-16 18:00:00")  # trace clock origin of the written file
 PERCENTILES = (50, 90, 99)
 
 
@@ -68,16 +68,6 @@ def pick_requests(req: ReplayRequest, base_dir: Path) -> pd.DataFrame:
         "arrival_s": arrival.round(6),
         "prompt_tokens": rows["prompt_tokens"].clip(1, req.max_prompt),
         "output_tokens": rows["output_tokens"].clip(1, req.max_output)})
-
-
-def write_trace(reqs: pd.DataFrame, path: Path) -> None:
-    """The requests in the Azure format the simulator reads."""
-    stamps = BASE_TIME + pd.to_timedelta(reqs["arrival_s"], unit="s")
-    table = pd.DataFrame({"TIMESTAMP": stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                          "ContextTokens": reqs["prompt_tokens"],
-                          "GeneratedTokens": reqs["output_tokens"]})
-    with atomic_file(path) as tmp:
-        table.to_csv(tmp, index=False)
 
 
 def replay(req: ReplayRequest, out: Path, catalog: Catalog, base_dir: Path = Path("."),
@@ -202,14 +192,10 @@ def _simulate(out: Path, scenario: dict) -> dict[str, pd.DataFrame]:
 
 
 def _sim_energy(sim: dict[str, pd.DataFrame], scenario: dict) -> float:
-    """Simulated device energy from time 0 to the last completion: busy energy plus idle
-    energy, less the idle tail the simulation ran on after the last request."""
-    reps, reqs = sim["replicas"], sim["requests"]
-    makespan = float(reqs["finish_s"].max())
+    """Simulated device energy from the first arrival to the last completion."""
     idle_w = float(scenario["catalog"]["gpus"][0]["idle_power_w"])
-    duration = scenario["simulation"]["duration_s"]
-    total = float(reps["energy_j"].sum() + reps["idle_energy_j"].sum())
-    return total - idle_w * (duration - makespan)
+    return served_energy_j(sim["replicas"], sim["requests"], idle_w,
+                           scenario["simulation"]["duration_s"])[0]
 
 
 def compare(real: pd.DataFrame, sim: pd.DataFrame, real_energy_j: float, sim_energy_j: float

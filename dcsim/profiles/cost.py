@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ from dcsim.profiles.work import (
 )
 
 GB = 1e9
+NO_ADJUST = (1.0, 0.0, 1.0)  # latency scale, overhead s, power scale: no correction
+MEMO_MIN_SIZE = 64  # evaluations of fewer points (single look-ups) are not kept
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,13 @@ class PhaseCost:
     layout: Layout = BF16
     factors: tuple[float, float] = (1.0, 1.0)  # latency, energy: a draw of the profile's
     # error (dcsim.profiles.uncertainty); 1, 1 outside --profile-uncertainty
+    adjust: tuple[float, float, float] = NO_ADJUST  # latency scale, overhead s, power
+    # scale: a calibration being fitted (dcsim.calibration); see `adjusted`
+    source: str = "measured"  # of the group answers come from: measured, published,
+    # calibrated (a profile dcsim calibrate wrote), derived (none of this group measured)
+    # answers before `adjust` and `factors`, shared by the store's variants of this cost
+    # (a calibration's trials, replications' draws): tables are built once
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def gpus(self) -> int:
@@ -142,6 +151,25 @@ class PhaseCost:
         """Costs of runs with `batch` sequences of length (or context) `seq`."""
         b = np.asarray(batch, dtype=float)
         s = np.asarray(seq, dtype=float)
+        key = (b.shape, b.tobytes(), s.tobytes()) if b.size >= MEMO_MIN_SIZE else None
+        base = self.memo.get(key) if key is not None else None
+        if base is None:
+            base = self._unadjusted(b, s)
+            if key is not None:
+                self.memo[key] = base
+        held_s, power, prov, limited, latency, group_w = base
+        if self.adjust != NO_ADJUST:
+            held_s, power = self.adjusted(held_s, power)
+        if self.factors != (1.0, 1.0):
+            f_lat, f_en = self.factors
+            held_s = held_s * f_lat
+            power = np.minimum(power * f_en / f_lat, self.limit_w * self.gpus)
+        return CostArrays(held_s.copy(), power * held_s, power.copy(), prov.copy(),
+                          limited.copy(), latency.copy(), group_w.copy())
+
+    def _unadjusted(self, b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Latency, group power, provenance, limited, unlimited latency and group power
+        of the fitted model held at the limit in force (before adjust and factors)."""
         feats = work_features(self.model, self.phase, b, s, self.tp, self.layout)
         coords = log_coords(b, s)
         lat_ratio, e_ratio = self.fit.residual_ratios(coords)
@@ -170,12 +198,16 @@ class PhaseCost:
         if self.power_cap_w is not None:
             prov[limited] = "derived"
         power = np.minimum(held_w, self.limit_w) * self.gpus
-        if self.factors != (1.0, 1.0):
-            f_lat, f_en = self.factors
-            held_s = held_s * f_lat
-            power = np.minimum(power * f_en / f_lat, self.limit_w * self.gpus)
-        return CostArrays(held_s, power * held_s, power, prov, limited, latency,
-                          gpu_w * self.gpus)
+        return held_s, power, prov, limited, latency, gpu_w * self.gpus
+
+    def adjusted(self, latency_s: np.ndarray, power_w: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """A calibration's correction: t' = k t + o (k > 0, o >= 0, so never negative) at
+        power P' = clip(c P, idle, limit) x GPUs, so energy' = P' t': a slower engine at
+        the same power costs energy in proportion, and no answer leaves the GPU's range."""
+        k, o, c = self.adjust
+        lo, hi = self.gpu.idle_power_w * self.gpus, self.limit_w * self.gpus
+        return k * latency_s + o, np.clip(c * power_w, lo, hi)
 
     def _collective_s(self, b: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Tensor-parallel all-reduces (where tp is not measured) and expert-parallel

@@ -78,13 +78,17 @@ class ProfileStore:
             raise DcsimError([Problem(f"row {i + 2}.energy_j", None, "a measured energy: this "
                                       "row has none (a CPU profile is for timing checks only)")
                               for i in no_energy[:10]])
-        self.table = table
+        self.table = calibrated_first(table)
+        self._all_rows = table  # calibrated groups' measured rows too: pooled coefficients
         self._fits: dict[tuple[str, ...], GroupFit] = {}
         self._resolved: dict[tuple[str, str, str, int, float | None, Layout], PhaseCost] = {}
+        self._memos: dict[tuple[str, str, str, int, float | None, Layout], dict] = {}
         self._pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._measured: dict[float | None, pd.DataFrame] = {}
         self.uncertainty_seed: int | None = None  # set: answers carry a draw of their error
         self.uncertainty_quantile: float | None = None  # set: answers at that quantile of it
+        # (gpu, model, phase, tp) -> latency scale, overhead s, power scale (a fit's trial)
+        self.adjustments: dict[tuple[str, str, str, int], tuple[float, float, float]] = {}
 
     @classmethod
     def from_files(
@@ -165,9 +169,11 @@ class ProfileStore:
         separate per-byte, per-FLOP and per-layer costs; derivations use these.
         """
         if (gpu, phase) not in self._pooled:
-            t = self.table
+            t = self._all_rows
             rows = t[(t["gpu"] == gpu) & (t["phase"] == phase) & (t["tp"] == 1)
                      & t["power_cap_w"].isna()]
+            if (rows["source"] != "calibrated").any():  # the hardware's costs: measured
+                rows = rows[rows["source"] != "calibrated"]
             feats, _, _, lat, energy = self._group_data(rows)
             self._pooled[(gpu, phase)] = fit_coefficients(feats, lat, energy)
         return self._pooled[(gpu, phase)]
@@ -198,6 +204,11 @@ class ProfileStore:
         key = (gpu, model, phase, tp, power_cap_w, layout)
         if key not in self._resolved:
             cost = self._resolve(gpu, model, phase, tp, power_cap_w, layout)
+            # variants of this store (adjusted, drawn) share the unadjusted answers
+            cost = replace(cost, memo=self._memos.setdefault(key, {}))
+            adjust = self.adjustments.get((cost.gpu.id, cost.model.id, phase, tp))
+            if adjust is not None:
+                cost = replace(cost, adjust=adjust)
             if self.uncertainty_seed is not None or self.uncertainty_quantile is not None:
                 gpu_measured = cost.gpu.id in set(self.measured()["gpu"])
                 kind = spread_class(cost.ranges is None, gpu_measured)
@@ -214,6 +225,15 @@ class ProfileStore:
         other = copy.copy(self)
         other._resolved = {}
         other.uncertainty_seed, other.uncertainty_quantile = int(seed), None
+        return other
+
+    def with_adjustments(self, adjust: dict[tuple[str, str, str, int],
+                                            tuple[float, float, float]]) -> ProfileStore:
+        """This store with the answers of some (gpu id, model id, phase, tp) corrected by
+        (latency scale, overhead s, power scale): PhaseCost.adjusted; fits shared."""
+        other = copy.copy(self)
+        other._resolved = {}
+        other.adjustments = dict(adjust)
         return other
 
     def at_quantile(self, q: float) -> ProfileStore:
@@ -268,6 +288,7 @@ class ProfileStore:
             grid=None if notes else self._grid(src_gpu.id, src["model"], phase, tp),
             basis=self._basis(src_gpu, src, notes),
             layout=layout,
+            source="derived" if notes else str(src["source"]),
         )
 
     def _measured_at_cap(self, g: GpuSpec, m: ModelSpec, phase: str, tp: int, cap: float,
@@ -362,3 +383,16 @@ def _check_cap(g: GpuSpec, cap: float) -> None:
     if not g.power_limit_min_w <= cap <= g.power_limit_max_w:
         raise DcsimError(Problem("power_cap_w", cap, f"a power limit within {g.id}'s range "
                                  f"{g.power_limit_min_w:g}-{g.power_limit_max_w:g} W"))
+
+
+def calibrated_first(t: pd.DataFrame) -> pd.DataFrame:
+    """A calibrated group (gpu, model, tp, phase, cap) shadows the other rows of that
+    group: a calibration describes the whole deployment, not extra points. (Pooled
+    hardware coefficients still come from measured rows where there are any.)"""
+    cal = t["source"] == "calibrated"
+    if not cal.any():
+        return t
+    key = ["gpu", "model", "tp", "phase", "power_cap_w"]
+    keys = t[key].fillna({"power_cap_w": -1.0}).astype(str).agg("|".join, axis=1)
+    shadowed = keys.isin(set(keys[cal])) & ~cal
+    return t[~shadowed].reset_index(drop=True)

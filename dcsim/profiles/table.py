@@ -1,4 +1,4 @@
-"""Profile tables: one shape for every source (measured, published, derived).
+"""Profile tables: one shape for every source (measured, published, derived, calibrated).
 
 Columns (units in the names):
 
@@ -17,7 +17,9 @@ energy_j       energy of one run, all GPUs of the group (>= 0); empty where the
                device has no energy counter (a CPU profile: timing only,
                ``energy_method`` = ``none``); the store refuses such rows
 avg_power_w    energy / latency (filled in when missing)
-source         ``measured`` | ``published`` | ``derived`` (default measured)
+source         ``measured`` | ``published`` | ``derived`` | ``calibrated`` (default
+               measured; ``dcsim calibrate`` writes calibrated groups, which shadow
+               the other rows of their gpu, model, tp, phase and cap)
 =============  ========================================================
 
 Other columns (``sm_clock_mhz``, ``n_iters``, ...) are kept as they are.
@@ -37,7 +39,7 @@ from dcsim.errors import DcsimError, Problem
 REQUIRED = ("gpu", "model", "phase", "batch_size", "seq_len", "latency_ms", "energy_j")
 PHASES = ("prefill", "decode", "train")
 CEILING_PHASES = ("gemm", "copy", "gemm_fp8")
-SOURCES = ("measured", "published", "derived")
+SOURCES = ("measured", "published", "derived", "calibrated")
 KEY = ("gpu", "model", "tp", "phase", "batch_size", "seq_len", "power_cap_w")
 
 

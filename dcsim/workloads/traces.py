@@ -28,6 +28,7 @@ BUILTIN_TRACES = {
     "azure-code-2023": "AzureLLMInferenceTrace_code.csv",
 }
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+BASE_TIME = pd.Timestamp("2023-11-16 18:00:00")  # clock origin of the traces dcsim writes
 OPTIONAL = ("session_id", "prefix_group")  # labels, as integer codes from 0 (-1: blank)
 
 
@@ -84,3 +85,16 @@ def load_trace(path: Path) -> pd.DataFrame:
     if "priority_class" in raw.columns:  # names of the service's classes
         out["priority_class"] = raw["priority_class"].astype("string").to_numpy()[order]
     return out
+
+
+def write_trace(reqs: pd.DataFrame, path: Path) -> None:
+    """The requests (arrival_s, prompt_tokens, output_tokens) as an Azure-format trace,
+    arrivals from BASE_TIME to the microsecond, written whole or not at all."""
+    from dcsim.output import atomic_file  # output imports the scenario, which imports us
+
+    stamps = BASE_TIME + pd.to_timedelta(reqs["arrival_s"], unit="s")
+    table = pd.DataFrame({"TIMESTAMP": stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                          "ContextTokens": reqs["prompt_tokens"],
+                          "GeneratedTokens": reqs["output_tokens"]})
+    with atomic_file(path) as tmp:
+        table.to_csv(tmp, index=False)
