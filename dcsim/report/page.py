@@ -230,7 +230,8 @@ def _provenance(summary: RunSummary) -> str:
     return ("<p>How often each service's iteration times and energies came from measured "
             "profile points, interpolation between them, or derivation (other GPU, model "
             "or power limit); power_limited: the run would have drawn more than the limit in "
-            "force, so the DVFS model slowed it to hold the limit.</p>"
+            "force, so the DVFS model slowed it to hold the limit; calibrated: from a "
+            "profile dcsim calibrate fitted to a real deployment's measured requests.</p>"
             + _table(pd.DataFrame(rows).fillna(0)) + _bases(summary))
 
 
