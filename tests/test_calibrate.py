@@ -101,6 +101,18 @@ def test_the_written_profile_says_what_the_fit_says_and_keeps_the_physics(calibr
     assert (rows["avg_power_w"] <= gpu.tdp_w * (1 + 1e-9)).all()
     assert (rows["avg_power_w"] >= gpu.idle_power_w * (1 - 1e-9)).all()
     assert rows["basis"].str.contains("decode x1.150").all()
+    # its spread, from the hold-out's errors, is what profile uncertainty draws from
+    from dcsim.profiles.store import ProfileStore
+    from dcsim.profiles.uncertainty import SPREADS, quantile_factors
+
+    spread = calibrated["record"]["spread"]
+    assert spread["latency_sigma"] >= SPREADS["interpolated"][0]
+    assert (rows["spread_latency"] == spread["latency_sigma"]).all()
+    store = ProfileStore.from_files(catalog, [out / "profile.csv"]).at_quantile(0.9)
+    cost = store.resolve("H200-SXM", "llama-3.1-8b", "decode", 1)
+    assert cost.source == "calibrated"
+    assert cost.factors == pytest.approx(quantile_factors(
+        0.9, (spread["latency_sigma"], spread["energy_sigma"])))
     # replayed through a store built from profile.csv, as a scenario naming it gets it
     profile = calibrated["record"]["fit"]["errors_profile_pct"]
     assert max(abs(v) for v in profile.values()) < 3

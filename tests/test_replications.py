@@ -88,6 +88,10 @@ def test_run_with_replications_writes_intervals_and_one_replication_is_the_plain
     page = write_report(tmp_path / "three").read_text()
     assert "Across replications" in page and "chat: TTFT p99, s" in page
     assert "Power across replications" in page
+    # the headline cards carry the interval of their figure
+    kwh = block["metrics"]["total.it_energy_kwh"]
+    assert f"95 % interval of the mean over replications {kwh['low']:,.1f}-{kwh['high']:,.1f}" \
+        in page
     # facility power per bucket: the mean of the three replications inside its interval
     import pandas as pd
 

@@ -32,6 +32,7 @@ from dcsim.calibration.measured import energy_from_power_log, read_requests
 from dcsim.engine.context import Context, profile_paths
 from dcsim.errors import DcsimError, Problem
 from dcsim.profiles.store import ProfileStore
+from dcsim.profiles.uncertainty import from_errors, sigmas, spread_class
 from dcsim.scenario import Scenario
 
 
@@ -86,12 +87,39 @@ def calibrate(s: Scenario, base_dir: Path, fit_on: MeasuredRun, fmt: str = "dcsi
             rep2 = replay_of(s, ctx, held.requests, Path(tmp) / "holdout")
             sets["holdout"] = (held, run_with(rep2, Correction()), run_with(rep2, corr), None)
     comparison = _comparison(sets)
+    spread = _spreads(comparison, rep, measured, held)
+    rows = rows.assign(spread_latency=spread[0], spread_energy=spread[1])
     record = {"deployment": dict(zip(("gpu", "model", "tp"), rep.key, strict=True)),
               "correction": corr.to_dict(), "correction_text": corr.describe(),
               "requests": {k: len(v[0].requests) for k, v in sets.items()},
               "energy_measured": measured.energy_j is not None,
+              "spread": {"latency_sigma": spread[0], "energy_sigma": spread[1],
+                         "method": "median |log error| / 0.6745 of the hold-out after the "
+                         "fit (else the fit through the written profile), never below the "
+                         "interpolated class; what --profile-uncertainty draws from"},
               **{k: _errors_block(comparison, k) for k in sets}}
     return Calibration(corr, rows, comparison, record)
+
+
+def _spreads(table: pd.DataFrame, rep: Replay, measured: Served, held: Served | None
+             ) -> tuple[float, float]:
+    """The written profile's latency and energy sigmas (dcsim.profiles.uncertainty):
+    from the hold-out's errors after the fit where there is one, else from the fit's
+    through the written file; energy from where it was measured, else the sigma of the
+    profile underneath."""
+    def errs(name: str, col: str, energy: bool) -> list[float]:
+        t = table[(table["set"] == name) & ((table["metric"] == "energy_per_request_j")
+                                            == energy)]
+        return t[col].dropna().tolist() if col in t else []
+
+    fit_col = ("fit", "error_profile_pct")
+    lat = errs("holdout", "error_after_pct", False) if held is not None else []
+    en = errs("holdout", "error_after_pct", True) if held is not None else []
+    base = rep.context.store.resolve(rep.key[0], rep.key[1], "decode", rep.key[2])
+    floor_en = sigmas("interpolated" if measured.energy_j is not None else spread_class(
+        base.ranges is None, base.gpu.id in set(rep.context.store.measured()["gpu"])))[1]
+    return from_errors(lat or errs(*fit_col, False), en or errs(*fit_col, True),
+                       (sigmas("interpolated")[0], floor_en))
 
 
 def profile_rows(rep: Replay, corr: Correction, measured: pd.DataFrame, origin: str

@@ -33,7 +33,7 @@ from dcsim.hardware.dvfs import dvfs_of
 from dcsim.profiles.cost import PhaseCost, Scaling, ceilings_for
 from dcsim.profiles.fit import GroupFit, fit_coefficients, with_residuals
 from dcsim.profiles.table import PHASES, builtin_dir, normalize, read_profile_csv
-from dcsim.profiles.uncertainty import draw, quantile_factors, spread_class
+from dcsim.profiles.uncertainty import Spread, draw, quantile_factors, spread_class
 from dcsim.profiles.work import BF16, Layout, layout_notes, work_features
 
 
@@ -211,13 +211,24 @@ class ProfileStore:
                 cost = replace(cost, adjust=adjust)
             if self.uncertainty_seed is not None or self.uncertainty_quantile is not None:
                 gpu_measured = cost.gpu.id in set(self.measured()["gpu"])
-                kind = spread_class(cost.ranges is None, gpu_measured)
+                kind = (self._calibrated_spread(cost, tp) if cost.source == "calibrated"
+                        else spread_class(cost.ranges is None, gpu_measured))
                 factors = (quantile_factors(self.uncertainty_quantile, kind)
                            if self.uncertainty_quantile is not None else
                            draw(self.uncertainty_seed, cost.gpu.id, cost.model.id, phase, kind))
                 cost = replace(cost, factors=factors)
             self._resolved[key] = cost
         return self._resolved[key]
+
+    def _calibrated_spread(self, cost: PhaseCost, tp: int) -> Spread:
+        """A calibrated group's sigmas, as dcsim calibrate wrote them in its rows
+        (spread_latency, spread_energy); a file without them takes the interpolated
+        class."""
+        rows = self.group_rows(cost.gpu.id, cost.model.id, cost.phase, tp)
+        cols = ("spread_latency", "spread_energy")
+        if not all(c in rows for c in cols) or rows[list(cols)].isna().any(axis=None):
+            return "interpolated"
+        return float(rows[cols[0]].iloc[0]), float(rows[cols[1]].iloc[0])
 
     def with_uncertainty(self, seed: int) -> ProfileStore:
         """This store with every answer scaled by a draw of its error (seeded; see

@@ -44,20 +44,46 @@ def spread_class(derived: bool, gpu_measured: bool) -> str:
     return "interpolated"
 
 
-def draw(seed: int, gpu: str, model: str, phase: str, kind: str) -> tuple[float, float]:
+Spread = str | tuple[float, float]  # a class of SPREADS, or (latency, energy) sigmas
+
+
+def sigmas(kind: Spread) -> tuple[float, float]:
+    """Latency and energy sigma of a class, or the pair itself (a calibrated group's,
+    from its profile rows)."""
+    return SPREADS[kind] if isinstance(kind, str) else (float(kind[0]), float(kind[1]))
+
+
+def from_errors(latency_pct: list[float], energy_pct: list[float],
+                floor: tuple[float, float]) -> tuple[float, float]:
+    """Sigmas of a calibrated profile from its errors against measurements (signed %):
+    median |log(1 + e)| / 0.6745 as for the other classes, never below `floor`
+    (latency, energy sigmas: what the written table's interpolation and, for an energy
+    never measured, the profile underneath leave)."""
+    lo_lat, lo_en = floor
+
+    def sigma(errs: list[float], lo: float) -> float:
+        if not errs:
+            return lo
+        med = float(np.median(np.abs(np.log1p(np.asarray(errs, float) / 100))))
+        return max(med / NORMAL_MAD, lo)
+
+    return sigma(latency_pct, lo_lat), sigma(energy_pct, lo_en)
+
+
+def draw(seed: int, gpu: str, model: str, phase: str, kind: Spread) -> tuple[float, float]:
     """Latency and energy factors of one (GPU, model, phase) in one replication:
     deterministic in the seed and the key (crc32 of the key, not Python's salted hash)."""
     key = zlib.crc32(f"{gpu}|{model}|{phase}".encode())
     z = np.random.default_rng([int(seed), key]).standard_normal(2)
-    s_lat, s_en = SPREADS[kind]
+    s_lat, s_en = sigmas(kind)
     return float(np.exp(s_lat * z[0])), float(np.exp(s_en * z[1]))
 
 
-def quantile_factors(q: float, kind: str) -> tuple[float, float]:
+def quantile_factors(q: float, kind: Spread) -> tuple[float, float]:
     """Latency and energy factors at quantile q of the answer's error: exp(sigma z_q),
     z_q the standard normal quantile (q = 0.9: 1.28 sigma slower and costlier)."""
     from statistics import NormalDist
 
     z = NormalDist().inv_cdf(q)
-    s_lat, s_en = SPREADS[kind]
+    s_lat, s_en = sigmas(kind)
     return float(np.exp(s_lat * z)), float(np.exp(s_en * z))

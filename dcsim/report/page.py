@@ -76,7 +76,10 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     s, t = res.run, res.tables
     assert s is not None
     powered = s.total.it_energy_kwh > 0  # a trace replay alone draws nothing
-    out: list[Section] = [("Headline", [_kpis(_run_kpis(s) + _replay_kpis(s))])]
+    block = res.summary.get("replications")
+    spread = block.get("metrics", {}) if isinstance(block, dict) else {}
+    out: list[Section] = [("Headline", [_kpis(_with_intervals(_run_kpis(s), spread)
+                                              + _replay_kpis(s))])]
     if isinstance(res.summary.get("replications"), dict):
         items: list[object] = [_replications(res.summary["replications"])]
         if res.has("replications_power"):
@@ -207,6 +210,31 @@ def _sweep_sections(res: Results) -> list[Section]:
     failed = table[table["status"] == "failed"] if len(table) else table
     if len(failed):
         out.append(("Failed points", [_table(failed[["point", "seed", *s["axes"], "error"]])]))
+    return out
+
+
+# headline figures whose interval across replications summary.json holds
+KPI_PATHS = {"requests served": ("total.requests_finished", "{:,.0f}"),
+             "IT energy": ("total.it_energy_kwh", "{:,.1f}"),
+             "facility energy": ("total.facility_kwh", "{:,.1f}"),
+             "effective PUE": ("total.effective_pue", "{:.3f}"),
+             "carbon": ("total.carbon_kg", "{:,.1f}"),
+             "cost": ("total.cost_usd", "${:,.2f}"),
+             "GPU-hours": ("total.gpu_hours", "{:,.1f}")}
+
+
+def _with_intervals(items: list[tuple[str, str, str]], spread: dict[str, dict]
+                    ) -> list[tuple[str, str, str]]:
+    """Headline figures with their 95 % interval across replications, where one exists
+    (the value shown stays the first replication's, as in the rest of the report)."""
+    out = []
+    for name, value, basis in items:
+        path, fmt = KPI_PATHS.get(name, ("", ""))
+        iv = spread.get(path, {})
+        if iv.get("low") is not None and iv.get("high") is not None:
+            basis = (f"{basis}; 95 % interval of the mean over replications "
+                     f"{fmt.format(iv['low'])}-{fmt.format(iv['high'])}")
+        out.append((name, value, basis))
     return out
 
 
