@@ -133,9 +133,9 @@ class PhaseCost:
     # scale: a calibration being fitted (dcsim.calibration); see `adjusted`
     source: str = "measured"  # of the group answers come from: measured, published,
     # calibrated (a profile dcsim calibrate wrote), derived (none of this group measured)
-    # answers before `adjust` and `factors`, shared by the store's variants of this cost
-    # (a calibration's trials, replications' draws): tables are built once
-    memo: dict = field(default_factory=dict, compare=False, repr=False)
+    # answers before `adjust` and `factors` kept for the store variants of a calibration's
+    # trials, which evaluate the same tables again and again (None: not kept)
+    memo: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def gpus(self) -> int:
@@ -151,11 +151,12 @@ class PhaseCost:
         """Costs of runs with `batch` sequences of length (or context) `seq`."""
         b = np.asarray(batch, dtype=float)
         s = np.asarray(seq, dtype=float)
-        key = (b.shape, b.tobytes(), s.tobytes()) if b.size >= MEMO_MIN_SIZE else None
-        base = self.memo.get(key) if key is not None else None
+        keep = self.memo is not None and b.size >= MEMO_MIN_SIZE
+        key = (b.shape, b.tobytes(), s.tobytes()) if keep else None
+        base = self.memo.get(key) if keep else None
         if base is None:
             base = self._unadjusted(b, s)
-            if key is not None:
+            if keep:
                 self.memo[key] = base
         held_s, power, prov, limited, latency, group_w = base
         if self.adjust != NO_ADJUST:

@@ -82,6 +82,7 @@ class ProfileStore:
         self._all_rows = table  # calibrated groups' measured rows too: pooled coefficients
         self._fits: dict[tuple[str, ...], GroupFit] = {}
         self._resolved: dict[tuple[str, str, str, int, float | None, Layout], PhaseCost] = {}
+        # unadjusted answers of adjusted costs, shared by with_adjustments variants
         self._memos: dict[tuple[str, str, str, int, float | None, Layout], dict] = {}
         self._pooled: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._measured: dict[float | None, pd.DataFrame] = {}
@@ -204,11 +205,9 @@ class ProfileStore:
         key = (gpu, model, phase, tp, power_cap_w, layout)
         if key not in self._resolved:
             cost = self._resolve(gpu, model, phase, tp, power_cap_w, layout)
-            # variants of this store (adjusted, drawn) share the unadjusted answers
-            cost = replace(cost, memo=self._memos.setdefault(key, {}))
             adjust = self.adjustments.get((cost.gpu.id, cost.model.id, phase, tp))
-            if adjust is not None:
-                cost = replace(cost, adjust=adjust)
+            if adjust is not None:  # a calibration's trial: its variants share the answers
+                cost = replace(cost, adjust=adjust, memo=self._memos.setdefault(key, {}))
             if self.uncertainty_seed is not None or self.uncertainty_quantile is not None:
                 gpu_measured = cost.gpu.id in set(self.measured()["gpu"])
                 kind = (self._calibrated_spread(cost, tp) if cost.source == "calibrated"
