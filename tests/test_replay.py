@@ -160,13 +160,13 @@ def test_replay_refuses_a_token_budget_below_the_batch_before_serving(profile_di
 
 
 def test_the_cpu_loop_calibrates_and_improves_its_own_hold_out(profile_dir, catalog):
-    """dcsim calibrate on the real loop's requests at one load (gaps x 0.4), checked on
+    """dcsim calibrate on the real loop's requests at one load (40, gaps x 0.4), checked on
     another (x 0.25, busier): the correction fitted on the first cuts the second's errors
     (the loop's slowdown against its profile is systematic: see the test above)."""
     runs = {}
     for name, scale in (("fit", 0.4), ("holdout", 0.25)):
         out = profile_dir / f"calibrate-{name}"
-        replay(ReplayRequest(profile=profile_dir, **(REPLAY | {"requests": 60,
+        replay(ReplayRequest(profile=profile_dir, **(REPLAY | {"requests": 40,
                                                                 "time_scale": scale})),
                out, measure_catalog(catalog))
         runs[name] = out

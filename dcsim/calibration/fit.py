@@ -59,6 +59,8 @@ MAX_ITERATIONS = 12
 ENERGY_ITERATIONS = 12
 LOWER_ENERGY, UPPER_ENERGY = 0.2, 5.0  # power scales the fit may reach
 DAMPING_TRIES = 8
+STALL = 1e-3  # a step that lowers the sum of squares by less is the last
+EXACT = 1e-14  # a sum of squares this small: nothing left to fit
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,9 @@ def levenberg_marquardt(f: Callable[[np.ndarray], np.ndarray], x0: np.ndarray,
                         iterations: int = MAX_ITERATIONS) -> np.ndarray:
     """Damped Gauss-Newton on central differences of fixed steps, within the bounds:
     (J'J + lam diag J'J) d = -J'r; a step that lowers the sum of squares is taken and
-    lam shrinks tenfold, else lam grows tenfold. Stops when no step lowers it, the sum
-    falls by under a millionth of itself, or no parameter moves by 1e-4 of its step."""
+    lam shrinks tenfold, else lam grows tenfold. Stops when no step lowers it, a step
+    lowers it by under STALL of itself or below EXACT (measurements the model meets
+    exactly), or moves no parameter by a thousandth of its difference step."""
     x, r = x0.astype(float), f(x0)
     lam = 1e-2
     for _ in range(iterations):
@@ -216,7 +219,8 @@ def levenberg_marquardt(f: Callable[[np.ndarray], np.ndarray], x0: np.ndarray,
             lam *= 10
         else:
             return x
-        done = r @ r - rt @ rt < 1e-6 * (r @ r) or (np.abs(trial - x) < steps * 1e-4).all()
+        done = (r @ r - rt @ rt < STALL * (r @ r) or rt @ rt < EXACT
+                or (np.abs(trial - x) < steps * 1e-3).all())
         x, r, lam = trial, rt, max(lam / 10, 1e-6)
         if done:
             break
