@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +19,7 @@ from dcsim.cli_profile import profile_app
 from dcsim.errors import DcsimError, Interrupted, Problem
 
 if TYPE_CHECKING:
-    from dcsim.engine.context import Context
     from dcsim.scenario import Scenario
-    from dcsim.summary import RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plan AI data centers: capacity, energy, cost and carbon.")
@@ -163,40 +163,28 @@ def run(
         "intervals cover both. Needs --replications 2 or more."),
 ) -> None:
     """Simulate a scenario; write requests, time series and summary; print the summary."""
-    from dcsim import replications as reps
-    from dcsim.output import check_target, default_out_dir, plain_json, write_run
+    from dcsim.api import run as run_scenario
+    from dcsim.output import check_target, default_out_dir
     from dcsim.scenario import load_scenario
 
     try:
         s = with_seed(with_settings(load_scenario(file), settings), seed)
         target = out_dir or default_out_dir(s)
         check_target(target, force)  # before the simulation, not after it
-        if profile_uncertainty and replications < 2:
-            raise DcsimError(Problem("--replications", replications, "2 or more with "
-                                     "--profile-uncertainty (the interval needs draws)"))
-        seeds = reps.replication_seeds(s.simulation.seed, replications)
-        ctx = reps.context_for(s, file.parent, seeds[0], profile_uncertainty)
-        (tables, summary), others = reps.with_replications(
-            s, file.parent, seeds, workers or reps.default_workers(),
-            lambda: _simulate_with_progress(s, file.parent, quiet, not step_by_step, ctx),
-            profile_uncertainty)
-        record = summary.to_dict()
-        if replications > 1:
-            first = json.loads(plain_json(record))
-            record = first | {"replications": reps.block(
-                seeds, [first, *(o[0] for o in others)], profile_uncertainty)}
-            tables = tables | {"replications_power": reps.power_bands(
-                [reps.facility_series(tables["power"]), *(o[1] for o in others)])}
-        target = write_run(target, s, tables, record, force=force)
+        with _progress_bar(s, quiet) as tick:
+            res = run_scenario(s, replications=replications, workers=workers,
+                               profile_uncertainty=profile_uncertainty, base_dir=file.parent,
+                               progress=tick, step_by_step=step_by_step)
+        target = res.save(target, force=force)
         if report:
             from dcsim.report.page import write_report
 
             write_report(target)
     except DcsimError as exc:
         raise fail(exc) from None
-    print_summary(summary)
-    if replications > 1:
-        print_intervals(record["replications"])
+    print_summary(res.record)
+    if res.replications is not None:
+        print_intervals(res.replications)
     out.print(f"results: {target}", highlight=False)
 
 
@@ -305,22 +293,20 @@ def report_cmd(
     out.print(f"report: {target}", highlight=False)
 
 
-def _simulate_with_progress(s: Scenario, base_dir: Path, quiet: bool, coalesce: bool,
-                            context: Context | None = None) -> tuple[dict, RunSummary]:
+@contextmanager
+def _progress_bar(s: Scenario, quiet: bool) -> Iterator[Callable[[float], None] | None]:
+    """A progress bar over the simulated clock (None when quiet)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dcsim.runner import run_tables
-
     if quiet:
-        return run_tables(s, base_dir, coalesce=coalesce, context=context)
+        yield None
+        return
     columns = (TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f}/"
                "{task.total:.0f} s simulated"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("sim", total=s.simulation.duration_s)
-        out = run_tables(s, base_dir, coalesce=coalesce, context=context,
-                         progress=lambda t: bar.update(task, completed=t))
+        yield lambda t: bar.update(task, completed=t)
         bar.update(task, completed=s.simulation.duration_s)
-    return out
 
 
 @app.command()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from dcsim.catalog.specs import GpuSpec, ModelSpec, ServerSpec
 from dcsim.engine.gang import Policy
@@ -280,6 +280,31 @@ class Scenario(Spec):
     simulation: Simulation = Simulation()
     optimize: OptimizeSpec | None = Field(
         default=None, description="Planning horizon and choices for `dcsim optimize`.")
+    # the folder relative paths resolve against: the file's, for a scenario load_scenario
+    # read (not a field: two scenarios differing only in it are the same scenario)
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The scenario file's folder (None for a scenario built in code)."""
+        return self._base_dir
+
+    def with_(self, **changes: object) -> Scenario:
+        """This scenario with fields changed by path, as sweep axes and `--set` name them
+        (``s.with_(**{"workloads.chat.deployment.replicas": 8})``), validated and
+        cross-checked again like a file; its folder kept."""
+        from dcsim.references import check_references
+        from dcsim.sweep.points import set_path
+
+        data = self.model_dump(mode="json")
+        for path, value in changes.items():
+            data = set_path(data, path, value, path)  # type: ignore[arg-type]
+        out = scenario_from_data(data)
+        problems = check_references(out, self._base_dir or Path("."))
+        if problems:
+            raise DcsimError(problems)
+        out._base_dir = self._base_dir
+        return out
 
     @model_validator(mode="after")
     def _unique_names(self) -> Scenario:
@@ -337,4 +362,5 @@ def load_scenario(path: str | Path) -> Scenario:
     problems = check_references(scenario, path.parent)
     if problems:
         raise DcsimError([Problem(p.path, p.value, p.expected, str(path)) for p in problems])
+    scenario._base_dir = path.parent
     return scenario

@@ -36,3 +36,27 @@ def test_notebook_runs_top_to_bottom(path: Path, monkeypatch: pytest.MonkeyPatch
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     assert any(o.output_type in ("stream", "execute_result", "display_data")
                for o in last.outputs), os.path.basename(path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_use_only_the_public_api(path: Path):
+    """`import dcsim` and the names dcsim exports; no module of dcsim's own reached into
+    (a notebook is what a user writes, so it may use only what is documented)."""
+    import ast
+
+    import dcsim
+
+    nb = nbformat.read(path, as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    private = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            private += [a.name for a in node.names if a.name.startswith("dcsim.")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dcsim"):
+            if node.module != "dcsim":
+                private.append(node.module)
+            private += [a.name for a in node.names if a.name not in dcsim.__all__]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and (
+                node.value.id == "dcsim") and node.attr not in dcsim.__all__:
+            private.append(f"dcsim.{node.attr}")
+    assert "import dcsim" in source and not private, private

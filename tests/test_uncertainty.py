@@ -99,8 +99,13 @@ def test_robust_plans_never_need_fewer_gpus_and_say_what_the_margin_costs():
         assert n >= m["peak_gpus_at_median"][g]
         assert m["extra_gpus"][g] == n - m["peak_gpus_at_median"][g]
     # every configuration serves less at the quantile than at the median answers
-    median, _, _, _ = run_optimize(s, ROOT / "scenarios", None, False)
+    from dcsim.engine.context import Context
+    from dcsim.optimize.table import capacity_table
+
+    ctx = Context.load(s, ROOT / "scenarios")
+    median = capacity_table(s, [w for w in s.workloads if hasattr(w, "deployment")],
+                            ctx.catalog, ctx.store, s.optimize, ROOT / "scenarios")
     key = ["service", "config"]
-    both = tables["capacity"].merge(median["capacity"], on=key, suffixes=("_q", "_m"))
+    both = tables["capacity"].merge(median, on=key, suffixes=("_q", "_m"))
     assert len(both) and (both["capacity_rps_q"] <= both["capacity_rps_m"] + 1e-9).all()
     assert (both["capacity_rps_q"] < both["capacity_rps_m"]).any()

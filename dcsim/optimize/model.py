@@ -65,6 +65,10 @@ class Inputs:
     jobs: pd.DataFrame | None = None  # training: one row per (job, power limit) option
     spares: int = 0  # servers per GPU type the job scheduler keeps free as hot spares
     servers_off: bool = False  # unused servers are switched off (fleet.unused_servers)
+    # per period, the grid's carbon intensity (kg/kWh) and price (USD/kWh): what the
+    # periods table reports whatever the objective (None: not known to this Inputs)
+    carbon_kg_per_kwh: np.ndarray | None = None
+    usd_per_kwh: np.ndarray | None = None
 
 
 @dataclass

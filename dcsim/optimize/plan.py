@@ -103,7 +103,7 @@ def _check_reachable(table: pd.DataFrame, services: list[InferenceService]) -> N
 
 
 def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w: float,
-             liquid: float) -> tuple[object, np.ndarray]:
+             liquid: float) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
     mid = (np.arange(n) + 0.5) * opt.period_s
     f = s.facility
     o = site_overhead(f, None if f.cooling is None else outdoor_c(f, base_dir, mid),
@@ -112,7 +112,7 @@ def _weights(s: Scenario, opt: OptimizeSpec, n: int, base_dir: Path, capacity_w:
         o = type(o)(*(np.repeat(v, n) for v in (o.cool_a, o.cool_b, o.loss_a, o.loss_b)))
     carbon, price = grid(f, base_dir, mid)
     weight = {"energy": np.ones(n), "cost": price, "carbon": carbon / 1e3}[opt.objective]
-    return o, weight
+    return o, weight, carbon / 1e3, price
 
 
 def inputs_for(s: Scenario, ctx: Context, objective: str | None = None
@@ -134,7 +134,7 @@ def inputs_for(s: Scenario, ctx: Context, objective: str | None = None
     cap_w = fleet.facility_budget_w or float(
         (fleet.racks["servers"] * fleet.racks["gpus_per_server"] * fleet.racks["max_w_per_gpu"]
          ).sum())
-    o, weight = _weights(s, opt, horizon(s, opt), base_dir, cap_w,
+    o, weight, carbon, price = _weights(s, opt, horizon(s, opt), base_dir, cap_w,
                          liquid_share([(x.spec, 1) for x in fleet_servers(s, cat)]))
     usable = undominated(table[table["planned_rps"] > 0]).reset_index(drop=True)
     jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
@@ -145,7 +145,8 @@ def inputs_for(s: Scenario, ctx: Context, objective: str | None = None
     x = Inputs(usable, dem, [v.name for v in services], fleet, opt.period_s, o, weight,
                opt.min_replicas, opt.max_replica_change, jobs=options,
                spares=s.fleet.training_scheduler.spare_servers,
-               servers_off=s.fleet.unused_servers == "switched_off")
+               servers_off=s.fleet.unused_servers == "switched_off",
+               carbon_kg_per_kwh=carbon, usd_per_kwh=price)
     return x, table, opt, services, cat
 
 
@@ -255,9 +256,12 @@ def period_energy(dep: pd.DataFrame, x: Inputs, job_rows: pd.DataFrame | None = 
         mine = dep[dep["period"] == t] if len(dep) else dep
         it = period_it_w(dep, x, t) + float(train[t])
         fac = float(facility_power_w(it, x.overhead, t))
+        kwh = fac * x.period_s / 3.6e6
         rows.append({"period": t, "it_w": it, "training_it_w": float(train[t]),
                      "facility_w": fac,
-                     "facility_kwh": fac * x.period_s / 3.6e6,
+                     "facility_kwh": kwh,
+                     "carbon_kg": _per_kwh(x.carbon_kg_per_kwh, t) * kwh,
+                     "cost_usd": _per_kwh(x.usd_per_kwh, t) * kwh,
                      "objective_weight": float(x.weight[t]),
                      "replicas": int(mine["replicas"].sum()) if len(mine) else 0})
     return pd.DataFrame(rows)
@@ -287,3 +291,8 @@ def explain(x: Inputs, opt: OptimizeSpec, offset: int) -> list[Problem]:
             out.append(Problem(f"power budget of {name} in period {t + offset}", "too small",
                                f"{pyo.value(v) / 1e3:.1f} kW more"))
     return out or [Problem("optimize", "the scenario", "a feasible plan (cause not isolated)")]
+
+
+def _per_kwh(series: np.ndarray | None, t: int) -> float:
+    """Period t of a per-period grid series (NaN where the inputs do not carry it)."""
+    return float(series[t]) if series is not None and t < len(series) else float("nan")

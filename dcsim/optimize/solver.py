@@ -130,8 +130,10 @@ class Values:
 def period_inputs(x: Inputs, t: int) -> Inputs:
     """The inputs of period t alone."""
     o = x.overhead
+    grid = {k: None if v is None else v[[t]] for k, v in
+            (("carbon_kg_per_kwh", x.carbon_kg_per_kwh), ("usd_per_kwh", x.usd_per_kwh))}
     return replace(x, demand=x.demand[:, [t]], weight=x.weight[[t]], overhead=Overhead(
-        o.cool_a[[t]], o.cool_b[[t]], o.loss_a[[t]], o.loss_b[[t]]))
+        o.cool_a[[t]], o.cool_b[[t]], o.loss_a[[t]], o.loss_b[[t]]), **grid)
 
 
 def solve_all(x: Inputs, time_limit_s: float, mip_gap: float

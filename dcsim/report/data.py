@@ -70,15 +70,21 @@ def _slos(resolved: Path) -> dict[str, dict[str, float]]:
     if not resolved.is_file():
         return {}
     try:
-        doc = yaml.safe_load(resolved.read_text()) or {}
-        out = {}
-        for w in doc.get("workloads", []):
-            if w.get("kind") == "inference":
-                slo = w.get("slo") or {}
-                out[str(w["name"])] = {k.removesuffix("_p99_s"): float(v) for k, v in
-                                       slo.items() if v is not None and k.endswith("_p99_s")}
+        out = slo_bounds((yaml.safe_load(resolved.read_text()) or {}).get("workloads", []))
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError,
             ValueError):
         raise DcsimError(Problem("", str(resolved), "the resolved scenario dcsim wrote "
                                  "(it cannot be read)")) from None
+    return out
+
+
+def slo_bounds(workloads: list[dict]) -> dict[str, dict[str, float]]:
+    """Per inference service (workloads as a scenario's JSON), its p99 SLO bounds by
+    metric (ttft, tpot, e2e), s: what the latency figure marks."""
+    out = {}
+    for w in workloads:
+        if w.get("kind") == "inference":
+            slo = w.get("slo") or {}
+            out[str(w["name"])] = {k.removesuffix("_p99_s"): float(v) for k, v in
+                                   slo.items() if v is not None and k.endswith("_p99_s")}
     return out
