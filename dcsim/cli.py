@@ -171,6 +171,9 @@ def run(
         s = with_seed(with_settings(load_scenario(file), settings), seed)
         target = out_dir or default_out_dir(s)
         check_target(target, force)  # before the simulation, not after it
+        if profile_uncertainty and replications < 2:  # in the options' own names
+            raise DcsimError(Problem("--replications", replications, "2 or more with "
+                                     "--profile-uncertainty (the interval needs draws)"))
         with _progress_bar(s, quiet) as tick:
             res = run_scenario(s, replications=replications, workers=workers,
                                profile_uncertainty=profile_uncertainty, base_dir=file.parent,

@@ -98,11 +98,7 @@ def _print_jobs_and_replays(summary: RunSummary) -> None:
 def print_plan(summary: dict) -> None:
     """The plan's status, predicted energy against the baselines, the closed-loop check,
     training jobs and the budgets worth raising."""
-    out.print(f"{summary['status']}: {summary['objective']} objective "
-              f"{summary['objective_value']:.4g} (bound {summary['best_bound']:.4g}, gap "
-              f"{summary['gap']:.2%}); build {summary['build_s']:.1f} s, solve "
-              f"{summary['solve_s']:.1f} s; {summary['variables']} variables, "
-              f"{summary['constraints']} constraints", highlight=False)
+    _print_deployments(summary)
     t = Table(title="facility energy over the horizon (predicted)")
     for c in ("plan", "kWh", "saved by the plan"):
         t.add_column(c)
@@ -130,6 +126,43 @@ def print_plan(summary: dict) -> None:
         out.print(v)
     _print_training(summary)
     _print_budget_values(summary)
+    unit = summary.get("objective_unit", "")
+    out.print(f"solver: {summary['status']}, {summary['objective']} objective "
+              f"{summary['objective_value']:,.4g} {unit} (bound {summary['best_bound']:,.4g}, "
+              f"gap {summary['gap']:.2%}); build {summary['build_s']:.1f} s, solve "
+              f"{summary['solve_s']:.1f} s; {summary['variables']:,} variables, "
+              f"{summary['constraints']:,} constraints", highlight=False)
+
+
+PLAN_ROWS = 30  # rows of the plan table the terminal shows (plan.parquet has them all)
+
+
+def _print_deployments(summary: dict) -> None:
+    """The plan: per service and run of periods, GPU, tp, limits and replicas; then the
+    peak fleet and the predicted energy, carbon and cost."""
+    rows = summary.get("deployments", [])
+    hours = summary["period_s"] / 3600
+    t = Table(title=f"plan: {summary['periods']} periods of {u.duration_s(summary['period_s'])}")
+    for c in ("service", "periods", "GPU", "tp", "power limit", "batch limit", "replicas"):
+        t.add_column(c, justify="left" if c in ("service", "periods", "GPU") else "right",
+                     no_wrap=c == "periods")
+    for r in rows[:PLAN_ROWS]:
+        first, last = r["first_period"], r["last_period"]
+        span = (f"{first}" if first == last else f"{first}-{last}") + (
+            f" ({first * hours:g}-{(last + 1) * hours:g} h)" if hours >= 1 else "")
+        cap = r["power_cap_w"]
+        t.add_row(r["service"], span, str(r["gpu"]), str(r["tp"]),
+                  "default" if cap is None else u.power_w(cap), str(r["max_num_seqs"]),
+                  f"{r['replicas']:,}")
+    out.print(t)
+    if len(rows) > PLAN_ROWS:
+        out.print(f"{len(rows) - PLAN_ROWS} more rows: plan.parquet", highlight=False)
+    peak = ", ".join(f"{n:,} {g}" for g, n in summary.get("peak_gpus", {}).items())
+    out.print(f"peak fleet: {peak or 'no GPUs'}; predicted "
+              f"{u.energy_kwh(summary['predicted_facility_kwh'])} facility, "
+              f"{u.mass_kg(summary.get('predicted_carbon_kg', float('nan')))} CO2e, "
+              f"{u.money_usd(summary.get('predicted_cost_usd', float('nan')))}",
+              highlight=False)
 
 
 def _print_budget_values(summary: dict) -> None:

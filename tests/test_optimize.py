@@ -288,3 +288,34 @@ def test_candidates_the_fleet_cannot_hold_are_an_error_not_a_traceback(tmp_path)
     p.write_text(yaml.safe_dump(d))
     r = runner.invoke(app, ["validate", str(p)])
     assert r.exit_code == 1 and "optimize.candidates.gpus[0]" in r.output
+
+
+def test_the_terminal_prints_the_plan_its_peak_fleet_and_the_objective_unit(tmp_path):
+    """dcsim optimize speaks the plan: a row per service and run of periods with one
+    configuration, the peak GPUs, and the solver status as a footnote with its unit."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from dcsim.cli import app
+
+    res = CliRunner().invoke(app, [
+        "optimize", str(ROOT / "scenarios" / "optimize_diurnal.yaml"), "--set",
+        "optimize.periods=4", "--set", "optimize.period_s=600", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "o" / "optimize.json").read_text())
+    plan = pd.read_parquet(tmp_path / "o" / "plan.parquet")
+    # the compressed rows expand back to the plan, period by period
+    expanded = sorted((r["service"], t, r["gpu"], r["tp"], r["replicas"])
+                      for r in rec["deployments"]
+                      for t in range(r["first_period"], r["last_period"] + 1))
+    assert expanded == sorted(zip(plan["service"], plan["period"], plan["gpu"], plan["tp"],
+                                  plan["replicas"], strict=True))
+    peak = (plan["tp"] * plan["replicas"]).groupby([plan["gpu"], plan["period"]]).sum()
+    assert rec["peak_gpus"] == {g: int(n) for g, n in peak.groupby(level=0).max().items()}
+    lines = res.output.splitlines()
+    assert any(line.startswith("peak fleet: ") for line in lines)
+    assert any(line.startswith("solver: optimal, energy objective") and " kWh " in line
+               for line in lines)
+    assert sum("chat" in line for line in lines) >= 1 and "summarise" in res.output

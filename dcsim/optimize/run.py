@@ -120,12 +120,45 @@ def _summary(plan: Plan, energy: dict[str, pd.DataFrame], after: dict[str, float
         "periods": int(plan.demand.shape[1]), "period_s": plan.spec.period_s,
         "predicted_facility_kwh": plan_kwh,
         "training_facility_kwh_after_horizon": after["plan"], "baselines": {}}
+    out["objective_unit"] = OBJECTIVE_UNITS[plan.spec.objective]
+    out["deployments"] = plan_rows(plan.deployments)
+    out["peak_gpus"] = peak_gpus(plan.deployments)
+    e = energy["plan"]
+    out["predicted_carbon_kg"] = float(e["carbon_kg"].sum())
+    out["predicted_cost_usd"] = float(e["cost_usd"].sum())
     for name in ("peak", "greedy"):
         kwh = float(energy[name]["facility_kwh"].sum()) + after[name]
         out["baselines"][name] = {  # type: ignore[index]
             "predicted_facility_kwh": kwh, "objective_value": _objective_value(energy[name]),
             "energy_saved_by_plan": 1 - plan_kwh / kwh if kwh > 0 else None}
     return out
+
+
+OBJECTIVE_UNITS = {"energy": "kWh", "cost": "USD", "carbon": "kg CO2e"}
+
+
+def plan_rows(dep: pd.DataFrame) -> list[dict[str, object]]:
+    """Per service and run of periods with one configuration: GPU type, tp, power limit
+    (None: the default), batch limit and replicas (optimize.json's `deployments`)."""
+    if dep.empty:
+        return []
+    cols = ["gpu", "tp", "power_cap_w", "max_num_seqs", "replicas"]
+    rows: list[dict[str, object]] = []
+    for service, g in dep.sort_values(["service", "period", "config"]).groupby(
+            "service", sort=False):
+        per = g.groupby("period").apply(lambda x: tuple(
+            map(tuple, x[cols].astype(object).where(x[cols].notna(), None).to_numpy())),
+            include_groups=False)
+        for period, key in per.items():
+            last = rows[-1] if rows and rows[-1]["service"] == service else None
+            if last is not None and last["_key"] == key and last["last_period"] == period - 1:
+                last["last_period"] = int(period)
+                continue
+            for c in key:
+                rows.append({"service": service, "first_period": int(period),
+                             "last_period": int(period), "_key": key,
+                             **dict(zip(cols, c, strict=True))})
+    return [{k: v for k, v in r.items() if k != "_key"} for r in rows]
 
 
 def _verify_summary(v: pd.DataFrame) -> dict[str, object]:
