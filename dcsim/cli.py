@@ -185,7 +185,7 @@ def run(
             write_report(target)
     except DcsimError as exc:
         raise fail(exc) from None
-    print_summary(res.record)
+    print_summary(res.record, s.facility.start_time)
     if res.replications is not None:
         print_intervals(res.replications)
     out.print(f"results: {target}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -16,8 +17,9 @@ if TYPE_CHECKING:
 TOP_RACKS = 5  # racks listed by name in the terminal; the rest in one line
 
 
-def print_summary(summary: RunSummary) -> None:
-    """The run's table per service, then jobs, replays, totals and budgeted domains."""
+def print_summary(summary: RunSummary, start: datetime | None = None) -> None:
+    """The run's table per service, then jobs, replays, totals and budgeted domains;
+    `start`: the calendar time of t = 0 (facility.start_time), for job end dates."""
     services = summary.services
     table = Table(title=f"{summary.scenario}: {u.duration_s(summary.duration_s)} simulated "
                         f"(after {u.duration_s(summary.warmup_s)} warm-up)")
@@ -47,7 +49,7 @@ def print_summary(summary: RunSummary) -> None:
     else:  # training or cluster replays only: no empty inference table
         out.print(table.title, highlight=False)
     _print_derived(summary)
-    _print_jobs_and_replays(summary)
+    _print_jobs_and_replays(summary, start)
     t = summary.total
     if not t.gpus:  # nothing of its own to power (a trace replay alone)
         return
@@ -81,18 +83,33 @@ def _print_domains(summary: RunSummary) -> None:
                   f"(power_domains in summary.json lists them all)", highlight=False)
 
 
-def _print_jobs_and_replays(summary: RunSummary) -> None:
-    for j in summary.jobs:
-        state = "finished" if j.finished else "running at the end"
-        out.print(f"job {j.job}: {j.gpus:,} GPUs, {state} after {u.duration_s(j.runtime_s)}; "
-                  f"{u.count(j.tokens_done)} tokens, goodput {j.goodput:.1%}, "
-                  f"{j.restarts:,.0f} restarts, {u.energy_kwh(j.energy_j / 3.6e6)} GPU energy",
-                  highlight=False)
+def _print_jobs_and_replays(summary: RunSummary, start: datetime | None) -> None:
+    if summary.jobs:
+        _print_jobs(summary, start)
     for c in summary.cluster_replays:
         out.print(f"cluster {c.workload}: {c.pods_started:,} of {c.pods:,} pods started, "
                   f"wait mean {u.duration_s(c.wait_mean_s)} / p90 {u.duration_s(c.wait_p90_s)}, GPU "
                   f"allocation mean {c.gpu_allocation_mean:.1%} peak "
                   f"{c.gpu_allocation_peak:.1%}", highlight=False)
+
+
+def _print_jobs(summary: RunSummary, start: datetime | None) -> None:
+    """One row per training job: GPUs, tokens done, end (date, and time from t = 0;
+    expected at the goodput seen so far when it has not finished), goodput, restarts,
+    GPU energy."""
+    t = Table(title="training jobs (* expected, at the goodput so far)")
+    for c in ("job", "GPUs", "tokens", "ends", "goodput", "restarts", "energy"):
+        t.add_column(c, justify="left" if c in ("job", "ends") else "right",
+                     no_wrap=c in ("job", "ends", "tokens", "energy"))
+    for j in summary.jobs:
+        if j.end_s is None:
+            ends = "not started"
+        else:
+            date = "" if start is None else f"{start + timedelta(seconds=j.end_s):%Y-%m-%d} "
+            ends = f"{date}({u.duration_s(j.end_s)}){'' if j.finished else '*'}"
+        t.add_row(j.job, f"{j.gpus:,}", u.count(j.tokens_done), ends, f"{j.goodput:.1%}",
+                  f"{j.restarts:,.0f}", u.energy_kwh(j.energy_j / 3.6e6))
+    out.print(t)
 
 
 def print_plan(summary: dict) -> None:

@@ -95,12 +95,32 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
         share = j["energy_j"] / gpu_j if gpu_j else 0.0
         job_rows.append(JobSummary(
             **{k: _py(j[k]) for k in JOB_KEYS},
-            carbon_kg=split["carbon_kg"] * share, cost_usd=split["cost_usd"] * share))
+            carbon_kg=split["carbon_kg"] * share, cost_usd=split["cost_usd"] * share,
+            **_job_times(j)))
     replays = (cluster_summary(cluster_pods, cluster)
                if cluster_pods is not None and not cluster_pods.empty else [])
     return RunSummary(s.name, sim.duration_s, sim.warmup_s, sim.seed, services, job_rows,
                       replays, total, [DomainPeak(**{k: _py(v) for k, v in d.items()})
                                        for d in domain_peaks(power, budgets)])
+
+
+def _job_times(j: dict) -> dict[str, float | None]:
+    """Start and end of a job row, s into the run: the end it reached, else the end it
+    is heading for: the steps left at the step time over the goodput seen so far
+    (failures, restarts and checkpoints at the rate they came), or the failure-free
+    estimate before any step counted. None where it never started."""
+    start = _py(j.get("start_s"))
+    if start is None or start != start:
+        return {"start_s": None, "end_s": None}
+    if j.get("finished"):
+        return {"start_s": float(start), "end_s": float(j["end_s"])}
+    done = float(j.get("steps_done", 0)) + float(j.get("steps_uncommitted", 0))
+    left = float(j.get("steps_total", 0)) - done
+    if done > 0 and j["goodput"] == j["goodput"] and j["goodput"] > 0:
+        end = start + j["runtime_s"] + left * j["step_s"] / j["goodput"]
+    else:
+        end = start + float(j.get("estimated_runtime_s", float("nan")))
+    return {"start_s": float(start), "end_s": None if end != end else float(end)}
 
 
 JOB_KEYS = ("job", "gpus", "finished", "runtime_s", "tokens_done", "goodput", "restarts",

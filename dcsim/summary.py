@@ -68,6 +68,10 @@ class JobSummary:
     step_s: float
     carbon_kg: float
     cost_usd: float
+    start_s: float | None = None  # when it started, s into the run (None: never)
+    # when it ended, or (not finished) the end it is heading for at the goodput seen so
+    # far (dcsim.results._job_times), s into the run
+    end_s: float | None = None
 
 
 @dataclass(frozen=True)

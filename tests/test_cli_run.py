@@ -135,7 +135,18 @@ def test_a_training_run_prints_no_inference_table_and_stays_short(tmp_path):
     r = runner.invoke(app, ["run", str(ROOT / "scenarios" / "training.yaml"), "--out",
                             str(tmp_path / "t"), "-q"])
     assert r.exit_code == 0, r.output
-    assert "requests finished" not in r.output and "job pretrain-70b" in r.output
+    assert "requests finished" not in r.output and "pretrain-70b" in r.output
+    # the job's expected end as a date (facility.start_time + end_s) and in days
+    import json
+    from datetime import timedelta
+
+    from dcsim.scenario import load_scenario
+
+    job = json.loads((tmp_path / "t" / "summary.json").read_text())["jobs"][0]
+    start = load_scenario(ROOT / "scenarios" / "training.yaml").facility.start_time
+    row = next(line for line in r.output.splitlines() if "pretrain-70b" in line)
+    assert f"{start + timedelta(seconds=job['end_s']):%Y-%m-%d}" in row
+    assert f"({job['end_s'] / 86400:.1f} days)*" in row  # * : expected, not finished
     # eight budgeted racks: the five closest to their budgets by name, the rest in a line
     assert r.output.count("rack train-pod-") == 5 and "3 more racks" in r.output
     assert len(r.output.splitlines()) <= 40

@@ -140,3 +140,19 @@ def test_bloom_takes_the_published_118_days():
     assert job["finished"]
     assert job["runtime_s"] / 86400 == pytest.approx(118, rel=0.01)
     assert math.isclose(job["goodput"], 1.0, rel_tol=1e-9)
+
+
+def test_a_jobs_end_is_reached_or_extrapolated_at_its_goodput_so_far():
+    """summary.json's end_s: the end it reached when finished; otherwise now plus the
+    steps left at the step time over the goodput seen so far."""
+    from dcsim.results import _job_times
+
+    done = {"start_s": 10.0, "finished": True, "end_s": 500.0}
+    assert _job_times(done) == {"start_s": 10.0, "end_s": 500.0}
+    running = {"start_s": 10.0, "finished": False, "runtime_s": 100.0, "steps_total": 50,
+               "steps_done": 8, "steps_uncommitted": 2, "step_s": 9.0, "goodput": 0.9,
+               "estimated_runtime_s": 450.0}
+    assert _job_times(running)["end_s"] == pytest.approx(10 + 100 + 40 * 9.0 / 0.9)
+    fresh = running | {"steps_done": 0, "steps_uncommitted": 0}
+    assert _job_times(fresh)["end_s"] == pytest.approx(10 + 450.0)  # failure-free estimate
+    assert _job_times({"start_s": float("nan")}) == {"start_s": None, "end_s": None}
