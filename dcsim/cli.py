@@ -69,6 +69,45 @@ def validate(files: list[Path] = typer.Argument(..., help="Scenario or sweep YAM
         raise typer.Exit(1)
 
 
+STARTERS = ("inference", "training")
+
+
+@app.command()
+def init(
+    name: str = typer.Argument(..., help="Scenario name (the file is NAME.yaml)."),
+    kind: str = typer.Option("inference", "--kind", help="inference (a chat service on "
+                             "an H200 rack) | training (a fine-tuning job on 16 H100s)."),
+    out_file: Path | None = typer.Option(None, "--out", help="File to write (default: "
+                                         "NAME.yaml in this folder; never replaced)."),
+) -> None:
+    """Write a commented starter scenario that validates and runs as it is."""
+    from importlib import resources
+
+    from dcsim.output import atomic_file, safe_name
+
+    try:
+        if kind not in STARTERS:
+            raise DcsimError(Problem("--kind", kind, f"one of {', '.join(STARTERS)}"))
+        if not name.strip():
+            raise DcsimError(Problem("NAME", name, "a scenario name"))
+        target = out_file or Path(f"{safe_name(name)}.yaml")
+        if target.exists() or target.is_symlink():
+            raise DcsimError(Problem("--out", str(target), "a new file (this one exists: "
+                                     "dcsim init never replaces a file)"))
+        text = resources.files("dcsim").joinpath("data", "starters", f"{kind}.yaml").read_text()
+        # a JSON string is a YAML scalar: any name, quoted as it must be
+        text = text.replace("\nname: NAME\n", f"\nname: {json.dumps(name)}\n", 1)
+        with atomic_file(target) as tmp:
+            tmp.write_text(text)
+    except DcsimError as exc:
+        raise fail(exc) from None
+    except OSError as exc:
+        raise fail(DcsimError(Problem("--out", str(out_file or name), f"a file that can be "
+                                      f"written ({exc.strerror})"))) from None
+    out.print(f"wrote {target}: check it with `dcsim validate {target}`, run it with "
+              f"`dcsim run {target}`", highlight=False)
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of scenario files (for editor completion and checks)."""

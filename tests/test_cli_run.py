@@ -150,3 +150,24 @@ def test_a_training_run_prints_no_inference_table_and_stays_short(tmp_path):
     # eight budgeted racks: the five closest to their budgets by name, the rest in a line
     assert r.output.count("rack train-pod-") == 5 and "3 more racks" in r.output
     assert len(r.output.splitlines()) <= 40
+
+
+@pytest.mark.parametrize("kind", ["inference", "training"])
+def test_init_writes_a_starter_that_validates_and_runs_and_never_replaces_a_file(
+        tmp_path, kind):
+    target = tmp_path / "s.yaml"
+    name = 'odd: "name" #1'  # YAML-significant characters survive as the scenario name
+    r = runner.invoke(app, ["init", name, "--kind", kind, "--out", str(target)])
+    assert r.exit_code == 0, r.output
+    assert target.read_text().startswith("# A starter scenario")  # commented
+    from dcsim.scenario import load_scenario
+
+    assert load_scenario(target).name == name
+    assert runner.invoke(app, ["validate", str(target)]).exit_code == 0
+    ran = runner.invoke(app, ["run", str(target), "--out", str(tmp_path / "o"), "-q",
+                              "--set", "simulation.duration_s=300"])
+    assert ran.exit_code == 0, ran.output
+    before = target.read_text()
+    again = runner.invoke(app, ["init", "other", "--kind", kind, "--out", str(target)])
+    assert again.exit_code == 1 and "never replaces" in again.output
+    assert target.read_text() == before
