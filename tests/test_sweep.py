@@ -121,15 +121,20 @@ def test_the_same_sweep_runs_on_a_dask_cluster(tmp_path: Path):
     pd.testing.assert_frame_equal(t.drop(columns="wall_s"), local.drop(columns="wall_s"))
 
 
-def test_latin_hypercube_uses_every_stratum_of_every_axis_once():
+@pytest.mark.parametrize("kind", ["latin_hypercube", "sobol"])
+def test_stratified_samples_use_every_stratum_of_every_axis_once(kind):
+    """Latin hypercube by construction; a scrambled Sobol' sequence of 2^k points has
+    the same balance over 2^k equal intervals of each axis (scipy.stats.qmc draws both)."""
+    points = 8 if kind == "sobol" else 10
     spec = SweepSpec.model_validate({
-        "name": "lhs", "base": "x.yaml", "sample": {"kind": "latin_hypercube", "points": 10},
+        "name": "lhs", "base": "x.yaml", "sample": {"kind": kind, "points": points},
         "axes": [{"path": "a", "range": {"start": 0, "stop": 1, "num": 2}},
                  {"path": "b", "range": {"start": 100, "stop": 200, "num": 2}}]})
     pts = np.array(sample(spec))
-    assert pts.shape == (10, 2)
-    assert sorted(np.floor(pts[:, 0] * 10).astype(int)) == list(range(10))
-    assert sorted(np.floor((pts[:, 1] - 100) / 10).astype(int)) == list(range(10))
+    assert pts.shape == (points, 2)
+    assert sorted(np.floor(pts[:, 0] * points).astype(int)) == list(range(points))
+    assert sorted(np.floor((pts[:, 1] - 100) / (100 / points)).astype(int)) == list(
+        range(points))
     assert np.array_equal(pts, np.array(sample(spec)))  # seeded: the same draw again
 
 

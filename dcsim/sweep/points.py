@@ -6,12 +6,14 @@ import copy
 import hashlib
 import itertools
 import json
+import warnings
 
 import numpy as np
+from scipy.stats import qmc
 
 from dcsim.errors import DcsimError, Problem
 from dcsim.scenario import Scenario, scenario_from_data
-from dcsim.sweep.spec import Axis, Grid, LatinHypercube, RandomSample, Scalar, SweepSpec
+from dcsim.sweep.spec import Axis, Grid, LatinHypercube, RandomSample, Scalar, Sobol, SweepSpec
 
 
 def _step(node: object, key: str) -> tuple[object, object] | None:
@@ -67,20 +69,25 @@ def axis_values(axis: Axis) -> list[Scalar]:
 
 
 def sample(spec: SweepSpec) -> list[tuple[Scalar, ...]]:
-    """Axis-value combinations: the full grid, or random / Latin-hypercube draws."""
+    """Axis-value combinations: the full grid, or random, Latin-hypercube or Sobol'
+    draws (scipy.stats.qmc), seeded by sample_seed."""
     values = [axis_values(a) for a in spec.axes]
     s = spec.sample
     if isinstance(s, Grid):
         return list(itertools.product(*values))
     rng = np.random.default_rng(spec.sample_seed)
-    cols = []
-    for axis, vals in zip(spec.axes, values, strict=True):
-        if isinstance(s, RandomSample):
-            u = rng.random(s.points)
-        else:
-            assert isinstance(s, LatinHypercube)
-            u = (rng.permutation(s.points) + rng.random(s.points)) / s.points
-        cols.append(_at(axis, vals, u))
+    d = len(spec.axes)
+    if isinstance(s, RandomSample):
+        u = rng.random((d, s.points)).T  # axis by axis, as earlier versions drew them
+    elif isinstance(s, LatinHypercube):  # each of `points` strata of each axis once
+        u = qmc.LatinHypercube(d=d, rng=rng).random(s.points)
+    else:
+        assert isinstance(s, Sobol)
+        with warnings.catch_warnings():  # a count that is not a power of two is allowed
+            warnings.simplefilter("ignore", UserWarning)
+            u = qmc.Sobol(d=d, scramble=True, rng=rng).random(s.points)
+    cols = [_at(axis, vals, u[:, i])
+            for i, (axis, vals) in enumerate(zip(spec.axes, values, strict=True))]
     return list(zip(*cols, strict=True))
 
 

@@ -58,8 +58,18 @@ class LatinHypercube(Spec):
                         "many strata, each used once.")
 
 
-Sample = Annotated[Grid | RandomSample | LatinHypercube, Field(discriminator="kind")]
-SAMPLES = {"grid": Grid, "random": RandomSample, "latin_hypercube": LatinHypercube}
+class Sobol(Spec):
+    """A scrambled Sobol' sequence over the axes: low-discrepancy, so fewer points cover
+    a space as evenly as many random ones (scipy.stats.qmc)."""
+
+    kind: Literal["sobol"] = "sobol"
+    points: int = Field(ge=1, le=65_536, description="Points: the first of the sequence; "
+                        "a power of two keeps its balance properties.")
+
+
+Sample = Annotated[Grid | RandomSample | LatinHypercube | Sobol, Field(discriminator="kind")]
+SAMPLES = {"grid": Grid, "random": RandomSample, "latin_hypercube": LatinHypercube,
+           "sobol": Sobol}
 
 
 MAX_RUNS = 100_000  # points x seeds of one sweep
@@ -75,7 +85,7 @@ class SweepSpec(Spec):
                              description="Each point runs once per seed (simulation.seed).")
     sample: Sample = Field(default_factory=Grid)
     sample_seed: int = Field(default=0, ge=0, lt=2**63,
-                             description="Seed of random and Latin-hypercube draws.")
+                             description="Seed of random, Latin-hypercube and Sobol' draws.")
 
     @model_validator(mode="after")
     def _bounded(self) -> SweepSpec:
