@@ -58,6 +58,8 @@ def test_figures_are_plotly_figures_of_the_run(short):
     r = dcsim.run(short)
     for fig in (r.plot.latency(), r.plot.power(), r.plot.energy(), r.plot.utilisation()):
         assert isinstance(fig, go.Figure) and len(fig.data) > 0
+    lat = r.plot.latency()  # latencies span decades: every panel on a log axis
+    assert [lat.layout[f"xaxis{i or ''}"].type for i in (0, 2, 3)] == ["log"] * 3
 
 
 def test_replications_give_intervals_and_save_writes_the_run_folder(short, tmp_path):

@@ -114,7 +114,11 @@ def latency_cdfs(requests: pd.DataFrame, slos: dict[str, dict[str, float]]) -> g
                                          showlegend=False, line={"color": color, "dash": "dot"}),
                               row=1, col=j + 1)
     fig.add_hline(y=0.99, line_dash="dot", line_color="grey")
-    fig.update_layout(title="Latency distributions (dotted: p99 bound and the 99th percentile)")
+    # latencies span decades (ms TPOT, s E2E; a tail 100x the median): log axes keep
+    # the body and the tail readable in one view
+    fig.update_xaxes(type="log")
+    fig.update_layout(title="Latency distributions (log scale; dotted: p99 bound and the "
+                            "99th percentile)")
     fig.update_yaxes(title_text="share of requests", row=1, col=1)
     return fig
 
