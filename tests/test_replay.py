@@ -160,9 +160,14 @@ def test_replay_refuses_a_token_budget_below_the_batch_before_serving(profile_di
 
 
 def test_the_cpu_loop_calibrates_and_improves_its_own_hold_out(profile_dir, catalog):
-    """dcsim calibrate on the real loop's requests at one load (40, gaps x 0.4), checked on
-    another (x 0.25, busier): the correction fitted on the first cuts the second's errors
-    (the loop's slowdown against its profile is systematic: see the test above)."""
+    """dcsim calibrate on the real loop's requests at one load (40, gaps x 0.4), checked
+    on another (x 0.25, busier). The simulator is given the loop's profile with every
+    time x 0.6, as if measured on a faster machine, so there is a real error to find:
+    against its own profile this loop is within its noise (a few to 20 %, run to run),
+    and a fit of noise proves nothing. The correction must find the slowdown on the
+    first load and carry it to the second."""
+    import yaml
+
     runs = {}
     for name, scale in (("fit", 0.4), ("holdout", 0.25)):
         out = profile_dir / f"calibrate-{name}"
@@ -170,14 +175,24 @@ def test_the_cpu_loop_calibrates_and_improves_its_own_hold_out(profile_dir, cata
                                                                 "time_scale": scale})),
                out, measure_catalog(catalog))
         runs[name] = out
+    fit_dir = runs["fit"]
+    scenario = yaml.safe_load((fit_dir / "scenario.yaml").read_text())
+    points = pd.read_csv(fit_dir / scenario["profiles"][0])
+    points.assign(latency_ms=points["latency_ms"] * 0.6).to_csv(fit_dir / "faster.csv",
+                                                                 index=False)
+    scenario["profiles"] = ["faster.csv"]
+    (fit_dir / "faster.yaml").write_text(yaml.safe_dump(scenario))
     res = CliRunner().invoke(app, [
-        "calibrate", str(runs["fit"] / "scenario.yaml"), "--requests",
-        str(runs["fit"] / "real_requests.csv"), "--holdout",
+        "calibrate", str(fit_dir / "faster.yaml"), "--requests",
+        str(fit_dir / "real_requests.csv"), "--holdout",
         str(runs["holdout"] / "real_requests.csv"), "--out", str(profile_dir / "calibrated")])
     assert res.exit_code == 0, res.output
     rec = json.loads((profile_dir / "calibrated" / "calibration.json").read_text())
     assert rec["energy_measured"] is False and "energy_per_request_j" not in rec["fit"][
         "errors_after_pct"]  # a CPU has no energy counter: latency only
+    # the decode scale finds the 1 / 0.6 the file took away times the loop's own slowdown
+    # against its profile (1.1-1.25 here, up to 1.9 on a shared CI runner: test above)
+    assert 1.3 < rec["correction"]["decode_scale"] < 4.0, rec["correction_text"]
 
     def body(d: dict) -> float:  # mean |error| of the p50 and p90 figures, %
         vals = [abs(v) for k, v in d.items() if k.endswith(("p50", "p90"))]
@@ -186,5 +201,5 @@ def test_the_cpu_loop_calibrates_and_improves_its_own_hold_out(profile_dir, cata
     # the fit aims at the body of the distributions: this CPU loop's tail is jitter (a
     # lone prompt now and then takes 3-7x its profiled time), which no profile describes
     fit, held = rec["fit"], rec["holdout"]
-    assert body(fit["errors_after_pct"]) <= body(fit["errors_before_pct"])
-    assert body(held["errors_after_pct"]) < body(held["errors_before_pct"])
+    assert body(fit["errors_after_pct"]) < body(fit["errors_before_pct"]) / 2
+    assert body(held["errors_after_pct"]) < body(held["errors_before_pct"]) / 2
