@@ -30,9 +30,6 @@ import plotly.graph_objects as go
 from dcsim.scenario import Scenario, load_scenario
 from dcsim.summary import RunSummary
 
-TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "failures",
-          "checkpoints", "links", "cluster_pods", "cluster", "replications_power")
-
 
 def load(path: str | Path) -> Scenario:
     """Read, validate and cross-check a scenario file (as `dcsim validate` does)."""
@@ -43,6 +40,11 @@ def _base(s: Scenario, base_dir: str | Path | None) -> Path:
     if base_dir is not None:
         return Path(base_dir)
     return s.base_dir if s.base_dir is not None else Path(".")
+
+
+def _table(name: str, doc: str) -> property:
+    """A Results property: the results table of that file stem."""
+    return property(lambda self: self.table(name), doc=doc)
 
 
 @dataclass(frozen=True)
@@ -62,18 +64,14 @@ class Results:
         """A results table by its file stem (empty when the run has none of it)."""
         return self.tables.get(name, pd.DataFrame())
 
-    requests = property(lambda self: self.table("requests"), doc="Per request: times, "
-                        "lengths, status, energy, carbon and cost.")
-    timeseries = property(lambda self: self.table("timeseries"), doc="Per replica and "
-                          "time bucket: power, batch, KV use, queue.")
-    replicas = property(lambda self: self.table("replicas"), doc="Per replica: energy, "
-                        "idle energy, time in system.")
-    power = property(lambda self: self.table("power"), doc="Per power domain and bucket: "
-                     "IT, cooling and loss power.")
-    budgets = property(lambda self: self.table("budgets"), doc="Per rack, row and "
-                       "facility: budget and worst-case draw.")
-    jobs = property(lambda self: self.table("jobs"), doc="Per training job: start, end, "
-                    "goodput, restarts, energy.")
+    requests = _table("requests", "Per request: times, lengths, status, energy, carbon "
+                      "and cost.")
+    timeseries = _table("timeseries", "Per replica and time bucket: power, batch, KV use, "
+                        "queue.")
+    replicas = _table("replicas", "Per replica: energy, idle energy, time in system.")
+    power = _table("power", "Per power domain and bucket: IT, cooling and loss power.")
+    budgets = _table("budgets", "Per rack, row and facility: budget and worst-case draw.")
+    jobs = _table("jobs", "Per training job: start, end, goodput, restarts, energy.")
 
     def training(self) -> pd.DataFrame:
         """One row per training job: GPUs, finish, goodput, restarts, energy

@@ -60,14 +60,17 @@ def test_replay_serves_every_request_and_the_simulator_tracks_it(replayed):
     err = table.set_index("metric")["error_pct"]
     # The real loop runs slower than its profile says: its padded decode attends over the
     # longest context of the batch (the simulator, like paged attention, over each one's
-    # own), and Python scheduling time comes on top. How much slower depends on the
-    # machine: real/simulated 1.1-1.25 on a quiet 2-core box, 1.6-1.9 on a shared CI
-    # runner. What must hold anywhere: the means within a factor of three (a unit slip or
-    # a lost phase is 10x or more), and one speed factor explaining all three within
-    # 35 %, so queueing and batching behave alike on both sides (seen: within 17 %).
-    slow = {m: 100 / (100 + err[m]) for m in ("ttft_s mean", "tpot_s mean", "e2e_s mean")}
-    assert all(1 / 3 < r < 3 for r in slow.values()), table
-    assert max(slow.values()) / min(slow.values()) < 1.35, table
+    # own), Python scheduling time comes on top, and now and then a lone prompt stalls
+    # at 3-7x its profiled time. How much slower depends on the machine and the moment:
+    # real/simulated means 1.1-1.25 on a quiet 2-core box, 1.6-1.9 on a shared CI
+    # runner, TTFT 2.3 once beside TPOT 1.4 (prefill and decode do not slow alike, so
+    # no single factor holds either). What holds anywhere: medians within a factor of
+    # 2.5 and means within 3 (a unit slip or a lost phase is 10x or more). How close the
+    # simulator gets once the loop's own slowdown is fitted: the calibration test below.
+    for metric, factor in (("p50", 2.5), ("mean", 3.0)):
+        for m in ("ttft_s", "tpot_s", "e2e_s"):
+            slow = 100 / (100 + err[f"{m} {metric}"])
+            assert 1 / factor < slow < factor, table
     assert abs(err["makespan_s"]) < 10
     assert "energy_j" not in set(table["metric"])
 
