@@ -150,6 +150,15 @@ def test_training_report_draws_jobs_with_their_checkpoints_and_failures(tmp_path
     ckpt = pd.read_parquet(out / "checkpoints.parquet")
     assert len(ckpt) >= 3 and (ckpt["end_s"] > ckpt["start_s"]).all()
     assert '"name":"checkpoint"' in page and '"name":"failure"' in page
+    # the headline fits a training run: when the job ends and its goodput, no serving cards
+    headline = page[page.index("<h2>Headline</h2>"):page.index("<h2>", page.index(
+        "<h2>Headline</h2>") + 1)]
+    import json
+
+    job = json.loads((out / "summary.json").read_text())["jobs"][0]
+    assert "ft ends" in headline and "ft goodput" in headline
+    assert f"{job['goodput']:.1%}" in headline
+    assert "requests served" not in headline and "J per output token" not in headline
 
 
 def test_optimizer_report_shows_plan_baselines_and_closed_loop(tmp_path: Path):

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from dcsim import __version__, outlook
+from dcsim import __version__, outlook, units
 from dcsim.output import atomic_file
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
@@ -123,9 +123,9 @@ def _run_kpis(s: RunSummary) -> list[tuple[str, str, str]]:
     runs = [(j.gpus, float(j.runtime_s or 0.0)) for j in s.jobs]
     train_h = sum(g * r / 3600 for g, r in runs if math.isfinite(r))
     sim = "simulated"
-    return [
-        ("requests served", f"{served:,}", sim),
-        ("SLO attainment", "n/a" if slo is None else f"{slo:.2%}", sim),
+    serving = [("requests served", f"{served:,}", sim),
+               ("SLO attainment", "n/a" if slo is None else f"{slo:.2%}", sim)] if svcs else []
+    return serving + _job_kpis(s) + [
         ("IT energy", f"{tot.it_energy_kwh:,.1f} kWh", sim),
         ("facility energy", f"{tot.facility_kwh:,.1f} kWh", "simulated x facility model"),
         ("effective PUE", f"{tot.effective_pue:.3f}" if tot.effective_pue else "n/a",
@@ -133,9 +133,21 @@ def _run_kpis(s: RunSummary) -> list[tuple[str, str, str]]:
         ("carbon", f"{tot.carbon_kg:,.1f} kg CO2e", "facility energy x grid intensity"),
         ("cost", f"${tot.cost_usd:,.2f}", "facility energy x price"),
         ("GPU-hours", f"{tot.gpu_hours + train_h:,.1f}", "serving + training, simulated"),
-        ("J per output token", f"{gpu_kwh * 3.6e6 / tokens:.3g}" if tokens else "n/a",
-         "GPU energy of services / tokens"),
-    ]
+    ] + ([("J per output token", f"{gpu_kwh * 3.6e6 / tokens:.3g}" if tokens else "n/a",
+           "GPU energy of services / tokens")] if svcs else [])
+
+
+def _job_kpis(s: RunSummary) -> list[tuple[str, str, str]]:
+    """A training run's headline: when each job ends (expected at the goodput so far
+    if it has not), and its goodput (the first three jobs; the table has them all)."""
+    out = []
+    for j in s.jobs[:3]:
+        if j.end_s is not None:
+            out.append((f"{j.job} ends", f"{units.duration_s(j.end_s)}",
+                        "finished, simulated" if j.finished else
+                        "expected: steps left at the goodput so far"))
+        out.append((f"{j.job} goodput", f"{j.goodput:.1%}", "simulated: useful / wall time"))
+    return out
 
 
 REPLICATED = (("TTFT p99, s", "ttft_p99_s"), ("TPOT p99, s", "tpot_p99_s"),
