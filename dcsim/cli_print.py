@@ -26,24 +26,23 @@ def print_summary(summary: RunSummary, start: datetime | None = None) -> None:
     table.add_column("metric")
     for name in services:
         table.add_column(name, justify="right")
-    rows = [("requests finished", "requests_finished", 1, "d"), ("throughput req/s",
-            "throughput_req_s", 1, ".3g"), ("TTFT p50 ms", "ttft_p50_s", 1e3, ".3g"),
-            ("TTFT p99 ms", "ttft_p99_s", 1e3, ".3g"), ("TPOT p50 ms", "tpot_p50_s", 1e3, ".3g"),
-            ("TPOT p99 ms", "tpot_p99_s", 1e3, ".3g"), ("E2E p99 s", "e2e_p99_s", 1, ".3g"),
-            ("SLO attainment", "slo_attainment", 1, ".1%"), ("preemptions", "preemptions", 1, "d"),
-            ("GPU energy kWh", "energy_kwh", 1, ".3g"), ("J per output token",
-            "j_per_output_token", 1, ".3g")]
+    # each value in the unit that keeps three digits (dcsim.units): 145 ms, 1.78 s, 3.4 kWh
+    rows = [("requests finished", "requests_finished", u.count),
+            ("throughput", "throughput_req_s", lambda x: f"{x:.3g} req/s"),
+            ("TTFT p50", "ttft_p50_s", u.duration_s), ("TTFT p99", "ttft_p99_s", u.duration_s),
+            ("TPOT p50", "tpot_p50_s", u.duration_s), ("TPOT p99", "tpot_p99_s", u.duration_s),
+            ("E2E p99", "e2e_p99_s", u.duration_s),
+            ("SLO attainment", "slo_attainment", lambda x: f"{x:.1%}"),
+            ("preemptions", "preemptions", u.count), ("GPU energy", "energy_kwh", u.energy_kwh),
+            ("J per output token", "j_per_output_token", lambda x: f"{x:.3g} J")]
     # requests turned away, shown where a service has any
-    refused = [(f"requests {k.replace('_', ' ')}", f"requests_{k}", 1, "d")
+    refused = [(f"requests {k.replace('_', ' ')}", f"requests_{k}", u.count)
                for k in ("rejected", "timed_out", "aborted")
                if any(getattr(v, f"requests_{k}") for v in services.values())]
     rows[1:1] = refused
-    for label, key, scale, spec in rows:
-        cells = []
-        for v in services.values():
-            x = getattr(v, key)
-            cells.append("-" if x is None else format(x * scale if scale != 1 else x, spec))
-        table.add_row(label, *cells)
+    for label, key, show in rows:
+        table.add_row(label, *("-" if getattr(v, key) is None else show(getattr(v, key))
+                               for v in services.values()))
     if services:
         out.print(table)
     else:  # training or cluster replays only: no empty inference table

@@ -171,3 +171,21 @@ def test_init_writes_a_starter_that_validates_and_runs_and_never_replaces_a_file
     again = runner.invoke(app, ["init", "other", "--kind", kind, "--out", str(target)])
     assert again.exit_code == 1 and "never replaces" in again.output
     assert target.read_text() == before
+
+
+def test_the_inference_table_gives_every_figure_its_unit(tmp_path):
+    """Latencies in ms or s, energy in Wh/kWh/MWh, counts with separators, and nowhere a
+    number in scientific notation (the terminal once printed `TTFT p99 ms 1.78e+03`)."""
+    import re
+
+    r = runner.invoke(app, ["run", str(ROOT / "scenarios" / "default.yaml"), "--out",
+                            str(tmp_path / "o"), "-q", "--set", "simulation.duration_s=180"])
+    assert r.exit_code == 0, r.output
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in r.output.splitlines() if line.count("│") == 3}
+    for label in ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p99"):
+        assert re.fullmatch(r"[\d.,]+ (ms|s|min)", rows[label]), (label, rows[label])
+    assert re.fullmatch(r"[\d.,]+ (Wh|kWh|MWh)", rows["GPU energy"])
+    assert rows["throughput"].endswith(" req/s") and rows["J per output token"].endswith(" J")
+    assert re.fullmatch(r"\d{1,3}(,\d{3})*", rows["requests finished"])
+    assert not re.search(r"\d[eE][+-]\d", r.output)
