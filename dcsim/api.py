@@ -23,12 +23,15 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import plotly.graph_objects as go
 
 from dcsim.scenario import Scenario, load_scenario
 from dcsim.summary import RunSummary
+
+if TYPE_CHECKING:  # plotly is imported by the figures themselves, when one is drawn
+    import plotly.graph_objects as go
 
 
 def load(path: str | Path) -> Scenario:
