@@ -78,5 +78,6 @@ def _print_comparison(table: pd.DataFrame) -> None:
         shown = (units.energy_kwh(row.measured / 3.6e6) if energy
                  else units.duration_s(row.measured))
         t.add_row(row.set, row.metric.replace("_s ", " ").replace("_", " "), shown,
-                  f"{row.error_before_pct:+.1f} %", f"{row.error_after_pct:+.1f} %")
+                  *("-" if e is None or e != e else f"{e:+.1f} %"
+                    for e in (row.error_before_pct, row.error_after_pct)))
     out.print(t)

@@ -32,7 +32,7 @@ from dcsim.calibration.measured import energy_from_power_log, read_requests
 from dcsim.engine.context import Context, profile_paths
 from dcsim.errors import DcsimError, Problem
 from dcsim.profiles.store import ProfileStore
-from dcsim.profiles.uncertainty import from_errors, sigmas, spread_class
+from dcsim.profiles.uncertainty import from_errors, sigmas
 from dcsim.scenario import Scenario
 
 
@@ -115,9 +115,10 @@ def _spreads(table: pd.DataFrame, rep: Replay, measured: Served, held: Served | 
     fit_col = ("fit", "error_profile_pct")
     lat = errs("holdout", "error_after_pct", False) if held is not None else []
     en = errs("holdout", "error_after_pct", True) if held is not None else []
-    base = rep.context.store.resolve(rep.key[0], rep.key[1], "decode", rep.key[2])
-    floor_en = sigmas("interpolated" if measured.energy_j is not None else spread_class(
-        base.ranges is None, base.gpu.id in set(rep.context.store.measured()["gpu"])))[1]
+    store = rep.context.store
+    base = store.resolve(rep.key[0], rep.key[1], "decode", rep.key[2])
+    floor_en = sigmas("interpolated" if measured.energy_j is not None
+                      else store.spread_of(base))[1]
     return from_errors(lat or errs(*fit_col, False), en or errs(*fit_col, True),
                        (sigmas("interpolated")[0], floor_en))
 

@@ -165,12 +165,15 @@ def _binned(sim: np.ndarray, real: np.ndarray, by: np.ndarray) -> np.ndarray:
     """log(simulated / measured) median in each of BINS equal-count bins of `by`."""
     edges = np.quantile(by, np.linspace(0, 1, BINS + 1)[1:-1])
     group = np.searchsorted(edges, by, side="right")
-    out = []
-    for g in range(BINS):
-        sel = (group == g) & np.isfinite(real) & np.isfinite(sim)
-        if sel.sum() >= MIN_PER_BIN:
-            out.append(math.log(np.median(sim[sel]) / np.median(real[sel])))
-    return np.array(out)
+    sel = [(group == g) & np.isfinite(real) & np.isfinite(sim) for g in range(BINS)]
+    return _log_ratio(np.array([np.median(sim[k]) for k in sel if k.sum() >= MIN_PER_BIN]),
+                      np.array([np.median(real[k]) for k in sel if k.sum() >= MIN_PER_BIN]))
+
+
+def _log_ratio(sim: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """log(sim / real) where both are positive (a zero TPOT, say, carries no scale)."""
+    ok = (sim > 0) & (real > 0)
+    return np.log(sim[ok] / real[ok])
 
 
 def residuals(sim: pd.DataFrame, real: pd.DataFrame) -> np.ndarray:
@@ -182,7 +185,7 @@ def residuals(sim: pd.DataFrame, real: pd.DataFrame) -> np.ndarray:
     and medians and quantiles below the tail keep a few stalled requests (a garbage
     collection, a page fault: nothing a profile describes) from pulling the fit."""
     s, r = latencies(sim), latencies(real)
-    out = [np.log(np.nanquantile(s[k], QUANTILES) / np.nanquantile(r[k], QUANTILES))
+    out = [_log_ratio(np.nanquantile(s[k], QUANTILES), np.nanquantile(r[k], QUANTILES))
            for k in METRICS if np.isfinite(r[k]).any()]
     out.append(_binned(s["ttft_s"], r["ttft_s"], real["prompt_tokens"].to_numpy(float)))
     out.append(_binned(s["tpot_s"], r["tpot_s"], decoding_alongside(real)))

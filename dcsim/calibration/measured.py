@@ -55,8 +55,8 @@ def check_requests(t: pd.DataFrame, origin: str) -> None:
     problems = []
     bad = {
         "arrival_s": (~np.isfinite(t["arrival_s"]), "a finite time, s"),
-        "first_token_s": (~(t["first_token_s"] >= t["arrival_s"]),
-                          "at or after its arrival_s"),
+        "first_token_s": (~(t["first_token_s"] > t["arrival_s"]),
+                          "after its arrival_s (a first token takes time)"),
         "finish_s": (~(t["finish_s"] >= t["first_token_s"]), "at or after its first_token_s"),
         "prompt_tokens": (~(t["prompt_tokens"] >= 1), "a whole number of tokens >= 1"),
         "output_tokens": (~(t["output_tokens"] >= 1), "a whole number of tokens >= 1"),

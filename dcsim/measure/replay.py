@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from dcsim import yamlfile
+from dcsim.calibration.fit import latencies
 from dcsim.catalog import Catalog
 from dcsim.errors import DcsimError, Problem
 from dcsim.measure import TINY
@@ -202,10 +203,10 @@ def compare(real: pd.DataFrame, sim: pd.DataFrame, real_energy_j: float, sim_ene
             ) -> pd.DataFrame:
     """Per metric: the real and simulated figure and the simulator's relative error."""
     rows = []
-    for name, r, s in (("ttft_s", _ttft(real), sim["ttft_s"]),
-                       ("tpot_s", _tpot(real), sim["tpot_s"]),
-                       ("e2e_s", real["finish_s"] - real["arrival_s"], sim["e2e_s"])):
-        r, s = r.dropna().to_numpy(float), s.dropna().to_numpy(float)
+    measured = latencies(real)
+    for name in ("ttft_s", "tpot_s", "e2e_s"):
+        r, s = measured[name], sim[name].dropna().to_numpy(float)
+        r = r[np.isfinite(r)]
         rows.append((f"{name} mean", r.mean(), s.mean()))
         rows += [(f"{name} p{q}", np.percentile(r, q), np.percentile(s, q)) for q in PERCENTILES]
     rows.append(("makespan_s", float(real["finish_s"].max()), float(sim["finish_s"].max())))
@@ -214,12 +215,3 @@ def compare(real: pd.DataFrame, sim: pd.DataFrame, real_energy_j: float, sim_ene
     table = pd.DataFrame(rows, columns=["metric", "real", "simulated"])
     table["error_pct"] = 100 * (table["simulated"] - table["real"]) / table["real"]
     return table
-
-
-def _ttft(real: pd.DataFrame) -> pd.Series:
-    return real["first_token_s"] - real["arrival_s"]
-
-
-def _tpot(real: pd.DataFrame) -> pd.Series:
-    out = real["output_tokens"]
-    return ((real["finish_s"] - real["first_token_s"]) / (out - 1)).where(out > 1)

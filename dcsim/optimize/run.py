@@ -144,11 +144,11 @@ def plan_rows(dep: pd.DataFrame) -> list[dict[str, object]]:
         return []
     cols = ["gpu", "tp", "power_cap_w", "max_num_seqs", "replicas"]
     rows: list[dict[str, object]] = []
+    plain = dep[cols].astype(object).where(dep[cols].notna(), None)  # NaN limit: default
     for service, g in dep.sort_values(["service", "period", "config"]).groupby(
             "service", sort=False):
-        per = g.groupby("period").apply(lambda x: tuple(
-            map(tuple, x[cols].astype(object).where(x[cols].notna(), None).to_numpy())),
-            include_groups=False)
+        per = {int(t): tuple(map(tuple, plain.loc[x.index].to_numpy()))
+               for t, x in g.groupby("period")}
         for period, key in per.items():
             last = rows[-1] if rows and rows[-1]["service"] == service else None
             if last is not None and last["_key"] == key and last["last_period"] == period - 1:

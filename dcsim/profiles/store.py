@@ -209,9 +209,7 @@ class ProfileStore:
             if adjust is not None:  # a calibration's trial: its variants share the answers
                 cost = replace(cost, adjust=adjust, memo=self._memos.setdefault(key, {}))
             if self.uncertainty_seed is not None or self.uncertainty_quantile is not None:
-                gpu_measured = cost.gpu.id in set(self.measured()["gpu"])
-                kind = (self._calibrated_spread(cost, tp) if cost.source == "calibrated"
-                        else spread_class(cost.ranges is None, gpu_measured))
+                kind = self.spread_of(cost)
                 factors = (quantile_factors(self.uncertainty_quantile, kind)
                            if self.uncertainty_quantile is not None else
                            draw(self.uncertainty_seed, cost.gpu.id, cost.model.id, phase, kind))
@@ -219,11 +217,18 @@ class ProfileStore:
             self._resolved[key] = cost
         return self._resolved[key]
 
-    def _calibrated_spread(self, cost: PhaseCost, tp: int) -> Spread:
+    def spread_of(self, cost: PhaseCost) -> Spread:
+        """How wrong an answer of `cost` may be (dcsim.profiles.uncertainty): a calibrated
+        group's own sigmas, else the class of its provenance."""
+        if cost.source == "calibrated":
+            return self._calibrated_spread(cost)
+        return spread_class(cost.ranges is None, cost.gpu.id in set(self.measured()["gpu"]))
+
+    def _calibrated_spread(self, cost: PhaseCost) -> Spread:
         """A calibrated group's sigmas, as dcsim calibrate wrote them in its rows
         (spread_latency, spread_energy); a file without them takes the interpolated
         class."""
-        rows = self.group_rows(cost.gpu.id, cost.model.id, cost.phase, tp)
+        rows = self.group_rows(cost.gpu.id, cost.model.id, cost.phase, cost.tp)
         cols = ("spread_latency", "spread_energy")
         if not all(c in rows for c in cols) or rows[list(cols)].isna().any(axis=None):
             return "interpolated"
