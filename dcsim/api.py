@@ -116,12 +116,14 @@ class Plots:
         self._r = results
 
     def latency(self) -> go.Figure:
-        """TTFT, TPOT and E2E distributions per service, SLO bounds marked."""
+        """TTFT, TPOT and E2E distributions per service, SLO bounds marked (with
+        replications: mean curves and 95 % bands)."""
         from dcsim.report import figures_run as fr
         from dcsim.report.data import slo_bounds
 
         slos = slo_bounds(self._r.scenario.model_dump(mode="json")["workloads"])
-        return fr.latency_cdfs(self._r.requests, slos)
+        bands = self._r.table("replications_latency")
+        return fr.latency_cdfs(self._r.requests, slos, bands if len(bands) else None)
 
     def power(self) -> go.Figure:
         """Power over time per budgeted domain against its budget."""
@@ -136,10 +138,16 @@ class Plots:
         return fr.energy_breakdown(self._r.record.total, fr.workload_energy(self._r.record))
 
     def utilisation(self) -> go.Figure:
-        """Per replica and bucket: batch, KV cache use, queue (heatmaps)."""
+        """Per replica and bucket: GPU busy share and KV-cache use (heatmaps)."""
         from dcsim.report import figures_run as fr
 
         return fr.heatmaps(self._r.timeseries)
+
+    def utilisation_bands(self) -> go.Figure:
+        """Per service busy share and KV use across replications: mean and 95 % band."""
+        from dcsim.report import figures_run as fr
+
+        return fr.busy_bands(self._r.table("replications_busy"))
 
     def power_bands(self) -> go.Figure:
         """IT and facility power across replications: mean and 95 % band."""
@@ -177,10 +185,9 @@ def run(scenario: Scenario, *, seed: int | None = None, replications: int = 1,
                            context=ctx), profile_uncertainty)
     if replications < 2:
         return Results(s, tables, summary)
-    first = json.loads(plain_json(summary.to_dict()))
-    block = reps.block(seeds, [first, *(o[0] for o in others)], profile_uncertainty)
-    tables = tables | {"replications_power": reps.power_bands(
-        [reps.facility_series(tables["power"]), *(o[1] for o in others)])}
+    samples = [reps.sample(json.loads(plain_json(summary.to_dict())), tables), *others]
+    block = reps.block(seeds, [x.summary for x in samples], profile_uncertainty)
+    tables = tables | reps.band_tables(samples)
     return Results(s, tables, summary, block)
 
 

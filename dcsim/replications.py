@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,8 @@ from scipy import stats
 from dcsim.engine.context import Context
 from dcsim.scenario import Scenario, scenario_from_data
 
+QUANTILES = np.linspace(0.0, 1.0, 201)  # latency quantiles kept per replication (0.5 % steps)
+LATENCIES = ("ttft", "tpot", "e2e")
 METHOD = ("95 % Student t-interval of the mean across replications (independent seeds; "
           "profile error not included)")
 T = TypeVar("T")
@@ -102,10 +105,54 @@ def facility_series(power: pd.DataFrame) -> pd.DataFrame:
                          "it_w": f["power_w"].to_numpy(), "facility_w": total.to_numpy()})
 
 
-def _one(data: dict, base_dir: str, seed: int, profile_uncertainty: bool
-         ) -> tuple[dict, pd.DataFrame]:
-    """One replication's summary, as plain JSON, and its facility power series (runs in
-    a worker process)."""
+@dataclass(frozen=True)
+class Sample:
+    """What one replication hands back: its summary as plain JSON and the series the
+    report draws bands of (facility power, latency quantiles, busy share per service)."""
+
+    summary: dict
+    power: pd.DataFrame
+    latency: pd.DataFrame
+    busy: pd.DataFrame
+
+
+def sample(summary: dict, tables: dict[str, pd.DataFrame]) -> Sample:
+    """A replication's sample from its summary (plain JSON) and results tables."""
+    return Sample(summary, facility_series(tables["power"]),
+                  latency_quantiles(tables.get("requests", pd.DataFrame())),
+                  busy_series(tables.get("timeseries", pd.DataFrame())))
+
+
+def latency_quantiles(requests: pd.DataFrame) -> pd.DataFrame:
+    """Per service and latency (TTFT, TPOT, E2E), its quantiles over finished requests
+    outside the warm-up at the QUANTILES grid: columns service, metric, q, value_s."""
+    cols = ["service", "metric", "q", "value_s"]
+    if requests.empty:
+        return pd.DataFrame(columns=cols)
+    done = requests[(requests["status"] == "finished") & ~requests.get(
+        "in_warmup", pd.Series(False, index=requests.index)).astype(bool)]
+    parts = []
+    for svc, g in done.groupby("service", sort=True):
+        for key in LATENCIES:
+            v = g[f"{key}_s"].dropna().to_numpy(float)
+            if v.size:
+                parts.append(pd.DataFrame({"service": svc, "metric": key, "q": QUANTILES,
+                                           "value_s": np.quantile(v, QUANTILES)}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def busy_series(ts: pd.DataFrame) -> pd.DataFrame:
+    """Per service and time bucket, the mean busy share and KV-cache use of its
+    replicas: columns service, t_start_s, t_end_s, busy_fraction, kv_use."""
+    cols = ["service", "t_start_s", "t_end_s", "busy_fraction", "kv_use"]
+    if ts.empty:
+        return pd.DataFrame(columns=cols)
+    return (ts.groupby(["service", "t_start_s", "t_end_s"], sort=True)[["busy_fraction", "kv_use"]]
+            .mean().reset_index()[cols])
+
+
+def _one(data: dict, base_dir: str, seed: int, profile_uncertainty: bool) -> Sample:
+    """One replication's sample (runs in a worker process)."""
     from dcsim.output import plain_json
     from dcsim.runner import run_tables
 
@@ -113,27 +160,56 @@ def _one(data: dict, base_dir: str, seed: int, profile_uncertainty: bool
     s = scenario_from_data(data)
     tables, summary = run_tables(
         s, Path(base_dir), context=context_for(s, Path(base_dir), seed, profile_uncertainty))
-    return json.loads(plain_json(summary.to_dict())), facility_series(tables["power"])
+    return sample(json.loads(plain_json(summary.to_dict())), tables)
+
+
+def _bands(frames: list[pd.DataFrame], keys: list[str], values: list[str]) -> pd.DataFrame:
+    """Per key row found in every frame, each value's mean across the frames and its
+    95 % t-interval: columns keys, <value>_mean, _low, _high."""
+    tall = pd.concat([f.assign(_rep=i) for i, f in enumerate(frames)], ignore_index=True)
+    rows = []
+    for key, g in tall.groupby(keys, sort=True):
+        if g["_rep"].nunique() < len(frames):
+            continue  # a service with no finished request in some replication
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        for col in values:
+            mean, low, high = t_interval(g[col].to_numpy(float))
+            row |= {f"{col}_mean": mean, f"{col}_low": low, f"{col}_high": high}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, *(f"{c}_{k}" for c in values
+                                                for k in ("mean", "low", "high"))])
+
+
+def latency_bands(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per service, latency and quantile level: the quantile's mean across replications
+    and a 95 % t-interval of it (a band around each latency CDF)."""
+    return _bands(frames, ["service", "metric", "q"], ["value_s"])
+
+
+def busy_bands(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per service and time bucket: mean busy share and KV use across replications
+    with their 95 % t-intervals."""
+    return _bands(frames, ["service", "t_start_s", "t_end_s"], ["busy_fraction", "kv_use"])
 
 
 def power_bands(series: list[pd.DataFrame]) -> pd.DataFrame:
     """Per time bucket, IT and facility power's mean across replications and a 95 %
     t-interval of it (the replications share the buckets: same duration and width)."""
-    out = series[0][["t_start_s", "t_end_s"]].copy()
-    for col in ("it_w", "facility_w"):
-        values = np.column_stack([x[col].to_numpy(float) for x in series])
-        stats_ = [t_interval(row) for row in values]
-        out[f"{col}_mean"] = [m for m, _, _ in stats_]
-        out[f"{col}_low"] = [lo for _, lo, _ in stats_]
-        out[f"{col}_high"] = [hi for _, _, hi in stats_]
-    return out
+    return _bands(series, ["t_start_s", "t_end_s"], ["it_w", "facility_w"])
+
+
+def band_tables(samples: list[Sample]) -> dict[str, pd.DataFrame]:
+    """The results tables of a replicated run's bands: power, latency CDFs, busy share."""
+    return {"replications_power": power_bands([x.power for x in samples]),
+            "replications_latency": latency_bands([x.latency for x in samples]),
+            "replications_busy": busy_bands([x.busy for x in samples])}
 
 
 def with_replications(s: Scenario, base_dir: Path, seeds: list[int], workers: int,
                       first: Callable[[], T], profile_uncertainty: bool = False
-                      ) -> tuple[T, list[tuple[dict, pd.DataFrame]]]:
+                      ) -> tuple[T, list[Sample]]:
     """Run `first` (replication 0, in this process) while the other seeds run in worker
-    processes; their summaries as plain JSON and facility power series, in seed order."""
+    processes; their samples, in seed order."""
     if len(seeds) < 2:
         return first(), []
     data = s.model_dump(mode="json")

@@ -102,4 +102,20 @@ def test_run_with_replications_writes_intervals_and_one_replication_is_the_plain
     assert (bands["it_w_mean"] <= bands["it_w_high"]).all()
     assert not np.allclose(bands["it_w_mean"], it)  # the others' seeds count
     assert not (tmp_path / "plain" / "replications_power.parquet").exists()
+    # the latency bands are the summary's percentiles across replications: at q = 0.5
+    # and 0.99 the band is the interval of TTFT p50 / p99 summary.json states
+    lat = pd.read_parquet(tmp_path / "three" / "replications_latency.parquet")
+    for q, key in ((0.5, "ttft_p50_s"), (0.99, "ttft_p99_s")):
+        row = lat[(lat["service"] == "chat") & (lat["metric"] == "ttft")
+                  & np.isclose(lat["q"], q)].iloc[0]
+        m = block["metrics"][f"services.chat.{key}"]
+        assert row["value_s_mean"] == pytest.approx(m["mean"], rel=1e-9)
+        assert (row["value_s_low"], row["value_s_high"]) == pytest.approx(
+            (m["low"], m["high"]), rel=1e-9)
+    assert set(lat["metric"]) == {"ttft", "tpot", "e2e"}
+    busy = pd.read_parquet(tmp_path / "three" / "replications_busy.parquet")
+    assert len(busy) == len(it) and busy["busy_fraction_mean"].between(0, 1).all()
+    assert (busy["busy_fraction_low"] <= busy["busy_fraction_mean"] + 1e-12).all()
+    assert "mean across replications and 95 % band" in page
+    assert "Utilisation per service across replications" in page
     assert "Across replications" not in write_report(tmp_path / "plain").read_text()

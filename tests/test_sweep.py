@@ -69,6 +69,14 @@ def test_grid_runs_every_point_and_seed_in_parallel_then_resumes(tmp_path: Path)
         assert p["chat/energy_kwh_mean"] == pytest.approx(mine.mean())
         # two seeds: half-width t(0.975, 1) x |a - b| / 2 = 6.4 |a - b|, wider than both
         assert p["chat/energy_kwh_low"] <= mine.min() <= mine.max() <= p["chat/energy_kwh_high"]
+    # the report's bars are that interval, not the seeds' range
+    from dcsim.report.sweep import metric_vs_axis
+
+    fig = metric_vs_axis(t, ["workloads.chat.deployment.power_cap_w"],
+                         "workloads.chat.deployment.power_cap_w")
+    bars = next(tr for tr in fig.data if tr.yaxis in ("y", None))
+    got = sorted(float(m + h) for m, h in zip(bars.y, bars.error_y.array, strict=True))
+    assert got == pytest.approx(sorted(pts["facility_kwh_high"]))
 
 
 def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path: Path):

@@ -14,7 +14,7 @@ from dcsim.summary import RunSummary
 
 TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "failures",
           "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs", "sweep",
-          "replications_power")
+          "replications_power", "replications_latency", "replications_busy")
 
 
 @dataclass

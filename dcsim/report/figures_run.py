@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
 from dcsim.summary import RunSummary, Totals
@@ -14,6 +14,13 @@ COLORS = qualitative.Plotly
 MAX_RACKS = 12  # racks drawn in the power chart: those closest to their budgets
 CDF_POINTS = 400  # quantiles per latency curve (keeps the page small at any request count)
 HEAT_ROWS = 64  # replicas in a heatmap (the busiest)
+
+
+def translucent(color: str, alpha: float = 0.25) -> str:
+    """A '#rrggbb' colour as rgba with that opacity (a band's fill that leaves its mean
+    line visible)."""
+    r, g, b = hex_to_rgb(color)
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def power_vs_budgets(power: pd.DataFrame, budgets: pd.DataFrame) -> go.Figure:
@@ -54,8 +61,8 @@ def power_bands(bands: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=t, y=high / 1e3, mode="lines", line={"width": 0,
                                  "shape": "hv"}, showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=t, y=low / 1e3, mode="lines", fill="tonexty",
-                                 line={"width": 0, "shape": "hv"}, opacity=0.3,
-                                 name=f"{label}: 95 % interval", fillcolor=color))
+                                 line={"width": 0, "shape": "hv"},
+                                 name=f"{label}: 95 % interval", fillcolor=translucent(color)))
         fig.add_trace(go.Scatter(x=t, y=bands[f"{col}_mean"] / 1e3, mode="lines",
                                  name=f"{label}: mean", line={"color": color, "shape": "hv"}))
     fig.update_layout(title="Power across replications (mean and 95 % interval)",
@@ -91,20 +98,29 @@ def workload_energy(summary: RunSummary) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["workload", "kind", "energy_kwh"])
 
 
-def latency_cdfs(requests: pd.DataFrame, slos: dict[str, dict[str, float]]) -> go.Figure:
-    """Per service, the distribution of TTFT, TPOT and E2E latency, the p99 bound marked."""
-    cols = [("ttft", "TTFT (s)"), ("tpot", "TPOT (s)"), ("e2e", "end to end (s)")]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[c[1] for c in cols])
-    done = requests[(requests["status"] == "finished") & ~requests.get(
-        "in_warmup", pd.Series(False, index=requests.index))]
-    q = np.linspace(0, 1, CDF_POINTS)
-    for i, (svc, g) in enumerate(done.groupby("service", sort=True)):
+LATENCY_COLS = (("ttft", "TTFT (s)"), ("tpot", "TPOT (s)"), ("e2e", "end to end (s)"))
+
+
+def latency_cdfs(requests: pd.DataFrame, slos: dict[str, dict[str, float]],
+                 bands: pd.DataFrame | None = None) -> go.Figure:
+    """Per service, the distribution of TTFT, TPOT and E2E latency, the p99 bound marked;
+    with `bands` (replications_latency), each curve is the mean quantile across
+    replications with its 95 % interval shaded."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[c[1] for c in LATENCY_COLS])
+    curves = _band_curves(bands) if bands is not None and len(bands) else _curves(requests)
+    for i, svc in enumerate(sorted({svc for svc, _ in curves})):
         color = COLORS[i % len(COLORS)]
-        for j, (key, _) in enumerate(cols):
-            v = g[f"{key}_s"].dropna().to_numpy()
-            if v.size == 0:
+        for j, (key, _) in enumerate(LATENCY_COLS):
+            if (svc, key) not in curves:
                 continue
-            fig.add_trace(go.Scatter(x=np.quantile(v, q), y=q, mode="lines", name=str(svc),
+            q, mean, low, high = curves[(svc, key)]
+            if low is not None:
+                fig.add_trace(go.Scatter(
+                    x=np.concatenate([high, low[::-1]]), y=np.concatenate([q, q[::-1]]),
+                    fill="toself", fillcolor=translucent(color), line={"width": 0},
+                    name=f"{svc}: 95 % interval", legendgroup=str(svc), showlegend=j == 0,
+                    hoverinfo="skip"), row=1, col=j + 1)
+            fig.add_trace(go.Scatter(x=mean, y=q, mode="lines", name=str(svc),
                                      legendgroup=str(svc), showlegend=j == 0,
                                      line={"color": color}), row=1, col=j + 1)
             bound = slos.get(str(svc), {}).get(key)
@@ -117,9 +133,67 @@ def latency_cdfs(requests: pd.DataFrame, slos: dict[str, dict[str, float]]) -> g
     # latencies span decades (ms TPOT, s E2E; a tail 100x the median): log axes keep
     # the body and the tail readable in one view
     fig.update_xaxes(type="log")
-    fig.update_layout(title="Latency distributions (log scale; dotted: p99 bound and the "
-                            "99th percentile)")
+    across = ", mean across replications and 95 % band" if bands is not None and len(
+        bands) else ""
+    fig.update_layout(title=f"Latency distributions (log scale{across}; dotted: p99 bound "
+                            "and the 99th percentile)")
     fig.update_yaxes(title_text="share of requests", row=1, col=1)
+    return fig
+
+
+Curve = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def _curves(requests: pd.DataFrame) -> dict[tuple[str, str], Curve]:
+    """(service, latency) -> quantile levels and values of one run's finished requests."""
+    done = requests[(requests["status"] == "finished") & ~requests.get(
+        "in_warmup", pd.Series(False, index=requests.index))]
+    q = np.linspace(0, 1, CDF_POINTS)
+    out: dict[tuple[str, str], Curve] = {}
+    for svc, g in done.groupby("service", sort=True):
+        for key, _ in LATENCY_COLS:
+            v = g[f"{key}_s"].dropna().to_numpy()
+            if v.size:
+                out[(str(svc), key)] = (q, np.quantile(v, q), None, None)
+    return out
+
+
+def _band_curves(bands: pd.DataFrame) -> dict[tuple[str, str], Curve]:
+    """(service, latency) -> quantile levels, mean value and interval across replications
+    (a missing interval, from identical replications, is the mean)."""
+    out: dict[tuple[str, str], Curve] = {}
+    for (svc, key), g in bands.sort_values("q").groupby(["service", "metric"], sort=True):
+        mean = g["value_s_mean"].to_numpy(float)
+        out[(str(svc), str(key))] = (
+            g["q"].to_numpy(float), mean, g["value_s_low"].fillna(g["value_s_mean"]).to_numpy(
+                float), g["value_s_high"].fillna(g["value_s_mean"]).to_numpy(float))
+    return out
+
+
+def busy_bands(bands: pd.DataFrame) -> go.Figure:
+    """Per service over time, its replicas' mean busy share and KV-cache use: mean across
+    replications with the 95 % interval shaded."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("GPU busy share", "KV-cache use"),
+                        horizontal_spacing=0.12)
+    for i, (svc, g) in enumerate(bands.sort_values("t_start_s").groupby("service", sort=True)):
+        color, t = COLORS[i % len(COLORS)], g["t_start_s"] / 3600
+        for j, col in enumerate(("busy_fraction", "kv_use")):
+            mean = g[f"{col}_mean"]
+            fig.add_trace(go.Scatter(x=t, y=g[f"{col}_high"].fillna(mean), mode="lines",
+                                     line={"width": 0, "shape": "hv"}, showlegend=False,
+                                     legendgroup=str(svc), hoverinfo="skip"), row=1, col=j + 1)
+            fig.add_trace(go.Scatter(x=t, y=g[f"{col}_low"].fillna(mean), mode="lines",
+                                     fill="tonexty", fillcolor=translucent(color),
+                                     line={"width": 0, "shape": "hv"}, legendgroup=str(svc),
+                                     name=f"{svc}: 95 % interval", showlegend=j == 0),
+                          row=1, col=j + 1)
+            fig.add_trace(go.Scatter(x=t, y=mean, mode="lines", name=str(svc),
+                                     legendgroup=str(svc), showlegend=j == 0,
+                                     line={"color": color, "shape": "hv"}), row=1, col=j + 1)
+    fig.update_xaxes(title_text="time (h)")
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title="Utilisation per service across replications (mean of its "
+                            "replicas; line: mean across replications, band: 95 % interval)")
     return fig
 
 

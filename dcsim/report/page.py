@@ -90,9 +90,11 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     if powered:
         out.append(("Energy", [fr.energy_breakdown(s.total, fr.workload_energy(s))]))
     if res.has("requests"):
-        out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos)]))
+        out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos,
+                                                t.get("replications_latency"))]))
     if res.has("timeseries"):
-        out.append(("Utilisation", [fr.heatmaps(t["timeseries"])]))
+        items = [fr.busy_bands(t["replications_busy"])] if res.has("replications_busy") else []
+        out.append(("Utilisation", [*items, fr.heatmaps(t["timeseries"])]))
     if res.has("jobs"):
         out.append(("Training", [fr.training_timeline(
             t["jobs"], t.get("failures", pd.DataFrame()), t.get("checkpoints", pd.DataFrame()),

@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dcsim.replications import point_intervals
 from dcsim.report.figures_run import COLORS
 
 
@@ -20,18 +21,15 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
 
 
 def per_point(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
-    """Mean, min and max over seeds of every metric, one row per point (finished runs)."""
-    done = table[table["status"] == "finished"]
-    metrics = metric_columns(done)
-    g = done.groupby("point", sort=False)[metrics]  # a point is one combination of values
-    out = g.mean().add_suffix(":mean").join(g.min().add_suffix(":min")).join(
-        g.max().add_suffix(":max")).reset_index()
-    return out.join(done.drop_duplicates("point").set_index("point")[axes], on="point")
+    """One row per point (finished runs): every metric's mean over seeds and the 95 %
+    t-interval of that mean (``<metric>_mean``, ``_low``, ``_high``; no interval from
+    one seed), as sweep_points.parquet holds them."""
+    return point_intervals(table, axes)
 
 
 def metric_vs_axis(table: pd.DataFrame, axes: list[str], axis: str) -> go.Figure:
-    """Each metric against one axis (mean over seeds, bars from min to max), one line per
-    combination of the other axes."""
+    """Each metric against one axis (mean over seeds, bars: its 95 % t-interval), one
+    line per combination of the other axes."""
     pts = per_point(table, axes)
     metrics = metric_columns(table[table["status"] == "finished"])
     others = [a for a in axes if a != axis]
@@ -48,15 +46,18 @@ def metric_vs_axis(table: pd.DataFrame, axes: list[str], axis: str) -> go.Figure
             g = g.assign(_x=numeric).sort_values("_x")
         x = g["_x"]
         for j, m in enumerate(metrics):
-            mean = g[f"{m}:mean"]
+            mean = g[f"{m}_mean"]
             fig.add_trace(go.Scatter(
                 x=x, y=mean, mode="lines+markers", name=str(name), legendgroup=str(name),
                 showlegend=j == 0, line={"color": COLORS[i % len(COLORS)]},
-                error_y={"type": "data", "symmetric": False, "array": g[f"{m}:max"] - mean,
-                         "arrayminus": mean - g[f"{m}:min"]}), row=1, col=j + 1)
+                error_y={"type": "data", "symmetric": False,
+                         "array": (g[f"{m}_high"].astype(float) - mean).fillna(0.0),
+                         "arrayminus": (mean - g[f"{m}_low"].astype(float)).fillna(0.0)}),
+                row=1, col=j + 1)
     fig.update_xaxes(title_text=axis)
     fig.update_layout(title=f"Metrics against {axis}" + (f" (lines: {', '.join(others)})"
-                                                        if others else ""),
+                                                        if others else "")
+                      + "; mean over seeds, bars: 95 % interval",
                       width=None, height=420)
     return fig
 
@@ -76,7 +77,7 @@ def pareto(table: pd.DataFrame, axes: list[str]) -> go.Figure | None:
     if "facility_kwh" not in table or not lat:
         return None
     pts = per_point(table, axes)
-    x, y = pts["facility_kwh:mean"].to_numpy(), pts[f"{lat[0]}:mean"].to_numpy()
+    x, y = pts["facility_kwh_mean"].to_numpy(float), pts[f"{lat[0]}_mean"].to_numpy(float)
     ok = np.isfinite(x) & np.isfinite(y)
     front = pareto_mask(np.where(ok, x, np.inf), np.where(ok, y, np.inf)) & ok
     text = pts[axes].map(_label).agg(lambda r: "<br>".join(
