@@ -1,7 +1,7 @@
 """dcsim: plan AI data centers from measured GPU profiles.
 
 The Python API (dcsim.api) is what this package exports: ``load``, ``run``,
-``optimize``, ``sweep``, their results ``Results`` and ``Plan``, ``Scenario``, and the
+``optimize``, ``sweep``, ``size``, their results ``Results``, ``Plan`` and ``Sizing``, ``Scenario``, and the
 ``outlook`` module (capacity run-out under growth). Imported when first used, so the
 command line starts without pandas or plotly.
 """
@@ -18,7 +18,8 @@ except PackageNotFoundError:  # running from a source tree without install
 
 # public name -> the module that defines it (None: the name is that module)
 _EXPORTS = {"load": "dcsim.api", "run": "dcsim.api", "optimize": "dcsim.api",
-            "sweep": "dcsim.api", "Results": "dcsim.api", "Plan": "dcsim.api",
+            "sweep": "dcsim.api", "size": "dcsim.api", "Results": "dcsim.api",
+            "Plan": "dcsim.api", "Sizing": "dcsim.api",
             "Scenario": "dcsim.scenario", "outlook": None}
 
 __all__ = ["__version__", *_EXPORTS]

@@ -9,6 +9,7 @@
     r.requests, r.power          # the tables `dcsim run` writes, as DataFrames
     r.plot.latency()             # the report's figures, as plotly figures
     plan = dcsim.optimize(s)     # plan.deployments, plan.periods, plan.summary
+    need = dcsim.size(s, growth_per_month=0.05, months=24)  # need.fleet, need.runout
 
 Scenarios are the validated, frozen records `dcsim.load` reads; `Scenario.with_`
 changes fields by the paths sweep axes use and validates again. Relative paths in a
@@ -218,6 +219,49 @@ def optimize(scenario: Scenario, *, objective: str | None = None, verify: bool =
     tables, summary, files, _ = run_optimize(scenario, _base(scenario, base_dir), objective,
                                              verify, quantile)
     return Plan(tables, summary, files)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What `dcsim size` finds: the least fleet, how simulation confirmed it, its money
+    and, with growth, when the scenario's site runs out; sizing.json's record."""
+
+    scenario: Scenario
+    tables: dict[str, pd.DataFrame]
+    summary: dict
+    files: dict[str, str]
+
+    fleet = property(lambda self: self.tables["sizing_fleet"], doc="Per GPU type: GPUs, "
+                     "server type, servers, racks, nameplate power.")
+    check = property(lambda self: self.tables["sizing_check"], doc="Per service at its "
+                     "peak: replicas, simulated p99s, SLO met, and with one replica fewer.")
+    capex = property(lambda self: self.tables["sizing_capex"], doc="Per item: count, unit "
+                     "and total capital cost, amortisation, provenance and source.")
+    deployments = property(lambda self: self.tables["sizing_deployments"], doc="Per service, "
+                           "configuration and period: replicas and load.")
+    growth = property(lambda self: self.tables.get("sizing_growth", pd.DataFrame()),
+                      doc="Per month and resource: need, have, what to add.")
+    runout = property(lambda self: self.tables.get("sizing_runout", pd.DataFrame()),
+                      doc="Per resource: have, need now and at the horizon, run-out month.")
+
+    def save(self, out: str | Path, force: bool = False) -> Path:
+        """Write the folder `dcsim size --out` writes (all or nothing)."""
+        from dcsim.output import write_run
+
+        return write_run(Path(out), self.scenario, self.tables, self.summary, "sizing.json",
+                         self.files, force=force)
+
+
+def size(scenario: Scenario, *, growth_per_month: float = 0.0, months: int = 0,
+         objective: str | None = None, base_dir: str | Path | None = None) -> Sizing:
+    """Size as `dcsim size` does: the least fleet meeting every SLO at peak demand,
+    confirmed by simulation; `objective` gpus | capex (default sizing.objective);
+    with `months`, size each month of `growth_per_month` growth too."""
+    from dcsim.optimize.size_run import run_size
+
+    tables, summary, files = run_size(scenario, _base(scenario, base_dir), growth_per_month,
+                                      months, objective)
+    return Sizing(scenario, tables, summary, files)
 
 
 def sweep(path: str | Path, out: str | Path, *, workers: int = 1,

@@ -16,6 +16,7 @@ from dcsim.cli_calibrate import calibrate
 from dcsim.cli_common import err, fail, out
 from dcsim.cli_print import print_intervals, print_plan, print_summary
 from dcsim.cli_profile import profile_app
+from dcsim.cli_size import size
 from dcsim.errors import DcsimError, Interrupted, Problem
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ profiles_app = typer.Typer(no_args_is_help=True, help="Inspect and query measure
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(profile_app, name="profile")
 app.command()(calibrate)
+app.command()(size)
 
 
 def _print_version(value: bool) -> None:

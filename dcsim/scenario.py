@@ -18,7 +18,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from dcsim.catalog.specs import GpuSpec, ModelSpec, ServerSpec
 from dcsim.engine.gang import Policy
 from dcsim.errors import DcsimError, Problem
-from dcsim.optimize.spec import OptimizeSpec
+from dcsim.optimize.spec import OptimizeSpec, SizingSpec
 from dcsim.schema_base import Spec
 from dcsim.validation import pydantic_problems
 from dcsim.workloads.spec import WorkloadSpec
@@ -280,6 +280,8 @@ class Scenario(Spec):
     simulation: Simulation = Simulation()
     optimize: OptimizeSpec | None = Field(
         default=None, description="Planning horizon and choices for `dcsim optimize`.")
+    sizing: SizingSpec | None = Field(
+        default=None, description="What `dcsim size` minimises and the unit costs it uses.")
     # the folder relative paths resolve against: the file's, for a scenario load_scenario
     # read (not a field: two scenarios differing only in it are the same scenario)
     _base_dir: Path | None = PrivateAttr(default=None)

@@ -59,7 +59,10 @@ def money_usd(x: float) -> str:
 
 
 def mass_kg(x: float) -> str:
-    """A mass given in kg: tonnes from 1,000 kg."""
+    """A mass given in kg: tonnes from 1,000 kg (whole tonnes with separators from
+    1,000 t)."""
     if x is None or not math.isfinite(x):
         return "-"
+    if abs(x) >= 1e6:
+        return f"{x / 1e3:,.0f} t"
     return f"{x / 1e3:,.3g} t" if abs(x) >= 1e3 else f"{x:,.3g} kg"

@@ -67,3 +67,28 @@ class OptimizeSpec(Spec):
     verify_duration_s: float = Field(
         default=600.0, gt=0, description="Simulated seconds per period when --verify replays "
         "the plan.")
+
+
+class SizingSpec(Spec):
+    """The sizing section of a scenario (`dcsim size`): what "least" means, and unit
+    costs that replace the shipped ones (dcsim/catalog/data/costs.csv)."""
+
+    objective: Literal["gpus", "capex"] = Field(
+        default="gpus", description="Fewest GPUs, or least server capital cost (then the "
+        "least power among them).")
+    capex_usd: dict[str, float] = Field(
+        default_factory=dict, description="Unit capital cost per item of the cost table, "
+        "USD: a server catalog id (per server), `rack` (per rack), `facility` (per kW of "
+        "the fleet's nameplate power).")
+    amortisation_years: dict[str, float] = Field(
+        default_factory=dict, description="Years over which an item's capital cost is "
+        "spread (same items as capex_usd).")
+
+    @model_validator(mode="after")
+    def _positive(self) -> SizingSpec:
+        for name, d in (("capex_usd", self.capex_usd),
+                        ("amortisation_years", self.amortisation_years)):
+            bad = {k: v for k, v in d.items() if not v > 0 or v != v or v == float("inf")}
+            if bad:
+                raise ValueError(f"{name} values must be positive finite numbers: {bad}")
+        return self

@@ -14,7 +14,9 @@ from dcsim.summary import RunSummary
 
 TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "failures",
           "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs", "sweep",
-          "replications_power", "replications_latency", "replications_busy")
+          "replications_power", "replications_latency", "replications_busy",
+          "sizing_fleet", "sizing_check", "sizing_capex", "sizing_growth", "sizing_runout",
+          "sizing_periods")
 
 
 @dataclass
@@ -37,11 +39,13 @@ class Results:
 def load(path: Path) -> Results:
     """Read a results folder; a clear error when it is not one."""
     path = Path(path)
-    kinds = {"summary.json": "run", "optimize.json": "optimize", "sweep.json": "sweep"}
+    kinds = {"summary.json": "run", "optimize.json": "optimize", "sweep.json": "sweep",
+             "sizing.json": "size"}
     found = [(name, kind) for name, kind in kinds.items() if (path / name).is_file()]
     if not path.is_dir() or not found:
-        raise DcsimError(Problem("DIR", str(path), "a results folder of dcsim run, optimize or "
-                                 "sweep (with summary.json, optimize.json or sweep.json)"))
+        raise DcsimError(Problem("DIR", str(path), "a results folder of dcsim run, optimize, "
+                                 "sweep or size (with summary.json, optimize.json, sweep.json "
+                                 "or sizing.json)"))
     name, kind = found[0]
     try:
         summary = json.loads((path / name).read_text())

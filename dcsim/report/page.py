@@ -14,6 +14,7 @@ from dcsim import __version__, outlook, units
 from dcsim.output import atomic_file
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
+from dcsim.report import sizing as sz
 from dcsim.report import sweep as sw
 from dcsim.report.data import Results, load
 from dcsim.summary import RunSummary
@@ -49,6 +50,9 @@ def build(res: Results, growth_per_month: float, months: int) -> str:
     elif res.kind == "optimize":
         sections = _plan_sections(res)
         title = f"{res.path.name}: optimizer plan"
+    elif res.kind == "size":
+        sections = _size_sections(res)
+        title = f"{res.summary.get('scenario', res.path.name)}: sized fleet"
     else:
         sections = _sweep_sections(res)
         title = f"{res.summary.get('name', res.path.name)}: sweep"
@@ -207,6 +211,32 @@ def _plan_sections(res: Results) -> list[Section]:
         cols = [c for c in ("job", "power_cap_w", "rack_servers", "runtime_s", "end_s",
                             "deadline_s", "energy_kwh") if c in t["jobs"]]
         out.append(("Training jobs", [_table(t["jobs"][cols])]))
+    return out
+
+
+def _size_sections(res: Results) -> list[Section]:
+    s, t = res.summary, res.tables
+    out: list[Section] = [("Headline", [_kpis(sz.headline(s))])]
+    if res.has("sizing_fleet"):
+        out.append(("Fleet", [_table(sz.named(t["sizing_fleet"], sz.FLEET_COLUMNS))]))
+    if res.has("sizing_check"):
+        out.append(("Confirmed by simulation", [
+            "<p>Each service alone on the sized fleet at its peak period's demand: it "
+            "meets its SLOs, and with one replica fewer it does not.</p>",
+            _table(sz.named(t["sizing_check"], sz.CHECK_COLUMNS))]))
+    if res.has("sizing_capex"):
+        out.append(("What the money rests on", [
+            "<p>Unit costs: <i>published</i> list prices, <i>published estimate</i>s of "
+            "analysts, our <i>assumption</i>s, or the scenario's own (sizing.capex_usd). "
+            "Replace assumptions with your quotes.</p>",
+            _table(sz.named(t["sizing_capex"], sz.CAPEX_COLUMNS))]))
+    if res.has("sizing_growth"):
+        g = s.get("growth", {})
+        out.append(("As demand grows", [
+            f"<p>Demand grows {g.get('per_month', 0):.1%} a month; each month is sized "
+            "anew on the simulation-checked capacity table (training jobs as given).</p>",
+            sz.growth(t["sizing_growth"]),
+            _table(sz.named(t["sizing_runout"], sz.RUNOUT_COLUMNS))]))
     return out
 
 
