@@ -85,7 +85,7 @@ def test_run_report_is_one_offline_file_with_every_section(run_dir: Path):
 def test_report_of_a_folder_that_is_not_results_exits_1(tmp_path: Path):
     r = runner.invoke(app, ["report", str(tmp_path)])
     assert r.exit_code == 1 and "Traceback" not in r.output
-    assert "summary.json, optimize.json or sweep.json" in r.output
+    assert "summary.json, optimize.json, sweep.json or sizing.json" in r.output
     assert not (tmp_path / "report.html").exists()
     r = runner.invoke(app, ["report", str(tmp_path), "--growth-per-month", "-2"])
     assert r.exit_code == 1 and "--growth-per-month" in r.output
