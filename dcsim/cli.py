@@ -379,9 +379,15 @@ def optimize(
         s = with_settings(load_scenario(file), settings)
         target = out_dir or default_out_dir(s)
         check_target(target, force)
-        with err.status("planning (profiles, queueing model, MILP)"):
+        with err.status("planning (profiles, queueing model, MILP)") as status:
+            def progress(stage: str, message: str) -> None:
+                if stage == "period":  # one per period: the spinner's text, not a line
+                    status.update(message)
+                else:
+                    err.print(message, highlight=False)
+
             tables, summary, files, _ = run_optimize(s, file.parent, objective, check,
-                                                     quantile)
+                                                     quantile, progress)
         target = write_run(target, s, tables, summary, "optimize.json", files, force)
     except DcsimError as exc:
         raise fail(exc) from None

@@ -85,11 +85,22 @@ def _print_domains(summary: RunSummary) -> None:
 def _print_jobs_and_replays(summary: RunSummary, start: datetime | None) -> None:
     if summary.jobs:
         _print_jobs(summary, start)
+    if summary.cluster_replays:
+        _print_replays(summary)
+
+
+def _print_replays(summary: RunSummary) -> None:
+    """One row per replayed cluster trace: pods, waits, allocation, fragmentation."""
+    t = Table(title="cluster replays")
+    for c in ("trace", "pods started", "wait mean", "wait p90", "GPUs allocated (mean)",
+              "(peak)", "fragmentation when busy"):
+        t.add_column(c, justify="left" if c == "trace" else "right")
     for c in summary.cluster_replays:
-        out.print(f"cluster {c.workload}: {c.pods_started:,} of {c.pods:,} pods started, "
-                  f"wait mean {u.duration_s(c.wait_mean_s)} / p90 {u.duration_s(c.wait_p90_s)}, GPU "
-                  f"allocation mean {c.gpu_allocation_mean:.1%} peak "
-                  f"{c.gpu_allocation_peak:.1%}", highlight=False)
+        frag = c.fragmentation_mean_when_busy
+        t.add_row(c.workload, f"{c.pods_started:,} of {c.pods:,}", u.duration_s(c.wait_mean_s),
+                  u.duration_s(c.wait_p90_s), f"{c.gpu_allocation_mean:.1%}",
+                  f"{c.gpu_allocation_peak:.1%}", "-" if frag is None else f"{frag:.1%}")
+    out.print(t)
 
 
 def _print_jobs(summary: RunSummary, start: datetime | None) -> None:

@@ -102,3 +102,7 @@ def test_cluster_replay_runs_from_the_cli(tmp_path):
     assert c["pods"] == len(pods) == 8152
     assert c["pods_started"] == int(pods["started"].sum()) > 0
     assert 0 < c["gpu_allocation_peak"] <= 1
+    # the terminal: a cluster-replay table with the pods' counts, no inference table
+    assert "cluster replays" in res.output and "TTFT" not in res.output
+    assert f"{c['pods_started']:,} of {c['pods']:,}" in res.output.replace("\n", " ") or \
+        f"{c['pods_started']:,} of" in res.output

@@ -319,3 +319,7 @@ def test_the_terminal_prints_the_plan_its_peak_fleet_and_the_objective_unit(tmp_
     assert any(line.startswith("solver: optimal, energy objective") and " kWh " in line
                for line in lines)
     assert sum("chat" in line for line in lines) >= 1 and "summarise" in res.output
+    # per stage: the capacity table per class of services, each MILP round with its gap
+    assert any(line.startswith("capacity table: chat: ") and "usable" in line
+               for line in lines)
+    assert any(line.startswith("MILP round 1: optimal, gap ") for line in lines)

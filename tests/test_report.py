@@ -176,3 +176,9 @@ def test_optimizer_report_shows_plan_baselines_and_closed_loop(tmp_path: Path):
     for heading in ("Plan against baselines", "Per period", "Closed loop", "Training jobs"):
         assert f"<h2>{heading}</h2>" in page
     assert page.count("class=\"plotly-graph-div\"") == 3
+    # the headline speaks GPUs, power and energy; the solver is a footnote under it
+    headline = page.split("<h2>Headline</h2>")[1].split("<h2>")[0]
+    gpus = ", ".join(f"{n:,} {g}" for g, n in summary["peak_gpus"].items())
+    assert "GPUs at the peak" in headline and gpus in headline
+    assert "facility power at the peak" in headline
+    assert headline.index("class='kpis'") < headline.index("Solver: HiGHS")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -167,14 +168,27 @@ def undominated(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[sorted(keep)]
 
 
+Progress = Callable[[str, str], None]  # (stage, message); stage "period" is transient
+
+
 def optimize(s: Scenario, base_dir: Path, objective: str | None = None,
-             context: Context | None = None) -> Plan:
+             context: Context | None = None, progress: Progress | None = None) -> Plan:
     """Build, solve, check and extract the plan; explain an infeasible one. `context`
-    (catalog, profile store, base folder) is loaded from `s` and base_dir when not given."""
+    (catalog, profile store, base folder) is loaded from `s` and base_dir when not given;
+    `progress` hears each stage: the capacity table per class of services, each MILP
+    round (and each period as it is solved), each simulation check."""
+    say = progress or (lambda _stage, _msg: None)
     ctx = context or Context.load(s, base_dir)
     x, table, opt, services, cat = inputs_for(s, ctx, objective)
-    for _ in range(ROUNDS):
-        solved, values, bad = solve_all(x, opt.time_limit_s, opt.mip_gap)
+    for line in capacity_lines(table, x.table):
+        say("capacity", line)
+    for r in range(ROUNDS):
+        solved, values, bad = solve_all(x, opt.time_limit_s, opt.mip_gap,
+                                        lambda t, sv, r=r: say("period", f"MILP round {r + 1}, "
+                                                               f"period {t}: {sv.status}, "
+                                                               f"gap {sv.gap:.2%}"))
+        say("milp", f"MILP round {r + 1}: {solved.status}, gap {solved.gap:.2%} over "
+                    f"{x.demand.shape[1]} periods, {solved.solve_s:.1f} s")
         if solved.status not in ("optimal", "time limit"):
             if bad is None:
                 raise DcsimError(explain(x, opt, 0))
@@ -184,6 +198,8 @@ def optimize(s: Scenario, base_dir: Path, objective: str | None = None,
             break
         checked, changed = calibrate(s, services, x.table, used, ctx, opt.verify_duration_s)
         x = replace(x, table=checked)
+        say("check", f"simulation check of {len(used)} configurations: "
+                     + ("a rate fell, solving again" if changed else "every rate held"))
         if not changed:
             break
     checked = x.table.set_index(["service_index", "config"])[["planned_rps", "basis"]]
@@ -194,6 +210,19 @@ def optimize(s: Scenario, base_dir: Path, objective: str | None = None,
     chosen = jobs_.chosen(x, values.z, values.J)
     return Plan(opt, services, x.demand, table, solved, deployments, period_energy(
         deployments, x, chosen), x, chosen, budget_values(x, values))
+
+
+def capacity_lines(table: pd.DataFrame, usable: pd.DataFrame) -> list[str]:
+    """Per class of alike services: its configurations, those that carry load within the
+    SLOs, and the best rate one replica carries."""
+    out = []
+    for _, g in table.groupby("kind", sort=False):
+        names = ", ".join(dict.fromkeys(g["service"]))
+        ok = usable[usable["kind"] == g["kind"].iloc[0]]
+        best = f"{ok['planned_rps'].max():.3g} req/s" if len(ok) else "none"
+        out.append(f"capacity table: {names}: {g['config'].nunique()} configurations, "
+                   f"{ok['config'].nunique()} usable, best {best} per replica")
+    return out
 
 
 def extract(v: Values, x: Inputs, s: Scenario, cat: Catalog) -> pd.DataFrame:

@@ -11,13 +11,13 @@ from dcsim import __version__, yamlfile
 from dcsim.engine.context import Context
 from dcsim.optimize import baselines
 from dcsim.optimize import jobs as jobs_
-from dcsim.optimize.plan import Plan, optimize, period_energy
+from dcsim.optimize.plan import Plan, Progress, optimize, period_energy
 from dcsim.optimize.verify import period_scenario, verify, verify_jobs
 from dcsim.scenario import Scenario
 
 
 def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool,
-                 quantile: float | None = None
+                 quantile: float | None = None, progress: Progress | None = None
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, object], dict[str, str], Plan]:
     """Tables, optimize.json contents and text files (plan.yaml, periods/*.yaml).
 
@@ -27,9 +27,9 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
     ctx = Context.load(s, base_dir)  # one catalog and profile store for every stage
     median = None
     if quantile is not None:
-        median = optimize(s, base_dir, objective, ctx)
+        median = optimize(s, base_dir, objective, ctx, progress)
         ctx = ctx.with_store(ctx.store.at_quantile(quantile))
-    plan = optimize(s, base_dir, objective, ctx)
+    plan = optimize(s, base_dir, objective, ctx, progress)
     x = plan.inputs
     compared = {"plan": plan.deployments, "peak": baselines.peak(x, plan.services),
                 "greedy": baselines.greedy(x, plan.services)}
@@ -54,6 +54,9 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
              "energy_kwh"]
         ].to_dict("records")
     if check:
+        if progress is not None:
+            progress("verify", f"replaying the plan and {len(compared) - 1} baselines, "
+                               f"{x.demand.shape[1]} periods, in the simulator")
         checked = pd.concat([verify(s, plan.services, dep, x, plan.spec.verify_duration_s,
                                     ctx, label) for label, dep in compared.items()
                              if len(dep)], ignore_index=True)

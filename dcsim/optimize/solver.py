@@ -8,6 +8,7 @@ gap) -> check termination -> values per period. Without anything linking the per
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -136,10 +137,12 @@ def period_inputs(x: Inputs, t: int) -> Inputs:
         o.cool_a[[t]], o.cool_b[[t]], o.loss_a[[t]], o.loss_b[[t]]), **grid)
 
 
-def solve_all(x: Inputs, time_limit_s: float, mip_gap: float
+def solve_all(x: Inputs, time_limit_s: float, mip_gap: float,
+              on_part: Callable[[int, Solved], None] | None = None
               ) -> tuple[Solved, Values, int | None]:
     """One MILP; or, when nothing links the periods (no reconfiguration limit, no training
-    jobs), one per period, which is exact and much faster. Returns the failing period if one fails."""
+    jobs), one per period, which is exact and much faster. Returns the failing period if
+    one fails; `on_part` hears each solved part (period, or 0 for the one MILP)."""
     parts = [sub for _, sub in _parts(x)]
     values, done = Values(), []
     start = time.perf_counter()
@@ -152,6 +155,8 @@ def solve_all(x: Inputs, time_limit_s: float, mip_gap: float
             return solved, values, (i if len(parts) > 1 else None)
         values.add(m, i if len(parts) > 1 else 0)
         done.append(solved)
+        if on_part is not None:
+            on_part(i, solved)
     obj, bound = sum(d.objective for d in done), sum(d.bound for d in done)
     status = "optimal" if all(d.status == "optimal" for d in done) else "time limit"
     return Solved(status, obj, bound, abs(obj - bound) / max(abs(obj), 1e-12),

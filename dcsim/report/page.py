@@ -195,12 +195,8 @@ def _replay_kpis(summary: RunSummary) -> list[tuple[str, str, str]]:
 
 def _plan_sections(res: Results) -> list[Section]:
     s, t = res.summary, res.tables
-    kpis = [("status", str(s["status"]), "HiGHS"), ("gap", f"{s['gap']:.2%}", "HiGHS"),
-            ("predicted facility energy", f"{s['predicted_facility_kwh']:,.1f} kWh", "derived")]
-    for name, b in s.get("baselines", {}).items():
-        if b.get("energy_saved_by_plan") is not None:
-            kpis.append((f"saved vs {name}", f"{b['energy_saved_by_plan']:.1%}", "derived"))
-    out: list[Section] = [("Headline", [_kpis(kpis)]),
+    out: list[Section] = [("Headline", [_kpis(_plan_kpis(s, t.get("periods"))),
+                                        _solver_note(s)]),
                           ("Plan against baselines", [fp.plan_vs_baselines(s)])]
     if res.has("periods"):
         out.append(("Per period", [fp.plan_periods(t.get("plan", pd.DataFrame()),
@@ -212,6 +208,35 @@ def _plan_sections(res: Results) -> list[Section]:
                             "deadline_s", "energy_kwh") if c in t["jobs"]]
         out.append(("Training jobs", [_table(t["jobs"][cols])]))
     return out
+
+
+def _plan_kpis(s: dict, periods: pd.DataFrame | None) -> list[tuple[str, str, str]]:
+    """The plan in GPUs, MW, energy and money (the solver's status is a footnote)."""
+    gpus = ", ".join(f"{n:,} {g}" for g, n in s.get("peak_gpus", {}).items()) or "none"
+    kpis = [("GPUs at the peak", gpus, "the plan's busiest period")]
+    if periods is not None and len(periods):
+        kpis.append(("facility power at the peak",
+                     units.power_w(float(periods["facility_w"].max())), "predicted"))
+    kpis.append(("facility energy", units.energy_kwh(s["predicted_facility_kwh"]),
+                 "predicted over the horizon"))
+    if s.get("predicted_cost_usd") is not None and math.isfinite(s["predicted_cost_usd"]):
+        kpis.append(("electricity", units.money_usd(s["predicted_cost_usd"]),
+                     "facility.grid price"))
+    if s.get("predicted_carbon_kg") is not None and math.isfinite(s["predicted_carbon_kg"]):
+        kpis.append(("carbon", units.mass_kg(s["predicted_carbon_kg"]),
+                     "facility.grid carbon intensity"))
+    for name, b in s.get("baselines", {}).items():
+        if b.get("energy_saved_by_plan") is not None:
+            kpis.append((f"saved vs {name}", f"{b['energy_saved_by_plan']:.1%}", "derived"))
+    return kpis
+
+
+def _solver_note(s: dict) -> str:
+    return (f"<p class='sub'>Solver: HiGHS {html.escape(str(s['status']))}, gap "
+            f"{s['gap']:.2%}, objective {s['objective_value']:,.4g} "
+            f"{html.escape(str(s.get('objective_unit', '')))} ({html.escape(str(s['objective']))}"
+            f"); {s.get('variables', 0):,} variables, {s.get('constraints', 0):,} "
+            f"constraints.</p>")
 
 
 def _size_sections(res: Results) -> list[Section]:
