@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from dcsim.cli import app
 from dcsim.errors import DcsimError
 from dcsim.report.page import write_report
 from dcsim.report.sweep import pareto_mask
+from dcsim.scenario import load_scenario
 from dcsim.sweep.points import sample
 from dcsim.sweep.run import run_sweep
 from dcsim.sweep.spec import SweepSpec
@@ -180,3 +182,36 @@ def test_a_sweep_never_takes_over_a_folder_of_other_files(tmp_path):
     r = runner.invoke(app, ["sweep", str(_files(tmp_path, CAPS, [1])), "--out", str(mine)])
     assert r.exit_code == 1 and "did not write" in r.output.replace("\n", " ")
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_axes_are_titled_by_their_field_descriptions(tmp_path: Path):
+    from dcsim.sweep.points import field_title
+    from dcsim.workloads.spec import Deployment
+
+    f = _files(tmp_path, CAPS, seeds=[1])
+    out = tmp_path / "out"
+    run_sweep(f, out, workers=1)
+    titles = json.loads((out / "sweep.json").read_text())["axis_titles"]
+    path = "workloads.chat.deployment.power_cap_w"
+    described = Deployment.model_fields["power_cap_w"].description.split(". ")[0]
+    assert titles[path] == f"{described.rstrip('.')} ({path})"
+    assert titles[path] in write_report(out).read_text()
+    s = load_scenario(f.parent / "base.yaml")
+    assert field_title(s, "simulation.nothing_here") == "simulation.nothing_here"
+
+
+def test_pareto_fronts_are_drawn_per_load_level_not_across_them():
+    from dcsim.report.sweep import pareto
+
+    rate = "workloads.chat.arrival.rate_per_s"
+    rows = [(2.0, 1.0, 5.0), (2.0, 2.0, 3.0), (2.0, 3.0, 4.0),  # (3, 4) is dominated
+            (8.0, 10.0, 1.0), (8.0, 11.0, 0.5)]
+    table = pd.DataFrame([{"point": f"p{i}", "seed": 1, "status": "finished", rate: r,
+                           "facility_kwh": e, "chat/ttft_p99_s": t}
+                          for i, (r, e, t) in enumerate(rows)])
+    fig = pareto(table, [rate])
+    fronts = {tr.name: sorted(zip(tr.x, tr.y, strict=True)) for tr in fig.data
+              if tr.name.startswith("Pareto front")}
+    assert fronts == {"Pareto front at 2.0": [(1.0, 5.0), (2.0, 3.0)],
+                      "Pareto front at 8.0": [(10.0, 1.0), (11.0, 0.5)]}
+    assert "one front per load level" in fig.layout.title.text

@@ -271,9 +271,11 @@ def _sweep_sections(res: Results) -> list[Section]:
             ("finished", f"{s['finished']}", "simulated"), ("failed", f"{s['failed']}", "")]
     out: list[Section] = [("Headline", [_kpis(kpis)])]
     if len(table) and (table["status"] == "finished").any():
-        out.append(("Metrics against each axis", [sw.metric_vs_axis(table, s["axes"], a)
+        titles = s.get("axis_titles") or {}
+        out.append(("Metrics against each axis", [sw.metric_vs_axis(table, s["axes"], a,
+                                                                    titles)
                                                   for a in s["axes"]]))
-        front = sw.pareto(table, s["axes"])
+        front = sw.pareto(table, s["axes"], titles)
         if front is not None:
             out.append(("Energy and latency", [front]))
     failed = table[table["status"] == "failed"] if len(table) else table

@@ -58,6 +58,26 @@ def set_path(data: dict, path: str, value: Scalar, where: str) -> dict:
     return out
 
 
+def field_title(s: Scenario, path: str) -> str:
+    """A reader's title for the field at `path`: its schema description (first sentence)
+    and the path, or the path alone where the schema has none."""
+    node: object = s
+    keys = path.split(".")
+    for key in keys[:-1]:
+        if isinstance(node, list | tuple):
+            named = [x for x in node if getattr(x, "name", None) == key]
+            node = named[0] if named else (node[int(key)] if key.lstrip("-").isdigit()
+                                           else None)
+        elif isinstance(node, dict):
+            node = node.get(key)
+        else:
+            node = getattr(node, key, None)
+    fields = getattr(type(node), "model_fields", {})
+    info = fields.get(keys[-1])
+    text = (info.description or "").split(". ")[0].rstrip(".") if info else ""
+    return f"{text} ({path})" if text else path
+
+
 def axis_values(axis: Axis) -> list[Scalar]:
     """The values an axis takes: its list, or its range's points (grid) or bounds (samples)."""
     if axis.values is not None:

@@ -26,7 +26,7 @@ from dcsim.references import check_references
 from dcsim.replications import point_intervals
 from dcsim.scenario import load_scenario, parse_yaml, scenario_from_data
 from dcsim.summary import RunSummary
-from dcsim.sweep.points import check, point_id
+from dcsim.sweep.points import check, field_title, point_id
 from dcsim.sweep.spec import Scalar, SweepSpec
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,17 @@ def run_sweep(path: Path, out: Path, workers: int, scheduler: str | None = None,
     with atomic_file(out / "sweep.json") as tmp:
         tmp.write_text(plain_json({
             "name": spec.name, "base": str(base), "axes": [a.path for a in spec.axes],
+            "axis_titles": _titles(base, [a.path for a in spec.axes]),
             "points": len(tasks), "finished": int((table["status"] == "finished").sum()),
             "failed": len(failed), "skipped_as_done": len(done),
             "errors": dict(zip(failed["point"], failed["error"], strict=True))}))
     return table
+
+
+def _titles(base: Path, paths: list[str]) -> dict[str, str]:
+    """Per axis, its field's description (the report's axis titles)."""
+    s = load_scenario(base)
+    return {p: field_title(s, p) for p in paths}
 
 
 def _claim(out: Path) -> None:
