@@ -77,6 +77,13 @@ def test_run_report_is_one_offline_file_with_every_section(run_dir: Path):
                     "Capacity outlook", "Where the numbers come from"):
         assert f"<h2>{heading}</h2>" in page
     assert page.count("class=\"plotly-graph-div\"") == 5
+    # the assumptions that dominate the energy figure are said beside it, with their weight
+
+    t = json.loads((run_dir / "summary.json").read_text())["total"]
+    energy = page.split("<h2>Energy</h2>")[1].split("<h2>")[0]
+    share = t["host_and_psu_energy_kwh"] / t["it_energy_kwh"]
+    assert f"Hosts and power supplies drew {share:.0%} of IT energy" in energy
+    assert "dgx-h200 (50%)" in energy and "constant PUE of 1.3" in energy
     summary = json.loads((run_dir / "summary.json").read_text())
     served = summary["services"]["chat"]["requests_finished"]
     assert f"<div class='v'>{served:,}</div><div class='n'>requests served" in page
@@ -153,7 +160,6 @@ def test_training_report_draws_jobs_with_their_checkpoints_and_failures(tmp_path
     # the headline fits a training run: when the job ends and its goodput, no serving cards
     headline = page[page.index("<h2>Headline</h2>"):page.index("<h2>", page.index(
         "<h2>Headline</h2>") + 1)]
-    import json
 
     job = json.loads((out / "summary.json").read_text())["jobs"][0]
     assert "ft ends" in headline and "ft goodput" in headline
@@ -182,3 +188,16 @@ def test_optimizer_report_shows_plan_baselines_and_closed_loop(tmp_path: Path):
     assert "GPUs at the peak" in headline and gpus in headline
     assert "facility power at the peak" in headline
     assert headline.index("class='kpis'") < headline.index("Solver: HiGHS")
+
+
+def test_no_host_assumption_is_flagged_for_a_server_the_scenario_describes(run_dir: Path):
+
+    from dcsim.report.assumptions import energy
+    from dcsim.summary import RunSummary
+
+    s = RunSummary.from_dict(json.loads((run_dir / "summary.json").read_text()), "")
+    own = {"fleet": {"racks": [{"servers": [{"type": "my-box"}]}]},
+           "catalog": {"servers": [{"id": "my-box"}]}, "facility": {"cooling": {}}}
+    assert energy(own, s) == []  # the user's own server figures, a cooling model
+    shipped = own | {"catalog": {}, "fleet": {"racks": [{"servers": [{"type": "dgx-h200"}]}]}}
+    assert len(energy(shipped, s)) == 1 and "dgx-h200" in energy(shipped, s)[0]

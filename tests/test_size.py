@@ -189,7 +189,7 @@ def test_unit_costs_come_from_the_scenario_when_it_gives_them(tmp_path: Path):
     own = costs.unit_costs({"my-box": 90_000.0}, {}, {"my-box"}).set_index("item")
     assert own.loc["my-box", "capex_usd"] == 90_000 and own.loc["my-box", "provenance"] == \
         "scenario"
-    with pytest.raises(DcsimError, match="sizing.capex_usd"):
+    with pytest.raises(DcsimError, match=r"sizing\.capex_usd"):
         costs.unit_costs({"my-box": 90_000.0}, {})
 
 

@@ -30,6 +30,7 @@ class Results:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     slos: dict[str, dict[str, float]] = field(default_factory=dict)  # service -> bound, s
     run: RunSummary | None = None  # a run folder's summary.json as typed records
+    resolved: dict = field(default_factory=dict)  # scenario.resolved.yaml, parsed
 
     def has(self, name: str) -> bool:
         """The folder holds a non-empty table of that name."""
@@ -58,7 +59,9 @@ def load(path: Path) -> Results:
     tables = {t: _table(path / f"{t}.parquet") for t in TABLES
               if (path / f"{t}.parquet").is_file()}
     run = RunSummary.from_dict(summary, str(path / name)) if kind == "run" else None
-    return Results(path, kind, summary, tables, _slos(path / "scenario.resolved.yaml"), run)
+    resolved = _resolved(path / "scenario.resolved.yaml")
+    return Results(path, kind, summary, tables, _slos(resolved, path / "scenario.resolved.yaml"),
+                   run, resolved)
 
 
 def _table(path: Path) -> pd.DataFrame:
@@ -70,16 +73,27 @@ def _table(path: Path) -> pd.DataFrame:
                                  f"read: {type(exc).__name__})")) from None
 
 
-def _slos(resolved: Path) -> dict[str, dict[str, float]]:
-    if not resolved.is_file():
+def _resolved(path: Path) -> dict:
+    """The resolved scenario the folder holds ({} when it has none)."""
+    if not path.is_file():
         return {}
     try:
-        out = slo_bounds((yaml.safe_load(resolved.read_text()) or {}).get("workloads", []))
-    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError,
-            ValueError):
-        raise DcsimError(Problem("", str(resolved), "the resolved scenario dcsim wrote "
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise DcsimError(Problem("", str(path), "the resolved scenario dcsim wrote "
                                  "(it cannot be read)")) from None
-    return out
+    if not isinstance(data, dict):
+        raise DcsimError(Problem("", str(path), "the resolved scenario dcsim wrote "
+                                 "(it cannot be read)"))
+    return data
+
+
+def _slos(resolved: dict, path: Path) -> dict[str, dict[str, float]]:
+    try:
+        return slo_bounds(resolved.get("workloads", []))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise DcsimError(Problem("", str(path), "the resolved scenario dcsim wrote "
+                                 "(it cannot be read)")) from None
 
 
 def slo_bounds(workloads: list[dict]) -> dict[str, dict[str, float]]:

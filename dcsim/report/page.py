@@ -8,26 +8,18 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+from jinja2 import Environment, PackageLoader, select_autoescape
 from plotly.offline import get_plotlyjs
 
 from dcsim import __version__, outlook, units
 from dcsim.output import atomic_file
+from dcsim.report import assumptions
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
 from dcsim.report import sizing as sz
 from dcsim.report import sweep as sw
 from dcsim.report.data import Results, load
 from dcsim.summary import RunSummary
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
-h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
-.kpis{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:.8rem}
-.kpi{border:1px solid #ddd;border-radius:6px;padding:.6rem .8rem}
-.kpi .v{font-size:1.5rem;font-weight:600} .kpi .n{color:#555} .kpi .p{color:#999;font-size:.75rem}
-table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.25rem .6rem}
-th{background:#f4f4f4} .chart{min-height:420px}
-"""
 
 
 def write_report(path: Path, out: Path | None = None, growth_per_month: float = 0.05,
@@ -56,24 +48,28 @@ def build(res: Results, growth_per_month: float, months: int) -> str:
     else:
         sections = _sweep_sections(res)
         title = f"{res.summary.get('name', res.path.name)}: sweep"
-    body, n = [], 0
+    rendered, n = [], 0
     for heading, items in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2>")
+        parts = []
         for item in items:
             if isinstance(item, go.Figure):
                 item.update_layout(template="plotly_white", height=420)
-                body.append(item.to_html(full_html=False, include_plotlyjs=False,
-                                         div_id=f"chart-{n}", config={"responsive": True}))
+                parts.append(item.to_html(full_html=False, include_plotlyjs=False,
+                                          div_id=f"chart-{n}", config={"responsive": True}))
                 n += 1
             else:
-                body.append(item)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
-            f"<h1>{html.escape(title)}</h1><p class='sub'>dcsim {__version__} report of "
-            f"{html.escape(str(res.path.name))}</p>{''.join(body)}</body></html>")
+                parts.append(item)  # HTML this module built (its text escaped there)
+        rendered.append((heading, parts))
+    return TEMPLATES.get_template("page.html.j2").render(
+        title=title, version=__version__, folder=res.path.name, plotly_js=get_plotlyjs(),
+        sections=rendered)
 
 
 Section = tuple[str, list[object]]
+# the page's skeleton and the headline cards; text is escaped by the templates, HTML
+# pieces built here (tables, notes, charts) pass through as they are
+TEMPLATES = Environment(loader=PackageLoader("dcsim.report", "templates"),
+                        autoescape=select_autoescape(["html", "j2"]), keep_trailing_newline=True)
 
 
 def _run_sections(res: Results, g: float, months: int) -> list[Section]:
@@ -92,7 +88,9 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     if powered and res.has("power") and res.has("budgets"):
         out.append(("Power", [fr.power_vs_budgets(t["power"], t["budgets"])]))
     if powered:
-        out.append(("Energy", [fr.energy_breakdown(s.total, fr.workload_energy(s))]))
+        notes = assumptions.energy(res.resolved, s)
+        out.append(("Energy", [fr.energy_breakdown(s.total, fr.workload_energy(s)), *(
+            f"<p class='note'>Assumption: {html.escape(n)}</p>" for n in notes)]))
     if res.has("requests"):
         out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos,
                                                 t.get("replications_latency"))]))
@@ -310,10 +308,7 @@ def _with_intervals(items: list[tuple[str, str, str]], spread: dict[str, dict]
 
 
 def _kpis(items: list[tuple[str, str, str]]) -> str:
-    cards = "".join(f"<div class='kpi'><div class='v'>{html.escape(v)}</div><div class='n'>"
-                    f"{html.escape(n)}</div><div class='p'>{html.escape(p)}</div></div>"
-                    for n, v, p in items)
-    return f"<div class='kpis'>{cards}</div>"
+    return TEMPLATES.get_template("kpis.html.j2").render(items=items)
 
 
 def _table(df: pd.DataFrame) -> str:
