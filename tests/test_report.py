@@ -201,3 +201,25 @@ def test_no_host_assumption_is_flagged_for_a_server_the_scenario_describes(run_d
     assert energy(own, s) == []  # the user's own server figures, a cooling model
     shipped = own | {"catalog": {}, "fleet": {"racks": [{"servers": [{"type": "dgx-h200"}]}]}}
     assert len(energy(shipped, s)) == 1 and "dgx-h200" in energy(shipped, s)[0]
+
+
+def test_many_racks_are_drawn_as_shares_the_closest_alone_and_the_rest_as_one_line():
+    from dcsim.report.figures_run import MAX_RACKS, power_vs_budgets
+
+    n, t = 20, [0.0, 60.0]
+    rows = [{"domain": "rack", "name": f"r{k}", "t_start_s": s, "t_end_s": s + 60,
+             "power_w": 1000.0 * (k + 1) * (1 + (s > 0))} for k in range(n) for s in t]
+    rows += [{"domain": "facility", "name": "facility", "t_start_s": s, "t_end_s": s + 60,
+              "power_w": 5e5} for s in t]
+    budgets = pd.DataFrame([{"domain": "rack", "name": f"r{k}", "budget_w": 40000.0}
+                            for k in range(n)])
+    fig = power_vs_budgets(pd.DataFrame(rows), budgets)
+    racks = [tr for tr in fig.data if tr.name.startswith("rack r")]
+    # the closest to their budgets: the largest draws, r19 first
+    assert [tr.name for tr in racks] == [f"rack r{k}" for k in range(n - 1, n - 1 - MAX_RACKS,
+                                                                      -1)]
+    assert max(racks[0].y) == pytest.approx(2 * 20000 / 40000)
+    rest = next(tr for tr in fig.data if "other racks" in tr.name)
+    assert rest.name.startswith(f"{n - MAX_RACKS} other racks")
+    # the rest's line is their highest share: r7's, 8 kW x 2 of 40 kW in the second bucket
+    assert list(rest.y) == pytest.approx([8000 / 40000, 16000 / 40000])

@@ -24,30 +24,60 @@ def translucent(color: str, alpha: float = 0.25) -> str:
 
 
 def power_vs_budgets(power: pd.DataFrame, budgets: pd.DataFrame) -> go.Figure:
-    """Rack, row and facility IT power over time (kW), each with its budget dashed."""
-    fig = go.Figure()
+    """Left: facility and row IT power over time (kW), budgets dashed. Right: the racks
+    closest to their budgets as a share of it (racks of any size on one scale), the
+    others as one line of their highest share."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "facility and rows (kW)", "racks: share of their budget"))
     doms = power[power["domain"].isin(["rack", "row", "facility"])]
     peak = doms.groupby(["domain", "name"])["power_w"].max()
     budget = budgets.set_index(["domain", "name"])["budget_w"]
-    share = (peak / budget.reindex(peak.index)).fillna(0.0)
-    racks = share.loc["rack"].sort_values(ascending=False).index[:MAX_RACKS] if (
-        "rack" in share.index.get_level_values(0)) else []
-    keep = [("facility", "facility")] + [("row", n) for n in peak.get("row", pd.Series()).index
-                                          ] + [("rack", n) for n in racks]
+    keep = [("facility", "facility")] + [("row", n) for n in peak.get("row", pd.Series()).index]
     for i, (dom, name) in enumerate(k for k in keep if k in peak.index):
         d = doms[(doms["domain"] == dom) & (doms["name"] == name)].sort_values("t_start_s")
-        color = COLORS[i % len(COLORS)]
-        label = f"{dom} {name}" if dom != "facility" else "facility (IT)"
+        color, label = COLORS[i % len(COLORS)], "facility (IT)" if dom == "facility" else \
+            f"row {name}"
         fig.add_trace(go.Scatter(x=d["t_start_s"] / 3600, y=d["power_w"] / 1e3, name=label,
-                                 mode="lines", line={"color": color, "shape": "hv"}))
+                                 mode="lines", line={"color": color, "shape": "hv"}), 1, 1)
         b = budget.get((dom, name), np.nan)
         if pd.notna(b):
             fig.add_trace(go.Scatter(x=[d["t_start_s"].min() / 3600, d["t_end_s"].max() / 3600],
                                      y=[b / 1e3] * 2, name=f"{label} budget", mode="lines",
-                                     line={"color": color, "dash": "dash"}))
-    fig.update_layout(title="Power against budgets", xaxis_title="time (h)",
-                      yaxis_title="IT power (kW)")
+                                     line={"color": color, "dash": "dash"}), 1, 1)
+    _rack_shares(fig, doms[doms["domain"] == "rack"], budget)
+    fig.update_xaxes(title_text="time (h)")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_layout(title="Power against budgets")
     return fig
+
+
+def _rack_shares(fig: go.Figure, racks: pd.DataFrame, budget: pd.Series) -> None:
+    """The MAX_RACKS racks of highest peak share, then the rest as their maximum."""
+    if racks.empty:
+        return
+    b = budget.xs("rack", level="domain") if "rack" in budget.index.get_level_values(
+        0) else pd.Series(dtype=float)
+    r = racks.assign(share=racks["power_w"] / racks["name"].map(b))
+    r = r[r["share"].notna()]
+    if r.empty:
+        return
+    order = r.groupby("name")["share"].max().sort_values(ascending=False).index
+    for i, name in enumerate(order[:MAX_RACKS]):
+        d = r[r["name"] == name].sort_values("t_start_s")
+        fig.add_trace(go.Scatter(x=d["t_start_s"] / 3600, y=d["share"], name=f"rack {name}",
+                                 mode="lines", line={"color": COLORS[(i + 2) % len(COLORS)],
+                                                     "shape": "hv"}), 1, 2)
+    rest = r[r["name"].isin(order[MAX_RACKS:])]
+    if len(rest):
+        m = rest.groupby("t_start_s")["share"].max().sort_index()
+        fig.add_trace(go.Scatter(x=m.index / 3600, y=m.to_numpy(), mode="lines",
+                                 name=f"{len(order) - MAX_RACKS} other racks: highest",
+                                 line={"color": "grey", "shape": "hv"}), 1, 2)
+    t = r["t_start_s"]
+    fig.add_trace(go.Scatter(x=[t.min() / 3600, r["t_end_s"].max() / 3600], y=[1.0, 1.0],
+                             mode="lines", name="rack budget", line={"color": "black",
+                                                                     "dash": "dash"}), 1, 2)
 
 
 def power_bands(bands: pd.DataFrame) -> go.Figure:
