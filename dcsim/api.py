@@ -192,6 +192,11 @@ def run(scenario: Scenario, *, seed: int | None = None, replications: int = 1,
     return Results(s, tables, summary, block)
 
 
+def _frame(name: str, doc: str) -> property:
+    """A Plan or Sizing property: its table of that name (empty when it has none)."""
+    return property(lambda self: self.tables.get(name, pd.DataFrame()), doc=doc)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What `dcsim optimize` finds: per service and period the deployment, the periods'
@@ -201,12 +206,11 @@ class Plan:
     summary: dict
     files: dict[str, str]
 
-    deployments = property(lambda self: self.tables["plan"], doc="Per service and period: "
-                           "GPU type, tp, replicas, power limit, batch limit.")
-    periods = property(lambda self: self.tables["periods"], doc="Per period: IT and "
-                       "facility power and energy, carbon and cost of the plan.")
-    jobs = property(lambda self: self.tables.get("jobs", pd.DataFrame()),
-                    doc="Per training job: power limit, racks, start, end, energy.")
+    deployments = _frame("plan", "Per service and period: GPU type, tp, replicas, power "
+                         "limit, batch limit.")
+    periods = _frame("periods", "Per period: IT and facility power and energy, carbon and "
+                     "cost of the plan.")
+    jobs = _frame("jobs", "Per training job: power limit, racks, start, end, energy.")
 
 
 def optimize(scenario: Scenario, *, objective: str | None = None, verify: bool = False,
@@ -231,18 +235,17 @@ class Sizing:
     summary: dict
     files: dict[str, str]
 
-    fleet = property(lambda self: self.tables["sizing_fleet"], doc="Per GPU type: GPUs, "
-                     "server type, servers, racks, nameplate power.")
-    check = property(lambda self: self.tables["sizing_check"], doc="Per service at its "
-                     "peak: replicas, simulated p99s, SLO met, and with one replica fewer.")
-    capex = property(lambda self: self.tables["sizing_capex"], doc="Per item: count, unit "
-                     "and total capital cost, amortisation, provenance and source.")
-    deployments = property(lambda self: self.tables["sizing_deployments"], doc="Per service, "
-                           "configuration and period: replicas and load.")
-    growth = property(lambda self: self.tables.get("sizing_growth", pd.DataFrame()),
-                      doc="Per month and resource: need, have, what to add.")
-    runout = property(lambda self: self.tables.get("sizing_runout", pd.DataFrame()),
-                      doc="Per resource: have, need now and at the horizon, run-out month.")
+    fleet = _frame("sizing_fleet", "Per GPU type: GPUs, server type, servers, racks, "
+                   "nameplate power.")
+    check = _frame("sizing_check", "Per service at its peak: replicas, simulated p99s, SLO "
+                   "met, and with one replica fewer.")
+    capex = _frame("sizing_capex", "Per item: count, unit and total capital cost, "
+                   "amortisation, provenance and source.")
+    deployments = _frame("sizing_deployments", "Per service, configuration and period: "
+                         "replicas and load.")
+    growth = _frame("sizing_growth", "Per month and resource: need, have, what to add.")
+    runout = _frame("sizing_runout", "Per resource: have, need now and at the horizon, "
+                    "run-out month.")
 
     def save(self, out: str | Path, force: bool = False) -> Path:
         """Write the folder `dcsim size --out` writes (all or nothing)."""

@@ -197,6 +197,7 @@ def test_unit_costs_come_from_the_scenario_when_it_gives_them(tmp_path: Path):
     ({"sizing": {"capex_usd": {"dgx-h999": 1.0}}}, [], "sizing.capex_usd"),
     ({"sizing": {"capex_usd": {"dgx-h200": -5.0}}}, [], "positive"),
     ({}, ["--objective", "watts"], "gpus or capex"),
+    ({"fleet": {"racks": []}}, [], "fleet.racks"),  # no rack design to repeat
 ])
 def test_bad_sizing_input_exits_1_and_writes_nothing(tmp_path: Path, extra, args, words):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(_scenario(**extra)))

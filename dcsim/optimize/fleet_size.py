@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.catalog import Catalog
+from dcsim.errors import DcsimError, Problem
 from dcsim.optimize.sizing import servers_needed
 from dcsim.scenario import Rack, Scenario, ServerGroup
 
@@ -47,7 +48,10 @@ def templates(s: Scenario, cat: Catalog, gpus: set[str]) -> dict[str, Template]:
                 out[spec.gpu] = Template(spec.gpu, grp.type, spec.gpus_per_server, grp.count,
                                          rack.name, rack.row, rack.power_budget_kw,
                                          spec.max_power_w)
-    budget = s.fleet.racks[0].power_budget_kw if s.fleet.racks else 40.0
+    if not s.fleet.racks:
+        raise DcsimError(Problem("fleet.racks", [], "at least one rack: the design the "
+                                 "sized fleet repeats (server type, servers per rack, budget)"))
+    budget = s.fleet.racks[0].power_budget_kw
     for g in sorted(gpus - set(out)):
         sid, spec = max(((k, v) for k, v in cat.servers.items() if v.gpu == g),
                         key=lambda kv: kv[1].gpus_per_server)
