@@ -72,6 +72,16 @@ def print_sizing(summary: dict) -> None:
                       "-" if fewer is None else ("YES" if fewer else "no"),
                       "-" if att is None else f"{att:.1%}")
         out.print(c)
+    if summary.get("training"):
+        j = Table(title="training jobs (the fewest data-parallel replicas that meet the "
+                        "deadline)")
+        for col in ("job", "GPUs asked", "GPUs sized", "expected end", "deadline"):
+            j.add_column(col, justify="left" if col == "job" else "right")
+        for r in summary["training"]:
+            j.add_row(r["job"], u.count(r["gpus_asked"]), u.count(r["gpus"]),
+                      u.duration_s(r["expected_end_s"]),
+                      "-" if r["deadline_s"] is None else u.duration_s(r["deadline_s"]))
+        out.print(j)
     _print_year(summary)
     if "growth" in summary:
         g = summary["growth"]

@@ -178,6 +178,40 @@ def test_training_jobs_hold_their_servers_and_the_spares(tmp_path: Path):
     assert s["check"] == [] and "confirmed by simulation" not in r.output
 
 
+def test_a_job_with_a_deadline_gets_the_fewest_data_parallel_replicas_that_meet_it(
+        tmp_path: Path):
+    from dcsim.engine.context import Context
+    from dcsim.optimize import jobs as jobs_
+
+    d = _scenario(servers=4)
+    job = {"kind": "training", "name": "ft", "model": "llama-3.1-8b", "gpu": "H200-SXM",
+           "gpus": 16, "parallelism": {"tp": 1, "pp": 1, "dp": 16}, "total_tokens": 2e9,
+           "global_batch_tokens": 1_048_576}
+    d["workloads"] = [job]
+
+    def end(dp: int) -> float:  # the expected end of the job on dp GPUs, as the model says
+        j = job | {"gpus": dp, "parallelism": {"tp": 1, "pp": 1, "dp": dp}}
+        s = scenario_from_data(d | {"workloads": [j]})
+        return float(jobs_.job_options(s, s.workloads, Context.load(s).catalog,
+                                       Context.load(s).store, [1.0])["end_s"].iloc[0])
+
+    ends = [end(k) for k in range(1, 17)]
+    assert all(a >= b for a, b in itertools.pairwise(ends))  # more GPUs, sooner
+    d["workloads"] = [job | {"deadline_s": (ends[5] + ends[4]) / 2}]  # 6 GPUs just do
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(d))
+    r = runner.invoke(app, ["size", str(tmp_path / "t.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "o" / "sizing.json").read_text())
+    assert s["training"][0]["gpus"] == 6 and s["training"][0]["gpus_asked"] == 16
+    assert s["training"][0]["expected_end_s"] == pytest.approx(ends[5])
+    assert s["gpus"] == {"H200-SXM": 8}  # one whole server for the job
+    # a deadline even the asked 16 GPUs miss is the job's own clear error
+    d["workloads"] = [job | {"deadline_s": ends[15] / 2}]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(d))
+    r = runner.invoke(app, ["size", str(tmp_path / "t.yaml"), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 1 and "deadline_s" in r.output and "Traceback" not in r.output
+
+
 def test_unit_costs_come_from_the_scenario_when_it_gives_them(tmp_path: Path):
     t = costs.unit_costs({"dgx-h200": 400_000.0}, {"dgx-h200": 4.0})
     row = t.set_index("item").loc["dgx-h200"]

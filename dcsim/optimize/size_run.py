@@ -70,6 +70,10 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     n = horizon(s, opt)
     dem = demand(s, services, opt, ctx.base_dir) if services else np.zeros((0, n))
     table = _table(s, services, ctx, opt)
+    asked = {j.name: j.gpus for j in jobs}
+    s = s.model_copy(update={"workloads": [least_job(s, w, ctx) if isinstance(
+        w, TrainingJob) else w for w in s.workloads]})
+    jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
     job_rows = (jobs_.job_options(s, jobs, ctx.catalog, ctx.store, [1.0])
                 if jobs else pd.DataFrame())
     gpus_in = set(table["gpu"]) | {j.gpu for j in jobs}
@@ -91,6 +95,11 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     peak = size_check.simulate_period(sized, services, dep, peak_t, inputs, ctx, opt) \
         if len(dep) else None
     summary, capex = _summary(s, services, fleet, periods, dem, opt, sz, ctx, peak, check)
+    if len(job_rows):
+        summary["training"] = [{
+            "job": r["job"], "gpus_asked": asked[r["job"]], "gpus": int(r["gpus"]),
+            "expected_end_s": float(r["end_s"]), "deadline_s": None if pd.isna(
+                r["deadline_s"]) else float(r["deadline_s"])} for _, r in job_rows.iterrows()]
     tables = {"sizing_fleet": fleet, "sizing_deployments": _tidy(dep),
               "sizing_check": check, "sizing_periods": periods, "sizing_capex": capex,
               "capacity": x.table}
@@ -104,6 +113,38 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     files = {"sized.yaml": size_check.peak_yaml(sized, services, dep, peak_t, opt)} \
         if len(dep) else {}
     return tables, summary, files
+
+
+def least_job(s: Scenario, job: TrainingJob, ctx: Context) -> TrainingJob:
+    """A job with a deadline on the fewest data-parallel replicas (tp and pp kept) whose
+    expected end, failures included, at the default power limit still meets it; a job
+    without one as given. Bisection: more replicas never end later (the step's compute
+    shrinks as 1/dp while the all-reduce grows with log or (dp-1)/dp)."""
+    if job.deadline_s is None or job.parallelism.dp == 1:
+        return job
+
+    def with_dp(dp: int) -> TrainingJob:
+        p = job.parallelism.model_copy(update={"dp": dp})
+        return TrainingJob.model_validate(job.model_copy(update={
+            "parallelism": p, "gpus": p.tp * p.pp * dp}).model_dump())
+
+    def meets(dp: int) -> bool:
+        one = with_dp(dp)
+        there = s.model_copy(update={"workloads": [one if w is job else w
+                                                   for w in s.workloads]})
+        try:
+            jobs_.job_options(there, [one], ctx.catalog, ctx.store, [1.0])
+        except DcsimError:
+            return False
+        return True
+
+    if not meets(job.parallelism.dp):  # the error as the job itself gives it
+        jobs_.job_options(s, [job], ctx.catalog, ctx.store, [1.0])
+    lo, hi = 0, job.parallelism.dp  # meets(hi); lo fails (or is 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if meets(mid) else (mid, hi)
+    return with_dp(hi)
 
 
 def _table(s: Scenario, services: list[InferenceService], ctx: Context, opt: OptimizeSpec
