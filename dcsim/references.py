@@ -145,6 +145,9 @@ def _facility_files(s: Scenario, base_dir: Path) -> list[Problem]:
              ("facility.electricity_price_file", f.electricity_price_file, "usd_per_kwh")]
     if f.cooling is not None and isinstance(f.cooling.weather, WeatherFile):
         files.append(("facility.cooling.weather.path", f.cooling.weather.path, "dry_bulb_c"))
+    for i, r in enumerate(f.supply.renewables if f.supply is not None else []):
+        files.append((f"facility.supply.renewables[{i}].capacity_factor_file",
+                      r.capacity_factor_file, "capacity_factor"))
     out = []
     for where, name, column in files:
         if name is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,4 +34,9 @@ def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
         tables["cluster_pods"] = result.cluster_pods
     if not result.cluster.empty:
         tables["cluster"] = result.cluster
+    if s.facility.supply is not None:  # where the meter's power came from
+        from dcsim.supply.apply import supply_tables
+
+        tables["supply"], entry = supply_tables(result.power, s.facility, base_dir)
+        summary = replace(summary, supply=entry)
     return tables, summary

@@ -20,6 +20,7 @@ from dcsim.engine.gang import Policy
 from dcsim.errors import DcsimError, Problem
 from dcsim.optimize.spec import OptimizeSpec, SizingSpec
 from dcsim.schema_base import Spec
+from dcsim.supply.spec import Supply
 from dcsim.validation import pydantic_problems
 from dcsim.workloads.spec import WorkloadSpec
 
@@ -123,6 +124,9 @@ class Facility(Spec):
         description="Electricity price, USD per kWh (constant; the default is an assumed "
         "round industrial tariff: set yours).",
     )
+    supply: Supply | None = Field(
+        default=None, description="Grid connection, on-site generation and batteries, and "
+        "how they are dispatched (none: the grid supplies everything).")
 
 
 class ServerGroup(Spec):

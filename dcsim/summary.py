@@ -160,6 +160,7 @@ class RunSummary:
     cluster_replays: list[ClusterSummary]
     total: Totals
     power_domains: list[DomainPeak]
+    supply: dict[str, Any] | None = None  # facility.supply's dispatch (dcsim.supply.apply)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to summary.json."""
@@ -170,6 +171,7 @@ class RunSummary:
                 "cluster_replays": [asdict(c) for c in self.cluster_replays],
                 "total": asdict(self.total),
                 "power_domains": [d.to_dict() for d in self.power_domains],
+                **({"supply": self.supply} if self.supply is not None else {}),
                 "notes": dict(NOTES)}
 
     @classmethod
@@ -195,7 +197,8 @@ class RunSummary:
                     for i, c in enumerate(d.get("cluster_replays", []))],
                    record(Totals, top["total"], "total", origin),
                    [record(DomainPeak, p, f"power_domains[{i}]", origin)
-                    for i, p in enumerate(top["power_domains"])])
+                    for i, p in enumerate(top["power_domains"])],
+                   d.get("supply") if isinstance(d.get("supply"), dict) else None)
 
 
 def record(cls: type[R], d: object, where: str, origin: str) -> R:

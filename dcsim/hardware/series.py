@@ -16,7 +16,8 @@ import pandas as pd
 from dcsim.csvfiles import read_csv_with
 from dcsim.errors import DcsimError, Problem
 
-RANGES = {"dry_bulb_c": (-60.0, 60.0), "g_per_kwh": (0.0, 2000.0), "usd_per_kwh": (-1.0, 10.0)}
+RANGES = {"dry_bulb_c": (-60.0, 60.0), "g_per_kwh": (0.0, 2000.0), "usd_per_kwh": (-1.0, 10.0),
+          "capacity_factor": (0.0, 1.0)}
 HOUR = pd.Timedelta(hours=1)
 
 

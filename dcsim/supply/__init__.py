@@ -1,0 +1,1 @@
+"""The supply side of a site: grid connection, on-site generation, batteries, dispatch."""

@@ -1,0 +1,169 @@
+"""Rule-based dispatch of a site's supply, bucket by bucket, and the objective both it
+and the LP (dcsim.supply.lp) are judged by.
+
+Per bucket of length dt, with load L (the facility's meter: IT + cooling + losses) and
+renewables available R, all in kW:
+1. renewables serve the load; their surplus charges the batteries; the rest is
+   curtailed;
+2. batteries discharge when the signal is not low (cost: grid price at or above its
+   median over the run; carbon: grid intensity at or above its median; peak_shaving:
+   load above import_cap_kw, by the excess) and charge from the grid when it is low
+   (cost and carbon: below the median; peak_shaving: up to the cap);
+3. generators cheaper than the grid on the policy's measure (fuel cost, or carbon)
+   run before it; the grid imports up to its limit (peak_shaving: first up to the cap,
+   then generators, then the grid above the cap); the remaining generators, cheapest
+   first, cover the rest; a generator's output rises by at most ramp_kw_per_s x dt
+   from one bucket to the next (falls at any rate);
+4. what none covers is unmet load.
+
+A battery of round-trip efficiency eta stores sqrt(eta) of what it takes and
+delivers sqrt(eta) of what it gives up: soc += (charge sqrt(eta) - discharge /
+sqrt(eta)) dt, within [soc_min, soc_max] x energy.
+
+Balance, every bucket: L = grid + renewables used + generators + discharge - charge
++ unmet, and renewables used + curtailed = available.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dcsim.supply.spec import Supply
+
+UNMET = 1000.0  # objective weight of unmet load per kWh (USD, kg or kW): a last resort
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Per bucket: length (s), load and renewables available (kW), grid price (USD/kWh)
+    and carbon (kg/kWh)."""
+
+    dt_s: np.ndarray
+    load_kw: np.ndarray
+    renewable_kw: np.ndarray
+    price: np.ndarray
+    carbon: np.ndarray
+
+
+def dispatch(x: Inputs, s: Supply) -> pd.DataFrame:
+    """The rule's dispatch, one row per bucket (columns: see `COLUMNS`)."""
+    n = len(x.dt_s)
+    soc = [b.soc_initial * b.energy_kwh for b in s.batteries]
+    gen_prev = [0.0] * len(s.generators)
+    mid_p, mid_c = float(np.median(x.price)), float(np.median(x.carbon))
+    return pd.DataFrame([_bucket(x, s, t, x.dt_s[t] / 3600.0, soc, gen_prev, mid_p, mid_c)
+                         for t in range(n)])
+
+
+def _bucket(x: Inputs, s: Supply, t: int, h: float, soc: list[float], prev: list[float],
+            mid_p: float, mid_c: float) -> dict[str, float]:
+    load, avail = float(x.load_kw[t]), float(x.renewable_kw[t])
+    direct = min(avail, load)
+    need, surplus = load - direct, avail - direct
+    charge = [0.0] * len(s.batteries)
+    discharge = [0.0] * len(s.batteries)
+    for i, b in enumerate(s.batteries):  # the surplus first
+        c = min(surplus, b.power_kw, _room(b, soc[i]) / (math.sqrt(b.round_trip_efficiency) * h))
+        charge[i], surplus = c, surplus - c
+    curtailed = surplus
+    cap = s.import_cap_kw
+    if s.policy == "peak_shaving":
+        want_out, want_in = max(need - (cap or 0.0), 0.0), max((cap or 0.0) - need, 0.0)
+    else:
+        high = x.price[t] >= mid_p if s.policy == "cost" else x.carbon[t] >= mid_c
+        low = x.price[t] < mid_p if s.policy == "cost" else x.carbon[t] < mid_c
+        want_out, want_in = (need if high else 0.0), (math.inf if low else 0.0)
+    for i, b in enumerate(s.batteries):
+        eta = math.sqrt(b.round_trip_efficiency)
+        if charge[i] == 0.0 and want_out > 0:
+            d = min(want_out, b.power_kw, (soc[i] - b.soc_min * b.energy_kwh) * eta / h)
+            discharge[i], want_out, need = d, want_out - d, need - d
+    grid_limit = s.grid_limit_kw if s.grid_limit_kw is not None else math.inf
+    grid_in = 0.0  # grid power into the batteries
+    for i, b in enumerate(s.batteries):
+        if discharge[i] == 0.0 and want_in > 0:
+            c = min(want_in, b.power_kw - charge[i], grid_limit - need - grid_in,
+                    _room(b, soc[i] + charge[i] * math.sqrt(b.round_trip_efficiency) * h)
+                    / (math.sqrt(b.round_trip_efficiency) * h))
+            c = max(c, 0.0)
+            charge[i] += c
+            grid_in, want_in = grid_in + c, want_in - c
+    gen, grid, unmet = _cover(x, s, t, h, need, grid_limit - grid_in, prev)
+    for i, b in enumerate(s.batteries):
+        eta = math.sqrt(b.round_trip_efficiency)
+        soc[i] += (charge[i] * eta - discharge[i] / eta) * h
+    prev[:] = gen
+    return _row(x, s, t, load, avail, curtailed, charge, discharge, soc, gen, grid + grid_in,
+                unmet)
+
+
+def _room(b: object, soc: float) -> float:
+    return max(b.soc_max * b.energy_kwh - soc, 0.0)  # type: ignore[attr-defined]
+
+
+def _cover(x: Inputs, s: Supply, t: int, h: float, need: float, grid_room: float,
+           prev: list[float]) -> tuple[list[float], float, float]:
+    """Generators and grid for the load left: cheaper generators, grid, the others."""
+    price = float(x.price[t]) if s.policy != "carbon" else float(x.carbon[t])
+    gens = s.generators
+    measure = [g.carbon_kg_per_kwh if s.policy == "carbon" else g.fuel_usd_per_kwh
+               for g in gens]
+    top = [min(g.power_kw, prev[i] + (g.ramp_kw_per_s or math.inf) * h * 3600)
+           for i, g in enumerate(gens)]
+    out = [0.0] * len(gens)
+    order = sorted(range(len(gens)), key=lambda i: measure[i])
+
+    def run(i: int, need: float) -> float:
+        take = min(need, top[i] - out[i])
+        out[i] += take
+        return need - take
+
+    grid = 0.0
+    if s.policy == "peak_shaving":
+        first = min(need, grid_room, s.import_cap_kw or 0.0)
+        grid, need = first, need - first
+        for i in order:
+            need = run(i, need)
+    else:
+        for i in order:
+            if measure[i] < price:
+                need = run(i, need)
+    more = min(need, grid_room - grid)
+    grid, need = grid + more, need - more
+    for i in order:
+        need = run(i, need)
+    return out, grid, max(need, 0.0)
+
+
+def _row(x: Inputs, s: Supply, t: int, load: float, avail: float, curtailed: float,
+         charge: list[float], discharge: list[float], soc: list[float], gen: list[float],
+         grid: float, unmet: float) -> dict[str, float]:
+    row = {"load_kw": load, "renewable_available_kw": avail,
+           "renewable_used_kw": avail - curtailed, "curtailed_kw": curtailed,
+           "battery_charge_kw": sum(charge), "battery_discharge_kw": sum(discharge),
+           "battery_soc_kwh": sum(soc), "generators_kw": sum(gen), "grid_kw": grid,
+           "unmet_kw": unmet}
+    for i, b in enumerate(s.batteries):
+        row |= {f"soc_kwh:{b.name}": soc[i], f"charge_kw:{b.name}": charge[i],
+                f"discharge_kw:{b.name}": discharge[i]}
+    row |= {f"generator_kw:{g.name}": gen[i] for i, g in enumerate(s.generators)}
+    return row
+
+
+def objective(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
+    """The policy's measure of a dispatch: cost (USD: grid, fuel, battery wear), carbon
+    (kg: grid and generators) or the peak grid import (kW); unmet load at UNMET per kWh."""
+    h = x.dt_s / 3600.0
+    unmet = UNMET * float((d["unmet_kw"] * h).sum())
+    if s.policy == "peak_shaving":
+        return float(d["grid_kw"].max()) + unmet
+    if s.policy == "carbon":
+        gens = sum(g.carbon_kg_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
+        return float(((x.carbon * d["grid_kw"] + gens) * h).sum()) + unmet
+    gens = sum(g.fuel_usd_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
+    wear = sum(b.degradation_usd_per_kwh * d[f"discharge_kw:{b.name}"] for b in s.batteries)
+    return float(((x.price * d["grid_kw"] + gens + wear) * h).sum()) + unmet
