@@ -59,6 +59,23 @@ def print_summary(summary: RunSummary, start: datetime | None = None) -> None:
               f"(PUE {pue}); {u.mass_kg(t.carbon_kg)} CO2e; {u.money_usd(t.cost_usd)}",
               highlight=False)
     _print_domains(summary)
+    if summary.supply is not None:
+        _print_supply(summary.supply)
+
+
+def _print_supply(sup: dict) -> None:
+    """Where the meter's energy came from, by the rule and by the optimal dispatch."""
+    for kind, label in (("rule", "rule"), ("lp", "optimal (LP)")):
+        t = sup[kind]
+        out.print(f"supply, {label} {sup['policy']} dispatch: grid {u.energy_kwh(t['grid_kwh'])}"
+                  f" (peak {u.power_w(t['grid_peak_kw'] * 1e3)}), renewables "
+                  f"{u.energy_kwh(t['renewable_used_kwh'])} (curtailed "
+                  f"{u.energy_kwh(t['curtailed_kwh'])}), generators "
+                  f"{u.energy_kwh(t['generators_kwh'])}, battery out "
+                  f"{u.energy_kwh(t['battery_discharge_kwh'])}, unmet "
+                  f"{u.energy_kwh(t['unmet_kwh'])}; {u.money_usd(t['cost_usd'])}, "
+                  f"{u.mass_kg(t['carbon_kg'])} CO2e (grid alone "
+                  f"{u.mass_kg(t['carbon_kg_location_based'])})", highlight=False)
 
 
 def _print_domains(summary: RunSummary) -> None:

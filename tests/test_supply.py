@@ -15,6 +15,7 @@ from engine_helpers import chat_service
 from typer.testing import CliRunner
 
 from dcsim.cli import app
+from dcsim.report.page import write_report
 from dcsim.scenario import Facility
 from dcsim.supply import lp
 from dcsim.supply.apply import capacity_factor
@@ -161,6 +162,13 @@ def test_a_run_with_supply_writes_its_dispatch_and_one_without_is_unchanged(tmp_
         assert t["grid_peak_kw"] <= 3.0 + 1e-6
         assert len(table[table["dispatch"] == kind]) == len(fac)
     assert sup["lp"]["objective"] <= sup["rule"]["objective"] + 1e-9
+    # the terminal and the report say it
+    r = runner.invoke(app, ["run", str(tmp_path / "with.yaml"), "--out", str(tmp_path / "w2"),
+                            "-q", "--report"])
+    assert "supply, rule cost dispatch: grid" in r.output.replace("\n", " ")
+    page = (tmp_path / "w2" / "report.html").read_text()
+    assert "<h2>Supply</h2>" in page and "Where the power came from" in page
+    assert "<h2>Supply</h2>" not in write_report(tmp_path / "without").read_text()
 
 
 @pytest.mark.parametrize(("supply", "words"), [

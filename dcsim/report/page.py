@@ -17,6 +17,7 @@ from dcsim.report import assumptions
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
 from dcsim.report import sizing as sz
+from dcsim.report import supply as sp
 from dcsim.report import sweep as sw
 from dcsim.report.data import Results, load
 from dcsim.summary import RunSummary
@@ -91,6 +92,15 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
         notes = assumptions.energy(res.resolved, s)
         out.append(("Energy", [fr.energy_breakdown(s.total, fr.workload_energy(s)), *(
             f"<p class='note'>Assumption: {html.escape(n)}</p>" for n in notes)]))
+    if res.has("supply") and isinstance(res.summary.get("supply"), dict):
+        sup = res.summary["supply"]
+        out.append(("Supply", [
+            f"<p>Dispatch policy: {html.escape(str(sup['policy']))}; the LP's optimum "
+            f"({html.escape(str(sup['objective_unit']))}) beside the rule's. Renewable "
+            "profiles: " + html.escape(", ".join(f"{k}: {v}" for k, v in
+                                                  sup.get("renewable_profiles", {}).items())
+                                       or "none") + ".</p>",
+            sp.dispatch(t["supply"]), _table(sp.comparison(sup))]))
     if res.has("requests"):
         out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos,
                                                 t.get("replications_latency"))]))
