@@ -34,6 +34,12 @@ def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
         tables["cluster_pods"] = result.cluster_pods
     if not result.cluster.empty:
         tables["cluster"] = result.cluster
+    if s.simulation.power_trace is not None and not result.jobs.empty:
+        from dcsim.power_trace import trace
+
+        ctx = context or Context.load(s, base_dir)
+        tables["power_trace_phases"], tables["power_trace"], entry = trace(s, ctx, tables)
+        summary = replace(summary, power_trace=entry)
     if s.facility.supply is not None:  # where the meter's power came from
         from dcsim.supply.apply import supply_tables
 

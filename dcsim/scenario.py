@@ -245,6 +245,21 @@ MAX_REQUESTS = 5e7  # of one service in one run: ~15 GB of request state at ~300
 MAX_BUCKETS = 1_000_000
 
 
+class PowerTrace(Spec):
+    """A window in which training jobs' power is traced phase by phase (compute, pipeline
+    bubble, exposed all-reduce, checkpoint, restart) instead of as bucket means."""
+
+    start_s: float = Field(ge=0, description="Start of the window, s.")
+    duration_s: float = Field(gt=0, le=86400.0, description="Length of the window, s "
+                              "(at most a day: one record per phase change of each job).")
+    ramp_window_s: float = Field(
+        default=1.0, gt=0, description="Ramps are changes of the mean power over windows "
+        "of this length, per second (what a meter sampling this often sees).")
+    grid_ramp_kw_per_s: float | None = Field(
+        default=None, gt=0, description="Fastest change of grid import the connection "
+        "allows, kW/s: the trace says what battery keeps the import within it.")
+
+
 class Simulation(Spec):
     """How long to simulate, warm-up, seed and time-bucket width."""
 
@@ -256,6 +271,8 @@ class Simulation(Spec):
     time_bucket_s: float = Field(default=60.0, ge=1e-3, description="Width of time-series "
                                  f"buckets, s (at least 1 ms; at most {MAX_BUCKETS:,} buckets "
                                  "in a run, whose series are held in memory per replica).")
+    power_trace: PowerTrace | None = Field(
+        default=None, description="Trace training power phase by phase in this window.")
 
     @model_validator(mode="after")
     def _warmup_short(self) -> Simulation:
@@ -265,6 +282,10 @@ class Simulation(Spec):
         if self.duration_s / self.time_bucket_s > MAX_BUCKETS:
             raise ValueError(f"duration_s / time_bucket_s = {self.duration_s / self.time_bucket_s:,.0f}"
                              f" buckets; at most {MAX_BUCKETS:,} (make time_bucket_s larger)")
+        w = self.power_trace
+        if w is not None and w.start_s + w.duration_s > self.duration_s:
+            raise ValueError(f"power_trace ends at {w.start_s + w.duration_s:g} s, after the "
+                             f"run's duration_s ({self.duration_s:g})")
         return self
 
 

@@ -161,6 +161,7 @@ class RunSummary:
     total: Totals
     power_domains: list[DomainPeak]
     supply: dict[str, Any] | None = None  # facility.supply's dispatch (dcsim.supply.apply)
+    power_trace: dict[str, Any] | None = None  # simulation.power_trace (dcsim.power_trace)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to summary.json."""
@@ -172,6 +173,7 @@ class RunSummary:
                 "total": asdict(self.total),
                 "power_domains": [d.to_dict() for d in self.power_domains],
                 **({"supply": self.supply} if self.supply is not None else {}),
+                **({"power_trace": self.power_trace} if self.power_trace is not None else {}),
                 "notes": dict(NOTES)}
 
     @classmethod
@@ -198,7 +200,8 @@ class RunSummary:
                    record(Totals, top["total"], "total", origin),
                    [record(DomainPeak, p, f"power_domains[{i}]", origin)
                     for i, p in enumerate(top["power_domains"])],
-                   d.get("supply") if isinstance(d.get("supply"), dict) else None)
+                   d.get("supply") if isinstance(d.get("supply"), dict) else None,
+                   d.get("power_trace") if isinstance(d.get("power_trace"), dict) else None)
 
 
 def record(cls: type[R], d: object, where: str, origin: str) -> R:

@@ -101,6 +101,9 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
                                                   sup.get("renewable_profiles", {}).items())
                                        or "none") + ".</p>",
             sp.dispatch(t["supply"]), _table(sp.comparison(sup))]))
+    if res.has("power_trace") and isinstance(res.summary.get("power_trace"), dict):
+        entry = res.summary["power_trace"]
+        out.append(("Power swings", [sp.swing(t["power_trace"], entry), sp.swing_note(entry)]))
     if res.has("requests"):
         out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos,
                                                 t.get("replications_latency"))]))

@@ -42,3 +42,25 @@ def comparison(summary: dict) -> pd.DataFrame:
             "carbon_kg_location_based"]
     return pd.DataFrame([{"dispatch": k, **{c: summary[k][c] for c in keys}}
                          for k in ("rule", "lp")])
+
+
+def swing(trace: pd.DataFrame, entry: dict) -> go.Figure:
+    """The meter's power phase by phase in the traced window (MW)."""
+    x = [*trace["t_s"], float(trace["t_end_s"].iloc[-1])]
+    y = [*(trace["facility_w"] / 1e6), float(trace["facility_w"].iloc[-1]) / 1e6]
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name="facility",
+                               line={"shape": "hv", "color": COLORS[0]}))
+    fig.update_layout(title=f"Power swings: {entry['largest_swing_mw']:.3g} MW, steepest "
+                            f"ramp {entry['steepest_ramp_mw_per_s']:.3g} MW/s over "
+                            f"{entry['ramp_window_s']:g} s", xaxis_title="time (s)",
+                      yaxis_title="facility power (MW)")
+    return fig
+
+
+def swing_note(entry: dict) -> str:
+    """What battery the grid's ramp limit asks for (empty without a limit)."""
+    if entry.get("grid_ramp_kw_per_s") is None:
+        return ""
+    return (f"<p>To keep grid import within {entry['grid_ramp_kw_per_s']:g} kW/s, a battery "
+            f"of {entry['battery_power_kw']:,.1f} kW and {entry['battery_energy_kwh']:,.3g} kWh "
+            "covers the difference in this window.</p>")
