@@ -100,6 +100,22 @@ class Results:
         return pd.DataFrame.from_dict(metrics, orient="index",
                                       columns=["mean", "low", "high"]).rename_axis("figure")
 
+    def dispatch(self, supply: dict | None = None) -> pd.DataFrame:
+        """Where this run's meter power came from under `supply` (a `facility.supply`
+        mapping, validated as the file's; default: the scenario's own), without
+        simulating again: one row per dispatch (rule, lp) with its totals."""
+        from dcsim.supply.apply import supply_tables
+
+        s = self.scenario if supply is None else self.scenario.with_(
+            **{"facility.supply": supply})
+        if s.facility.supply is None:
+            from dcsim.errors import DcsimError, Problem
+
+            raise DcsimError(Problem("facility.supply", None, "a supply to dispatch (give "
+                                     "one, or run a scenario that has one)"))
+        _, entry = supply_tables(self.power, s.facility, s.base_dir or Path("."))
+        return pd.DataFrame([{"dispatch": k, **entry[k]} for k in ("rule", "lp")])
+
     def save(self, out: str | Path, force: bool = False) -> Path:
         """Write the folder `dcsim run --out` writes (all or nothing)."""
         from dcsim.output import plain_json, write_run

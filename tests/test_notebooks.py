@@ -12,9 +12,10 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_the_three_studies():
+def test_there_are_the_four_studies():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_power_caps", "02_capacity_growth", "03_carbon_price"]
+    assert names == ["01_power_caps", "02_capacity_growth", "03_carbon_price",
+                     "04_campus_supply"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -111,6 +111,15 @@ def test_a_battery_buys_cheap_and_sells_dear_by_hand():
     for d in (dispatch(x, s), lp.optimal(x, s)):
         assert list(d["grid_kw"]) == pytest.approx([11.0, 1.0])
         assert objective(d, x, s) == pytest.approx(1.4)
+    # starting half full is no free lunch: draining its 5 kWh in the dear hour would cost
+    # 0.1 x 6 + 0.3 x 1 = $0.90 plus putting them back at the mean price, 5 x 0.2 = $1,
+    # so $1.90; cycling as before still costs $1.40, and the LP finds that
+    half = s.model_copy(update={"batteries": [s.batteries[0].model_copy(
+        update={"soc_initial": 0.5})]})
+    d = lp.optimal(x, half)
+    assert objective(d, x, half) == pytest.approx(1.4)
+    drained = d.assign(grid_kw=[6.0, 1.0], **{"soc_kwh:b": [5.0, 0.0]})
+    assert objective(drained, x, half) == pytest.approx(1.9)
 
 
 def test_the_synthetic_sun_and_a_capacity_factor_file(tmp_path: Path):

@@ -12,7 +12,7 @@ from dcsim.engine.site import grid_values
 from dcsim.hardware.series import load_hourly, values_at
 from dcsim.scenario import Facility
 from dcsim.supply import lp
-from dcsim.supply.dispatch import Inputs, dispatch, objective
+from dcsim.supply.dispatch import Inputs, dispatch, objective, restore
 from dcsim.supply.spec import Renewable, Supply
 
 SYNTHETIC = {"solar": "synthetic (dcsim): clear-sky half sine 06:00-18:00, peak 0.8",
@@ -63,7 +63,7 @@ def supply_tables(power: pd.DataFrame, f: Facility, base_dir: Path
                        times.join(best).assign(dispatch="lp")], ignore_index=True)
     out: dict[str, object] = {
         "policy": s.policy, "objective_unit": {"cost": "USD", "carbon": "kg CO2e",
-                                               "peak_shaving": "kW"}[s.policy],
+                                               "peak_shaving": "USD"}[s.policy],
         "rule": totals(rule, x, s), "lp": totals(best, x, s),
         "renewable_profiles": {r.name: r.capacity_factor_file or SYNTHETIC[r.kind]
                                for r in s.renewables}}
@@ -72,7 +72,9 @@ def supply_tables(power: pd.DataFrame, f: Facility, base_dir: Path
 
 def totals(d: pd.DataFrame, x: Inputs, s: Supply) -> dict[str, float]:
     """Energy by source (kWh), peak import (kW), cost (USD) and carbon (kg): location-based
-    (the whole load at the grid's intensity) and with the site's own supply."""
+    (the whole load at the grid's intensity) and with the site's own supply, the
+    batteries put back to their initial charge at the run's mean grid rates
+    (battery_net_kwh: what they gave beyond what they took)."""
     h = x.dt_s / 3600.0
 
     def kwh(col: str) -> float:
@@ -81,6 +83,8 @@ def totals(d: pd.DataFrame, x: Inputs, s: Supply) -> dict[str, float]:
     gens_c = sum(g.carbon_kg_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
     gens_usd = sum(g.fuel_usd_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
     wear = sum(b.degradation_usd_per_kwh * d[f"discharge_kw:{b.name}"] for b in s.batteries)
+    net = sum(b.soc_initial * b.energy_kwh - float(d[f"soc_kwh:{b.name}"].iloc[-1])
+              for b in s.batteries)
     return {
         "objective": objective(d, x, s), "load_kwh": kwh("load_kw"),
         "grid_kwh": kwh("grid_kw"), "renewable_used_kwh": kwh("renewable_used_kw"),
@@ -88,6 +92,11 @@ def totals(d: pd.DataFrame, x: Inputs, s: Supply) -> dict[str, float]:
         "battery_charge_kwh": kwh("battery_charge_kw"),
         "battery_discharge_kwh": kwh("battery_discharge_kw"), "unmet_kwh": kwh("unmet_kw"),
         "grid_peak_kw": float(d["grid_kw"].max()),
-        "cost_usd": float(((x.price * d["grid_kw"] + gens_usd + wear) * h).sum()),
-        "carbon_kg": float(((x.carbon * d["grid_kw"] + gens_c) * h).sum()),
+        "import_above_cap_kwh": float((np.maximum(d["grid_kw"] - s.import_cap_kw, 0.0) * h
+                                       ).sum()) if s.import_cap_kw is not None else 0.0,
+        "battery_net_kwh": net,
+        "cost_usd": float(((x.price * d["grid_kw"] + gens_usd + wear) * h).sum())
+        + restore(d, x.price, s),
+        "carbon_kg": float(((x.carbon * d["grid_kw"] + gens_c) * h).sum())
+        + restore(d, x.carbon, s),
         "carbon_kg_location_based": float((x.carbon * d["load_kw"] * h).sum())}

@@ -34,7 +34,7 @@ import pandas as pd
 
 from dcsim.supply.spec import Supply
 
-UNMET = 1000.0  # objective weight of unmet load per kWh (USD, kg or kW): a last resort
+UNMET = 1000.0  # objective weight of unmet load per kWh (USD or kg): a last resort
 
 
 @dataclass(frozen=True)
@@ -156,14 +156,28 @@ def _row(x: Inputs, s: Supply, t: int, load: float, avail: float, curtailed: flo
 
 def objective(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
     """The policy's measure of a dispatch: cost (USD: grid, fuel, battery wear), carbon
-    (kg: grid and generators) or the peak grid import (kW); unmet load at UNMET per kWh."""
+    (kg: grid and generators), or for peak_shaving cost plus import above the cap at
+    excess_usd_per_kwh; unmet load at UNMET per kWh."""
     h = x.dt_s / 3600.0
     unmet = UNMET * float((d["unmet_kw"] * h).sum())
     if s.policy == "peak_shaving":
-        return float(d["grid_kw"].max()) + unmet
+        excess = np.maximum(d["grid_kw"] - (s.import_cap_kw or 0.0), 0.0)
+        unmet += s.excess_usd_per_kwh * float((excess * h).sum())
     if s.policy == "carbon":
         gens = sum(g.carbon_kg_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
-        return float(((x.carbon * d["grid_kw"] + gens) * h).sum()) + unmet
+        return float(((x.carbon * d["grid_kw"] + gens) * h).sum()) + unmet + restore(
+            d, x.carbon, s)
     gens = sum(g.fuel_usd_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
     wear = sum(b.degradation_usd_per_kwh * d[f"discharge_kw:{b.name}"] for b in s.batteries)
-    return float(((x.price * d["grid_kw"] + gens + wear) * h).sum()) + unmet
+    return float(((x.price * d["grid_kw"] + gens + wear) * h).sum()) + unmet + restore(
+        d, x.price, s)
+
+
+def restore(d: pd.DataFrame, rate: np.ndarray, s: Supply) -> float:
+    """What putting the batteries back to their initial charge costs, at the run's mean
+    grid rate (USD or kg per kWh): (initial - final) / sqrt(eta) per battery, negative
+    when they end fuller. Without it, a run would count the charge it started with as
+    free energy."""
+    mean = float(np.mean(rate))
+    return sum((b.soc_initial * b.energy_kwh - float(d[f"soc_kwh:{b.name}"].iloc[-1]))
+               / math.sqrt(b.round_trip_efficiency) * mean for b in s.batteries)

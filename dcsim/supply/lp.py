@@ -9,10 +9,13 @@ bucket t of length h (hours), in kW:
   soc[b,t]        soc[b,t-1] + (charge sqrt(eta) - discharge / sqrt(eta)) h, within
                   [soc_min, soc_max] x energy, soc[b,-1] = soc_initial x energy
   ramp[g,t]       generator[t] - generator[t-1] <= ramp_kw_per_s x dt (from 0 at t = 0)
-  peak[t]         grid <= P (peak_shaving)
+  excess[t]       excess >= grid - import_cap_kw, >= 0 (peak_shaving: charged at
+                  excess_usd_per_kwh on top of the cost)
 
-Objective: dcsim.supply.dispatch.objective, the measure the rule is judged by, so the
-LP is never worse than the rule (the rule's dispatch is one of its feasible points).
+Objective: dcsim.supply.dispatch.objective, the measure the rule is judged by (the
+batteries' net draw from their initial charge included, at the run's mean grid
+rate), so the LP is never worse than the rule (the rule's dispatch is one of its
+feasible points).
 """
 
 from __future__ import annotations
@@ -61,10 +64,15 @@ def build(x: Inputs, s: Supply) -> pyo.ConcreteModel:
         m.gen[g, t - 1] if t > 0 else 0.0) <= s.generators[g].ramp_kw_per_s * float(x.dt_s[t]))
     unmet = UNMET * sum(m.unmet[t] * float(h[t]) for t in m.T)
     if s.policy == "peak_shaving":
-        m.P = pyo.Var(domain=pyo.NonNegativeReals)
-        m.peak = pyo.Constraint(m.T, rule=lambda m, t: m.grid[t] <= m.P)
-        m.objective = pyo.Objective(expr=m.P + unmet)
-    elif s.policy == "carbon":
+        m.excess = pyo.Var(m.T, domain=pyo.NonNegativeReals)
+        m.over_cap = pyo.Constraint(m.T, rule=lambda m, t: m.excess[t] >= m.grid[t] - float(
+            s.import_cap_kw or 0.0))
+        unmet = unmet + s.excess_usd_per_kwh * sum(m.excess[t] * float(h[t]) for t in m.T)
+    rate = float(np.mean(x.carbon if s.policy == "carbon" else x.price))
+    last = n - 1
+    unmet = unmet + sum((s.batteries[b].soc_initial * s.batteries[b].energy_kwh - m.soc[b, last])
+                        / math.sqrt(s.batteries[b].round_trip_efficiency) * rate for b in B)
+    if s.policy == "carbon":
         m.objective = pyo.Objective(expr=sum((float(x.carbon[t]) * m.grid[t] + sum(
             s.generators[g].carbon_kg_per_kwh * m.gen[g, t] for g in G)) * float(h[t])
             for t in m.T) + unmet)

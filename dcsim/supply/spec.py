@@ -66,9 +66,14 @@ class Supply(Spec):
     batteries: list[Battery] = Field(default_factory=list)
     policy: Literal["cost", "carbon", "peak_shaving"] = Field(
         default="cost", description="What the dispatch minimises: electricity and fuel cost, "
-        "carbon, or grid import above import_cap_kw.")
+        "carbon, or cost with grid import above import_cap_kw charged at "
+        "excess_usd_per_kwh.")
     import_cap_kw: float | None = Field(
         default=None, gt=0, description="peak_shaving: the grid import to stay under, kW.")
+    excess_usd_per_kwh: float = Field(
+        default=100.0, ge=0, description="peak_shaving: what a kWh imported above the cap "
+        "costs (a demand charge or the contract's penalty; the default is an assumption "
+        "that makes exceeding the cap a last resort before unmet load).")
 
     @model_validator(mode="after")
     def _cap(self) -> Supply:
