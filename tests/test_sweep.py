@@ -63,6 +63,10 @@ def test_grid_runs_every_point_and_seed_in_parallel_then_resumes(tmp_path: Path)
     pd.testing.assert_frame_equal(again.drop(columns="wall_s"), t.drop(columns="wall_s"))
     page = write_report(out).read_text()
     assert "<h2>Metrics against each axis</h2>" in page and "Pareto front" in page
+    # the axis is titled by its field's description (sweep.json keeps the titles)
+    titles = json.loads((out / "sweep.json").read_text())["axis_titles"]
+    path = "workloads.chat.deployment.power_cap_w"
+    assert titles[path].endswith(f"({path})") and titles[path] in page
     # per point: the mean over its two seeds and a 95 % t-interval around it
     pts = pd.read_parquet(out / "sweep_points.parquet")
     assert len(pts) == 2 and (pts["seeds"] == 2).all()
@@ -189,14 +193,10 @@ def test_axes_are_titled_by_their_field_descriptions(tmp_path: Path):
     from dcsim.workloads.spec import Deployment
 
     f = _files(tmp_path, CAPS, seeds=[1])
-    out = tmp_path / "out"
-    run_sweep(f, out, workers=1)
-    titles = json.loads((out / "sweep.json").read_text())["axis_titles"]
+    s = load_scenario(f.parent / "base.yaml")
     path = "workloads.chat.deployment.power_cap_w"
     described = Deployment.model_fields["power_cap_w"].description.split(". ")[0]
-    assert titles[path] == f"{described.rstrip('.')} ({path})"
-    assert titles[path] in write_report(out).read_text()
-    s = load_scenario(f.parent / "base.yaml")
+    assert field_title(s, path) == f"{described.rstrip('.')} ({path})"
     assert field_title(s, "simulation.nothing_here") == "simulation.nothing_here"
 
 
