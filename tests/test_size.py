@@ -254,6 +254,8 @@ def test_the_report_of_a_sizing_speaks_gpus_mw_and_money(sized: Path):
 def test_the_api_sizes_as_the_command_does(sized: Path):
     import dcsim
 
-    z = dcsim.size(scenario_from_data(_scenario(servers=1)))
+    # least server capex: with one GPU type, the same fleet as the fewest GPUs
+    z = dcsim.size(scenario_from_data(_scenario(servers=1)), objective="capex")
+    assert z.summary["objective"] == "capex"
     assert z.summary["gpus"] == json.loads((sized / "sizing.json").read_text())["gpus"]
     assert z.check["meets_slo"].all() and len(z.growth) == 0
