@@ -40,8 +40,15 @@ def size(
         s = with_settings(load_scenario(file), settings)
         target = out_dir or default_out_dir(s)
         check_target(target, force)
-        with err.status("sizing (capacity table, MILP, simulation at the peak)"):
-            tables, summary, files = run_size(s, file.parent, growth, months, objective)
+        with err.status("sizing (capacity table, MILP, simulation at the peak)") as status:
+            def progress(stage: str, message: str) -> None:
+                if stage == "period":
+                    status.update(message)
+                else:
+                    err.print(message, highlight=False)
+
+            tables, summary, files = run_size(s, file.parent, growth, months, objective,
+                                              progress=progress)
         target = write_run(target, s, tables, summary, "sizing.json", files, force)
     except DcsimError as exc:
         raise fail(exc) from None

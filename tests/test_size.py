@@ -82,6 +82,10 @@ def test_the_sized_fleet_meets_the_slos_in_simulation_and_one_replica_fewer_does
     terminal = (sized.parent / "terminal.txt").read_text()
     assert "sized fleet" in terminal and "confirmed by simulation" in terminal
     assert "per million tokens" in terminal and "runs out" in terminal
+    # and it speaks per stage, ending on what the simulation confirmed
+    assert "sizing MILP round 1: " in terminal
+    assert f"confirmed: chat at 40 req/s on {check['replicas']} replicas meets its SLOs, " \
+        "one fewer does not" in terminal.replace("\n", " ")
     # servers: the fleet's GPUs in 8-GPU servers; racks of the scenario's design (1 each)
     fleet = pd.read_parquet(sized / "sizing_fleet.parquet").iloc[0]
     assert fleet["servers"] == math.ceil(fleet["gpus"] / 8) and fleet["racks"] == fleet[

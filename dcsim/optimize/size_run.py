@@ -35,7 +35,14 @@ from dcsim.optimize import size_check, size_growth
 from dcsim.optimize.calibrate import calibrate
 from dcsim.optimize.capacity import service_lengths
 from dcsim.optimize.model import Inputs
-from dcsim.optimize.plan import _check_reachable, _weights, fleet_frame, period_energy, undominated
+from dcsim.optimize.plan import (
+    Progress,
+    _check_reachable,
+    _weights,
+    fleet_frame,
+    period_energy,
+    undominated,
+)
 from dcsim.optimize.sizing import DEPLOYMENT_COLUMNS, SizingInputs, deployments, size
 from dcsim.optimize.spec import OptimizeSpec, SizingSpec
 from dcsim.optimize.table import capacity_table, demand, horizon
@@ -47,11 +54,13 @@ YEAR_S = 365.0 * 86400.0
 
 
 def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months: int = 0,
-             objective: str | None = None, context: Context | None = None
+             objective: str | None = None, context: Context | None = None,
+             progress: Progress | None = None
              ) -> tuple[dict[str, pd.DataFrame], dict[str, object], dict[str, str]]:
     """Tables, sizing.json contents and text files (sized.yaml: the sized fleet at the
     fleet's peak period, a scenario `dcsim run` takes). `objective` (gpus | capex)
-    replaces sizing.objective."""
+    replaces sizing.objective; `progress` hears each stage (as dcsim optimize's)."""
+    say = progress or (lambda _stage, _msg: None)
     ctx = context or Context.load(s, base_dir)
     sz = s.sizing or SizingSpec()
     if objective is not None:
@@ -84,8 +93,16 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     x = SizingInputs(table, dem, [v.name for v in services],
                      {k: v * tpl[k[0]].gpus_per_server for k, v in held.items()},
                      _gpu_weights(sz, tpl, ctx), opt.min_replicas)
-    x, dep = _solve(s, services, x, ctx, opt, sz)
+    if services:
+        say("capacity", f"capacity table: {len(table)} usable configurations for "
+                        f"{len(services)} services at the SLO boundary")
+    x, dep = _solve(s, services, x, ctx, opt, say)
     dep, check = size_check.confirm(s, services, dep, dem, held, tpl, ctx, opt, n)
+    for _, c in check.iterrows():
+        fewer = {True: "one fewer meets them too", False: "one fewer does not",
+                 None: "no fewer allowed"}[c["one_fewer_meets_slo"]]
+        say("confirm", f"confirmed: {c['service']} at {c['peak_rps']:.3g} req/s on "
+                       f"{c['replicas']} replicas meets its SLOs, {fewer}")
     x = replace(x, table=size_check.confirmed_rates(x.table, dep, check))
     fleet = fs.hardware(dep, held, n, tpl)
     sized = fs.sized_scenario(s, fleet, tpl)
@@ -104,6 +121,7 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
               "sizing_check": check, "sizing_periods": periods, "sizing_capex": capex,
               "capacity": x.table}
     if months > 0:
+        say("growth", f"re-sizing {months} months of {growth_per_month:.1%} growth")
         growth, runout = size_growth.project(
             s, ctx.catalog, x, inputs, tpl, held, n, growth_per_month, months,
             opt.time_limit_s, job_rows if len(job_rows) else None)
@@ -159,17 +177,21 @@ def _table(s: Scenario, services: list[InferenceService], ctx: Context, opt: Opt
 
 
 def _solve(s: Scenario, services: list[InferenceService], x: SizingInputs, ctx: Context,
-           opt: OptimizeSpec, sz: SizingSpec) -> tuple[SizingInputs, pd.DataFrame]:
+           opt: OptimizeSpec, say: Progress) -> tuple[SizingInputs, pd.DataFrame]:
     """Solve; check the configurations used by simulation; solve again while a rate fell."""
     if not services:  # training alone: its GPUs are what its jobs ask for
         return x, pd.DataFrame(columns=DEPLOYMENT_COLUMNS)
-    for _ in range(ROUNDS):
+    for r in range(ROUNDS):
         v = size(x, opt.time_limit_s)
+        say("milp", f"sizing MILP round {r + 1}: " + ", ".join(
+            f"{n:,} {g}" for g, n in v.gpus.items() if n) + f" ({v.status})")
         if not opt.check_by_simulation:
             break
         used = {c for (c, _), k in v.replicas.items() if k > 0}
         checked, changed = calibrate(s, services, x.table, used, ctx, opt.verify_duration_s)
         x = replace(x, table=checked)
+        say("check", f"simulation check of {len(used)} configurations: "
+                     + ("a rate fell, solving again" if changed else "every rate held"))
         if not changed:
             break
     return x, deployments(x, v)
