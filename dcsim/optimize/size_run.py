@@ -62,13 +62,7 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     replaces sizing.objective; `progress` hears each stage (as dcsim optimize's)."""
     say = progress or (lambda _stage, _msg: None)
     ctx = context or Context.load(s, base_dir)
-    sz = s.sizing or SizingSpec()
-    if objective is not None:
-        if objective not in ("gpus", "capex"):
-            raise DcsimError(Problem("--objective", objective, "gpus or capex"))
-        sz = sz.model_copy(update={"objective": objective})
-    known = set(ctx.catalog.servers)
-    costs_.unit_costs(sz.capex_usd, sz.amortisation_years, known)  # fail before any work
+    sz = _spec(s, objective, ctx)
     opt = (s.optimize or OptimizeSpec()).model_copy(update={"utilization_target": 1.0})
     s = s.model_copy(update={"optimize": opt})
     services = [w for w in s.workloads if isinstance(w, InferenceService)]
@@ -82,7 +76,7 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     asked = {j.name: j.gpus for j in jobs}
     s = s.model_copy(update={"workloads": [least_job(s, w, ctx) if isinstance(
         w, TrainingJob) else w for w in s.workloads]})
-    jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
+    jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]  # deadlines' fewest GPUs
     job_rows = (jobs_.job_options(s, jobs, ctx.catalog, ctx.store, [1.0])
                 if jobs else pd.DataFrame())
     gpus_in = set(table["gpu"]) | {j.gpu for j in jobs}
@@ -98,11 +92,7 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
                         f"{len(services)} services at the SLO boundary")
     x, dep = _solve(s, services, x, ctx, opt, say)
     dep, check = size_check.confirm(s, services, dep, dem, held, tpl, ctx, opt, n)
-    for _, c in check.iterrows():
-        fewer = {True: "one fewer meets them too", False: "one fewer does not",
-                 None: "no fewer allowed"}[c["one_fewer_meets_slo"]]
-        say("confirm", f"confirmed: {c['service']} at {c['peak_rps']:.3g} req/s on "
-                       f"{c['replicas']} replicas meets its SLOs, {fewer}")
+    _say_confirmed(check, say)
     x = replace(x, table=size_check.confirmed_rates(x.table, dep, check))
     fleet = fs.hardware(dep, held, n, tpl)
     sized = fs.sized_scenario(s, fleet, tpl)
@@ -113,10 +103,7 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
         if len(dep) else None
     summary, capex = _summary(s, services, fleet, periods, dem, opt, sz, ctx, peak, check)
     if len(job_rows):
-        summary["training"] = [{
-            "job": r["job"], "gpus_asked": asked[r["job"]], "gpus": int(r["gpus"]),
-            "expected_end_s": float(r["end_s"]), "deadline_s": None if pd.isna(
-                r["deadline_s"]) else float(r["deadline_s"])} for _, r in job_rows.iterrows()]
+        summary["training"] = _training(job_rows, asked)
     tables = {"sizing_fleet": fleet, "sizing_deployments": _tidy(dep),
               "sizing_check": check, "sizing_periods": periods, "sizing_capex": capex,
               "capacity": x.table}
@@ -131,6 +118,35 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     files = {"sized.yaml": size_check.peak_yaml(sized, services, dep, peak_t, opt)} \
         if len(dep) else {}
     return tables, summary, files
+
+
+def _spec(s: Scenario, objective: str | None, ctx: Context) -> SizingSpec:
+    """The sizing section with --objective applied; its cost items checked before any
+    work is done."""
+    sz = s.sizing or SizingSpec()
+    if objective is not None:
+        if objective not in ("gpus", "capex"):
+            raise DcsimError(Problem("--objective", objective, "gpus or capex"))
+        sz = sz.model_copy(update={"objective": objective})
+    costs_.unit_costs(sz.capex_usd, sz.amortisation_years, set(ctx.catalog.servers))
+    return sz
+
+
+def _say_confirmed(check: pd.DataFrame, say: Progress) -> None:
+    for _, c in check.iterrows():
+        fewer = {True: "one fewer meets them too", False: "one fewer does not",
+                 None: "no fewer allowed"}[c["one_fewer_meets_slo"]]
+        say("confirm", f"confirmed: {c['service']} at {c['peak_rps']:.3g} req/s on "
+                       f"{c['replicas']} replicas meets its SLOs, {fewer}")
+
+
+def _training(job_rows: pd.DataFrame, asked: dict[str, int]) -> list[dict[str, object]]:
+    """sizing.json's training entry: per job the GPUs asked and sized, its expected end
+    and deadline."""
+    return [{"job": r["job"], "gpus_asked": asked[r["job"]], "gpus": int(r["gpus"]),
+             "expected_end_s": float(r["end_s"]),
+             "deadline_s": None if pd.isna(r["deadline_s"]) else float(r["deadline_s"])}
+            for _, r in job_rows.iterrows()]
 
 
 def least_job(s: Scenario, job: TrainingJob, ctx: Context) -> TrainingJob:
