@@ -13,7 +13,7 @@ from rich.table import Table
 
 from dcsim import __version__
 from dcsim.cli_calibrate import calibrate
-from dcsim.cli_common import err, fail, out
+from dcsim.cli_common import err, fail, out, stages
 from dcsim.cli_print import print_intervals, print_plan, print_summary
 from dcsim.cli_profile import profile_app
 from dcsim.cli_size import size
@@ -379,13 +379,7 @@ def optimize(
         s = with_settings(load_scenario(file), settings)
         target = out_dir or default_out_dir(s)
         check_target(target, force)
-        with err.status("planning (profiles, queueing model, MILP)") as status:
-            def progress(stage: str, message: str) -> None:
-                if stage == "period":  # one per period: the spinner's text, not a line
-                    status.update(message)
-                else:
-                    err.print(message, highlight=False)
-
+        with stages("planning (profiles, queueing model, MILP)") as progress:
             tables, summary, files, _ = run_optimize(s, file.parent, objective, check,
                                                      quantile, progress)
         target = write_run(target, s, tables, summary, "optimize.json", files, force)

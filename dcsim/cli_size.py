@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from dcsim import units as u
-from dcsim.cli_common import err, fail, out
+from dcsim.cli_common import fail, out, stages
 from dcsim.errors import DcsimError
 
 
@@ -40,13 +40,7 @@ def size(
         s = with_settings(load_scenario(file), settings)
         target = out_dir or default_out_dir(s)
         check_target(target, force)
-        with err.status("sizing (capacity table, MILP, simulation at the peak)") as status:
-            def progress(stage: str, message: str) -> None:
-                if stage == "period":
-                    status.update(message)
-                else:
-                    err.print(message, highlight=False)
-
+        with stages("sizing (capacity table, MILP, simulation at the peak)") as progress:
             tables, summary, files = run_size(s, file.parent, growth, months, objective,
                                               progress=progress)
         target = write_run(target, s, tables, summary, "sizing.json", files, force)

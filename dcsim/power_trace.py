@@ -29,6 +29,13 @@ from dcsim.training.step import step_model
 from dcsim.workloads.spec import TrainingJob
 
 GRID_S = 0.01  # the trace is evaluated on this grid for ramps and the battery, s
+MAX_POINTS = 200_000  # a longer window gets a coarser grid (a day: 0.43 s), so the
+# battery's sequential pass stays a fraction of a second
+
+
+def grid_step_s(w: PowerTrace) -> float:
+    """The evaluation grid of a window: GRID_S, coarser for windows over MAX_POINTS."""
+    return max(GRID_S, w.duration_s / MAX_POINTS)
 
 
 def job_phases(job: pd.Series, spec: TrainingJob, wait_w: float, idle_w: float,
@@ -73,7 +80,8 @@ def trace(s: Scenario, ctx: Context, tables: dict[str, pd.DataFrame]
              ).to_numpy(float)
     ratio = np.divide(meter, fac["power_w"].to_numpy(float),
                       out=np.ones_like(meter), where=fac["power_w"].to_numpy(float) > 0)
-    grid = np.arange(a, b, GRID_S) + GRID_S / 2
+    dt = grid_step_s(w)
+    grid = np.arange(a, b, dt) + dt / 2
     k = np.clip(np.searchsorted(edges, grid, side="right") - 1, 0, len(meter) - 1)
     p = meter[k].copy()
     records = []
@@ -86,8 +94,8 @@ def trace(s: Scenario, ctx: Context, tables: dict[str, pd.DataFrame]
         mean = pd.Series(g).groupby(k).transform("mean").to_numpy()
         p += (g - mean) * ratio[k]
     phases = pd.DataFrame(records, columns=["job", "start_s", "end_s", "phase", "gpu_power_w"])
-    out = pd.DataFrame({"t_s": grid - GRID_S / 2, "facility_w": p})
-    return phases, _compress(out), summarise(p, w)
+    out = pd.DataFrame({"t_s": grid - dt / 2, "facility_w": p})
+    return phases, _compress(out, dt), summarise(p, w)
 
 
 def _jobs(s: Scenario, ctx: Context, tables: dict[str, pd.DataFrame], a: float, b: float
@@ -117,7 +125,8 @@ def _jobs(s: Scenario, ctx: Context, tables: dict[str, pd.DataFrame], a: float, 
 
 def summarise(p: np.ndarray, w: PowerTrace) -> dict[str, object]:
     """Swing (MW), steepest ramp (MW/s) and, with a grid ramp limit, the battery."""
-    n = max(round(w.ramp_window_s / GRID_S), 1)
+    dt = grid_step_s(w)
+    n = max(round(w.ramp_window_s / dt), 1)
     means = p[: len(p) // n * n].reshape(-1, n).mean(axis=1)
     ramp = float(np.abs(np.diff(means)).max() / w.ramp_window_s) if len(means) > 1 else 0.0
     out: dict[str, object] = {"start_s": w.start_s, "duration_s": w.duration_s,
@@ -125,9 +134,9 @@ def summarise(p: np.ndarray, w: PowerTrace) -> dict[str, object]:
                               "steepest_ramp_mw_per_s": ramp / 1e6,
                               "ramp_window_s": w.ramp_window_s}
     if w.grid_ramp_kw_per_s is not None:
-        g = ramp_limited(p, w.grid_ramp_kw_per_s * 1e3 * GRID_S)
+        g = ramp_limited(p, w.grid_ramp_kw_per_s * 1e3 * dt)
         gap = p - g
-        stored = np.cumsum(gap) * GRID_S / 3600.0  # Wh the battery has given since the start
+        stored = np.cumsum(gap) * dt / 3600.0  # Wh the battery has given since the start
         span = max(float(stored.max()), 0.0) - min(float(stored.min()), 0.0)
         out |= {"grid_ramp_kw_per_s": w.grid_ramp_kw_per_s,
                 "battery_power_kw": float(np.abs(gap).max()) / 1e3,
@@ -144,10 +153,10 @@ def ramp_limited(p: np.ndarray, step: float) -> np.ndarray:
     return g
 
 
-def _compress(t: pd.DataFrame) -> pd.DataFrame:
+def _compress(t: pd.DataFrame, dt: float) -> pd.DataFrame:
     """The trace as its runs of equal power: t_s, t_end_s, facility_w."""
     change = np.r_[True, np.abs(np.diff(t["facility_w"].to_numpy())) > 1e-9]
     starts = t["t_s"].to_numpy()[change]
-    ends = np.r_[starts[1:], t["t_s"].iloc[-1] + GRID_S]
+    ends = np.r_[starts[1:], t["t_s"].iloc[-1] + dt]
     return pd.DataFrame({"t_s": starts, "t_end_s": ends,
                          "facility_w": t["facility_w"].to_numpy()[change]})

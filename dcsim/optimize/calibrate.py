@@ -11,6 +11,8 @@ again with the corrected rate. The table records each row's basis: "model" or
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from dcsim.engine.context import Context
@@ -44,10 +46,11 @@ def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, ctx: 
 
 
 def calibrate(s: Scenario, services: list[InferenceService], table: pd.DataFrame,
-              used: set[int], ctx: Context, duration_s: float
-              ) -> tuple[pd.DataFrame, bool]:
+              used: set[int], ctx: Context, duration_s: float,
+              say: Callable[[str, str], None] | None = None) -> tuple[pd.DataFrame, bool]:
     """Simulate the used rows not yet checked; lower failing rates. A new table with the
-    checked rows marked simulated (the caller's is left alone), and whether a rate fell.
+    checked rows marked simulated (the caller's is left alone), and whether a rate fell;
+    `say` (stage, message) hears the outcome.
 
     Rows of services alike (same capacity key) share the result.
     """
@@ -70,4 +73,7 @@ def calibrate(s: Scenario, services: list[InferenceService], table: pd.DataFrame
         same = (table["kind"] == row["kind"]) & (table["config"] == row["config"])
         table.loc[same, "planned_rps"] = rate
         table.loc[same, "basis"] = "simulated"
+    if say is not None:
+        say("check", f"simulation check of {len(used)} configurations: "
+                     + ("a rate fell, solving again" if changed else "every rate held"))
     return table, changed

@@ -20,6 +20,7 @@ import pandas as pd
 
 from dcsim.catalog import Catalog
 from dcsim.errors import DcsimError, Problem
+from dcsim.optimize.jobs import shares
 from dcsim.optimize.sizing import servers_needed
 from dcsim.scenario import Rack, Scenario, ServerGroup
 
@@ -114,8 +115,6 @@ def job_servers(jobs: pd.DataFrame, n: int, period_s: float, gpus_per_server: di
                 spares: int) -> dict[tuple[str, int], int]:
     """Servers training jobs hold per (GPU type, period): each running job's GPUs in whole
     servers, plus the scheduler's spares of each type in periods a job of it runs."""
-    from dcsim.optimize.jobs import shares
-
     out: dict[tuple[str, int], int] = {}
     if jobs is None or not len(jobs):
         return out

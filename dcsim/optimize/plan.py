@@ -196,10 +196,9 @@ def optimize(s: Scenario, base_dir: Path, objective: str | None = None,
         used = {c for (c, _), n in values.N.items() if n > 0}
         if not opt.check_by_simulation:
             break
-        checked, changed = calibrate(s, services, x.table, used, ctx, opt.verify_duration_s)
+        checked, changed = calibrate(s, services, x.table, used, ctx, opt.verify_duration_s,
+                                     say)
         x = replace(x, table=checked)
-        say("check", f"simulation check of {len(used)} configurations: "
-                     + ("a rate fell, solving again" if changed else "every rate held"))
         if not changed:
             break
     checked = x.table.set_index(["service_index", "config"])[["planned_rps", "basis"]]

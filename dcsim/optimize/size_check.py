@@ -119,12 +119,13 @@ def _service_run(sized: Scenario, services: list[InferenceService], dep: pd.Data
                    4 * opt.verify_duration_s)
     sc = period_scenario(sized, services, mine.sort_values("tp", ascending=False), t,
                          opt.period_s, duration)
-    return _rows(sc, simulate(sc, context=ctx), [services[i]], duration)[0]
+    return _rows(sc, simulate(sc, context=ctx).requests, [services[i]], duration)[0]
 
 
-def _rows(sc: Scenario, r: object, services: list[InferenceService], duration: float
-          ) -> list[dict]:
-    req = r.requests[~r.requests["in_warmup"]]  # type: ignore[attr-defined]
+def _rows(sc: Scenario, requests: pd.DataFrame, services: list[InferenceService],
+          duration: float) -> list[dict]:
+    """Per service (its replicas' workloads named service@config): p99s and SLO."""
+    req = requests[~requests["in_warmup"]]
     out = []
     for svc in services:
         names = [w.name for w in sc.workloads if w.name.startswith(f"{svc.name}@")]
@@ -151,7 +152,7 @@ def simulate_period(sized: Scenario, services: list[InferenceService], dep: pd.D
     pred = float(facility_power_w(period_it_w(mine, x, t), x.overhead, t))
     return pd.DataFrame([row | {"period": t, "simulated_facility_w": sim_w,
                                 "predicted_facility_w": pred}
-                         for row in _rows(sc, r, used, opt.verify_duration_s)])
+                         for row in _rows(sc, r.requests, used, opt.verify_duration_s)])
 
 
 def peak_yaml(sized: Scenario, services: list[InferenceService], dep: pd.DataFrame, t: int,

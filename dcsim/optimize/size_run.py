@@ -204,10 +204,9 @@ def _solve(s: Scenario, services: list[InferenceService], x: SizingInputs, ctx: 
         if not opt.check_by_simulation:
             break
         used = {c for (c, _), k in v.replicas.items() if k > 0}
-        checked, changed = calibrate(s, services, x.table, used, ctx, opt.verify_duration_s)
+        checked, changed = calibrate(s, services, x.table, used, ctx, opt.verify_duration_s,
+                                     say)
         x = replace(x, table=checked)
-        say("check", f"simulation check of {len(used)} configurations: "
-                     + ("a rate fell, solving again" if changed else "every rate held"))
         if not changed:
             break
     return x, deployments(x, v)

@@ -12,7 +12,14 @@ from dcsim.engine.site import grid_values
 from dcsim.hardware.series import load_hourly, values_at
 from dcsim.scenario import Facility
 from dcsim.supply import lp
-from dcsim.supply.dispatch import Inputs, dispatch, objective, restore
+from dcsim.supply.dispatch import (
+    Inputs,
+    above_cap_kwh,
+    carbon_kg,
+    cost_usd,
+    dispatch,
+    objective,
+)
 from dcsim.supply.spec import Renewable, Supply
 
 SYNTHETIC = {"solar": "synthetic (dcsim): clear-sky half sine 06:00-18:00, peak 0.8",
@@ -80,9 +87,6 @@ def totals(d: pd.DataFrame, x: Inputs, s: Supply) -> dict[str, float]:
     def kwh(col: str) -> float:
         return float((d[col] * h).sum())
 
-    gens_c = sum(g.carbon_kg_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
-    gens_usd = sum(g.fuel_usd_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
-    wear = sum(b.degradation_usd_per_kwh * d[f"discharge_kw:{b.name}"] for b in s.batteries)
     net = sum(b.soc_initial * b.energy_kwh - float(d[f"soc_kwh:{b.name}"].iloc[-1])
               for b in s.batteries)
     return {
@@ -92,11 +96,6 @@ def totals(d: pd.DataFrame, x: Inputs, s: Supply) -> dict[str, float]:
         "battery_charge_kwh": kwh("battery_charge_kw"),
         "battery_discharge_kwh": kwh("battery_discharge_kw"), "unmet_kwh": kwh("unmet_kw"),
         "grid_peak_kw": float(d["grid_kw"].max()),
-        "import_above_cap_kwh": float((np.maximum(d["grid_kw"] - s.import_cap_kw, 0.0) * h
-                                       ).sum()) if s.import_cap_kw is not None else 0.0,
-        "battery_net_kwh": net,
-        "cost_usd": float(((x.price * d["grid_kw"] + gens_usd + wear) * h).sum())
-        + restore(d, x.price, s),
-        "carbon_kg": float(((x.carbon * d["grid_kw"] + gens_c) * h).sum())
-        + restore(d, x.carbon, s),
+        "import_above_cap_kwh": above_cap_kwh(d, x, s), "battery_net_kwh": net,
+        "cost_usd": cost_usd(d, x, s), "carbon_kg": carbon_kg(d, x, s),
         "carbon_kg_location_based": float((x.carbon * d["load_kw"] * h).sum())}

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dcsim.supply.spec import Supply
+from dcsim.supply.spec import Battery, Supply
 
 UNMET = 1000.0  # objective weight of unmet load per kWh (USD or kg): a last resort
 
@@ -101,8 +101,8 @@ def _bucket(x: Inputs, s: Supply, t: int, h: float, soc: list[float], prev: list
                 unmet)
 
 
-def _room(b: object, soc: float) -> float:
-    return max(b.soc_max * b.energy_kwh - soc, 0.0)  # type: ignore[attr-defined]
+def _room(b: Battery, soc: float) -> float:
+    return max(b.soc_max * b.energy_kwh - soc, 0.0)
 
 
 def _cover(x: Inputs, s: Supply, t: int, h: float, need: float, grid_room: float,
@@ -154,23 +154,37 @@ def _row(x: Inputs, s: Supply, t: int, load: float, avail: float, curtailed: flo
     return row
 
 
-def objective(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
-    """The policy's measure of a dispatch: cost (USD: grid, fuel, battery wear), carbon
-    (kg: grid and generators), or for peak_shaving cost plus import above the cap at
-    excess_usd_per_kwh; unmet load at UNMET per kWh."""
+def cost_usd(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
+    """Grid, fuel and battery wear, USD, the batteries put back to their initial charge."""
     h = x.dt_s / 3600.0
-    unmet = UNMET * float((d["unmet_kw"] * h).sum())
-    if s.policy == "peak_shaving":
-        excess = np.maximum(d["grid_kw"] - (s.import_cap_kw or 0.0), 0.0)
-        unmet += s.excess_usd_per_kwh * float((excess * h).sum())
-    if s.policy == "carbon":
-        gens = sum(g.carbon_kg_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
-        return float(((x.carbon * d["grid_kw"] + gens) * h).sum()) + unmet + restore(
-            d, x.carbon, s)
     gens = sum(g.fuel_usd_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
     wear = sum(b.degradation_usd_per_kwh * d[f"discharge_kw:{b.name}"] for b in s.batteries)
-    return float(((x.price * d["grid_kw"] + gens + wear) * h).sum()) + unmet + restore(
-        d, x.price, s)
+    return float(((x.price * d["grid_kw"] + gens + wear) * h).sum()) + restore(d, x.price, s)
+
+
+def carbon_kg(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
+    """Grid and generators, kg CO2e, the batteries put back to their initial charge."""
+    h = x.dt_s / 3600.0
+    gens = sum(g.carbon_kg_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
+    return float(((x.carbon * d["grid_kw"] + gens) * h).sum()) + restore(d, x.carbon, s)
+
+
+def above_cap_kwh(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
+    """Grid import above import_cap_kw, kWh (0 without a cap)."""
+    if s.import_cap_kw is None:
+        return 0.0
+    return float((np.maximum(d["grid_kw"] - s.import_cap_kw, 0.0) * x.dt_s / 3600.0).sum())
+
+
+def objective(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
+    """The policy's measure of a dispatch: cost (USD), carbon (kg), or for peak_shaving
+    cost plus import above the cap at excess_usd_per_kwh; unmet load at UNMET per kWh."""
+    unmet = UNMET * float((d["unmet_kw"] * x.dt_s / 3600.0).sum())
+    if s.policy == "carbon":
+        return carbon_kg(d, x, s) + unmet
+    excess = s.excess_usd_per_kwh * above_cap_kwh(d, x, s) if s.policy == "peak_shaving" \
+        else 0.0
+    return cost_usd(d, x, s) + excess + unmet
 
 
 def restore(d: pd.DataFrame, rate: np.ndarray, s: Supply) -> float:
