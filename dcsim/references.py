@@ -73,6 +73,13 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
             where = f"{p}.deployment.power_cap_w" if inference else f"{p}.power_cap_w"
             problems.append(Problem(where, cap, f"a power limit within {gpu.id}'s range "
                                     f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
+        steps = (getattr(w.scaling, "steps", None) or []) if inference else []
+        for k, step in enumerate(steps):
+            c = step.power_cap_w
+            if gpu and c is not None and not gpu.power_limit_min_w <= c <= gpu.power_limit_max_w:
+                problems.append(Problem(f"{p}.scaling.steps[{k}].power_cap_w", c,
+                                        f"a power limit within {gpu.id}'s range "
+                                        f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
     problems += _inventory(s, inventory)
     problems += _catalog_physics(s, cat)
     if s.optimize is not None and s.optimize.candidates.gpus is not None:

@@ -30,6 +30,10 @@ def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
     if not result.jobs.empty:
         tables.update(jobs=result.jobs, failures=result.failures,
                       checkpoints=result.checkpoints, links=result.links)
+    if not result.scaling.empty:  # replicas started, drained, limits changed
+        tables["scaling"] = result.scaling
+        if result.jobs.empty:
+            tables["links"] = result.links  # weight loads on the file system
     if not result.cluster_pods.empty:
         tables["cluster_pods"] = result.cluster_pods
     if not result.cluster.empty:

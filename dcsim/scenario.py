@@ -207,6 +207,11 @@ class TrainingScheduler(Spec):
         "from jobs and swapped in for a failed server.")
 
 
+# An assumption, stated as such: an 8-GPU server's power-on to OS ready (BMC, firmware
+# POST with its memory training, PCIe and NVSwitch bring-up, OS) takes minutes.
+SERVER_BOOT_S = 300.0
+
+
 class Fleet(Spec):
     """Racks, rows, network, storage, the training scheduler and what unused servers do."""
 
@@ -218,7 +223,16 @@ class Fleet(Spec):
     unused_servers: Literal["idle", "switched_off"] = Field(
         default="idle", description="Servers with no replica and, at the time, no training "
         "job: stay powered at idle, or are switched off and draw nothing (hot spares stay "
-        "on; boot time is not modelled). Switched-off servers do not count in budgets.")
+        "on). Switched-off servers do not count in budgets. A serving server whose "
+        "replicas a service's scaling stopped switches off server_off_after_s later and "
+        "boots (server_boot_s) when one is needed again; training servers switch at once.")
+    server_boot_s: float = Field(
+        default=SERVER_BOOT_S, ge=0, le=3600, description="Power-on to ready of a switched-"
+        "off server, s, drawing idle power meanwhile (an assumption unless set: GPU servers "
+        "take minutes through firmware POST and OS boot).")
+    server_off_after_s: float = Field(
+        default=600.0, ge=0, le=86400, description="A serving server with no replica left "
+        "running switches off after this long idle (switched_off only), s.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Fleet:
@@ -346,6 +360,12 @@ class Scenario(Spec):
                     f"workload {w.name}: rate_per_s x duration_s = "
                     f"{rate * self.simulation.duration_s:.3g} requests; at most "
                     f"{MAX_REQUESTS:.0e} in one run (its tables take ~300 bytes a request)")
+            steps = getattr(getattr(w, "scaling", None), "steps", None) or []
+            if steps and steps[-1].at_s >= self.simulation.duration_s:
+                raise ValueError(
+                    f"workload {w.name}: scaling.steps[{len(steps) - 1}].at_s "
+                    f"({steps[-1].at_s:g}) is beyond the run (simulation.duration_s = "
+                    f"{self.simulation.duration_s:g})")
         return self
 
 

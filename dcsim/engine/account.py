@@ -39,6 +39,7 @@ class Results:
     links: pd.DataFrame = field(default_factory=pd.DataFrame)  # uplinks, storage over time
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     events: int = 0  # SimPy events the run scheduled
+    scaling: pd.DataFrame = field(default_factory=pd.DataFrame)  # scaling events (if any)
 
 
 def account(model: RunModel, rec: RunRecord) -> Results:
@@ -46,7 +47,7 @@ def account(model: RunModel, rec: RunRecord) -> Results:
     return Results(_requests(model, rec), _timeseries(model, rec), _replicas(model, rec),
                    _power(model, rec), _budgets(model), rec.jobs, rec.failures,
                    rec.checkpoints, rec.cluster_pods, rec.cluster, rec.links, rec.provenance,
-                   rec.events)
+                   rec.events, rec.scaling)
 
 
 def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
@@ -96,7 +97,9 @@ def _replicas(model: RunModel, rec: RunRecord) -> pd.DataFrame:
     return model.replica_rows.assign(energy_j=t["energy_j"].tolist(),
                                      idle_energy_j=t["idle_energy_j"].tolist(),
                                      in_system_x_s=t["in_system_x_s"].tolist(),
-                                     kv_transfer_s=t["kv_transfer_s"].tolist())
+                                     kv_transfer_s=t["kv_transfer_s"].tolist(),
+                                     in_use_s=t["in_use_s"].tolist(),
+                                     cold_start_energy_j=t["cold_start_energy_j"].tolist())
 
 
 def _timeseries(model: RunModel, rec: RunRecord) -> pd.DataFrame:
@@ -137,6 +140,8 @@ def _power(model: RunModel, rec: RunRecord) -> pd.DataFrame:
     dt = bucket_seconds(n, sim.time_bucket_s, sim.duration_s)
     off = s.fleet.unused_servers == "switched_off"
     train_w, busy, on = server_training_power(rec.pool, rec.job_series, pl.servers, dt, off)
+    if rec.server_on is not None:  # serving servers a scaling switched on and off
+        on = on * rec.server_on
     power, it_w = domain_power(pl.servers, pl.domains, rec.series.array("energy_j"), dt,
                                pl.server_caps, train_w if model.jobs or off else None, on)
     net = s.fleet.network

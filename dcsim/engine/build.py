@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.catalog import Catalog, GpuSpec, ModelSpec, shapes
+from dcsim.engine.build_scaling import ScalingModel, scaling_model
 from dcsim.engine.cluster import ReplaySpec, load_replays
 from dcsim.engine.context import Context
 from dcsim.engine.costs import IterationCosts
@@ -49,8 +50,9 @@ class Placement:
     pool: list[int]  # servers training jobs may use
     server_caps: np.ndarray  # per server, W per GPU
     domains: list[Domain]
-    replica_caps: list[float | None]  # per replica, None: the default limit
+    replica_caps: list[float | None]  # per replica at the start, None: the default limit
     where: list[Server]  # per replica
+    where_index: list[int]  # per replica, its server's index
     off: np.ndarray  # servers switched off for the whole run
 
 
@@ -74,6 +76,7 @@ class RunModel:
     uplink_byte_s: np.ndarray  # per leaf
     replays: tuple[ReplaySpec, ...]
     storage_byte_s: tuple[float, float, float]  # file system: write, read, per client
+    scalings: tuple[ScalingModel | None, ...] = ()  # per service (None: fixed replicas)
 
 
 def deployment_layout(d: Deployment, gpu: GpuSpec, path: str = "deployment") -> Layout:
@@ -118,7 +121,7 @@ def build(s: Scenario, ctx: Context) -> RunModel:
     reqs = _requests(services, sim.duration_s, [seeds[i][0] for i in range(len(services))],
                      ctx)
     pl = placement(s, services, jobs, ctx.catalog)
-    reps, rows = _replicas(services, reqs, pl, ctx)
+    reps, rows, scalings = _replicas(services, reqs, pl, ctx)
     leaf, uplinks = fabric_capacity(s.fleet.network, pl.servers)
     fs = s.fleet.storage
     specs = job_specs(s, jobs, ctx.catalog, ctx.store, pl.servers, pl.server_caps,
@@ -127,7 +130,7 @@ def build(s: Scenario, ctx: Context) -> RunModel:
                     tuple(seeds[i][1] for i in range(len(services))), tuple(specs), leaf,
                     uplinks, tuple(load_replays(s, ctx.base_dir)), (
                         fs.write_bandwidth_gbyte_s * 1e9, fs.read_bandwidth_gbyte_s * 1e9,
-                        fs.per_client_gbyte_s * 1e9))
+                        fs.per_client_gbyte_s * 1e9), tuple(scalings))
 
 
 def split_workloads(s: Scenario) -> tuple[list[InferenceService], list[TrainingJob]]:
@@ -174,10 +177,12 @@ def next_turns(reqs: pd.DataFrame) -> np.ndarray:
 
 
 def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placement,
-              ctx: Context) -> tuple[list[ReplicaSpec], pd.DataFrame]:
-    """Per replica: cost tables under its limit, KV capacity, and its table row."""
+              ctx: Context) -> tuple[list[ReplicaSpec], pd.DataFrame, list[ScalingModel | None]]:
+    """Per replica: cost tables under its limit, KV capacity, and its table row; per
+    service, its scaling (None: fixed)."""
     out: list[ReplicaSpec] = []
     rows: list[dict[str, object]] = []
+    scalings: list[ScalingModel | None] = []
     for i, svc in enumerate(services):
         d = svc.deployment
         gpu, model = ctx.catalog.gpu(d.gpu), ctx.catalog.model(svc.model)
@@ -186,32 +191,56 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
         host_blocks, block_s = host_tier(svc, gpu, model)
         mine = reqs[reqs["service"] == i]
         longest = int((mine["prompt_tokens"] + mine["output_tokens"]).max()) if len(mine) else 1
-        max_ctx = max(min(kv, longest + 1), 2)
-        max_prompt = max(min(max_ctx, max(d.max_batched_tokens, longest)), 2)
-        costs: dict[float | None, IterationCosts] = {}
-        slow: dict[float | None, tuple[float, float]] = {}
+        costs_for = _ServiceCosts(ctx.store, gpu.id, model.id, d, lay, kv, longest)
+        first = len(out)
         for _ in range(d.replicas):
             r = len(out)
             cap = pl.replica_caps[r]
-            if cap not in costs:  # replicas under one limit share their tables
-                costs[cap] = IterationCosts(ctx.store, gpu.id, model.id, d.tp, d.max_num_seqs,
-                                            max_prompt, max_ctx, cap, lay)
-                slow[cap] = cap_slowdown(ctx.store, gpu.id, model.id, d.tp,
-                                         min(16, d.max_num_seqs), cap, lay)
-            out.append(ReplicaSpec(r, i, costs[cap], kv, cap, host_blocks, block_s))
-            x = pl.where[r]
-            rows.append({"replica": r, "service": svc.name, "gpu": gpu.id, "model": model.id,
-                         "tp": d.tp, "ep": d.ep, "gpus": d.gpus_per_replica,
-                         "weights_dtype": d.weights_dtype,
-                         "requested_cap_w": d.power_cap_w, "power_cap_w": cap,
-                         "server": x.name, "rack": x.rack, "row": x.row,
-                         "kv_capacity_tokens": kv,
-                         "host_kv_tokens": host_blocks * d.kv_block_tokens,
-                         "cap_slowdown_prefill": slow[cap][0],
-                         "cap_slowdown_decode": slow[cap][1],
-                         "decode_basis": costs[cap].decode_cost.basis,
-                         "prefill_basis": costs[cap].prefill_cost.basis})
-    return out, pd.DataFrame(rows)
+            out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, host_blocks, block_s))
+            rows.append(_replica_row(r, svc, gpu.id, model.id, pl, kv,
+                                     host_blocks * d.kv_block_tokens, costs_for.slow[cap],
+                                     costs_for(cap)))
+        scalings.append(None if svc.scaling is None else scaling_model(
+            svc, i, range(first, len(out)), pl, costs_for, model))
+    return out, pd.DataFrame(rows), scalings
+
+
+class _ServiceCosts:
+    """A service's cost tables per GPU limit (replicas under one limit share them) and the
+    slowdown of each limit."""
+
+    def __init__(self, store: ProfileStore, gpu: str, model: str, d: Deployment, lay: Layout,
+                 kv: int, longest: int) -> None:
+        self.store, self.gpu, self.model, self.d, self.lay = store, gpu, model, d, lay
+        self.max_ctx = max(min(kv, longest + 1), 2)
+        self.max_prompt = max(min(self.max_ctx, max(d.max_batched_tokens, longest)), 2)
+        self.tables: dict[float | None, IterationCosts] = {}
+        self.slow: dict[float | None, tuple[float, float]] = {}
+
+    def __call__(self, cap: float | None) -> IterationCosts:
+        if cap not in self.tables:
+            d = self.d
+            self.tables[cap] = IterationCosts(self.store, self.gpu, self.model, d.tp,
+                                              d.max_num_seqs, self.max_prompt, self.max_ctx,
+                                              cap, self.lay)
+            self.slow[cap] = cap_slowdown(self.store, self.gpu, self.model, d.tp,
+                                          min(16, d.max_num_seqs), cap, self.lay)
+        return self.tables[cap]
+
+
+def _replica_row(r: int, svc: InferenceService, gpu: str, model: str, pl: Placement, kv: int,
+                 host_tokens: int, slow: tuple[float, float], costs: IterationCosts
+                 ) -> dict[str, object]:
+    d, x = svc.deployment, pl.where[r]
+    return {"replica": r, "service": svc.name, "gpu": gpu, "model": model,
+            "tp": d.tp, "ep": d.ep, "gpus": d.gpus_per_replica,
+            "weights_dtype": d.weights_dtype,
+            "requested_cap_w": d.power_cap_w, "power_cap_w": pl.replica_caps[r],
+            "server": x.name, "rack": x.rack, "row": x.row,
+            "kv_capacity_tokens": kv, "host_kv_tokens": host_tokens,
+            "cap_slowdown_prefill": slow[0], "cap_slowdown_decode": slow[1],
+            "decode_basis": costs.decode_cost.basis,
+            "prefill_basis": costs.prefill_cost.basis}
 
 
 def cap_slowdown(store: ProfileStore, gpu: str, model: str, tp: int, batch: int,
@@ -232,8 +261,9 @@ def placement(s: Scenario, services: list[InferenceService], jobs: list[Training
     """Servers with replicas, the training pool, GPU limits after budgets, per-replica caps."""
     servers = place(s, services, cat)
     pool = training_pool(s, jobs, cat, servers)
-    caps_req = [svc.deployment.power_cap_w for svc in services
-                for _ in range(svc.deployment.replicas)]
+    # budgets hold the highest limit a replica asks for over the run; it starts at its first
+    caps_req = [highest_cap(svc) for svc in services for _ in range(svc.deployment.replicas)]
+    caps_start = [first_cap(svc) for svc in services for _ in range(svc.deployment.replicas)]
     where: list[Server] = [servers[0]] * len(caps_req) if caps_req else []
     where_index = [0] * len(caps_req)
     for si, x in enumerate(servers):
@@ -245,12 +275,32 @@ def placement(s: Scenario, services: list[InferenceService], jobs: list[Training
     off = off_servers(s, servers, jobs)
     doms = domains(s, servers)
     server_caps = budget_caps(servers, doms, requested, parked, off)
-    replica_caps: list[float | None] = []
-    for r, cap in enumerate(caps_req):
-        x = where[r]
-        limit = min(cap or x.gpu.power_limit_max_w, server_caps[where_index[r]])
-        replica_caps.append(None if limit >= x.gpu.power_limit_max_w else float(limit))
-    return Placement(servers, pool, server_caps, doms, replica_caps, where, off)
+    replica_caps = [limit_after_budgets(cap, where[r], float(server_caps[where_index[r]]))
+                    for r, cap in enumerate(caps_start)]
+    return Placement(servers, pool, server_caps, doms, replica_caps, where, where_index, off)
+
+
+def limit_after_budgets(cap: float | None, x: Server, server_cap_w: float) -> float | None:
+    """A replica's GPU limit: the one asked for within its server's budget limit (None:
+    the GPU's default, highest limit)."""
+    limit = min(cap or x.gpu.power_limit_max_w, server_cap_w)
+    return None if limit >= x.gpu.power_limit_max_w else float(limit)
+
+
+def highest_cap(svc: InferenceService) -> float | None:
+    """The highest limit the service's replicas ask for over the run (None: the GPU's)."""
+    d = svc.deployment
+    steps = getattr(svc.scaling, "steps", None)
+    if not steps:
+        return d.power_cap_w
+    caps = [st.power_cap_w or d.power_cap_w for st in steps]
+    return None if any(c is None for c in caps) else max(c for c in caps if c is not None)
+
+
+def first_cap(svc: InferenceService) -> float | None:
+    """The limit the service's replicas start under."""
+    steps = getattr(svc.scaling, "steps", None)
+    return (steps[0].power_cap_w if steps else None) or svc.deployment.power_cap_w
 
 
 def _requested_limits(servers: list[Server], caps_req: list[float | None],

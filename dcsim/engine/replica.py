@@ -30,6 +30,7 @@ from dcsim.engine.admission import PriorityWaiting
 from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
 from dcsim.engine.host_tier import HostKV
+from dcsim.engine.lifecycle import Lifecycle
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
 from dcsim.engine.paging import Pages
 from dcsim.engine.prefix_cache import PrefixCache
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 FINISHED = STATUS.index("finished")
 
 
-class Replica(Batching):
+class Replica(Batching, Lifecycle):
     """One model instance serving with continuous batching (see the module docstring).
 
     Routers use only `submit`, `poke`, `kv_capacity`, `outstanding`, `batch_size`,
@@ -110,6 +111,7 @@ class Replica(Batching):
         # bound once: each iteration's timeout gets one of these as its callback
         self._on_mixed, self._on_block = self._mixed_done, self._block_done
         self.wake.callbacks.append(self._woken)  # idle from the start
+        self.init_lifecycle(costs.idle_power_w)
 
     # -- called by the router ----------------------------------------------
     def submit(self, seq: Seq) -> None:
@@ -141,7 +143,7 @@ class Replica(Batching):
     def share_loads(self, loads: list[int] | MinTree, slot: int) -> None:
         """Keep loads[slot] equal to `outstanding` (the router's copy, read per arrival)."""
         self.loads, self.slot = loads, slot
-        loads[slot] = self.outstanding
+        loads[slot] = self.outstanding + self.closed
 
     def has_room(self) -> bool:
         """A batch slot is free."""
@@ -196,7 +198,7 @@ class Replica(Batching):
         self._t_level = now
         self.outstanding += delta
         if self.loads is not None:
-            self.loads[self.slot] = self.outstanding
+            self.loads[self.slot] = self.outstanding + self.closed
 
     # -- the iteration loop (callbacks on each iteration's timeout: see _reschedule) --
     def _woken(self, _ev: simpy.Event) -> None:
@@ -253,6 +255,9 @@ class Replica(Batching):
             blk = DecodeBlock(self._dec_rows[nd - 1], self.dec_kv / nd - 0.5, k)
             self.state, self.since, self.current = "block", start, Block(blk, nd, k)
             self._reschedule(blk.time_s, self._on_block)
+        elif self.draining and self.drained():
+            self.stop()
+            return
         else:
             self.state, self.current, self.since = "idle", None, start
             self.wake = self._pending = env.event()
@@ -394,7 +399,7 @@ class Replica(Batching):
 
     def _idle_until(self, now: float) -> None:
         t0 = self.since
-        e = self.costs.idle_power_w * (now - t0)
+        e = self.gap_w * (now - t0)
         self.device_energy_j += e
         self.idle_energy_j += e
         b = int(t0 / self._bucket_s)

@@ -8,13 +8,13 @@ from collections import deque
 import numpy as np
 
 from dcsim.engine.admission import Deadlines, PriorityWaiting
+from dcsim.engine.lifecycle import SHUT
 from dcsim.engine.metrics import STATUS, RequestLog
 from dcsim.engine.replica import Replica
 from dcsim.engine.sequence import Seq
 
 REJECTED = STATUS.index("rejected")
 TREE_FROM = 128  # replicas: from here a tree finds the least loaded in O(log n), not O(n)
-SHUT = 1 << 62  # the load of a replica that cannot take work now (central queue)
 
 
 class MinTree:
@@ -79,6 +79,9 @@ class Router:
         self.home: dict[int, int] = {}  # prefix_affinity: each prefix's (session's) replica
         self.shared = shared
         self.next = 0
+        # replicas open for new work (slots, in order) where a scaling changes them;
+        # None: every replica, always
+        self.open_slots: list[int] | None = None
         self.kv_limit = min(r.kv_capacity for r in replicas)
         # outstanding requests per replica, kept current by the replicas themselves
         self.loads: list[int] | MinTree = (MinTree(len(replicas)) if len(replicas) >= TREE_FROM
@@ -150,14 +153,26 @@ class Router:
         n = len(self.replicas)
         if self.policy == "round_robin":
             i = self.next
+            while self.replicas[i].closed:  # (a scaling keeps at least one open)
+                i = (i + 1) % n
             self.next = (i + 1) % n
             return i
         if self.policy in ("least_outstanding", "prefix_affinity"):  # (no prefix: least)
-            return self._least()
+            return self._least()  # closed replicas carry a load of SHUT
+        if self.open_slots is not None:
+            return self._two_of(self.open_slots)
         if n == 1:
             return 0
         a, b = self.rng.choice(n, size=2, replace=False)  # power of two choices
         return int(a) if self.replicas[a].outstanding <= self.replicas[b].outstanding else int(b)
+
+    def _two_of(self, slots: list[int]) -> int:
+        """Power of two choices among the open replicas."""
+        if len(slots) == 1:
+            return slots[0]
+        a, b = self.rng.choice(len(slots), size=2, replace=False)
+        i, j = slots[int(a)], slots[int(b)]
+        return i if self.replicas[i].outstanding <= self.replicas[j].outstanding else j
 
     def _watch(self, r: Replica) -> None:
         """Note a change of state of `r` for the central queue's indexes. The tree is

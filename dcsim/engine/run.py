@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,8 @@ from dcsim.engine.jobs import (
 from dcsim.engine.metrics import JOB_LEVELS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica
 from dcsim.engine.router import Router
+from dcsim.engine.scaler import start_scaling
+from dcsim.engine.scaling import Log, scaling_table
 from dcsim.engine.scheduler import JobScheduler
 from dcsim.engine.sequence import Seq, session_key
 from dcsim.engine.training import Shared
@@ -58,6 +60,8 @@ class RunRecord:
     cluster_pods: pd.DataFrame
     cluster: pd.DataFrame
     events: int  # SimPy events scheduled (the engine's cost: it should grow with requests)
+    scaling: pd.DataFrame = field(default_factory=pd.DataFrame)  # what scalers did
+    server_on: np.ndarray | None = None  # scaled services' servers: share of each bucket on
 
 
 def run(model: RunModel, coalesce: bool = True,
@@ -80,6 +84,8 @@ def run(model: RunModel, coalesce: bool = True,
     sched.hold_spares({job.gpu for job in model.jobs})
     runs = [(start_job(sh, spec), spec) for spec in model.job_specs]
     replays = start_replays(env, model.replays, sim.duration_s, sim.time_bucket_s)
+    scale_log = Log()
+    switch = start_scaling(env, model, replicas, routers, storage, scale_log)
     arrivals = _Arrivals(env, model.requests, routers, log, sim.duration_s)
     if arrivals.next_turn is not None:  # closed-loop sessions: answers start next turns
         for rep in replicas:
@@ -90,6 +96,7 @@ def run(model: RunModel, coalesce: bool = True,
     events = next(env._eid)  # SimPy's event counter (simpy is pinned below 5)
     for rep in replicas:
         rep.finish(env.now)
+        rep.close_up_time(env.now)
     for proc, _ in runs:
         proc.finish(sim.duration_s)
     pods, cluster = replay_tables(replays)
@@ -97,12 +104,14 @@ def run(model: RunModel, coalesce: bool = True,
         cluster = pd.concat([cluster, sched.series().assign(workload="training jobs")],
                             ignore_index=True)
     links = pd.concat([fabric.links_table(), storage.links_table(sim.duration_s)],
-                      ignore_index=True) if model.jobs else pd.DataFrame()
+                      ignore_index=True) if model.jobs or switch else pd.DataFrame()
+    on = None if switch is None else switch.on_share(len(pl.servers), sim.time_bucket_s,
+                                                      series.n, sim.duration_s)
     return RunRecord(log, series, job_series, _replica_totals(replicas),
                      _provenance(model, replicas), jobs_table(runs, sim.duration_s),
                      failures_table(runs), checkpoints_table(runs),
                      pool_record(sched, sim.duration_s), fabric.mean_load(), links, pods,
-                     cluster, events)
+                     cluster, events, scaling_table(model, scale_log), on)
 
 
 def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
@@ -138,7 +147,9 @@ def _replica_totals(replicas: list[Replica]) -> pd.DataFrame:
     return pd.DataFrame({"energy_j": [r.device_energy_j for r in replicas],
                          "idle_energy_j": [r.idle_energy_j for r in replicas],
                          "in_system_x_s": [r.in_system_x_s for r in replicas],
-                         "kv_transfer_s": [r.transfer_s for r in replicas]})
+                         "kv_transfer_s": [r.transfer_s for r in replicas],
+                         "in_use_s": [r.up_s for r in replicas],
+                         "cold_start_energy_j": [r.loading_j for r in replicas]})
 
 
 def _provenance(model: RunModel, replicas: list[Replica]) -> dict[str, dict[str, dict[str, int]]]:

@@ -23,13 +23,15 @@ def bucket_seconds(n: int, bucket_s: float, duration_s: float) -> np.ndarray:
 
 
 def gpu_power(servers: list[Server], replica_energy_j: np.ndarray, dt: np.ndarray,
-              caps: np.ndarray, train_w: dict[int, np.ndarray] | None = None
-              ) -> tuple[pd.DataFrame, np.ndarray]:
+              caps: np.ndarray, train_w: dict[int, np.ndarray] | None = None,
+              in_service: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """One row per GPU and bucket (power_w, cap_w, throttled), and each server's total GPU
     power per bucket (servers x buckets), W.
 
     replica_energy_j rows are replicas. Servers training jobs may use (train_w) report
-    each GPU at the server's mean GPU power per bucket, since jobs come and go.
+    each GPU at the server's mean GPU power per bucket, since jobs come and go. GPUs
+    without work draw idle power while their server is on (in_service: share of each
+    bucket, servers x buckets).
     """
     frames: list[tuple[str, np.ndarray, float, float]] = []
     gpu_w = np.zeros((len(servers), dt.size))
@@ -39,7 +41,10 @@ def gpu_power(servers: list[Server], replica_energy_j: np.ndarray, dt: np.ndarra
             mine += [train_w[si]] * x.spec.gpus_per_server
         for r, tp in zip(x.replicas, x.tps, strict=True):
             mine += [replica_energy_j[r] / dt / tp] * tp
-        mine += [np.full(dt.size, x.gpu.idle_power_w)] * (x.spec.gpus_per_server - len(mine))
+        spare = np.full(dt.size, x.gpu.idle_power_w)
+        if in_service is not None and si not in (train_w or {}):
+            spare = spare * in_service[si]  # (a training server's share is in train_w)
+        mine += [spare] * (x.spec.gpus_per_server - len(mine))
         frames += [(f"{x.name}/gpu{k}", w, caps[si], x.gpu.power_limit_max_w)
                    for k, w in enumerate(mine)]
         # summed GPU by GPU in slot order, as the per-GPU rows add up
@@ -77,7 +82,7 @@ def domain_power(servers: list[Server], doms: list[Domain], replica_energy_j: np
     in_service (servers x buckets): share of each bucket a server was powered (a
     server out for repair draws nothing).
     """
-    gpus, gpu_w = gpu_power(servers, replica_energy_j, dt, caps, train_w)
+    gpus, gpu_w = gpu_power(servers, replica_energy_j, dt, caps, train_w, in_service)
     wall = np.zeros_like(gpu_w)
     loss = np.zeros_like(gpu_w)
     for si, x in enumerate(servers):

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dcsim.engine.gang import Policy
 from dcsim.schema_base import Spec
+from dcsim.workloads.scaling import Autoscaler, ScalingSpec
 from dcsim.workloads.traffic import PriorityClass, Sessions, SharedPrefix
 
 # -- arrival processes -------------------------------------------------------
@@ -250,6 +251,9 @@ class InferenceService(Spec):
         default=None, gt=0, le=86_400, description="A request not admitted this long after "
         "its arrival is dropped and counted as timed_out (a class may set its own).")
     deployment: Deployment
+    scaling: ScalingSpec | None = Field(
+        default=None, description="Replicas that change over time (a schedule or an "
+        "autoscaler) within deployment.replicas; default: all of them serve throughout.")
     routing: Literal["round_robin", "least_outstanding", "power_of_two", "central_queue",
                      "prefix_affinity"] = Field(
         default="least_outstanding",
@@ -286,6 +290,28 @@ class InferenceService(Spec):
                                           or self.output_tokens is None):
             raise ValueError("sessions need prompt_tokens and output_tokens (the new tokens "
                              "and the answer of each turn; a trace gives session starts only)")
+        return self
+
+    @model_validator(mode="after")
+    def _scaling_within_slots(self) -> InferenceService:
+        sc, d = self.scaling, self.deployment
+        if sc is None:
+            return self
+        if isinstance(sc, Autoscaler):
+            for name in ("max_replicas", "initial_replicas", "min_replicas"):
+                n = getattr(sc, name)
+                if n is not None and n > d.replicas:
+                    raise ValueError(f"scaling.{name} ({n}) is above deployment.replicas "
+                                     f"({d.replicas}), the replica slots placed on servers")
+            return self
+        for k, step in enumerate(sc.steps):
+            if step.replicas > d.replicas:
+                raise ValueError(f"scaling.steps[{k}].replicas ({step.replicas}) is above "
+                                 f"deployment.replicas ({d.replicas}), the replica slots "
+                                 "placed on servers")
+            if step.max_num_seqs is not None and step.max_num_seqs > d.max_num_seqs:
+                raise ValueError(f"scaling.steps[{k}].max_num_seqs ({step.max_num_seqs}) is "
+                                 f"above deployment.max_num_seqs ({d.max_num_seqs})")
         return self
 
 # -- training jobs -----------------------------------------------------------
