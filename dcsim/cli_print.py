@@ -168,8 +168,28 @@ def print_plan(summary: dict) -> None:
                       f"{r['slo_attainment_min']:.1%}", f"{r['simulated_facility_w_mean']:,.0f}",
                       f"{r['predicted_facility_w_mean']:,.0f}")
         out.print(v)
+    _print_continuous(summary)
     _print_training(summary)
     _print_budget_values(summary)
+
+
+def _print_continuous(summary: dict) -> None:
+    """The horizon as one run per plan (verify_mode continuous), and plans no single
+    scenario holds."""
+    for name, why in summary.get("plan_scenario_missing", {}).items():
+        out.print(f"{name}: {why}", highlight=False)
+    if "verify_continuous" not in summary:
+        return
+    v = Table(title="the horizon as one run: simulated with cold starts and drains")
+    for c in ("plan", "facility kWh", "min SLO attainment", "GPU-hours in use",
+              "cold starts", "their kWh"):
+        v.add_column(c)
+    for r in summary["verify_continuous"]:
+        att = min(r["slo_attainment"].values(), default=float("nan"))
+        v.add_row(r["plan"], f"{r['facility_kwh']:,.1f}", f"{att:.1%}",
+                  f"{r['gpu_hours_in_use']:,.1f}", str(r["cold_starts"]),
+                  f"{r['cold_start_kwh']:.2f}")
+    out.print(v)
     unit = summary.get("objective_unit", "")
     out.print(f"solver: {summary['status']}, {summary['objective']} objective "
               f"{summary['objective_value']:,.4g} {unit} (bound {summary['best_bound']:,.4g}, "

@@ -130,7 +130,9 @@ def test_plan_meets_the_deadline_in_simulation_and_predicts_the_run(budget_kw, l
     # no failures: the simulated run matches the plan's arithmetic
     assert v["simulated_end_s"] == pytest.approx(v["predicted_end_s"], rel=0.02)
     assert v["simulated_gpu_kwh"] == pytest.approx(v["predicted_gpu_kwh"], rel=0.03)
-    assert "training:" in files["plan.yaml"]
+    assert "training:" in files["plan_periods.yaml"]
+    day = yaml.safe_load(files["plan.yaml"])  # the plan as a scenario runs the job too
+    assert [w["name"] for w in day["workloads"] if w["kind"] == "training"] == [job["job"]]
     # the job's server is not given to the chat replicas while it runs
     dep = plan.deployments[plan.deployments["period"] == 0]
     job_racks = set(job["racks"])
@@ -182,7 +184,7 @@ def test_cli_writes_the_jobs_plan_and_prints_it(tmp_path: Path):
     assert "training jobs" in r.output and "ft" in r.output
     jobs = pd.read_parquet(tmp_path / "out" / "jobs.parquet")
     assert list(jobs["job"]) == ["ft"] and jobs["end_s"].iloc[0] <= 3 * 3600.0
-    plan = yaml.safe_load((tmp_path / "out" / "plan.yaml").read_text())
+    plan = yaml.safe_load((tmp_path / "out" / "plan_periods.yaml").read_text())
     assert plan["training"][0]["job"] == "ft" and plan["training"][0]["rack_servers"]
 
 

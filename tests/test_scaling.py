@@ -139,8 +139,8 @@ def test_a_lower_power_limit_slows_the_requests_that_run_under_it() -> None:
 @pytest.mark.parametrize("routing", ["round_robin", "power_of_two", "central_queue",
                                      "prefix_affinity"])
 def test_every_routing_sends_work_only_to_open_replicas(routing: str) -> None:
-    res = run(scaled(schedule((0, 1), (100, 3), (250, 1)), rate=20.0, replicas=3,
-                     servers=3, duration_s=400.0, routing=routing))
+    res = run(scaled(schedule((0, 1), (60, 3), (200, 1)), rate=20.0, replicas=3,
+                     servers=3, duration_s=280.0, routing=routing))
     req = res.requests
     ready = events(res, "ready").set_index("replica")["t_s"]
     drains = events(res, "drain").set_index("replica")["t_s"]
@@ -157,7 +157,7 @@ def test_every_routing_sends_work_only_to_open_replicas(routing: str) -> None:
 def test_an_autoscaler_under_constant_load_settles_without_oscillating() -> None:
     auto = {"kind": "autoscaler", "metric": "outstanding_per_replica", "target": 30,
             "initial_replicas": 1, "warmup_s": 10.0}
-    res = run(scaled(auto, rate=40.0, replicas=6, servers=6, duration_s=1800.0))
+    res = run(scaled(auto, rate=40.0, replicas=6, servers=6, duration_s=1500.0))
     targets = events(res, "target")
     assert 0 < len(targets) <= 6  # a few steps up, then it holds
     late = targets[targets["t_s"] > 900.0]
@@ -205,16 +205,16 @@ def test_the_autoscaler_follows_a_ramp_up_and_back_down(tmp_path: Path) -> None:
 def test_scaled_runs_are_deterministic_and_events_stay_per_request() -> None:
     auto = {"kind": "autoscaler", "target": 20, "initial_replicas": 1, "warmup_s": 5.0}
     data = scaled(auto, rate=25.0, replicas=3, servers=3, duration_s=450.0)
-    a, b = run(data), run(data)
-    pd.testing.assert_frame_equal(a.table("scaling"), b.table("scaling"))
+    s = scenario_from_data(data)
+    a, b = simulate(s), simulate(s)
+    pd.testing.assert_frame_equal(a.scaling, b.scaling)
     pd.testing.assert_frame_equal(a.requests, b.requests)
     # events: the fixed deployment's per request, plus a few per scaling action and one
     # per evaluation (30 in 450 s), never per token or per time step
-    s = scenario_from_data(data)
     fixed = scenario_from_data(data | {"workloads": [
         {k: v for k, v in data["workloads"][0].items() if k != "scaling"}]})
-    n_scaled, n_fixed = simulate(s).events, simulate(fixed).events
-    actions = len(a.table("scaling"))
+    n_scaled, n_fixed = a.events, simulate(fixed).events
+    actions = len(a.scaling)
     assert n_scaled < 1.2 * n_fixed + 10 * actions + 2 * 30
 
 

@@ -82,6 +82,7 @@ class Router:
         # replicas open for new work (slots, in order) where a scaling changes them;
         # None: every replica, always
         self.open_slots: list[int] | None = None
+        self.pending: list[Seq] = []  # arrivals while none is open
         self.kv_limit = min(r.kv_capacity for r in replicas)
         # outstanding requests per replica, kept current by the replicas themselves
         self.loads: list[int] | MinTree = (MinTree(len(replicas)) if len(replicas) >= TREE_FROM
@@ -112,6 +113,9 @@ class Router:
             self._enqueue(seq)
             if self.wait_limits is not None:
                 self._watch_deadline(seq, None, self.shared)
+            return
+        if self.open_slots is not None and not self.open_slots:
+            self.pending.append(seq)  # scaled to zero: held until a replica is ready
             return
         if self.policy == "prefix_affinity" and (seq.session != -1 or seq.group >= 0):
             key = seq.session if seq.session != -1 else seq.group  # the history's holder

@@ -50,7 +50,7 @@ class Scaler:
 
     def set_target(self, n: int) -> None:
         """Move to n replicas loading or serving."""
-        n = max(1, min(n, len(self.replicas)))
+        n = max(0, min(n, len(self.replicas)))
         if n == self.target:
             return
         self.log.add(self.env.now, self.service, -1, -1, "target", n)
@@ -119,7 +119,12 @@ class Scaler:
 
     def update_open(self) -> None:
         """Tell the router which replicas take new work."""
-        self.router.open_slots = [k for k, r in enumerate(self.replicas) if not r.closed]
+        router = self.router
+        router.open_slots = [k for k, r in enumerate(self.replicas) if not r.closed]
+        if router.pending and router.open_slots:
+            held, router.pending = router.pending, []
+            for seq in held:
+                router.route(seq)
 
     def retune(self, step: Step) -> None:
         """Apply a step's power limit and batch limit to every slot."""

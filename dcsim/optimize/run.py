@@ -12,14 +12,17 @@ from dcsim.engine.context import Context
 from dcsim.optimize import baselines
 from dcsim.optimize import jobs as jobs_
 from dcsim.optimize.plan import Plan, Progress, optimize, period_energy
+from dcsim.optimize.plan_scenario import plan_scenario
 from dcsim.optimize.verify import period_scenario, verify, verify_jobs
+from dcsim.optimize.verify_day import verify_continuous
 from dcsim.scenario import Scenario
 
 
 def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool,
                  quantile: float | None = None, progress: Progress | None = None
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, object], dict[str, str], Plan]:
-    """Tables, optimize.json contents and text files (plan.yaml, periods/*.yaml).
+    """Tables, optimize.json contents and text files (plan.yaml: the plan as one runnable
+    scenario; plan_periods.yaml: its periods; periods/*.yaml: each period alone).
 
     With `quantile`, every profile answer is taken at that quantile of its error
     (dcsim.profiles.uncertainty) for planning and for the simulation check alike, and
@@ -53,7 +56,25 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
             ["job", "power_cap_w", "racks", "start_s", "runtime_s", "end_s", "deadline_s",
              "energy_kwh"]
         ].to_dict("records")
-    if check:
+    n = x.demand.shape[1]
+    mode = plan.spec.verify_mode
+    continuous = check and mode != "periods"
+    day = {k: plan_scenario(s, plan.services, v, n, x.period_s, ctx.catalog, jobs[k], k)
+           for k, v in compared.items() if len(v) and (k == "plan" or continuous)}
+    why = {k: v for k, v in day.items() if isinstance(v, str)}
+    if why:
+        summary["plan_scenario_missing"] = why
+    if continuous:
+        if progress is not None:
+            progress("verify", f"running the plan and its baselines over the {n} periods "
+                               "as one continuous simulation each")
+        runs = {k: verify_continuous(sc, plan.services, n, x.period_s, ctx, k)
+                for k, sc in day.items() if not isinstance(sc, str)}
+        if runs:
+            tables["verify_continuous"] = pd.concat([v[0] for v in runs.values()],
+                                                    ignore_index=True)
+            summary["verify_continuous"] = [v[1] for v in runs.values()]
+    if check and mode != "continuous":
         if progress is not None:
             progress("verify", f"replaying the plan and {len(compared) - 1} baselines, "
                                f"{x.demand.shape[1]} periods, in the simulator")
@@ -65,7 +86,10 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
         if len(plan.jobs):
             tables["verify_jobs"] = verify_jobs(s, plan.jobs, ctx)
             summary["verify_training"] = tables["verify_jobs"].to_dict("records")
-    files = {"plan.yaml": _plan_yaml(s, plan, energy["plan"])}
+    files = {"plan_periods.yaml": _plan_yaml(s, plan, energy["plan"])}
+    if not isinstance(day["plan"], str):
+        files["plan.yaml"] = yamlfile.dump(day["plan"].model_dump(mode="json",
+                                                                  exclude_none=True))
     for t in range(x.demand.shape[1]):
         sc = period_scenario(s, plan.services, plan.deployments, t, x.period_s, x.period_s)
         files[f"periods/period-{t:02d}.yaml"] = yamlfile.dump(

@@ -67,6 +67,11 @@ class OptimizeSpec(Spec):
     verify_duration_s: float = Field(
         default=600.0, gt=0, description="Simulated seconds per period when --verify replays "
         "the plan.")
+    verify_mode: Literal["periods", "continuous", "both"] = Field(
+        default="periods", description="What --verify simulates: periods (each period alone "
+        "for verify_duration_s), continuous (plan.yaml: the whole horizon as one run with "
+        "its cold starts, drains and servers switching), or both. A continuous run "
+        "simulates every request of the horizon: minutes for a day at tens of req/s.")
 
 
 class SizingSpec(Spec):

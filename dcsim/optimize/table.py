@@ -26,13 +26,14 @@ from dcsim.optimize.spec import OptimizeSpec
 from dcsim.profiles.store import ProfileStore
 from dcsim.profiles.work import weight_bytes_per_gpu
 from dcsim.scenario import Scenario
-from dcsim.workloads.arrivals import diurnal_rate
+from dcsim.workloads.arrivals import diurnal_rate, step_rate
 from dcsim.workloads.requests import expected_turns, service_requests
 from dcsim.workloads.spec import (
     DiurnalArrivals,
     GammaArrivals,
     InferenceService,
     PoissonArrivals,
+    StepArrivals,
     TraceArrivals,
 )
 
@@ -70,6 +71,9 @@ def _arrival_rates(svc: InferenceService, n: int, period_s: float, seed: int,
     if isinstance(a, DiurnalArrivals):
         t = (np.arange(n)[:, None] + (np.arange(60)[None, :] + 0.5) / 60) * period_s
         return diurnal_rate(a, t).mean(axis=1)
+    if isinstance(a, StepArrivals):
+        t = (np.arange(n)[:, None] + (np.arange(60)[None, :] + 0.5) / 60) * period_s
+        return step_rate(a, t).mean(axis=1)
     assert isinstance(a, TraceArrivals)
     times = service_requests(svc, n * period_s, np.random.SeedSequence(seed), base_dir)[
         "arrival_s"].dropna().to_numpy()  # (a session's later turns: counted by the caller)

@@ -10,6 +10,7 @@ from dcsim.workloads.spec import (
     DiurnalArrivals,
     GammaArrivals,
     PoissonArrivals,
+    StepArrivals,
     TraceArrivals,
 )
 
@@ -84,3 +85,18 @@ def scale_trace(arrival_s: np.ndarray, spec: TraceArrivals, rng: np.random.Gener
     times = np.maximum(times, 0.0)
     order = np.argsort(times, kind="stable")
     return np.column_stack([idx[order], times[order]])
+
+
+def step_rate(spec: StepArrivals, t_s: np.ndarray) -> np.ndarray:
+    """Arrival rate (req/s) at simulated times: the rate of the step each falls in."""
+    k = np.minimum((np.asarray(t_s) // spec.step_s).astype(int), len(spec.rates_per_s) - 1)
+    return np.asarray(spec.rates_per_s)[k]
+
+
+def step_times(spec: StepArrivals, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Piecewise-constant Poisson process by thinning a process at the highest rate."""
+    peak = max(spec.rates_per_s)
+    if peak <= 0:
+        return np.empty(0)
+    cand = renewal_times(lambda n: rng.exponential(1.0 / peak, n), 1.0 / peak, duration_s)
+    return cand[rng.random(cand.size) * peak < step_rate(spec, cand)]

@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 
 from dcsim.errors import DcsimError, Problem
-from dcsim.workloads.arrivals import diurnal_times, gamma_times, poisson_times, scale_trace
+from dcsim.workloads.arrivals import (
+    diurnal_times,
+    gamma_times,
+    poisson_times,
+    scale_trace,
+    step_times,
+)
 from dcsim.workloads.lengths import sample_lengths
 from dcsim.workloads.spec import (
     DiurnalArrivals,
@@ -18,6 +24,7 @@ from dcsim.workloads.spec import (
     PoissonArrivals,
     Sessions,
     SharedPrefix,
+    StepArrivals,
     TraceArrivals,
 )
 from dcsim.workloads.traces import load_trace, resolve_trace_path
@@ -52,6 +59,8 @@ def _requests(svc: InferenceService, duration_s: float, rngs: tuple[np.random.Ge
         times = gamma_times(a, duration_s, arr_rng)
     elif isinstance(a, DiurnalArrivals):
         times = diurnal_times(a, duration_s, arr_rng)
+    elif isinstance(a, StepArrivals):
+        times = step_times(a, duration_s, arr_rng)
     else:
         raise TypeError(f"unknown arrival spec {a!r}")
     if svc.sessions is not None:

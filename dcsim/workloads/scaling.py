@@ -24,8 +24,9 @@ class ScheduleStep(Spec):
     """From `at_s` on: this many replicas serve, under this power limit and batch limit."""
 
     at_s: float = Field(ge=0, description="Time the step takes effect, s from the start.")
-    replicas: int = Field(ge=1, le=1_000_000, description="Replicas serving from at_s (at "
-                          "most deployment.replicas, the slots placed on servers).")
+    replicas: int = Field(ge=0, le=1_000_000, description="Replicas serving from at_s (at "
+                          "most deployment.replicas, the slots placed on servers; 0: none, "
+                          "arrivals wait at the router until one is ready).")
     power_cap_w: float | None = Field(default=None, gt=0, description="GPU power limit of the "
                                       "service's replicas from at_s, W (default: "
                                       "deployment.power_cap_w).")

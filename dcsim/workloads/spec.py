@@ -60,6 +60,24 @@ class DiurnalArrivals(Spec):
         return self
 
 
+class StepArrivals(Spec):
+    """Poisson arrivals whose rate is constant within each step of `step_s` (a forecast per
+    period, as dcsim optimize's plan scenario gives each configuration its load)."""
+
+    kind: Literal["steps"] = "steps"
+    step_s: float = Field(gt=0, le=86400 * 366, description="Length of each step, s.")
+    rates_per_s: list[float] = Field(min_length=1, max_length=100_000, description="Rate of "
+                                     "each step, req/s (the last holds to the end of the run).")
+
+    @field_validator("rates_per_s")
+    @classmethod
+    def _rates_in_range(cls, v: list[float]) -> list[float]:
+        bad = [r for r in v if not 0 <= r <= MAX_RATE_PER_S]
+        if bad:
+            raise ValueError(f"rates_per_s must be 0 to {MAX_RATE_PER_S:g} req/s; got {bad[0]}")
+        return v
+
+
 class TraceArrivals(Spec):
     """Replay of an Azure-LLM-format trace (TIMESTAMP, ContextTokens, GeneratedTokens)."""
 
@@ -81,10 +99,11 @@ class TraceArrivals(Spec):
 
 
 ArrivalSpec = Annotated[
-    PoissonArrivals | GammaArrivals | DiurnalArrivals | TraceArrivals, Field(discriminator="kind")
+    PoissonArrivals | GammaArrivals | DiurnalArrivals | StepArrivals | TraceArrivals,
+    Field(discriminator="kind")
 ]
 ARRIVALS = {"poisson": PoissonArrivals, "gamma": GammaArrivals, "diurnal": DiurnalArrivals,
-            "trace": TraceArrivals}
+            "steps": StepArrivals, "trace": TraceArrivals}
 
 # -- token-length distributions ----------------------------------------------
 
