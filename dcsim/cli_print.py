@@ -171,6 +171,12 @@ def print_plan(summary: dict) -> None:
     _print_continuous(summary)
     _print_training(summary)
     _print_budget_values(summary)
+    unit = summary.get("objective_unit", "")
+    out.print(f"solver: {summary['status']}, {summary['objective']} objective "
+              f"{summary['objective_value']:,.4g} {unit} (bound {summary['best_bound']:,.4g}, "
+              f"gap {summary['gap']:.2%}); build {summary['build_s']:.1f} s, solve "
+              f"{summary['solve_s']:.1f} s; {summary['variables']:,} variables, "
+              f"{summary['constraints']:,} constraints", highlight=False)
 
 
 def _print_continuous(summary: dict) -> None:
@@ -190,12 +196,6 @@ def _print_continuous(summary: dict) -> None:
                   f"{r['gpu_hours_in_use']:,.1f}", str(r["cold_starts"]),
                   f"{r['cold_start_kwh']:.2f}")
     out.print(v)
-    unit = summary.get("objective_unit", "")
-    out.print(f"solver: {summary['status']}, {summary['objective']} objective "
-              f"{summary['objective_value']:,.4g} {unit} (bound {summary['best_bound']:,.4g}, "
-              f"gap {summary['gap']:.2%}); build {summary['build_s']:.1f} s, solve "
-              f"{summary['solve_s']:.1f} s; {summary['variables']:,} variables, "
-              f"{summary['constraints']:,} constraints", highlight=False)
 
 
 PLAN_ROWS = 30  # rows of the plan table the terminal shows (plan.parquet has them all)
