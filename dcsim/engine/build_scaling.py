@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dcsim.catalog import ModelSpec
+from dcsim.catalog import GpuSpec, ModelSpec
 from dcsim.engine.costs import IterationCosts
 from dcsim.engine.scaling import Step
 from dcsim.profiles.work import layout_of, weight_bytes_per_gpu
 from dcsim.workloads.scaling import Autoscaler, ScheduledScaling
-from dcsim.workloads.spec import InferenceService
+from dcsim.workloads.spec import Deployment, InferenceService
 
 if TYPE_CHECKING:
     from dcsim.engine.build import Placement
@@ -51,8 +51,11 @@ def scaling_model(svc: InferenceService, service: int, slots: range, pl: Placeme
         initial = sc.steps[0].replicas
     else:
         initial = sc.initial_replicas or sc.max_replicas or d.replicas
-    gpu = pl.where[slots[0]].gpu
-    lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep)
-    weight_bytes = weight_bytes_per_gpu(model, d.tp, lay) * d.gpus_per_replica
     return ScalingModel(service, sc, tuple(slots), servers, tuple(steps), initial,
-                        weight_bytes)
+                        replica_weight_bytes(d, pl.where[slots[0]].gpu, model))
+
+
+def replica_weight_bytes(d: Deployment, gpu: GpuSpec, model: ModelSpec) -> float:
+    """Bytes a cold start reads: each GPU's weights (work.weight_bytes_per_gpu) x its GPUs."""
+    lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep)
+    return weight_bytes_per_gpu(model, d.tp, lay) * d.gpus_per_replica

@@ -16,9 +16,9 @@ import pandas as pd
 
 from dcsim.catalog import Catalog
 from dcsim.engine.build import placement, split_workloads
+from dcsim.engine.build_scaling import replica_weight_bytes
 from dcsim.errors import DcsimError
 from dcsim.optimize.verify import replica_service
-from dcsim.profiles.work import layout_of, weight_bytes_per_gpu
 from dcsim.scenario import Scenario
 from dcsim.workloads.scaling import WARMUP_S, ScheduledScaling, ScheduleStep
 from dcsim.workloads.spec import InferenceService, StepArrivals, TrainingJob
@@ -28,9 +28,7 @@ def cold_start_lead_s(s: Scenario, svc: InferenceService, cat: Catalog) -> float
     """Seconds from a replica's start to ready: boot (if unused servers switch off) +
     weight bytes / per-client bandwidth + warm-up (WARMUP_S)."""
     d = svc.deployment
-    gpu, model = cat.gpu(d.gpu), cat.model(svc.model)
-    lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep)
-    weights = weight_bytes_per_gpu(model, d.tp, lay) * d.gpus_per_replica
+    weights = replica_weight_bytes(d, cat.gpu(d.gpu), cat.model(svc.model))
     boot = s.fleet.server_boot_s if s.fleet.unused_servers == "switched_off" else 0.0
     return boot + weights / (s.fleet.storage.per_client_gbyte_s * 1e9) + WARMUP_S
 
