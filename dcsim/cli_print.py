@@ -59,6 +59,10 @@ def print_summary(summary: RunSummary, start: datetime | None = None) -> None:
               f"(PUE {pue}); {u.mass_kg(t.carbon_kg)} CO2e; {u.money_usd(t.cost_usd)}",
               highlight=False)
     _print_domains(summary)
+    for c in summary.power_capping or ():
+        out.print(f"capping {c['kind']} {c['name']}: capped {c['capped_share']:.1%} of the "
+                  f"run ({c['caps']} caps, {c['brakes']} brakes); metered peak "
+                  f"{u.power_w(c['peak_w'])} of {u.power_w(c['budget_w'])}", highlight=False)
     if summary.supply is not None:
         _print_supply(summary.supply)
 

@@ -34,6 +34,9 @@ def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
         tables["scaling"] = result.scaling
         if result.jobs.empty:
             tables["links"] = result.links  # weight loads on the file system
+    if result.capping_domains:  # the power-capping controller ran
+        tables["capping"] = result.capping
+        summary = replace(summary, power_capping=result.capping_domains)
     if not result.cluster_pods.empty:
         tables["cluster_pods"] = result.cluster_pods
     if not result.cluster.empty:

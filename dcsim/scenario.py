@@ -18,6 +18,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from dcsim.catalog.specs import GpuSpec, ModelSpec, ServerSpec
 from dcsim.engine.gang import Policy
 from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.capping_spec import PowerCapping, StaticCapping
 from dcsim.optimize.spec import OptimizeSpec, SizingSpec
 from dcsim.schema_base import Spec
 from dcsim.supply.spec import Supply
@@ -233,6 +234,10 @@ class Fleet(Spec):
     server_off_after_s: float = Field(
         default=600.0, ge=0, le=86400, description="A serving server with no replica left "
         "running switches off after this long idle (switched_off only), s.")
+    power_capping: PowerCapping = Field(
+        default=StaticCapping(), description="How budgets are enforced: static (worst-case "
+        "limits for the whole run) or controller (limits lowered at run time when a "
+        "domain's measured draw nears its budget).")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Fleet:

@@ -162,6 +162,8 @@ class RunSummary:
     power_domains: list[DomainPeak]
     supply: dict[str, Any] | None = None  # facility.supply's dispatch (dcsim.supply.apply)
     power_trace: dict[str, Any] | None = None  # simulation.power_trace (dcsim.power_trace)
+    # fleet.power_capping kind controller: per budgeted domain (dcsim.engine.capping)
+    power_capping: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to summary.json."""
@@ -174,6 +176,8 @@ class RunSummary:
                 "power_domains": [d.to_dict() for d in self.power_domains],
                 **({"supply": self.supply} if self.supply is not None else {}),
                 **({"power_trace": self.power_trace} if self.power_trace is not None else {}),
+                **({"power_capping": self.power_capping}
+                   if self.power_capping is not None else {}),
                 "notes": dict(NOTES)}
 
     @classmethod
@@ -201,7 +205,8 @@ class RunSummary:
                    [record(DomainPeak, p, f"power_domains[{i}]", origin)
                     for i, p in enumerate(top["power_domains"])],
                    d.get("supply") if isinstance(d.get("supply"), dict) else None,
-                   d.get("power_trace") if isinstance(d.get("power_trace"), dict) else None)
+                   d.get("power_trace") if isinstance(d.get("power_trace"), dict) else None,
+                   d.get("power_capping") if isinstance(d.get("power_capping"), list) else None)
 
 
 def record(cls: type[R], d: object, where: str, origin: str) -> R:

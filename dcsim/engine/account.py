@@ -40,6 +40,8 @@ class Results:
     provenance: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     events: int = 0  # SimPy events the run scheduled
     scaling: pd.DataFrame = field(default_factory=pd.DataFrame)  # scaling events (if any)
+    capping: pd.DataFrame = field(default_factory=pd.DataFrame)  # controller's caps (if any)
+    capping_domains: list[dict[str, object]] = field(default_factory=list)  # its totals
 
 
 def account(model: RunModel, rec: RunRecord) -> Results:
@@ -47,7 +49,14 @@ def account(model: RunModel, rec: RunRecord) -> Results:
     return Results(_requests(model, rec), _timeseries(model, rec), _replicas(model, rec),
                    _power(model, rec), _budgets(model), rec.jobs, rec.failures,
                    rec.checkpoints, rec.cluster_pods, rec.cluster, rec.links, rec.provenance,
-                   rec.events, rec.scaling)
+                   rec.events, rec.scaling, *_capping(model, rec))
+
+
+def _capping(model: RunModel, rec: RunRecord) -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    """The power-capping controller's actions and its per-domain totals (none: empty)."""
+    if rec.capper is None:
+        return pd.DataFrame(), []
+    return rec.capper.table(), rec.capper.summary(model.scenario.simulation.duration_s)
 
 
 def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
@@ -163,7 +172,12 @@ def _power(model: RunModel, rec: RunRecord) -> pd.DataFrame:
 
 def _budgets(model: RunModel) -> pd.DataFrame:
     pl = model.placement
-    return budget_table(pl.domains, pl.servers, pl.server_caps, pl.off)
+    table = budget_table(pl.domains, pl.servers, pl.server_caps, pl.off)
+    if pl.capped_caps is not None:  # the controller: its caps, and the worst case under them
+        low = budget_table(pl.domains, pl.servers, pl.capped_caps, pl.off)
+        table["capped_gpu_limit_w"] = low["gpu_limit_w"]
+        table["capped_worst_case_w"] = low["worst_case_w"]
+    return table
 
 
 def budget_table(doms: list[Domain], servers: list[Server], caps: np.ndarray,

@@ -21,6 +21,7 @@ from dcsim.engine.costs import IterationCosts
 from dcsim.engine.fleet import domains, place, training_pool
 from dcsim.engine.jobs import JobSpec, fabric_capacity, job_specs
 from dcsim.errors import DcsimError, Problem
+from dcsim.hardware.capping_spec import CappingController
 from dcsim.hardware.placement import Domain, Server, budget_caps
 from dcsim.profiles.store import ProfileStore
 from dcsim.profiles.work import BF16, Layout, layout_of, weight_bytes_per_gpu
@@ -38,6 +39,7 @@ class ReplicaSpec:
     costs: IterationCosts  # shared by the replicas of a service under one limit
     kv_capacity: int  # tokens
     power_cap_w: float | None  # after budgets; None: the GPU's default limit
+    capped_costs: IterationCosts | None = None  # under the power-capping controller's cap
     host_blocks: int = 0  # KV blocks host memory holds (0: no host tier)
     block_transfer_s: float = 0.0  # seconds to move one block over the replica's PCIe
 
@@ -54,6 +56,7 @@ class Placement:
     where: list[Server]  # per replica
     where_index: list[int]  # per replica, its server's index
     off: np.ndarray  # servers switched off for the whole run
+    capped_caps: np.ndarray | None = None  # per server, W per GPU, under the controller's cap
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,9 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
         for _ in range(d.replicas):
             r = len(out)
             cap = pl.replica_caps[r]
-            out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, host_blocks, block_s))
+            low = None if pl.capped_caps is None else costs_for(limit_after_budgets(
+                cap, pl.where[r], float(pl.capped_caps[pl.where_index[r]])))
+            out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, low, host_blocks, block_s))
             rows.append(_replica_row(r, svc, gpu.id, model.id, pl, kv,
                                      host_blocks * d.kv_block_tokens, costs_for.slow[cap],
                                      costs_for(cap)))
@@ -259,6 +264,7 @@ def cap_slowdown(store: ProfileStore, gpu: str, model: str, tp: int, batch: int,
 def placement(s: Scenario, services: list[InferenceService], jobs: list[TrainingJob],
               cat: Catalog) -> Placement:
     """Servers with replicas, the training pool, GPU limits after budgets, per-replica caps."""
+    _capping_fits(s)
     servers = place(s, services, cat)
     pool = training_pool(s, jobs, cat, servers)
     # budgets hold the highest limit a replica asks for over the run; it starts at its first
@@ -275,9 +281,32 @@ def placement(s: Scenario, services: list[InferenceService], jobs: list[Training
     off = off_servers(s, servers, jobs)
     doms = domains(s, servers)
     server_caps = budget_caps(servers, doms, requested, parked, off)
+    capped = None
+    if isinstance(s.fleet.power_capping, CappingController):
+        # serving servers run at their own limits; the worst-case ones are what the
+        # controller caps them to (training and parked servers keep them throughout)
+        capped = server_caps
+        server_caps = np.where([bool(x.replicas) for x in servers], requested, server_caps)
     replica_caps = [limit_after_budgets(cap, where[r], float(server_caps[where_index[r]]))
                     for r, cap in enumerate(caps_start)]
-    return Placement(servers, pool, server_caps, doms, replica_caps, where, where_index, off)
+    return Placement(servers, pool, server_caps, doms, replica_caps, where, where_index, off,
+                     capped)
+
+
+def _capping_fits(s: Scenario) -> None:
+    """The controller owns the limits at run time: a schedule that sets limits too is
+    refused (which would win is not defined)."""
+    if not isinstance(s.fleet.power_capping, CappingController):
+        return
+    for i, svc in enumerate(s.workloads):
+        steps = getattr(getattr(svc, "scaling", None), "steps", None) or ()
+        for k, st in enumerate(steps):
+            if st.power_cap_w is not None:
+                raise DcsimError(Problem(
+                    f"workloads[{i}].scaling.steps[{k}].power_cap_w", st.power_cap_w,
+                    "no scheduled power limit under fleet.power_capping kind 'controller' "
+                    "(the controller sets the limits at run time; use kind 'static' to "
+                    "schedule them)"))
 
 
 def limit_after_budgets(cap: float | None, x: Server, server_cap_w: float) -> float | None:

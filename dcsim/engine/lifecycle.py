@@ -61,6 +61,8 @@ class Lifecycle:
         self.up_s = 0.0  # time loading, serving or draining (GPU time in use)
         self.loading_j = 0.0  # drawn by cold starts that finished
         self._up_since: float | None = 0.0
+        # called after each change of draw (the power-capping controller's meter)
+        self.meter: Callable[[Lifecycle], None] | None = None
 
     @property
     def waiting_here(self) -> bool:
@@ -73,11 +75,15 @@ class Lifecycle:
         self.state, self.closed, self._up_since = "off", SHUT, None
         self.gap_w = self.costs.idle_power_w if powered else 0.0
         self._set_load()
+        if self.meter is not None:
+            self.meter(self)
 
     def powered(self, on: bool) -> None:
         """Its server switched on (boot starts) or off."""
         self._settle()
         self.gap_w = self.costs.idle_power_w if on else 0.0
+        if self.meter is not None:
+            self.meter(self)
 
     def begin_loading(self) -> None:
         """Cold start begins: idle draw, nothing served."""
@@ -129,13 +135,15 @@ class Lifecycle:
             self._up_since = None
         if self.watch is not None:
             self.watch(self)
+        if self.meter is not None:
+            self.meter(self)
         if self.on_stopped is not None:
             self.on_stopped(self)
 
     def retune(self, costs: IterationCosts, max_num_seqs: int) -> None:
         """A new power limit (its cost tables) and batch limit, from the next iteration:
         a decode block in flight ends at its step in progress."""
-        if self.state in ("idle", "off", "loading"):
+        if self.state in ("idle", "off"):  # (a cold start charges its own draw at ready)
             self._settle()
         self.costs, self._dec_rows = costs, costs.decode.rows
         for k in costs.classes:

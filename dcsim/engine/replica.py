@@ -264,6 +264,8 @@ class Replica(Batching, Lifecycle):
             self.wake.callbacks.append(self._woken)
         if self.watch is not None:
             self.watch(self)
+        if self.meter is not None:
+            self.meter(self)
 
     def _with_transfer(self, t: float, e: float) -> tuple[float, float]:
         """The iteration's time and energy after it waits for the host copies due

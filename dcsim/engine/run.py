@@ -18,6 +18,7 @@ import simpy
 
 from dcsim.engine.admission import Deadlines, PriorityWaiting
 from dcsim.engine.build import RunModel
+from dcsim.engine.capping import Capper, start_capping
 from dcsim.engine.cluster import replay_tables, start_replays
 from dcsim.engine.host_tier import HostKV
 from dcsim.engine.jobs import (
@@ -62,12 +63,15 @@ class RunRecord:
     events: int  # SimPy events scheduled (the engine's cost: it should grow with requests)
     scaling: pd.DataFrame = field(default_factory=pd.DataFrame)  # what scalers did
     server_on: np.ndarray | None = None  # scaled services' servers: share of each bucket on
+    capper: Capper | None = None  # the power-capping controller, if one ran
 
 
 def run(model: RunModel, coalesce: bool = True,
-        progress: Callable[[float], None] | None = None) -> RunRecord:
+        progress: Callable[[float], None] | None = None,
+        trace_power: bool = False) -> RunRecord:
     """Simulate the model for simulation.duration_s; `coalesce=False` runs one event per
-    decode step (a check of the fast path); `progress` is called with the clock."""
+    decode step (a check of the fast path); `progress` is called with the clock;
+    `trace_power` keeps every metered draw of the power-capping controller (checks)."""
     sim = model.scenario.simulation
     env = simpy.Environment()
     log = RequestLog(len(model.requests), model.requests["arrival_s"].to_numpy())
@@ -84,8 +88,10 @@ def run(model: RunModel, coalesce: bool = True,
     sched.hold_spares({job.gpu for job in model.jobs})
     runs = [(start_job(sh, spec), spec) for spec in model.job_specs]
     replays = start_replays(env, model.replays, sim.duration_s, sim.time_bucket_s)
+    capper = start_capping(env, model, replicas, trace_power)
     scale_log = Log()
-    switch = start_scaling(env, model, replicas, routers, storage, scale_log)
+    switch = start_scaling(env, model, replicas, routers, storage, scale_log,
+                           None if capper is None else capper.costs_now)
     arrivals = _Arrivals(env, model.requests, routers, log, sim.duration_s)
     if arrivals.next_turn is not None:  # closed-loop sessions: answers start next turns
         for rep in replicas:
@@ -111,7 +117,7 @@ def run(model: RunModel, coalesce: bool = True,
                      _provenance(model, replicas), jobs_table(runs, sim.duration_s),
                      failures_table(runs), checkpoints_table(runs),
                      pool_record(sched, sim.duration_s), fabric.mean_load(), links, pods,
-                     cluster, events, scaling_table(model, scale_log), on)
+                     cluster, events, scaling_table(model, scale_log), on, capper)
 
 
 def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,

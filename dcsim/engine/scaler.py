@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import simpy
 
+from dcsim.engine.costs import IterationCosts
 from dcsim.engine.replica import Replica
 from dcsim.engine.router import Router
 from dcsim.engine.scaling import Log, Servers, Step
@@ -32,6 +33,8 @@ class Scaler:
         self.weight_bytes, self.warmup_s = weight_bytes, warmup_s
         self.loading: dict[int, simpy.Process] = {}  # slot -> its cold start
         self.target, self.caps = initial, caps  # caps: per slot, now
+        # under the power-capping controller: a replica's tables as its domains stand
+        self.costs_now: Callable[[int], IterationCosts] | None = None
         for k, r in enumerate(replicas):
             r.on_stopped = self._stopped
             if k >= initial:
@@ -133,7 +136,8 @@ class Scaler:
                 self.log.add(self.env.now, self.service, k, self.server_of[k], "limit",
                              math.nan if step.caps_w[k] is None else step.caps_w[k])
                 self.caps[k] = step.caps_w[k]
-            r.retune(step.costs[k], step.max_num_seqs)
+            r.retune(step.costs[k] if self.costs_now is None else self.costs_now(r.index),
+                     step.max_num_seqs)
 
 
 def follow_schedule(env: simpy.Environment, scaler: Scaler, steps: list[Step]
@@ -187,8 +191,10 @@ def gauge(scaler: Scaler, ready: list[Replica], metric: str) -> float:
 
 
 def start_scaling(env: simpy.Environment, model: RunModel, replicas: list[Replica],
-                  routers: list[Router], storage: SharedStorage, log: Log) -> Servers | None:
-    """Scalers, schedules and autoscalers of the scaled services (None: none is)."""
+                  routers: list[Router], storage: SharedStorage, log: Log,
+                  costs_now: Callable[[int], IterationCosts] | None = None) -> Servers | None:
+    """Scalers, schedules and autoscalers of the scaled services (None: none is);
+    costs_now: the power-capping controller's tables of a replica, if it runs."""
     scaled = [m for m in model.scalings if m is not None]
     if not scaled:
         return None
@@ -214,6 +220,7 @@ def start_scaling(env: simpy.Environment, model: RunModel, replicas: list[Replic
             users[si] = users.get(si, 0) + n
     servers.start(users)
     for sc, m in zip(scalers, scaled, strict=True):
+        sc.costs_now = costs_now
         sc.update_open()
         if isinstance(m.spec, Autoscaler):
             env.process(autoscale(env, sc, m.spec, len(m.slots)))

@@ -37,3 +37,25 @@ def server_power_w(gpu_w: np.ndarray | float, srv: ServerSpec, gpu: GpuSpec
     dc = np.asarray(gpu_w) + host_power_w(gpu_w, srv, gpu)
     wall = dc / psu_efficiency(dc / srv.max_power_w)
     return wall, dc - np.asarray(gpu_w), wall - dc
+
+
+def wall_w(gpu_w: float, srv: ServerSpec, gpu: GpuSpec) -> float:
+    """server_power_w's wall power for one server in plain floats, W (the power-capping
+    controller meters a server at every change of its draw; numpy's per-call cost
+    would dominate there)."""
+    u = min(max(gpu_w / (srv.gpus_per_server * gpu.tdp_w), 0.0), 1.0)
+    f = srv.non_gpu_idle_fraction
+    dc = gpu_w + srv.non_gpu_power_w * (f + (1 - f) * u)
+    x = dc / srv.max_power_w
+    load, eff = _PSU_LOAD, _PSU_EFFICIENCY
+    if x <= load[0]:
+        return dc / eff[0]
+    for k in range(1, len(load)):
+        if x <= load[k]:
+            w = (x - load[k - 1]) / (load[k] - load[k - 1])
+            return dc / (eff[k - 1] + w * (eff[k] - eff[k - 1]))
+    return dc / eff[-1]
+
+
+_PSU_LOAD = PSU_LOAD.tolist()
+_PSU_EFFICIENCY = PSU_EFFICIENCY.tolist()

@@ -1,0 +1,242 @@
+"""The power-capping controller (fleet.power_capping kind controller) during a run.
+
+Every budgeted rack, row and the facility is metered at each change of a serving
+replica's draw: the replica's GPUs at their iteration's power (dcsim.engine.recost.
+draw_w), its server's other GPUs idle, the host through the PSUs (the same server
+model as the power accounting), training servers at their worst case (GPUs at their
+limit: the controller does not cap them), servers off for the whole run at zero. A
+serving server that a scaling switched off is still metered at its host's idle draw,
+which overstates the domain, never understates it.
+
+Per domain, three moves, each an event only when it happens or is being decided
+(no polling while a domain is free):
+- the draw reaches cap_at_fraction x budget while free: if its mean over the next
+  window_s is still at that level, reaction_s later the domain's serving replicas go
+  under their capped tables (the static worst-case limits, with which the domain's
+  worst case fits its budget) from their next iteration;
+- a change that would take the draw above the budget while free: the brake, at once,
+  work in flight included (dcsim.engine.recost), so the metered draw never exceeds it;
+- while capped, at the end of every hold_s from the cap: if the mean draw over it is
+  below release_below_fraction x budget, the limits lift (a replica stays capped while
+  another domain holding its server is capped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import simpy
+
+from dcsim.engine.costs import IterationCosts
+from dcsim.engine.recost import draw_w, recost_now
+from dcsim.hardware.capping_spec import CappingController
+from dcsim.hardware.server import wall_w
+
+if TYPE_CHECKING:
+    from dcsim.engine.build import RunModel
+    from dcsim.engine.replica import Replica
+
+COLUMNS = ["t_s", "kind", "domain", "event", "power_w", "budget_w"]
+TOLERANCE = 1e-9  # relative: sums of floats that equal the budget exactly may land above
+
+
+class Capper:
+    """Meters the budgeted domains and caps, brakes and releases them (module docstring)."""
+
+    def __init__(self, env: simpy.Environment, model: RunModel, replicas: list[Replica],
+                 spec: CappingController, trace: bool = False) -> None:
+        pl = model.placement
+        self.env, self.spec, self.replicas = env, spec, replicas
+        self.doms = [d for d in pl.domains if d.budget_w is not None]
+        self.budget = [float(d.budget_w or 0.0) for d in self.doms]
+        self.free = [r.costs for r in model.replicas]
+        self.low: list[IterationCosts] = [r.capped_costs or r.costs for r in model.replicas]
+        self.where = pl.where_index
+        self.servers = pl.servers
+        self.server_doms: dict[int, list[int]] = {}
+        for d, dom in enumerate(self.doms):
+            for si in dom.servers:
+                self.server_doms.setdefault(si, []).append(d)
+        self.dom_reps = [[r for si in dom.servers for r in pl.servers[si].replicas]
+                         for dom in self.doms]
+        self.draw = [0.0] * len(replicas)
+        self.gpu_w = [_base_gpu_w(model, si) for si in range(len(pl.servers))]
+        self.wall = [0.0 if pl.off[si] else wall_w(g, x.spec, x.gpu)
+                     for si, (g, x) in enumerate(zip(self.gpu_w, pl.servers, strict=True))]
+        self.total = [sum(self.wall[si] for si in dom.servers) for dom in self.doms]
+        n = len(self.doms)
+        self.capped, self.watching, self.cap_due = [False] * n, [False] * n, [False] * n
+        self.energy = [0.0] * n  # integral of the metered draw, J, up to `since`
+        self.since = [0.0] * n
+        self.hold_v = [0] * n  # a new cap cancels the previous cap's hold checks
+        self.peak_w = list(self.total)
+        self.excess_w = [0.0] * n  # the most the metered draw ever stood above the budget
+        self.capped_since, self.capped_s = [0.0] * n, [0.0] * n
+        self.braking = 0  # > 0 while a brake recosts its replicas
+        self.rows: list[tuple[float, int, str, float]] = []
+        self.trace: list[tuple[float, int, float]] | None = [] if trace else None
+        for r in {r for reps in self.dom_reps for r in reps}:
+            self.update(replicas[r])
+            replicas[r].meter = self.update  # type: ignore[assignment]
+
+    def update(self, rep: Replica) -> None:
+        """Replica `rep`'s draw may have changed: meter its domains and act on them."""
+        r = rep.index
+        w = draw_w(rep)
+        if w == self.draw[r]:
+            return
+        si = self.where[r]
+        self.gpu_w[si] += w - self.draw[r]
+        self.draw[r] = w
+        x = self.servers[si]
+        wall = wall_w(self.gpu_w[si], x.spec, x.gpu)
+        dwall, self.wall[si] = wall - self.wall[si], wall
+        now = self.env.now
+        for d in self.server_doms[si]:
+            self.energy[d] += self.total[d] * (now - self.since[d])
+            self.since[d] = now
+            self.total[d] += dwall
+        for d in self.server_doms[si]:
+            self._check(d)
+
+    def integral(self, d: int) -> float:
+        """The metered draw of domain d integrated from 0 to now, J."""
+        return self.energy[d] + self.total[d] * (self.env.now - self.since[d])
+
+    def costs_now(self, r: int) -> IterationCosts:
+        """Replica r's tables as its domains stand (capped if any of them is)."""
+        capped = any(self.capped[d] for d in self.server_doms.get(self.where[r], ()))
+        return self.low[r] if capped else self.free[r]
+
+    def _check(self, d: int) -> None:
+        tot, b, spec = self.total[d], self.budget[d], self.spec
+        if self.trace is not None:
+            self.trace.append((self.env.now, d, tot))
+        if not self.capped[d]:
+            if tot > b * (1 + TOLERANCE):
+                self._cap(d, "brake")
+            elif tot >= spec.cap_at_fraction * b and not (self.watching[d] or self.cap_due[d]):
+                self.watching[d] = True
+                e0 = self.integral(d)
+                self._after(spec.window_s, lambda: self._watched(d, e0))
+        if not self.braking:  # (a brake's own steps are not states that last)
+            self.peak_w[d] = max(self.peak_w[d], self.total[d])
+            self.excess_w[d] = max(self.excess_w[d], self.total[d] - b)
+
+    def _after(self, delay: float, act: Callable[[], None]) -> None:
+        self.env.timeout(delay).callbacks.append(lambda _e: act())
+
+    def _watched(self, d: int, e0: float) -> None:
+        """The window after a crossing is over: cap if its mean draw stayed up."""
+        self.watching[d] = False
+        if self.capped[d]:
+            return
+        spec = self.spec
+        if (self.integral(d) - e0) / spec.window_s >= spec.cap_at_fraction * self.budget[d]:
+            self.cap_due[d] = True
+            self._after(spec.reaction_s, lambda: self._react(d))
+        elif self.total[d] >= spec.cap_at_fraction * self.budget[d]:
+            self._check(d)  # still up now: watch the next window
+
+    def _react(self, d: int) -> None:
+        self.cap_due[d] = False
+        if not self.capped[d]:
+            self._cap(d, "cap")
+
+    def _cap(self, d: int, event: str) -> None:
+        now = self.env.now
+        self.capped[d], self.capped_since[d] = True, now
+        self.hold_v[d] += 1
+        self.rows.append((now, d, event, self.total[d]))
+        self.braking += event == "brake"
+        for r in self.dom_reps[d]:
+            rep = self.replicas[r]
+            if rep.costs is self.low[r]:
+                continue
+            if event == "brake":
+                recost_now(rep, self.low[r])
+                self.update(rep)
+            else:
+                _apply(rep, self.low[r])
+        self.braking -= event == "brake"
+        self._check(d)
+        self._hold(d, self.hold_v[d])
+
+    def _hold(self, d: int, v: int) -> None:
+        e0 = self.integral(d)
+        self._after(self.spec.hold_s, lambda: self._held(d, v, e0))
+
+    def _held(self, d: int, v: int, e0: float) -> None:
+        """A hold span of a cap is over: lift it if its mean draw was low, else hold on."""
+        if v != self.hold_v[d] or not self.capped[d]:
+            return
+        spec = self.spec
+        if (self.integral(d) - e0) / spec.hold_s >= spec.release_below_fraction * self.budget[d]:
+            self._hold(d, v)
+            return
+        now = self.env.now
+        self.capped[d] = False
+        self.capped_s[d] += now - self.capped_since[d]
+        self.rows.append((now, d, "release", self.total[d]))
+        for r in self.dom_reps[d]:
+            costs = self.costs_now(r)
+            if self.replicas[r].costs is not costs:
+                _apply(self.replicas[r], costs)
+        self._check(d)  # the draw may be up already
+
+    def table(self) -> pd.DataFrame:
+        """One row per cap, brake and release: time, domain, the metered draw, budget."""
+        if not self.rows:
+            return pd.DataFrame({c: [] for c in COLUMNS})
+        return pd.DataFrame([(t, self.doms[d].kind, self.doms[d].name, ev, w, self.budget[d])
+                             for t, d, ev, w in self.rows], columns=COLUMNS)
+
+    def summary(self, end_s: float) -> list[dict[str, object]]:
+        """Per budgeted domain: caps, brakes, time capped, peak and excess of the metered
+        draw over the run."""
+        out = []
+        for d, dom in enumerate(self.doms):
+            capped_s = self.capped_s[d] + (end_s - self.capped_since[d] if self.capped[d]
+                                           else 0.0)
+            events = [ev for _, k, ev, _ in self.rows if k == d]
+            out.append({"kind": dom.kind, "name": dom.name, "budget_w": self.budget[d],
+                        "caps": events.count("cap"), "brakes": events.count("brake"),
+                        "capped_s": capped_s, "capped_share": capped_s / end_s,
+                        "peak_w": self.peak_w[d], "excess_w": self.excess_w[d]})
+        return out
+
+
+def _apply(rep: Replica, costs: IterationCosts) -> None:
+    """New tables from the replica's next iteration (a decode block ends at its step)."""
+    if rep.state in ("off", "loading"):  # nothing runs: its next start uses them
+        rep.costs, rep._dec_rows = costs, costs.decode.rows
+        for k in costs.classes:
+            rep.steps.setdefault(k, 0)
+            rep.prefills.setdefault(k, 0)
+        return
+    rep.retune(costs, rep.seqs_limit)
+
+
+def _base_gpu_w(model: RunModel, si: int) -> float:
+    """Server si's GPUs apart from its replicas' draw, W: idle GPUs without a replica,
+    a training server's GPUs at their limit, nothing while off for the whole run."""
+    pl = model.placement
+    x = pl.servers[si]
+    if pl.off[si]:
+        return 0.0
+    if si in pl.pool and not x.replicas:
+        return x.spec.gpus_per_server * float(pl.server_caps[si])
+    return (x.spec.gpus_per_server - sum(x.tps)) * x.gpu.idle_power_w
+
+
+def start_capping(env: simpy.Environment, model: RunModel, replicas: list[Replica],
+                  trace: bool = False) -> Capper | None:
+    """The controller, if the scenario asks for one and has a budget."""
+    spec = model.scenario.fleet.power_capping
+    if not isinstance(spec, CappingController):
+        return None
+    if not any(d.budget_w is not None for d in model.placement.domains):
+        return None
+    return Capper(env, model, replicas, spec, trace)

@@ -1,0 +1,159 @@
+"""The power-capping controller (fleet.power_capping kind controller): budgets hold at
+every instant, caps follow the measured draw with their window and reaction time, the
+meter agrees with the energy accounting, and the latency cost lands where caps were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dcsim.engine.account import account
+from dcsim.engine.build import build
+from dcsim.engine.context import Context
+from dcsim.engine.run import run
+from dcsim.errors import DcsimError
+from dcsim.hardware.capping_spec import CappingController
+from dcsim.scenario import scenario_from_data
+
+BUDGET_KW = 7.2  # one DGX H200 of eight Llama-3.1-8B replicas: worst case ~9.9 kW
+
+
+def burst(capping: dict | None, budget_kw: float = BUDGET_KW, seed: int = 1,
+          rates: tuple[float, ...] = (4.0, 60.0, 4.0), step_s: float = 60.0) -> dict:
+    """Quiet, a burst, quiet again, on one server under a rack budget."""
+    fleet: dict = {"racks": [{"name": "r1", "power_budget_kw": budget_kw,
+                              "servers": [{"type": "dgx-h200", "count": 1}]}]}
+    if capping is not None:
+        fleet["power_capping"] = capping
+    return {"name": "capping", "fleet": fleet,
+            "workloads": [{
+                "kind": "inference", "name": "chat", "model": "llama-3.1-8b",
+                "arrival": {"kind": "steps", "step_s": step_s, "rates_per_s": list(rates)},
+                "prompt_tokens": {"kind": "lognormal", "mean_tokens": 2000, "sigma": 0.6,
+                                  "max_tokens": 8000},
+                "output_tokens": {"kind": "lognormal", "mean_tokens": 150, "sigma": 0.6,
+                                  "max_tokens": 1000},
+                "deployment": {"gpu": "H200-SXM", "tp": 1, "replicas": 8,
+                               "max_num_seqs": 128, "max_batched_tokens": 8192}}],
+            "simulation": {"duration_s": step_s * len(rates), "seed": seed,
+                           "time_bucket_s": 10.0}}
+
+
+def simulate_traced(data: dict):
+    s = scenario_from_data(data)
+    model = build(s, Context.load(s, Path(".")))
+    rec = run(model, trace_power=True)
+    return s, rec, account(model, rec)
+
+
+def lasting(trace: list[tuple[float, int, float]]) -> pd.DataFrame:
+    """The metered draw that holds from each instant on (the last value at a time)."""
+    return (pd.DataFrame(trace, columns=["t_s", "domain", "power_w"])
+            .groupby(["t_s", "domain"], sort=True).last().reset_index())
+
+
+@pytest.fixture(scope="module")
+def controlled():
+    return simulate_traced(burst({"kind": "controller"}))
+
+
+def test_budget_holds_at_every_instant_under_the_controller(controlled):
+    _, rec, res = controlled
+    held = lasting(rec.capper.trace)
+    assert held["power_w"].max() <= BUDGET_KW * 1e3 * (1 + 1e-9)
+    events = rec.capper.table()["event"].tolist()
+    # not vacuous: uncapped, the burst would exceed the budget, and it did brake
+    assert "brake" in events and "release" in events
+    assert rec.capper.summary(180.0)[0]["excess_w"] <= 1e-6
+    assert res.capping.equals(rec.capper.table())
+
+
+def test_meter_agrees_with_the_energy_accounting(controlled):
+    s, rec, res = controlled
+    held = lasting(rec.capper.trace)
+    t, w = held["t_s"].to_numpy(), held["power_w"].to_numpy()
+    metered = float(np.sum(w[:-1] * np.diff(t)) + w[-1] * (s.simulation.duration_s - t[-1]))
+    rack = res.power[res.power["domain"] == "rack"]
+    accounted = float((rack["power_w"] * (rack["t_end_s"] - rack["t_start_s"])).sum())
+    # the meter takes a decode block at its larger end step's power: never below the
+    # energy charged, and close to it
+    assert accounted * 0.999 <= metered <= accounted * 1.01
+
+
+def test_a_cap_comes_a_window_and_a_reaction_after_the_crossing():
+    spec = {"kind": "controller", "window_s": 0.5, "reaction_s": 1.5, "hold_s": 20.0,
+            "cap_at_fraction": 0.8, "release_below_fraction": 0.6}
+    # a budget the burst nears (the cap at 80 %) and would exceed uncapped
+    _, rec, _ = simulate_traced(burst(spec, budget_kw=8.5))
+    caps = rec.capper.table()
+    caps = caps[caps["event"] == "cap"]
+    assert len(caps) > 0
+    held = lasting(rec.capper.trace)
+    t, w = held["t_s"].to_numpy(), held["power_w"].to_numpy()
+    level = 0.8 * 8500.0
+    for t_cap in caps["t_s"]:
+        start = t_cap - 1.5 - 0.5  # the window opened at a crossing
+        k = np.searchsorted(t, start, side="right") - 1
+        assert np.isclose(t[k], start) and w[k] >= level  # a crossing at that instant
+        inside = (t >= start) & (t < start + 0.5)
+        tt = np.append(t[inside], start + 0.5)
+        mean = np.sum(w[inside] * np.diff(tt)) / 0.5
+        assert mean >= level
+
+
+def test_capped_spans_hold_at_least_hold_s():
+    _, rec, _ = simulate_traced(burst({"kind": "controller", "hold_s": 15.0}))
+    ev = rec.capper.table()
+    starts = ev[ev["event"] != "release"]["t_s"].to_numpy()
+    ends = ev[ev["event"] == "release"]["t_s"].to_numpy()
+    assert len(ends) > 0
+    for t_end in ends:
+        t0 = starts[starts < t_end].max()
+        gap = (t_end - t0) / 15.0
+        assert gap >= 1 - 1e-9 and abs(gap - round(gap)) < 1e-6  # whole hold spans
+
+
+def test_the_latency_cost_lands_where_caps_were(controlled):
+    """Static capping slows every request; the controller only those it capped: in the
+    quiet minutes its requests are faster than under the static cap."""
+    _, _, ctrl = controlled
+    static = simulate_traced(burst(None))[2]
+    free = simulate_traced(burst(None, budget_kw=40.0))[2]
+
+    def ttft(res, lo, hi):
+        r = res.requests
+        return r[(r["arrival_s"] >= lo) & (r["arrival_s"] < hi)]["ttft_s"].mean()
+
+    assert (static.replicas["power_cap_w"] < 500).all()
+    assert ttft(ctrl, 0, 60) < ttft(static, 0, 60)
+    assert ttft(ctrl, 0, 60) >= ttft(free, 0, 60) * 0.999
+    assert ttft(ctrl, 60, 120) > ttft(free, 60, 120)  # the burst ran capped
+
+
+def test_same_seed_same_caps():
+    a = simulate_traced(burst({"kind": "controller"}, seed=3))[1].capper.table()
+    b = simulate_traced(burst({"kind": "controller"}, seed=3))[1].capper.table()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_bad_capping_input_is_one_line():
+    with pytest.raises(DcsimError, match="release_below_fraction"):
+        scenario_from_data(burst({"kind": "controller", "cap_at_fraction": 0.7,
+                                  "release_below_fraction": 0.8}))
+    data = burst({"kind": "controller"})
+    data["workloads"][0]["scaling"] = {"kind": "schedule", "steps": [
+        {"at_s": 0, "replicas": 8}, {"at_s": 60, "replicas": 8, "power_cap_w": 400}]}
+    s = scenario_from_data(data)
+    with pytest.raises(DcsimError, match=r"workloads\[0\]\.scaling\.steps\[1\]\.power_cap_w"):
+        build(s, Context.load(s, Path(".")))
+
+
+def test_defaults_are_stated_assumptions():
+    spec = CappingController(kind="controller")
+    for name in ("cap_at_fraction", "release_below_fraction", "window_s", "reaction_s",
+                 "hold_s"):
+        assert "assumption" in CappingController.model_fields[name].description
+        assert getattr(spec, name) > 0
