@@ -157,3 +157,54 @@ def test_defaults_are_stated_assumptions():
                  "hold_s"):
         assert "assumption" in CappingController.model_fields[name].description
         assert getattr(spec, name) > 0
+
+
+def test_report_draws_replicas_limits_and_queues_with_caps_shaded(tmp_path: Path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from dcsim.cli import app
+    from dcsim.report import operations as ops
+
+    data = burst({"kind": "controller"})
+    data["workloads"][0]["scaling"] = {
+        "kind": "autoscaler", "metric": "outstanding_per_replica", "target": 8,
+        "min_replicas": 2, "max_replicas": 8, "initial_replicas": 2}
+    path = tmp_path / "scaled.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "-q", "--report"])
+    assert r.exit_code == 0, r.output
+    page = (out / "report.html").read_text()
+    section = page.split("<h2>Operations over time</h2>")[1].split("<h2>")[0]
+    assert "plotly-graph-div" in section and "capped" in section
+    scaling, capping, replicas = (pd.read_parquet(out / f"{t}.parquet")
+                                  for t in ("scaling", "capping", "replicas"))
+    steps = ops.serving_steps(scaling, replicas)
+    # two serve from the start; after the last cold start, as many as the last target
+    assert steps["serving"].iloc[0] == 2
+    targets = scaling[scaling["event"] == "target"]
+    assert steps["serving"].iloc[-1] == targets["value"].iloc[-1]
+    # the limit drawn is the capped one exactly while the rack was capped
+    t, w = ops.limit_steps(scaling, capping, replicas, "chat", 180.0)
+    low = replicas["capped_limit_w"].iloc[0]
+    assert low < replicas["limit_w"].iloc[0]
+    capped_s = float(np.sum(np.diff(np.append(t, 180.0))[w == low]))
+    summary = pd.read_json(out / "summary.json", typ="series")["power_capping"][0]
+    assert capped_s == pytest.approx(summary["capped_s"])
+
+
+def test_horizon_table_gives_the_saving_and_the_worst_period_by_hand():
+    from dcsim.report.operations import continuous_rows
+
+    day = [{"plan": "plan", "facility_kwh": 60.0, "slo_attainment": {"a": 0.99},
+            "gpu_hours_in_use": 10.0, "cold_starts": 3},
+           {"plan": "peak", "facility_kwh": 80.0, "slo_attainment": {"a": 1.0},
+            "gpu_hours_in_use": 24.0, "cold_starts": 0}]
+    periods = pd.DataFrame({"plan": ["plan"] * 2 + ["peak"] * 2, "period": [0, 1, 0, 1],
+                            "ttft_p99_s": [0.2, 0.9, 0.1, 0.3],
+                            "tpot_p99_s": [0.01, 0.05, 0.01, 0.02]})
+    rows = continuous_rows(day, periods).set_index("plan")
+    assert rows.loc["plan", "saved vs peak"] == "25.0%"  # 1 - 60 / 80
+    assert rows.loc["plan", "worst period"] == 1 and rows.loc["plan", "its p99 TTFT (s)"] == 0.9
+    assert rows.loc["peak", "saved vs peak"] == "0.0%"

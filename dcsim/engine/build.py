@@ -199,12 +199,15 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
         for _ in range(d.replicas):
             r = len(out)
             cap = pl.replica_caps[r]
-            low = None if pl.capped_caps is None else costs_for(limit_after_budgets(
-                cap, pl.where[r], float(pl.capped_caps[pl.where_index[r]])))
+            low_cap = None if pl.capped_caps is None else limit_after_budgets(
+                cap, pl.where[r], float(pl.capped_caps[pl.where_index[r]]))
+            low = None if pl.capped_caps is None else costs_for(low_cap)
             out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, low, host_blocks, block_s))
             rows.append(_replica_row(r, svc, gpu.id, model.id, pl, kv,
                                      host_blocks * d.kv_block_tokens, costs_for.slow[cap],
                                      costs_for(cap)))
+            if pl.capped_caps is not None:  # the limit the controller caps it to, W
+                rows[-1]["capped_limit_w"] = low_cap or gpu.power_limit_max_w
         scalings.append(None if svc.scaling is None else scaling_model(
             svc, i, range(first, len(out)), pl, costs_for, model))
     return out, pd.DataFrame(rows), scalings
@@ -241,6 +244,8 @@ def _replica_row(r: int, svc: InferenceService, gpu: str, model: str, pl: Placem
             "tp": d.tp, "ep": d.ep, "gpus": d.gpus_per_replica,
             "weights_dtype": d.weights_dtype,
             "requested_cap_w": d.power_cap_w, "power_cap_w": pl.replica_caps[r],
+            "limit_w": pl.replica_caps[r] or x.gpu.power_limit_max_w,
+            "default_limit_w": x.gpu.power_limit_max_w,
             "server": x.name, "rack": x.rack, "row": x.row,
             "kv_capacity_tokens": kv, "host_kv_tokens": host_tokens,
             "cap_slowdown_prefill": slow[0], "cap_slowdown_decode": slow[1],

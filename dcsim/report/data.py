@@ -16,7 +16,8 @@ TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "fai
           "checkpoints", "cluster", "plan", "periods", "verify", "verify_jobs", "sweep",
           "replications_power", "replications_latency", "replications_busy",
           "sizing_fleet", "sizing_check", "sizing_capex", "sizing_growth", "sizing_runout",
-          "sizing_periods", "supply", "power_trace", "power_trace_phases")
+          "sizing_periods", "supply", "power_trace", "power_trace_phases", "scaling",
+          "capping", "verify_continuous")
 
 
 @dataclass

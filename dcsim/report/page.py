@@ -16,6 +16,7 @@ from dcsim.output import atomic_file
 from dcsim.report import assumptions
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
+from dcsim.report import operations as ops
 from dcsim.report import sizing as sz
 from dcsim.report import supply as sp
 from dcsim.report import sweep as sw
@@ -107,6 +108,11 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     if res.has("requests"):
         out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos,
                                                 t.get("replications_latency"))]))
+    if res.has("timeseries") and res.has("replicas") and (res.has("scaling")
+                                                           or res.has("capping")):
+        out.append(("Operations over time", [ops.timeline(
+            t.get("scaling", pd.DataFrame()), t.get("capping", pd.DataFrame()),
+            t["timeseries"], t["replicas"], s.duration_s), *_capping_note(s)]))
     if res.has("timeseries"):
         items = [fr.busy_bands(t["replications_busy"])] if res.has("replications_busy") else []
         out.append(("Utilisation", [*items, fr.heatmaps(t["timeseries"])]))
@@ -214,11 +220,23 @@ def _plan_sections(res: Results) -> list[Section]:
                                                    t["periods"])]))
     if res.has("verify"):
         out.append(("Closed loop", [fp.verification(t["verify"])]))
+    if res.has("verify_continuous") and isinstance(s.get("verify_continuous"), list):
+        out.append(("The horizon as one run", [
+            _table(ops.continuous_rows(s["verify_continuous"], t["verify_continuous"])),
+            ops.continuous_periods(t["verify_continuous"])]))
     if res.has("jobs"):
         cols = [c for c in ("job", "power_cap_w", "rack_servers", "runtime_s", "end_s",
                             "deadline_s", "energy_kwh") if c in t["jobs"]]
         out.append(("Training jobs", [_table(t["jobs"][cols])]))
     return out
+
+
+def _capping_note(s: RunSummary) -> list[str]:
+    """A line per budgeted domain the power-capping controller watched."""
+    return [f"<p class='note'>{html.escape(c['kind'])} {html.escape(c['name'])}: capped "
+            f"{c['capped_share']:.1%} of the run ({c['caps']} caps, {c['brakes']} brakes); "
+            f"metered peak {units.power_w(c['peak_w'])} of {units.power_w(c['budget_w'])}</p>"
+            for c in s.power_capping or ()]
 
 
 def _plan_kpis(s: dict, periods: pd.DataFrame | None) -> list[tuple[str, str, str]]:
