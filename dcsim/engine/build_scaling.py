@@ -11,11 +11,12 @@ from dcsim.catalog import GpuSpec, ModelSpec
 from dcsim.engine.costs import IterationCosts
 from dcsim.engine.scaling import Step
 from dcsim.profiles.work import layout_of, weight_bytes_per_gpu
-from dcsim.workloads.scaling import Autoscaler, ScheduledScaling
+from dcsim.workloads.scaling import WARMUP_S, Autoscaler, ScheduledScaling
 from dcsim.workloads.spec import Deployment, InferenceService
 
 if TYPE_CHECKING:
     from dcsim.engine.build import Placement
+    from dcsim.scenario import Fleet
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,12 @@ def replica_weight_bytes(d: Deployment, gpu: GpuSpec, model: ModelSpec) -> float
     """Bytes a cold start reads: each GPU's weights (work.weight_bytes_per_gpu) x its GPUs."""
     lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep)
     return weight_bytes_per_gpu(model, d.tp, lay) * d.gpus_per_replica
+
+
+def cold_start_lead_s(fleet: Fleet, d: Deployment, gpu: GpuSpec, model: ModelSpec,
+                      warmup_s: float = WARMUP_S) -> float:
+    """Seconds from a replica's start to ready, as the run's cold start takes them: boot
+    (if unused servers switch off) + weight bytes / per-client bandwidth + warm-up."""
+    boot = fleet.server_boot_s if fleet.unused_servers == "switched_off" else 0.0
+    return (boot + replica_weight_bytes(d, gpu, model)
+            / (fleet.storage.per_client_gbyte_s * 1e9) + warmup_s)

@@ -23,7 +23,12 @@ from dcsim.optimize.model import Inputs
 from dcsim.workloads.spec import InferenceService
 
 COLUMNS = ["service", "service_index", "config", "gpu", "tp", "power_cap_w", "max_num_seqs",
-           "planned_rps", "power_a_w", "power_b_w_per_rps", "idle_w_per_gpu"]
+           "planned_rps", "power_a_w", "power_b_w_per_rps", "idle_w_per_gpu", "lead_s"]
+
+
+def config_row(row: pd.Series) -> dict[str, object]:
+    """A capacity-table row's fields a deployment row carries (lead_s where known)."""
+    return row[[k for k in COLUMNS if k in row]].to_dict()
 
 
 def peak(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
@@ -42,7 +47,7 @@ def peak(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
         row = pick.loc[near.idxmin()] if len(same) else pick.loc[pick["planned_rps"].idxmax()]
         n = max(math.ceil(float(x.demand[i].max()) / float(row["planned_rps"]) - 1e-9),
                 x.min_replicas)
-        rows += [row[COLUMNS].to_dict() | {"period": t, "replicas": n,
+        rows += [config_row(row) | {"period": t, "replicas": n,
                                             "load_rps": float(x.demand[i, t])}
                  for t in range(x.demand.shape[1])]
     return pd.DataFrame(rows)
@@ -64,7 +69,7 @@ def greedy(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
                         x.min_replicas)
                 if n * int(row["tp"]) <= left.get(row["gpu"], 0):
                     left[row["gpu"]] -= n * int(row["tp"])
-                    rows.append(row[COLUMNS].to_dict() | {"period": t, "replicas": n,
+                    rows.append(config_row(row) | {"period": t, "replicas": n,
                                                           "load_rps": float(x.demand[i, t])})
                     break
     return pd.DataFrame(rows)

@@ -148,6 +148,29 @@ def reconfig(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
         m.started[c, t] for c in d.by_svc[s]) <= x.max_change)
 
 
+def cold_starts(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
+    """cold_start[c,t]: replicas a configuration adds for period t load in the last lead
+    of period t-1 (warm); pre_warm[g,t]: those GPUs are free then, beside the replicas
+    serving in period t-1, the jobs' servers and the spares."""
+    later = [t for t in m.T if t > 0] if x.cold_starts else []
+    m.warm = pyo.Var(m.C, later, domain=pyo.NonNegativeReals)
+    m.cold_start = pyo.Constraint(m.C, later, rule=lambda m, c, t: m.warm[c, t]
+                                  >= m.N[c, t] - m.N[c, t - 1])
+    total = {g: sum(n for (_, g2), n in d.have.items() if g2 == g) for g in d.per}
+    held = set(m.job_gpu) if len(m.O) and x.spares else set()
+
+    def rule(m: pyo.ConcreteModel, g: str, t: int) -> object:
+        """GPUs of type g serving in t-1 and warming for t fit the servers jobs leave."""
+        cs = [c for k in d.levels[g] for c in d.users[(g, k)]]
+        need = pyo.quicksum(d.tp[c] * (m.N[c, t - 1] + m.warm[c, t]) for c in cs)
+        taken = pyo.quicksum(jobs.servers_in(m, r, g, t - 1) for r in d.rack_rows)
+        extra = m.extra[g, t - 1] if x.elastic else 0
+        return need <= d.per[g] * (total.get(g, 0) - (x.spares if g in held else 0)
+                                   - taken + extra)
+
+    m.pre_warm = pyo.Constraint([(g, t) for g in d.levels for t in later], rule=rule)
+
+
 def _bounded(expr: object, bound: float) -> object:
     """expr <= bound, skipped where no variable enters (a type without candidates)."""
     return pyo.Constraint.Skip if isinstance(expr, int | float) else expr <= bound
@@ -155,5 +178,5 @@ def _bounded(expr: object, bound: float) -> object:
 
 FAMILIES: tuple[Family, ...] = (demand, capacity, min_replicas, job_choice, gpus_at,
                                 rack_servers, spares, rack_order, rack_power, row_power,
-                                facility_power, reconfig)
+                                facility_power, reconfig, cold_starts)
 BUDGETS = ("rack_power", "row_power", "facility_power")  # families whose duals price budgets

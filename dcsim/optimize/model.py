@@ -65,6 +65,7 @@ class Inputs:
     jobs: pd.DataFrame | None = None  # training: one row per (job, power limit) option
     spares: int = 0  # servers per GPU type the job scheduler keeps free as hot spares
     servers_off: bool = False  # unused servers are switched off (fleet.unused_servers)
+    cold_starts: bool = False  # replicas added for a period pre-warm in the one before
     # per period, the grid's carbon intensity (kg/kWh) and price (USD/kWh): what the
     # periods table reports whatever the objective (None: not known to this Inputs)
     carbon_kg_per_kwh: np.ndarray | None = None
@@ -88,6 +89,7 @@ class _Data:
     peak: dict[tuple[str, float], float]
     have: dict[tuple[str, str], int]
     twins: list[tuple[str, str]]  # consecutive racks that differ only in name
+    warm_w: list[float]  # W a replica's cold start adds over the period before it is used
 
 
 def _data(x: Inputs) -> _Data:
@@ -118,7 +120,8 @@ def _data(x: Inputs) -> _Data:
                   for g, ks in levels.items() for k in ks},
         rack_rows=rack_rows,
         peak={key: float(peak_w[cs[0]]) for key, cs in users.items()},
-        have={(r, g): n for r, rs in rack_rows.items() for g, _, n, _ in rs}, twins=[])
+        have={(r, g): n for r, rs in rack_rows.items() for g, _, n, _ in rs}, twins=[],
+        warm_w=[cold_start_w(r, x.period_s, x.servers_off) for r in tab.to_dict("records")])
     out.twins = _twins(x, out)
     return out
 
@@ -200,12 +203,45 @@ def objective(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     idle = (0.0 if x.servers_off else fleet_idle_w(x.fleet.racks)) + x.fleet.network_w
     m.it_w = pyo.Expression(m.T, rule=lambda m, t: idle + _on_idle_w(m, x, d, t) + pyo.quicksum(
         d.above[c] * m.N[c, t] + d.slope[c] * m.y[c, t] for c in m.C) + jobs.it_w(m, x, t) + (
-        _extra_idle_w(m, x, d, t) if x.elastic else 0.0))
+        _extra_idle_w(m, x, d, t) if x.elastic else 0.0) + _warming_w(m, d, t))
     m.cost = pyo.Expression(m.T, rule=lambda m, t: facility_power_w(m.it_w[t], x.overhead, t)
                             * x.period_s / 3.6e6 * float(x.weight[t]))
     penalty = _elastic_penalty(m, x) if x.elastic else 0.0
     m.objective = pyo.Objective(expr=pyo.quicksum(m.cost[t] for t in m.T)
                                 + jobs.after_cost(m, x) + penalty)
+
+
+def _warming_w(m: pyo.ConcreteModel, d: _Data, t: int) -> object:
+    """Power the cold starts for period t + 1 draw in period t, W (0 without them)."""
+    if not hasattr(m, "warm") or (0, t + 1) not in m.warm:
+        return 0.0
+    return pyo.quicksum(d.warm_w[c] * m.warm[c, t + 1] for c in m.C if d.warm_w[c] > 0)
+
+
+def cold_start_w(row: pd.Series | dict, period_s: float, servers_off: bool) -> float:
+    """Mean power over a period of one replica loading in its last lead, W: its GPUs' share
+    of their server's idle wall power for min(lead, period) (lead_s of the capacity
+    table). Nothing where unused servers stay on: their GPUs draw idle power anyway.
+
+    The one definition the MILP's objective and the predicted periods share."""
+    if not servers_off or "lead_s" not in row:
+        return 0.0
+    lead = min(float(row["lead_s"]), period_s)
+    return int(row["tp"]) * float(row["idle_w_per_gpu"]) * lead / period_s
+
+
+def cold_starts_w(dep: pd.DataFrame, x: Inputs) -> np.ndarray:
+    """Per period, the power of the cold starts for the next period's added replicas, W
+    (a plan's or a baseline's deployment rows)."""
+    n = x.demand.shape[1]
+    out = np.zeros(n)
+    if not x.cold_starts or not len(dep):
+        return out
+    for _, g in dep.groupby(["service_index", "config"], sort=False):
+        per = g.groupby("period")["replicas"].sum().reindex(range(n), fill_value=0).to_numpy()
+        added = np.maximum(np.diff(per), 0)  # for periods 1..n-1, loading in 0..n-2
+        out[:-1] += added * cold_start_w(g.iloc[0], x.period_s, x.servers_off)
+    return out
 
 
 def period_it_w(dep: pd.DataFrame, x: Inputs, t: int) -> float:

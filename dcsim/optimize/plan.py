@@ -20,8 +20,9 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.facility import facility_power_w
 from dcsim.hardware.network import switch_power_w
 from dcsim.optimize import jobs as jobs_
+from dcsim.optimize.baselines import config_row
 from dcsim.optimize.calibrate import calibrate
-from dcsim.optimize.model import Fleet, Inputs, build, period_it_w
+from dcsim.optimize.model import Fleet, Inputs, build, cold_starts_w, period_it_w
 from dcsim.optimize.solver import (
     Solved,
     Values,
@@ -147,7 +148,7 @@ def inputs_for(s: Scenario, ctx: Context, objective: str | None = None
                opt.min_replicas, opt.max_replica_change, jobs=options,
                spares=s.fleet.training_scheduler.spare_servers,
                servers_off=s.fleet.unused_servers == "switched_off",
-               carbon_kg_per_kwh=carbon, usd_per_kwh=price)
+               cold_starts=opt.cold_starts, carbon_kg_per_kwh=carbon, usd_per_kwh=price)
     return x, table, opt, services, cat
 
 
@@ -232,11 +233,8 @@ def extract(v: Values, x: Inputs, s: Scenario, cat: Catalog) -> pd.DataFrame:
         for t in range(x.demand.shape[1]):
             n = v.N[(c, t)]
             if n > 0:
-                rows.append(tab.loc[c, ["service", "service_index", "config", "gpu", "tp",
-                                        "power_cap_w", "max_num_seqs", "planned_rps",
-                                        "power_a_w", "power_b_w_per_rps", "idle_w_per_gpu"]
-                                    ].to_dict() | {"period": t, "replicas": n,
-                                                   "load_rps": v.y[(c, t)]})
+                rows.append(config_row(tab.loc[c]) | {"period": t, "replicas": n,
+                                                      "load_rps": v.y[(c, t)]})
     dep = pd.DataFrame(rows)
     return _place(dep, v, s, cat) if len(dep) else dep
 
@@ -280,12 +278,14 @@ def period_energy(dep: pd.DataFrame, x: Inputs, job_rows: pd.DataFrame | None = 
     if job_rows is not None and len(job_rows):
         inside, _ = jobs_.shares(job_rows, n, x.period_s)
         train = inside.T @ jobs_.draw_w(job_rows, x.servers_off)
+    warming = cold_starts_w(dep, x)
     for t in range(n):
         mine = dep[dep["period"] == t] if len(dep) else dep
-        it = period_it_w(dep, x, t) + float(train[t])
+        it = period_it_w(dep, x, t) + float(train[t]) + float(warming[t])
         fac = float(facility_power_w(it, x.overhead, t))
         kwh = fac * x.period_s / 3.6e6
         rows.append({"period": t, "it_w": it, "training_it_w": float(train[t]),
+                     "cold_start_it_w": float(warming[t]),
                      "facility_w": fac,
                      "facility_kwh": kwh,
                      "carbon_kg": _per_kwh(x.carbon_kg_per_kwh, t) * kwh,

@@ -16,21 +16,18 @@ import pandas as pd
 
 from dcsim.catalog import Catalog
 from dcsim.engine.build import placement, split_workloads
-from dcsim.engine.build_scaling import replica_weight_bytes
+from dcsim.engine.build_scaling import cold_start_lead_s as replica_lead_s
 from dcsim.errors import DcsimError
 from dcsim.optimize.verify import replica_service
 from dcsim.scenario import Scenario
-from dcsim.workloads.scaling import WARMUP_S, ScheduledScaling, ScheduleStep
+from dcsim.workloads.scaling import ScheduledScaling, ScheduleStep
 from dcsim.workloads.spec import InferenceService, StepArrivals, TrainingJob
 
 
 def cold_start_lead_s(s: Scenario, svc: InferenceService, cat: Catalog) -> float:
-    """Seconds from a replica's start to ready: boot (if unused servers switch off) +
-    weight bytes / per-client bandwidth + warm-up (WARMUP_S)."""
+    """Seconds from a replica's start to ready (engine.build_scaling.cold_start_lead_s)."""
     d = svc.deployment
-    weights = replica_weight_bytes(d, cat.gpu(d.gpu), cat.model(svc.model))
-    boot = s.fleet.server_boot_s if s.fleet.unused_servers == "switched_off" else 0.0
-    return boot + weights / (s.fleet.storage.per_client_gbyte_s * 1e9) + WARMUP_S
+    return replica_lead_s(s.fleet, d, cat.gpu(d.gpu), cat.model(svc.model))
 
 
 def schedule_steps(replicas: list[int], period_s: float, lead_s: float) -> list[ScheduleStep]:

@@ -141,7 +141,7 @@ def solve_all(x: Inputs, time_limit_s: float, mip_gap: float,
               on_part: Callable[[int, Solved], None] | None = None
               ) -> tuple[Solved, Values, int | None]:
     """One MILP; or, when nothing links the periods (no reconfiguration limit, no training
-    jobs), one per period, which is exact and much faster. Returns the failing period if
+    jobs, no cold starts), one per period, which is exact and much faster. Returns the failing period if
     one fails; `on_part` hears each solved part (period, or 0 for the one MILP)."""
     parts = [sub for _, sub in _parts(x)]
     values, done = Values(), []
@@ -200,7 +200,7 @@ def budget_values(x: Inputs, v: Values) -> pd.DataFrame:
 def _parts(x: Inputs) -> list[tuple[int, Inputs]]:
     """The MILPs solve_all solves: the whole horizon, or one per period."""
     n = x.demand.shape[1]
-    if x.max_change is not None or x.jobs is not None or n == 1:
+    if x.max_change is not None or x.jobs is not None or x.cold_starts or n == 1:
         return [(0, x)]
     return [(t, period_inputs(x, t)) for t in range(n)]
 

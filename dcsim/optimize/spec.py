@@ -49,6 +49,12 @@ class OptimizeSpec(Spec):
     candidates: Candidates = Candidates()
     min_replicas: int = Field(default=1, ge=0, description="Replicas each service keeps in "
                               "every period (availability).")
+    cold_starts: bool = Field(
+        default=True, description="Charge each replica a period adds its cold start (the "
+        "lead dcsim run takes: boot where servers switch off, weights at the file system's "
+        "per-client bandwidth, warm-up): it loads in the last lead of the period before, "
+        "on GPUs free then, drawing idle power where servers switch off. Links the "
+        "periods into one MILP.")
     max_replica_change: int | None = Field(
         default=None, ge=0, description="Most replicas a service may start from one period "
         "to the next (reconfiguration limit); none: unlimited.")

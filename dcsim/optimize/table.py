@@ -19,9 +19,10 @@ import pandas as pd
 
 from dcsim.catalog import Catalog
 from dcsim.engine.build import deployment_layout
+from dcsim.engine.build_scaling import cold_start_lead_s
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.server import server_power_w
-from dcsim.optimize.capacity import Config, ReplicaModel, service_lengths
+from dcsim.optimize.capacity import Config, ReplicaModel, deployment_for, service_lengths
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.profiles.store import ProfileStore
 from dcsim.profiles.work import weight_bytes_per_gpu
@@ -119,7 +120,8 @@ def configurations(s: Scenario, svc: InferenceService, cat: Catalog, opt: Optimi
 
 def capacity_table(s: Scenario, services: list[InferenceService], cat: Catalog,
                    store: ProfileStore, opt: OptimizeSpec, base_dir: Path) -> pd.DataFrame:
-    """One row per (service, configuration): planned rate per replica, power line, peaks."""
+    """One row per (service, configuration): planned rate per replica, power line, peaks,
+    and the lead of a cold start (engine.build_scaling.cold_start_lead_s)."""
     rows = []
     done: dict[str, list[dict[str, object]]] = {}  # services alike share their rows
     for i, svc in enumerate(services):
@@ -138,7 +140,9 @@ def capacity_table(s: Scenario, services: list[InferenceService], cat: Catalog,
                    "gpu": cfg.gpu, "tp": cfg.tp, "power_cap_w": cfg.power_cap_w,
                    "max_num_seqs": cfg.max_num_seqs, "capacity_rps": mu,
                    "idle_ttft_p99_s": idle.ttft_p99_s, "idle_tpot_p99_s": idle.tpot_p99_s,
-                   "idle_e2e_p99_s": idle.e2e_p99_s}
+                   "idle_e2e_p99_s": idle.e2e_p99_s,
+                   "lead_s": cold_start_lead_s(s.fleet, deployment_for(svc, cfg, 1),
+                                               cat.gpu(cfg.gpu), cat.model(svc.model))}
             rows.append(row | _power_line(m, cat, cfg, mu * opt.utilization_target))
         done[key] = rows[first:]
     return pd.DataFrame(rows)

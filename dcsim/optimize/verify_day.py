@@ -2,7 +2,8 @@
 
 Per period and service: requests, finished share, p99s and SLO attainment of the
 requests that arrived in the period, facility energy in it; per plan: the day's
-attainment, energy, GPU-hours in use, cold starts and the energy they drew.
+attainment, facility, IT and GPU energy, GPU-hours in use, cold starts and the energy
+they drew.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ def verify_continuous(sc: Scenario, services: list[InferenceService], n: int,
     rep = r.replicas
     scaling = r.scaling
     starts = int((scaling["event"] == "ready").sum()) if len(scaling) else 0
+    gpu = r.power[r.power["domain"] == "gpu"]
     day = {"plan": label, "facility_kwh": float(kwh.sum()),
+           "it_kwh": float((fac["power_w"] * (fac["t_end_s"] - fac["t_start_s"])).sum()
+                           / 3.6e6),
+           "gpu_kwh": float((gpu["power_w"] * (gpu["t_end_s"] - gpu["t_start_s"])).sum()
+                            / 3.6e6),
            "slo_attainment": {svc.name: slo_attainment(
                req[req["service"].astype(str).str.startswith(f"{svc.name}@")], svc.slo,
                n * period_s) for svc in services},
