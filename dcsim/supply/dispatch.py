@@ -16,6 +16,12 @@ renewables available R, all in kW:
    from one bucket to the next (falls at any rate);
 4. what none covers is unmet load.
 
+A generator with a start-up time that was off starts when the load needs it (its
+output or unmet load in the bucket), delivers nothing until start_up_s has passed
+(in the bucket where it ends, up to its power x the share of the bucket after it),
+finishes a start-up once begun, and goes off in a bucket where it is ready and not
+needed; each start costs start_cost_usd.
+
 A battery of round-trip efficiency eta stores sqrt(eta) of what it takes and
 delivers sqrt(eta) of what it gives up: soc += (charge sqrt(eta) - discharge /
 sqrt(eta)) dt, within [soc_min, soc_max] x energy.
@@ -32,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dcsim.supply.spec import Battery, Supply
+from dcsim.supply.spec import Battery, Generator, Supply
 
 UNMET = 1000.0  # objective weight of unmet load per kWh (USD or kg): a last resort
 
@@ -49,18 +55,46 @@ class Inputs:
     carbon: np.ndarray
 
 
+@dataclass
+class Unit:
+    """A generator's commitment as the rule runs it: running (starting or on), and the
+    start-up seconds still to run."""
+
+    running: bool = False
+    left_s: float = 0.0
+
+    def share(self, g: Generator, dt_s: float) -> float:
+        """Share of the bucket it can deliver in (it starts at the bucket's start if off)."""
+        left = (self.left_s if self.running else g.start_up_s) if g.start_up_s > 0 else 0.0
+        return max(dt_s - left, 0.0) / dt_s
+
+    def advance(self, g: Generator, out_kw: float, short_kw: float, dt_s: float) -> float:
+        """After the bucket: start if needed and off (1.0: a start), run the start-up
+        down, go off when ready and unused."""
+        started = 0.0
+        if g.commits and not self.running and (out_kw > 0 or short_kw > 0):
+            self.running, self.left_s, started = True, g.start_up_s, 1.0
+        if self.running:
+            starting = self.left_s > 0
+            self.left_s = max(self.left_s - dt_s, 0.0)
+            if not starting and out_kw <= 0:
+                self.running = False
+        return started
+
+
 def dispatch(x: Inputs, s: Supply) -> pd.DataFrame:
     """The rule's dispatch, one row per bucket (columns: see `COLUMNS`)."""
     n = len(x.dt_s)
     soc = [b.soc_initial * b.energy_kwh for b in s.batteries]
     gen_prev = [0.0] * len(s.generators)
+    units = [Unit() for _ in s.generators]
     mid_p, mid_c = float(np.median(x.price)), float(np.median(x.carbon))
-    return pd.DataFrame([_bucket(x, s, t, x.dt_s[t] / 3600.0, soc, gen_prev, mid_p, mid_c)
-                         for t in range(n)])
+    return pd.DataFrame([_bucket(x, s, t, x.dt_s[t] / 3600.0, soc, gen_prev, units, mid_p,
+                                 mid_c) for t in range(n)])
 
 
 def _bucket(x: Inputs, s: Supply, t: int, h: float, soc: list[float], prev: list[float],
-            mid_p: float, mid_c: float) -> dict[str, float]:
+            units: list[Unit], mid_p: float, mid_c: float) -> dict[str, float]:
     load, avail = float(x.load_kw[t]), float(x.renewable_kw[t])
     direct = min(avail, load)
     need, surplus = load - direct, avail - direct
@@ -92,13 +126,16 @@ def _bucket(x: Inputs, s: Supply, t: int, h: float, soc: list[float], prev: list
             c = max(c, 0.0)
             charge[i] += c
             grid_in, want_in = grid_in + c, want_in - c
-    gen, grid, unmet = _cover(x, s, t, h, need, grid_limit - grid_in, prev)
+    gen, grid, unmet = _cover(x, s, t, h, need, grid_limit - grid_in, prev, units)
     for i, b in enumerate(s.batteries):
         eta = math.sqrt(b.round_trip_efficiency)
         soc[i] += (charge[i] * eta - discharge[i] / eta) * h
     prev[:] = gen
+    starts = [u.advance(g, gen[i], unmet, float(x.dt_s[t]))
+              for i, (g, u) in enumerate(zip(s.generators, units, strict=True))]
     return _row(x, s, t, load, avail, curtailed, charge, discharge, soc, gen, grid + grid_in,
-                unmet)
+                unmet) | {f"start:{g.name}": starts[i] for i, g in enumerate(s.generators)
+                          if g.commits}
 
 
 def _room(b: Battery, soc: float) -> float:
@@ -106,14 +143,15 @@ def _room(b: Battery, soc: float) -> float:
 
 
 def _cover(x: Inputs, s: Supply, t: int, h: float, need: float, grid_room: float,
-           prev: list[float]) -> tuple[list[float], float, float]:
-    """Generators and grid for the load left: cheaper generators, grid, the others."""
+           prev: list[float], units: list[Unit]) -> tuple[list[float], float, float]:
+    """Generators and grid for the load left: cheaper generators, grid, the others (each
+    within its ramp and the share of the bucket its start-up leaves)."""
     price = float(x.price[t]) if s.policy != "carbon" else float(x.carbon[t])
     gens = s.generators
     measure = [g.carbon_kg_per_kwh if s.policy == "carbon" else g.fuel_usd_per_kwh
                for g in gens]
     top = [min(g.power_kw, prev[i] + (g.ramp_kw_per_s or math.inf) * h * 3600)
-           for i, g in enumerate(gens)]
+           * units[i].share(g, h * 3600) for i, g in enumerate(gens)]
     out = [0.0] * len(gens)
     order = sorted(range(len(gens)), key=lambda i: measure[i])
 
@@ -159,7 +197,10 @@ def cost_usd(d: pd.DataFrame, x: Inputs, s: Supply) -> float:
     h = x.dt_s / 3600.0
     gens = sum(g.fuel_usd_per_kwh * d[f"generator_kw:{g.name}"] for g in s.generators)
     wear = sum(b.degradation_usd_per_kwh * d[f"discharge_kw:{b.name}"] for b in s.batteries)
-    return float(((x.price * d["grid_kw"] + gens + wear) * h).sum()) + restore(d, x.price, s)
+    starts = sum(g.start_cost_usd * float(d[f"start:{g.name}"].sum())
+                 for g in s.generators if g.commits)
+    return float(((x.price * d["grid_kw"] + gens + wear) * h).sum()) + restore(
+        d, x.price, s) + starts
 
 
 def carbon_kg(d: pd.DataFrame, x: Inputs, s: Supply) -> float:

@@ -11,6 +11,8 @@ bucket t of length h (hours), in kW:
   ramp[g,t]       generator[t] - generator[t-1] <= ramp_kw_per_s x dt (from 0 at t = 0)
   excess[t]       excess >= grid - import_cap_kw, >= 0 (peak_shaving: charged at
                   excess_usd_per_kwh on top of the cost)
+  deliver[g,t]    generators with a start-up time or start cost: commitment binaries
+                  (see `commitment`), which make it a MILP
 
 Objective: dcsim.supply.dispatch.objective, the measure the rule is judged by (the
 batteries' net draw from their initial charge included, at the run's mean grid
@@ -59,6 +61,7 @@ def build(x: Inputs, s: Supply) -> pyo.ConcreteModel:
         return m.soc[b, t] == before + (m.ch[b, t] * eta - m.dis[b, t] / eta) * float(h[t])
 
     m.state = pyo.Constraint(B, m.T, rule=soc)
+    commitment(m, x, s)
     m.ramp = pyo.Constraint(G, m.T, rule=lambda m, g, t: pyo.Constraint.Skip if (
         s.generators[g].ramp_kw_per_s is None) else m.gen[g, t] - (
         m.gen[g, t - 1] if t > 0 else 0.0) <= s.generators[g].ramp_kw_per_s * float(x.dt_s[t]))
@@ -77,11 +80,36 @@ def build(x: Inputs, s: Supply) -> pyo.ConcreteModel:
             s.generators[g].carbon_kg_per_kwh * m.gen[g, t] for g in G)) * float(h[t])
             for t in m.T) + unmet)
     else:
+        starts = sum(s.generators[g].start_cost_usd * m.st[g, t] for g, t in m.st)
         m.objective = pyo.Objective(expr=sum((float(x.price[t]) * m.grid[t] + sum(
             s.generators[g].fuel_usd_per_kwh * m.gen[g, t] for g in G) + sum(
             s.batteries[b].degradation_usd_per_kwh * m.dis[b, t] for b in B)) * float(h[t])
-            for t in m.T) + unmet)
+            for t in m.T) + unmet + starts)
     return m
+
+
+def commitment(m: pyo.ConcreteModel, x: Inputs, s: Supply) -> None:
+    """Generators whose starts are modelled: on[g,t] (binary), start[g,t] >= on[g,t] -
+    on[g,t-1]; deliver[g,t]: output <= power x (on - the share of the bucket a start
+    in that bucket or before still spends starting: clip((t0[start] + start_up_s -
+    t0[t]) / dt[t], 0, 1))."""
+    C = [g for g, gen in enumerate(s.generators) if gen.commits]
+    m.u = pyo.Var(C, m.T, domain=pyo.Binary)
+    m.st = pyo.Var(C, m.T, bounds=(0, 1))
+    m.started = pyo.Constraint(C, m.T, rule=lambda m, g, t: m.st[g, t] >= m.u[g, t] - (
+        m.u[g, t - 1] if t > 0 else 0))
+    dt = x.dt_s
+    t0 = np.concatenate([[0.0], np.cumsum(dt)[:-1]])
+
+    def deliver(m: pyo.ConcreteModel, g: int, t: int) -> object:
+        """Output of generator g in bucket t within what its starts leave it."""
+        gen, lost, tau = s.generators[g], [], t
+        while tau >= 0 and t0[tau] + gen.start_up_s > t0[t]:
+            lost.append(min((t0[tau] + gen.start_up_s - t0[t]) / dt[t], 1.0) * m.st[g, tau])
+            tau -= 1
+        return m.gen[g, t] <= gen.power_kw * (m.u[g, t] - sum(lost))
+
+    m.deliver = pyo.Constraint(C, m.T, rule=deliver)
 
 
 def optimal(x: Inputs, s: Supply, time_limit_s: float = 60.0) -> pd.DataFrame:
@@ -89,6 +117,7 @@ def optimal(x: Inputs, s: Supply, time_limit_s: float = 60.0) -> pd.DataFrame:
     m = build(x, s)
     opt = Highs()
     opt.config.time_limit = time_limit_s
+    opt.config.mip_gap = 0.0  # (with starts it is a MILP: never worse than the rule)
     res = opt.solve(m)
     if res.termination_condition != TerminationCondition.optimal:
         raise DcsimError(Problem("facility.supply", f"HiGHS: {res.termination_condition}",
@@ -119,4 +148,6 @@ def extract(m: pyo.ConcreteModel, x: Inputs, s: Supply) -> pd.DataFrame:
         out |= {f"soc_kwh:{bat.name}": soc[b], f"charge_kw:{bat.name}": ch[b],
                 f"discharge_kw:{bat.name}": dis[b]}
     out |= {f"generator_kw:{g.name}": gen[i] for i, g in enumerate(s.generators)}
+    out |= {f"start:{g.name}": np.round(v(m.st, i)) for i, g in enumerate(s.generators)
+            if g.commits}
     return pd.DataFrame(out)

@@ -30,6 +30,17 @@ class Generator(Spec):
     carbon_kg_per_kwh: float = Field(ge=0, description="kg CO2e per kWh made.")
     ramp_kw_per_s: float | None = Field(
         default=None, gt=0, description="Fastest change of its output, kW/s (none: any).")
+    start_up_s: float = Field(
+        default=0.0, ge=0, le=86400, description="From a start to its first power, s (0: at "
+        "once). Off, it delivers in a bucket only after its start-up: the rule starts it "
+        "when the load needs it, the optimal dispatch may start it ahead.")
+    start_cost_usd: float = Field(
+        default=0.0, ge=0, description="Cost of one start (wear, fuel to warm up), USD.")
+
+    @property
+    def commits(self) -> bool:
+        """Its starts are modelled (a start-up time or a start cost)."""
+        return self.start_up_s > 0 or self.start_cost_usd > 0
 
 
 class Battery(Spec):
