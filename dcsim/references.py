@@ -156,6 +156,11 @@ def _facility_files(s: Scenario, base_dir: Path) -> list[Problem]:
         files.append((f"facility.supply.renewables[{i}].capacity_factor_file",
                       r.capacity_factor_file, "capacity_factor"))
     out = []
+    if f.supply is not None and f.supply.on_shortfall == "cap" and (
+            s.fleet.power_capping.kind != "controller"):
+        out.append(Problem("facility.supply.on_shortfall", "cap",
+                           "fleet.power_capping kind 'controller' beside it (the controller "
+                           "caps the GPUs at run time), or on_shortfall 'report'"))
     for where, name, column in files:
         if name is None:
             continue

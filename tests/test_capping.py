@@ -4,6 +4,7 @@ meter agrees with the energy accounting, and the latency cost lands where caps w
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,72 @@ def test_horizon_table_gives_the_saving_and_the_worst_period_by_hand():
     assert rows.loc["plan", "saved vs peak"] == "25.0%"  # 1 - 60 / 80
     assert rows.loc["plan", "worst period"] == 1 and rows.loc["plan", "its p99 TTFT (s)"] == 0.9
     assert rows.loc["peak", "saved vs peak"] == "0.0%"
+
+
+def short_supply(on_shortfall: str, capping: dict | None = None) -> dict:
+    """Eight replicas drawing up to 7 kW of IT in bursts behind a grid limit of 7 kW at
+    the meter plus 4 kW of synthetic sun (PUE 1.3: 5.9 kW of IT from 06:50, 6.0 kW from
+    07:00), for 20 minutes."""
+    data = burst(capping or {"kind": "controller"}, budget_kw=40.0, rates=(10.0,),
+                 step_s=1200.0)
+    data["facility"] = {"pue": 1.3, "start_time": "2025-06-01T06:50:00", "supply": {
+        "grid_limit_kw": 7.0, "on_shortfall": on_shortfall,
+        "renewables": [{"name": "pv", "kind": "solar", "installed_kw": 4.0}]}}
+    data["simulation"]["time_bucket_s"] = 60.0
+    return data
+
+
+@pytest.fixture(scope="module")
+def supply_runs():
+    from dcsim.supply.apply import supply_tables
+
+    out = {}
+    for mode in ("cap", "report"):
+        s, rec, res = simulate_traced(short_supply(mode))
+        _, entry = supply_tables(res.power, s.facility, Path("."))
+        out[mode] = (s, rec, res, entry["rule"])
+    return out
+
+
+def test_a_short_supply_caps_the_gpus_hour_by_hour(supply_runs):
+    _, rec, _, _ = supply_runs["cap"]
+    ev = rec.capper.table()
+    sup = ev[ev["kind"] == "supply"]
+    budgets = sup[sup["event"] == "budget"]
+    # one change of budget, at 07:00; the sun is higher in the second hour. In the
+    # first, the sun at 06:50 (the lower end) counts: 0.8 sin(pi (6.833 - 6) / 12)
+    assert budgets["t_s"].tolist() == [600.0]
+    first = (7.0 + 4.0 * 0.8 * math.sin(math.pi * (50 / 60) / 12)) * 1e3 / 1.3
+    assert sup["budget_w"].iloc[0] == pytest.approx(first, rel=1e-6)
+    assert budgets["budget_w"].iloc[0] > sup["budget_w"].iloc[0]
+    # the metered draw of the whole site never exceeds the hour's budget
+    d = rec.capper.supply_d
+    held = lasting(rec.capper.trace)
+    held = held[held["domain"] == d]
+    hour = (held["t_s"] >= 600.0).astype(int)
+    assert (held["power_w"].to_numpy() <= rec.capper.supply.budgets_w[hour] * (1 + 1e-9)).all()
+    assert {"brake", "cap"} & set(sup["event"])
+
+
+def test_capping_on_shortfall_leaves_only_the_switches_unmet(supply_runs):
+    _, _, res_cap, cap = supply_runs["cap"]
+    _, _, res_rep, rep = supply_runs["report"]
+    net = res_cap.power[res_cap.power["domain"] == "network"]
+    net_kwh = float((net["power_w"] * (net["t_end_s"] - net["t_start_s"])).sum()) / 3.6e6
+    assert rep["unmet_kwh"] > 0.1  # reported: the shortfall is real
+    assert cap["unmet_kwh"] <= 1.3 * net_kwh + 1e-6  # capped: what the meter misses
+    # the latency cost is in the requests
+    assert res_cap.requests["ttft_s"].mean() > res_rep.requests["ttft_s"].mean()
+
+
+def test_capping_on_shortfall_needs_the_controller_and_a_grid_limit():
+    from dcsim.references import check_references
+
+    data = short_supply("cap")
+    data["fleet"].pop("power_capping")
+    problems = check_references(scenario_from_data(data), Path("."))
+    assert any(p.path == "facility.supply.on_shortfall" for p in problems)
+    data = short_supply("cap")
+    data["facility"]["supply"].pop("grid_limit_kw")
+    with pytest.raises(DcsimError, match="grid_limit_kw"):
+        scenario_from_data(data)

@@ -8,6 +8,7 @@ The schema-to-model translation lives here; the run stage reads only the RunMode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,8 @@ class ReplicaSpec:
     kv_capacity: int  # tokens
     power_cap_w: float | None  # after budgets; None: the GPU's default limit
     capped_costs: IterationCosts | None = None  # under the power-capping controller's cap
+    capped_cap_w: float | None = None  # its limit (None: the GPU's default)
+    costs_for: Callable[[float | None], IterationCosts] | None = None  # tables at a limit
     host_blocks: int = 0  # KV blocks host memory holds (0: no host tier)
     block_transfer_s: float = 0.0  # seconds to move one block over the replica's PCIe
 
@@ -202,7 +205,8 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
             low_cap = None if pl.capped_caps is None else limit_after_budgets(
                 cap, pl.where[r], float(pl.capped_caps[pl.where_index[r]]))
             low = None if pl.capped_caps is None else costs_for(low_cap)
-            out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, low, host_blocks, block_s))
+            out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, low, low_cap, costs_for,
+                                   host_blocks, block_s))
             rows.append(_replica_row(r, svc, gpu.id, model.id, pl, kv,
                                      host_blocks * d.kv_block_tokens, costs_for.slow[cap],
                                      costs_for(cap)))

@@ -23,14 +23,17 @@ Per domain, three moves, each an event only when it happens or is being decided
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pandas as pd
 import simpy
 
+from dcsim.engine.build import limit_after_budgets
 from dcsim.engine.costs import IterationCosts
 from dcsim.engine.recost import draw_w, recost_now
+from dcsim.engine.supply_cap import SupplyBudget, serving_caps, supply_budget
 from dcsim.hardware.capping_spec import CappingController
 from dcsim.hardware.server import wall_w
 
@@ -46,13 +49,21 @@ class Capper:
     """Meters the budgeted domains and caps, brakes and releases them (module docstring)."""
 
     def __init__(self, env: simpy.Environment, model: RunModel, replicas: list[Replica],
-                 spec: CappingController, trace: bool = False) -> None:
+                 spec: CappingController, trace: bool = False,
+                 supply: SupplyBudget | None = None) -> None:
         pl = model.placement
-        self.env, self.spec, self.replicas = env, spec, replicas
+        self.env, self.spec, self.replicas, self.model = env, spec, replicas, model
         self.doms = [d for d in pl.domains if d.budget_w is not None]
+        self.supply, self.supply_d = supply, -1
+        if supply is not None:
+            self.supply_d = len(self.doms)
+            self.doms.append(supply.domain)
         self.budget = [float(d.budget_w or 0.0) for d in self.doms]
-        self.free = [r.costs for r in model.replicas]
-        self.low: list[IterationCosts] = [r.capped_costs or r.costs for r in model.replicas]
+        # per replica, (limit W or None for the GPU's default, tables): as asked, under
+        # the static domains' cap, under the supply's cap of the hour
+        self.free = [(r.power_cap_w, r.costs) for r in model.replicas]
+        self.low = [(r.capped_cap_w, r.capped_costs or r.costs) for r in model.replicas]
+        self.short = list(self.low)
         self.where = pl.where_index
         self.servers = pl.servers
         self.server_doms: dict[int, list[int]] = {}
@@ -75,11 +86,15 @@ class Capper:
         self.excess_w = [0.0] * n  # the most the metered draw ever stood above the budget
         self.capped_since, self.capped_s = [0.0] * n, [0.0] * n
         self.braking = 0  # > 0 while a brake recosts its replicas
-        self.rows: list[tuple[float, int, str, float]] = []
+        self.rows: list[tuple[float, int, str, float, float]] = []  # ... draw, budget
         self.trace: list[tuple[float, int, float]] | None = [] if trace else None
         for r in {r for reps in self.dom_reps for r in reps}:
             self.update(replicas[r])
             replicas[r].meter = self.update  # type: ignore[assignment]
+        if supply is not None:
+            self._supply_limits(0)
+            for k in range(1, len(supply.starts_s)):
+                self._after(float(supply.starts_s[k]), lambda k=k: self._new_budget(k))
 
     def update(self, rep: Replica) -> None:
         """Replica `rep`'s draw may have changed: meter its domains and act on them."""
@@ -106,9 +121,54 @@ class Capper:
         return self.energy[d] + self.total[d] * (self.env.now - self.since[d])
 
     def costs_now(self, r: int) -> IterationCosts:
-        """Replica r's tables as its domains stand (capped if any of them is)."""
-        capped = any(self.capped[d] for d in self.server_doms.get(self.where[r], ()))
-        return self.low[r] if capped else self.free[r]
+        """Replica r's tables as its domains stand: the lowest limit of those that hold
+        (as asked; the static cap if a rack, row or the facility is capped; the supply's
+        if it is)."""
+        doms = self.server_doms.get(self.where[r], ())
+        options = [self.free[r]]
+        if any(self.capped[d] for d in doms if d != self.supply_d):
+            options.append(self.low[r])
+        if self.supply_d in doms and self.capped[self.supply_d]:
+            options.append(self.short[r])
+        return min(options, key=lambda o: math.inf if o[0] is None else o[0])[1]
+
+    def _supply_limits(self, k: int) -> None:
+        """The supply's limits for hour k's budget, per replica."""
+        assert self.supply is not None
+        caps = serving_caps(self.model, self.supply, float(self.supply.budgets_w[k]))
+        pl = self.model.placement
+        for r, spec in enumerate(self.model.replicas):
+            if spec.costs_for is None:
+                continue
+            cap = limit_after_budgets(spec.power_cap_w, pl.where[r], float(caps[self.where[r]]))
+            self.short[r] = (cap, spec.costs_for(cap))
+
+    def _new_budget(self, k: int) -> None:
+        """Hour k begins: the supply's budget and limits change; a capped domain moves to
+        the new limits at once where they are lower, from the next iteration where not."""
+        assert self.supply is not None
+        d = self.supply_d
+        self.budget[d] = float(self.supply.budgets_w[k])
+        self._supply_limits(k)
+        self.rows.append((self.env.now, d, "budget", self.total[d], self.budget[d]))
+        if self.capped[d]:
+            self._retarget(d, brake=True)
+        self._check(d)
+
+    def _retarget(self, d: int, brake: bool) -> None:
+        """Every replica of domain d under the tables its domains now call for: at once
+        where they are lower (a brake), from its next iteration otherwise."""
+        self.braking += brake
+        for r in self.dom_reps[d]:
+            rep, target = self.replicas[r], self.costs_now(r)
+            if rep.costs is target:
+                continue
+            if brake and _limit(target) < _limit(rep.costs):
+                recost_now(rep, target)
+                self.update(rep)
+            else:
+                _apply(rep, target)
+        self.braking -= brake
 
     def _check(self, d: int) -> None:
         tot, b, spec = self.total[d], self.budget[d], self.spec
@@ -149,18 +209,8 @@ class Capper:
         now = self.env.now
         self.capped[d], self.capped_since[d] = True, now
         self.hold_v[d] += 1
-        self.rows.append((now, d, event, self.total[d]))
-        self.braking += event == "brake"
-        for r in self.dom_reps[d]:
-            rep = self.replicas[r]
-            if rep.costs is self.low[r]:
-                continue
-            if event == "brake":
-                recost_now(rep, self.low[r])
-                self.update(rep)
-            else:
-                _apply(rep, self.low[r])
-        self.braking -= event == "brake"
+        self.rows.append((now, d, event, self.total[d], self.budget[d]))
+        self._retarget(d, event == "brake")
         self._check(d)
         self._hold(d, self.hold_v[d])
 
@@ -179,33 +229,39 @@ class Capper:
         now = self.env.now
         self.capped[d] = False
         self.capped_s[d] += now - self.capped_since[d]
-        self.rows.append((now, d, "release", self.total[d]))
-        for r in self.dom_reps[d]:
-            costs = self.costs_now(r)
-            if self.replicas[r].costs is not costs:
-                _apply(self.replicas[r], costs)
+        self.rows.append((now, d, "release", self.total[d], self.budget[d]))
+        self._retarget(d, brake=False)
         self._check(d)  # the draw may be up already
 
     def table(self) -> pd.DataFrame:
-        """One row per cap, brake and release: time, domain, the metered draw, budget."""
+        """One row per cap, brake, release and (the supply's) change of budget: time,
+        domain, the metered draw and the budget then."""
         if not self.rows:
             return pd.DataFrame({c: [] for c in COLUMNS})
-        return pd.DataFrame([(t, self.doms[d].kind, self.doms[d].name, ev, w, self.budget[d])
-                             for t, d, ev, w in self.rows], columns=COLUMNS)
+        return pd.DataFrame([(t, self.doms[d].kind, self.doms[d].name, ev, w, b)
+                             for t, d, ev, w, b in self.rows], columns=COLUMNS)
 
     def summary(self, end_s: float) -> list[dict[str, object]]:
         """Per budgeted domain: caps, brakes, time capped, peak and excess of the metered
-        draw over the run."""
+        draw over the run (the supply's budget: its lowest hour's)."""
         out = []
         for d, dom in enumerate(self.doms):
             capped_s = self.capped_s[d] + (end_s - self.capped_since[d] if self.capped[d]
                                            else 0.0)
-            events = [ev for _, k, ev, _ in self.rows if k == d]
-            out.append({"kind": dom.kind, "name": dom.name, "budget_w": self.budget[d],
+            events = [ev for _, k, ev, _, _ in self.rows if k == d]
+            budget = (float(self.supply.budgets_w.min()) if d == self.supply_d
+                      and self.supply is not None else self.budget[d])
+            out.append({"kind": dom.kind, "name": dom.name, "budget_w": budget,
                         "caps": events.count("cap"), "brakes": events.count("brake"),
                         "capped_s": capped_s, "capped_share": capped_s / end_s,
                         "peak_w": self.peak_w[d], "excess_w": self.excess_w[d]})
         return out
+
+
+def _limit(costs: IterationCosts) -> float:
+    """The GPU limit a cost table answers at, W (the default limit: infinite)."""
+    cap = costs.decode_cost.power_cap_w
+    return math.inf if cap is None else float(cap)
 
 
 def _apply(rep: Replica, costs: IterationCosts) -> None:
@@ -233,10 +289,12 @@ def _base_gpu_w(model: RunModel, si: int) -> float:
 
 def start_capping(env: simpy.Environment, model: RunModel, replicas: list[Replica],
                   trace: bool = False) -> Capper | None:
-    """The controller, if the scenario asks for one and has a budget."""
+    """The controller, if the scenario asks for one and has a budget (or its supply
+    caps on shortfall)."""
     spec = model.scenario.fleet.power_capping
     if not isinstance(spec, CappingController):
         return None
-    if not any(d.budget_w is not None for d in model.placement.domains):
+    supply = supply_budget(model)
+    if supply is None and not any(d.budget_w is not None for d in model.placement.domains):
         return None
-    return Capper(env, model, replicas, spec, trace)
+    return Capper(env, model, replicas, spec, trace, supply)

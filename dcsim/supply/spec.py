@@ -86,10 +86,20 @@ class Supply(Spec):
         "costs (a demand charge or the contract's penalty; the default is an assumption "
         "that makes exceeding the cap a last resort before unmet load).")
 
+    on_shortfall: Literal["report", "cap"] = Field(
+        default="report", description="When the site's firm supply (grid_limit_kw, the "
+        "renewables' output at the hour, the generators' power; not the batteries, whose "
+        "charge the dispatch decides after the run) cannot carry the facility: report the "
+        "shortfall as unmet load, or cap the GPUs at run time through the power-capping "
+        "controller (fleet.power_capping kind controller) so the IT load fits it.")
+
     @model_validator(mode="after")
     def _cap(self) -> Supply:
         if self.policy == "peak_shaving" and self.import_cap_kw is None:
             raise ValueError("policy peak_shaving needs import_cap_kw")
+        if self.on_shortfall == "cap" and self.grid_limit_kw is None:
+            raise ValueError("on_shortfall cap needs grid_limit_kw (without a grid limit "
+                             "the supply has no shortfall to cap)")
         names = [x.name for x in (*self.renewables, *self.generators, *self.batteries)]
         if len(set(names)) != len(names):
             raise ValueError(f"supply names must be unique, got {names}")
