@@ -254,6 +254,15 @@ def test_a_short_supply_caps_the_gpus_hour_by_hour(supply_runs):
     hour = (held["t_s"] >= 600.0).astype(int)
     assert (held["power_w"].to_numpy() <= rec.capper.supply.budgets_w[hour] * (1 + 1e-9)).all()
     assert {"brake", "cap"} & set(sup["event"])
+    # capped, the server's worst case (eight GPUs at the limit, host at full load)
+    # fills the hour's budget exactly: the highest common limit that fits
+    from dcsim.catalog import load_catalog
+    from dcsim.hardware.server import wall_w
+
+    cat = load_catalog()
+    for row in sup.itertuples():
+        worst = wall_w(8 * row.limit_w, cat.server("dgx-h200"), cat.gpu("H200-SXM"))
+        assert worst == pytest.approx(row.budget_w, rel=1e-6)
 
 
 def test_capping_on_shortfall_leaves_only_the_switches_unmet(supply_runs):
@@ -278,3 +287,14 @@ def test_capping_on_shortfall_needs_the_controller_and_a_grid_limit():
     data["facility"]["supply"].pop("grid_limit_kw")
     with pytest.raises(DcsimError, match="grid_limit_kw"):
         scenario_from_data(data)
+
+
+def test_a_controller_that_never_acts_changes_nothing_and_adds_no_event():
+    """No polling: with a budget the draw never nears, the controlled run is the static
+    run request by request, with the same SimPy events."""
+    static = simulate_traced(burst(None, budget_kw=40.0, rates=(20.0,), step_s=60.0))
+    ctrl = simulate_traced(burst({"kind": "controller"}, budget_kw=40.0, rates=(20.0,),
+                                 step_s=60.0))
+    assert ctrl[1].capper.table().empty
+    assert ctrl[1].events == static[1].events
+    pd.testing.assert_frame_equal(ctrl[2].requests, static[2].requests)

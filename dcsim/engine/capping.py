@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from dcsim.engine.build import RunModel
     from dcsim.engine.replica import Replica
 
-COLUMNS = ["t_s", "kind", "domain", "event", "power_w", "budget_w"]
+COLUMNS = ["t_s", "kind", "domain", "event", "power_w", "budget_w", "limit_w"]
 TOLERANCE = 1e-9  # relative: sums of floats that equal the budget exactly may land above
 
 
@@ -86,7 +86,8 @@ class Capper:
         self.excess_w = [0.0] * n  # the most the metered draw ever stood above the budget
         self.capped_since, self.capped_s = [0.0] * n, [0.0] * n
         self.braking = 0  # > 0 while a brake recosts its replicas
-        self.rows: list[tuple[float, int, str, float, float]] = []  # ... draw, budget
+        # (t, domain, event, draw W, budget W, capped limit W)
+        self.rows: list[tuple[float, int, str, float, float, float]] = []
         self.trace: list[tuple[float, int, float]] | None = [] if trace else None
         for r in {r for reps in self.dom_reps for r in reps}:
             self.update(replicas[r])
@@ -150,7 +151,7 @@ class Capper:
         d = self.supply_d
         self.budget[d] = float(self.supply.budgets_w[k])
         self._supply_limits(k)
-        self.rows.append((self.env.now, d, "budget", self.total[d], self.budget[d]))
+        self._log(d, "budget")
         if self.capped[d]:
             self._retarget(d, brake=True)
         self._check(d)
@@ -209,7 +210,7 @@ class Capper:
         now = self.env.now
         self.capped[d], self.capped_since[d] = True, now
         self.hold_v[d] += 1
-        self.rows.append((now, d, event, self.total[d], self.budget[d]))
+        self._log(d, event)
         self._retarget(d, event == "brake")
         self._check(d)
         self._hold(d, self.hold_v[d])
@@ -229,29 +230,42 @@ class Capper:
         now = self.env.now
         self.capped[d] = False
         self.capped_s[d] += now - self.capped_since[d]
-        self.rows.append((now, d, "release", self.total[d], self.budget[d]))
+        self._log(d, "release")
         self._retarget(d, brake=False)
         self._check(d)  # the draw may be up already
 
     def table(self) -> pd.DataFrame:
         """One row per cap, brake, release and (the supply's) change of budget: time,
-        domain, the metered draw and the budget then."""
+        domain, the metered draw, the budget and the serving GPUs' capped limit then."""
         if not self.rows:
             return pd.DataFrame({c: [] for c in COLUMNS})
-        return pd.DataFrame([(t, self.doms[d].kind, self.doms[d].name, ev, w, b)
-                             for t, d, ev, w, b in self.rows], columns=COLUMNS)
+        return pd.DataFrame([(t, self.doms[d].kind, self.doms[d].name, ev, w, b, lim)
+                             for t, d, ev, w, b, lim in self.rows], columns=COLUMNS)
+
+    def _log(self, d: int, event: str) -> None:
+        """A row of the table: the domain's draw, budget and capped limit now (the lowest
+        its serving replicas get while it is capped, W)."""
+        if d == self.supply_d:
+            options = [self.short[r][0] for r in self.dom_reps[d]]
+        else:
+            options = [self.low[r][0] for r in self.dom_reps[d]]
+        limits = [math.inf if x is None else x for x in options]
+        self.rows.append((self.env.now, d, event, self.total[d], self.budget[d],
+                          min(limits, default=math.nan)))
 
     def summary(self, end_s: float) -> list[dict[str, object]]:
         """Per budgeted domain: caps, brakes, time capped, peak and excess of the metered
-        draw over the run (the supply's budget: its lowest hour's)."""
+        draw over the run (the supply's budget: its lowest and highest hour's)."""
         out = []
         for d, dom in enumerate(self.doms):
             capped_s = self.capped_s[d] + (end_s - self.capped_since[d] if self.capped[d]
                                            else 0.0)
-            events = [ev for _, k, ev, _, _ in self.rows if k == d]
-            budget = (float(self.supply.budgets_w.min()) if d == self.supply_d
-                      and self.supply is not None else self.budget[d])
-            out.append({"kind": dom.kind, "name": dom.name, "budget_w": budget,
+            events = [row[2] for row in self.rows if row[1] == d]
+            lo = hi = self.budget[d]
+            if d == self.supply_d and self.supply is not None:
+                lo, hi = float(self.supply.budgets_w.min()), float(self.supply.budgets_w.max())
+            out.append({"kind": dom.kind, "name": dom.name, "budget_w": lo,
+                        "budget_max_w": hi,
                         "caps": events.count("cap"), "brakes": events.count("brake"),
                         "capped_s": capped_s, "capped_share": capped_s / end_s,
                         "peak_w": self.peak_w[d], "excess_w": self.excess_w[d]})

@@ -40,7 +40,7 @@ def capped_spans(capping: pd.DataFrame, end_s: float) -> pd.DataFrame:
     for (kind, name), g in capping.groupby(["kind", "domain"], sort=True):
         start = None
         for ev in g.itertuples():
-            if ev.event != "release" and start is None:
+            if ev.event in ("cap", "brake") and start is None:
                 start = ev.t_s
             elif ev.event == "release" and start is not None:
                 spans.append((f"{kind} {name}", start, ev.t_s))
@@ -57,26 +57,28 @@ def timeline(scaling: pd.DataFrame, capping: pd.DataFrame, timeseries: pd.DataFr
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=("replicas serving", "GPU power limit (W)",
                                         "requests waiting"))
-    steps = serving_steps(scaling, replicas) if len(scaling) else pd.DataFrame()
+    counts = replicas.groupby(replicas["service"].astype(str)).size()
+    steps = serving_steps(scaling, replicas) if len(scaling) else pd.DataFrame(
+        {"t_s": 0.0, "service": counts.index, "serving": counts.to_numpy()})
     for i, svc in enumerate(sorted(replicas["service"].astype(str).unique())):
         c = COLORS[i % 10]
-        if len(steps):
-            s = steps[steps["service"] == svc]
-            fig.add_trace(go.Scatter(x=np.append(s["t_s"], end_s) / 3600, mode="lines",
-                                     y=np.append(s["serving"], s["serving"].iloc[-1]),
-                                     line={"shape": "hv", "color": c}, name=svc,
-                                     legendgroup=svc), row=1, col=1)
+        s = steps[steps["service"] == svc]
+        fig.add_trace(go.Scatter(x=np.append(s["t_s"], end_s) / 3600, mode="lines",
+                                 y=np.append(s["serving"], s["serving"].iloc[-1]),
+                                 line={"shape": "hv", "color": c}, name=svc,
+                                 legendgroup=svc), row=1, col=1)
+        if len(scaling):
             _marks(fig, scaling, replicas, svc, s, c)
         if "limit_w" in replicas:  # (folders of older versions lack it)
             t, w = limit_steps(scaling, capping, replicas, svc, end_s)
-            fig.add_trace(go.Scatter(x=np.append(t, end_s) / 3600, y=np.append(w, w[-1]), mode="lines",
-                                     line={"shape": "hv", "color": c}, name=f"{svc}: limit",
-                                     legendgroup=svc, showlegend=False), row=2, col=1)
+            fig.add_trace(go.Scatter(x=np.append(t, end_s) / 3600, y=np.append(w, w[-1]),
+                                     mode="lines", line={"shape": "hv", "color": c},
+                                     name=f"{svc}: limit", legendgroup=svc,
+                                     showlegend=False), row=2, col=1)
         q = timeseries[timeseries["service"].astype(str) == svc].groupby("t_start_s")[
             "queue_length"].sum()
         fig.add_trace(go.Scatter(x=q.index / 3600, y=q.to_numpy(), line={"color": c},
-                                 name=svc, legendgroup=svc, showlegend=not len(steps)),
-                      row=3, col=1)
+                                 name=svc, legendgroup=svc, showlegend=False), row=3, col=1)
     for sp in capped_spans(capping, end_s).itertuples() if len(capping) else ():
         fig.add_vrect(x0=sp.start_s / 3600, x1=sp.end_s / 3600, fillcolor="red",
                       opacity=0.12, line_width=0, row="all", col=1)
@@ -105,19 +107,28 @@ def _marks(fig: go.Figure, scaling: pd.DataFrame, replicas: pd.DataFrame, svc: s
 def limit_steps(scaling: pd.DataFrame, capping: pd.DataFrame, replicas: pd.DataFrame,
                 svc: str, end_s: float) -> tuple[np.ndarray, np.ndarray]:
     """The GPU limit of the service's first replica over time, W (t_s, limit_w as steps):
-    its schedule's limit changes, or under the capping controller its capped limit while
-    its rack, row or the facility is capped."""
+    its schedule's limit changes, or under the capping controller the lowest capped
+    limit (capping.parquet's limit_w) of its rack, row, the facility and the site's
+    supply while they are capped."""
     first = replicas[replicas["service"].astype(str) == svc].iloc[0]
     if "capped_limit_w" in replicas and pd.notna(first.get("capped_limit_w")):
         mine = capping[((capping["kind"] == "rack") & (capping["domain"] == first["rack"]))
                        | ((capping["kind"] == "row") & (capping["domain"] == first["row"]))
-                       | (capping["kind"] == "facility")] if len(capping) else capping
-        spans = capped_spans(mine, end_s) if len(mine) else pd.DataFrame(
-            columns=["start_s", "end_s"])
-        edges = sorted(t for t in {0.0, *spans["start_s"], *spans["end_s"]} if t < end_s)
-        inside = [((spans["start_s"] <= t) & (spans["end_s"] > t)).any() for t in edges]
-        w = [first["capped_limit_w"] if c else first["limit_w"] for c in inside]
-        return np.array(edges), np.array(w, dtype=float)
+                       | capping["kind"].isin(["facility", "supply"])] if len(capping) \
+            else capping
+        t, w = [0.0], [float(first["limit_w"])]
+        capped: dict[tuple[str, str], float] = {}
+        for ev in mine.sort_values("t_s", kind="stable").itertuples():
+            key = (ev.kind, ev.domain)
+            if ev.event in ("cap", "brake"):
+                capped[key] = ev.limit_w
+            elif ev.event == "release":
+                capped.pop(key, None)
+            elif key in capped:  # a new hour's budget
+                capped[key] = ev.limit_w
+            t.append(float(ev.t_s))
+            w.append(min([float(first["limit_w"]), *capped.values()]))
+        return np.array(t), np.array(w)
     lim = scaling[(scaling["replica"] == first["replica"]) & (scaling["event"] == "limit")]
     t = np.concatenate([[0.0], lim["t_s"].to_numpy()])
     w = np.concatenate([[first["limit_w"]],
