@@ -74,3 +74,27 @@ def test_the_plan_and_the_run_take_the_same_lead():
                + 20.0)
     assert lead == pytest.approx(by_hand)
     assert plan_lead_s(s, svc, cat) == lead
+
+
+def test_a_change_of_gpu_limit_alone_starts_nothing():
+    # A at full power (10 req/s) and at 420 W (7 req/s, no power above idle): the same
+    # family. 14 req/s then 20: two at 420 W, then two at full power. All 16 GPUs serve
+    # both hours; were a limit change a cold start, the two at full power could not
+    # pre-warm beside the two at 420 W and period 0 would have to run them already
+    low = dict(A, planned_rps=7.0, power_a_w=800.0, power_cap_w=420.0)
+    x = replace(_inputs([A, low], [[14.0, 20.0]]), cold_starts=True)
+    m, obj = _solve(x)
+    assert replicas(m, 0) == [0, 2] and replicas(m, 1) == [2, 0]
+    assert obj == pytest.approx((1600 + 0 + 1600 + 400) / 1e3)
+
+
+def test_the_plan_scenario_changes_a_limit_in_place_and_starts_replicas_a_lead_early():
+    from dcsim.optimize.plan_scenario import schedule_steps
+
+    steps = schedule_steps([1, 1, 2, 1], 600.0, 90.0, [420.0, 560.0, 560.0, 420.0])
+    assert [(s.at_s, s.replicas, s.power_cap_w) for s in steps] == [
+        (0.0, 1, 420.0), (600.0, 1, 560.0), (1110.0, 2, 560.0), (1800.0, 1, 420.0)]
+    # more replicas and a new limit in one period: they start under the old one
+    both = schedule_steps([1, 2], 600.0, 90.0, [420.0, None])
+    assert [(s.at_s, s.replicas, s.power_cap_w) for s in both] == [
+        (0.0, 1, 420.0), (510.0, 2, 420.0), (600.0, 2, None)]

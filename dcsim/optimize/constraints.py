@@ -149,20 +149,25 @@ def reconfig(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
 
 
 def cold_starts(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
-    """cold_start[c,t]: replicas a configuration adds for period t load in the last lead
-    of period t-1 (warm); pre_warm[g,t]: those GPUs are free then, beside the replicas
-    serving in period t-1, the jobs' servers and the spares."""
+    """cold_start[f,t]: replicas a family of configurations (a service's GPU type, tp and
+    batch limit; its members differ only in GPU limit, which changes in place) adds for
+    period t load in the last lead of period t-1 (warm); pre_warm[g,t]: those GPUs are
+    free then, beside the replicas serving in period t-1, the jobs' servers and the
+    spares."""
     later = [t for t in m.T if t > 0] if x.cold_starts else []
-    m.warm = pyo.Var(m.C, later, domain=pyo.NonNegativeReals)
-    m.cold_start = pyo.Constraint(m.C, later, rule=lambda m, c, t: m.warm[c, t]
-                                  >= m.N[c, t] - m.N[c, t - 1])
+    m.F = pyo.Set(initialize=range(len(d.families)))
+    m.warm = pyo.Var(m.F, later, domain=pyo.NonNegativeReals)
+    m.cold_start = pyo.Constraint(m.F, later, rule=lambda m, f, t: m.warm[f, t] >= pyo.quicksum(
+        m.N[c, t] - m.N[c, t - 1] for c in d.families[f]))
     total = {g: sum(n for (_, g2), n in d.have.items() if g2 == g) for g in d.per}
     held = set(m.job_gpu) if len(m.O) and x.spares else set()
 
     def rule(m: pyo.ConcreteModel, g: str, t: int) -> object:
         """GPUs of type g serving in t-1 and warming for t fit the servers jobs leave."""
         cs = [c for k in d.levels[g] for c in d.users[(g, k)]]
-        need = pyo.quicksum(d.tp[c] * (m.N[c, t - 1] + m.warm[c, t]) for c in cs)
+        fs = [f for f, members in enumerate(d.families) if d.gpu[members[0]] == g]
+        need = (pyo.quicksum(d.tp[c] * m.N[c, t - 1] for c in cs)
+                + pyo.quicksum(d.tp[d.families[f][0]] * m.warm[f, t] for f in fs))
         taken = pyo.quicksum(jobs.servers_in(m, r, g, t - 1) for r in d.rack_rows)
         extra = m.extra[g, t - 1] if x.elastic else 0
         return need <= d.per[g] * (total.get(g, 0) - (x.spares if g in held else 0)

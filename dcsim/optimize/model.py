@@ -35,6 +35,9 @@ from dcsim.hardware.facility import Overhead, facility_power_w
 from dcsim.optimize import jobs
 from dcsim.optimize.constraints import FAMILIES, Family
 
+# configurations of a service that differ only in GPU limit: a limit changes in place
+FAMILY = ["service_index", "gpu", "tp", "max_num_seqs"]
+
 
 @dataclass(frozen=True)
 class Fleet:
@@ -90,6 +93,8 @@ class _Data:
     have: dict[tuple[str, str], int]
     twins: list[tuple[str, str]]  # consecutive racks that differ only in name
     warm_w: list[float]  # W a replica's cold start adds over the period before it is used
+    families: list[list[int]]  # configurations that differ only in GPU limit
+    gpu: list[str]  # per configuration
 
 
 def _data(x: Inputs) -> _Data:
@@ -121,7 +126,10 @@ def _data(x: Inputs) -> _Data:
         rack_rows=rack_rows,
         peak={key: float(peak_w[cs[0]]) for key, cs in users.items()},
         have={(r, g): n for r, rs in rack_rows.items() for g, _, n, _ in rs}, twins=[],
-        warm_w=[cold_start_w(r, x.period_s, x.servers_off) for r in tab.to_dict("records")])
+        warm_w=[cold_start_w(r, x.period_s, x.servers_off) for r in tab.to_dict("records")],
+        families=[[int(c) for c in v] for v in tab.groupby(
+            [k for k in FAMILY if k in tab], sort=False).indices.values()],
+        gpu=tab["gpu"].tolist())
     out.twins = _twins(x, out)
     return out
 
@@ -215,7 +223,8 @@ def _warming_w(m: pyo.ConcreteModel, d: _Data, t: int) -> object:
     """Power the cold starts for period t + 1 draw in period t, W (0 without them)."""
     if not hasattr(m, "warm") or (0, t + 1) not in m.warm:
         return 0.0
-    return pyo.quicksum(d.warm_w[c] * m.warm[c, t + 1] for c in m.C if d.warm_w[c] > 0)
+    return pyo.quicksum(d.warm_w[fs[0]] * m.warm[f, t + 1] for f, fs in enumerate(d.families)
+                        if d.warm_w[fs[0]] > 0)
 
 
 def cold_start_w(row: pd.Series | dict, period_s: float, servers_off: bool) -> float:
@@ -232,12 +241,13 @@ def cold_start_w(row: pd.Series | dict, period_s: float, servers_off: bool) -> f
 
 def cold_starts_w(dep: pd.DataFrame, x: Inputs) -> np.ndarray:
     """Per period, the power of the cold starts for the next period's added replicas, W
-    (a plan's or a baseline's deployment rows)."""
+    (a plan's or a baseline's deployment rows), per family of configurations (a change
+    of GPU limit alone starts nothing)."""
     n = x.demand.shape[1]
     out = np.zeros(n)
     if not x.cold_starts or not len(dep):
         return out
-    for _, g in dep.groupby(["service_index", "config"], sort=False):
+    for _, g in dep.groupby([k for k in FAMILY if k in dep], sort=False):
         per = g.groupby("period")["replicas"].sum().reindex(range(n), fill_value=0).to_numpy()
         added = np.maximum(np.diff(per), 0)  # for periods 1..n-1, loading in 0..n-2
         out[:-1] += added * cold_start_w(g.iloc[0], x.period_s, x.servers_off)

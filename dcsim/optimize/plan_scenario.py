@@ -1,23 +1,27 @@
 """A plan (or a baseline) as one runnable scenario over its whole horizon: plan.yaml.
 
-Each (service, configuration) the plan uses becomes a service `service@configuration`
-(as in the per-period check, dcsim.optimize.verify) with Poisson arrivals at the
-plan's load of each period (`steps` arrivals) and a schedule of its replicas per
-period. A period that needs more replicas than the one before starts them a cold
-start's lead earlier (server boot where servers switch off, weight load at the
-file system's per-client bandwidth, engine warm-up), so that they are ready at the
-period's start; replicas a period no longer needs drain from its start. Training
-jobs run at the plan's limits, racks and starts.
+The configurations of a service that differ only in GPU limit (a family: GPU type,
+tp, batch limit) become one service `service@GPU/tpN/bM` with Poisson arrivals at the
+plan's load of each period (`steps` arrivals) and a schedule of its replicas and GPU
+limit per period: a limit changes in place at the period, as operators set it, and
+where a period uses several limits of one family, the highest. A period that needs
+more replicas than the one before starts them a cold start's lead earlier (server
+boot where servers switch off, weight load at the file system's per-client
+bandwidth, engine warm-up), so that they are ready at the period's start; replicas a
+period no longer needs drain from its start. Training jobs run at the plan's limits,
+racks and starts.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from dcsim.catalog import Catalog
 from dcsim.engine.build import placement, split_workloads
 from dcsim.engine.build_scaling import cold_start_lead_s as replica_lead_s
 from dcsim.errors import DcsimError
+from dcsim.optimize.model import FAMILY
 from dcsim.optimize.verify import replica_service
 from dcsim.scenario import Scenario
 from dcsim.workloads.scaling import ScheduledScaling, ScheduleStep
@@ -30,29 +34,45 @@ def cold_start_lead_s(s: Scenario, svc: InferenceService, cat: Catalog) -> float
     return replica_lead_s(s.fleet, d, cat.gpu(d.gpu), cat.model(svc.model))
 
 
-def schedule_steps(replicas: list[int], period_s: float, lead_s: float) -> list[ScheduleStep]:
-    """Steps for replicas per period: increases a lead early, decreases at the period."""
-    steps = [ScheduleStep(at_s=0.0, replicas=replicas[0])]
+def schedule_steps(replicas: list[int], period_s: float, lead_s: float,
+                   limits: list[float | None] | None = None) -> list[ScheduleStep]:
+    """Steps for replicas (and GPU limits) per period: increases a lead early, decreases
+    and limit changes at the period (a limit changes in place, without a cold start)."""
+    limits = limits or [None] * len(replicas)
+    steps = [ScheduleStep(at_s=0.0, replicas=replicas[0], power_cap_w=limits[0])]
     for t in range(1, len(replicas)):
-        n, prev = replicas[t], replicas[t - 1]
-        if n == prev:
-            continue
-        at = t * period_s - (lead_s if n > prev else 0.0)
-        at = max(at, steps[-1].at_s + 1e-3)  # in order, if leads overlap
-        steps.append(ScheduleStep(at_s=round(at, 3), replicas=n))
+        n, prev, cap = replicas[t], replicas[t - 1], limits[t]
+        if n > prev:  # started a lead early, under the limit still in force
+            at = max(t * period_s - lead_s, steps[-1].at_s + 1e-3)  # in order
+            steps.append(ScheduleStep(at_s=round(at, 3), replicas=n,
+                                      power_cap_w=steps[-1].power_cap_w))
+        if n < prev or cap != steps[-1].power_cap_w:
+            at = max(t * period_s, steps[-1].at_s + 1e-3)
+            steps.append(ScheduleStep(at_s=round(at, 3), replicas=n, power_cap_w=cap))
     return steps
 
 
-def config_service(s: Scenario, svc: InferenceService, rows: pd.DataFrame, n: int,
+def family_service(s: Scenario, svc: InferenceService, rows: pd.DataFrame, n: int,
                    period_s: float, cat: Catalog, use_servers: bool) -> InferenceService:
-    """One (service, configuration) of a plan over all n periods."""
-    by_t = rows.set_index("period")
+    """The configurations of one service that differ only in GPU limit, over all n
+    periods: one service whose schedule sets each period's replicas and limit (the
+    highest in use in the period where several are)."""
+    per = rows.assign(cap=rows["power_cap_w"].astype(float).fillna(np.inf)).groupby("period")
+    by_t = pd.DataFrame({"replicas": per["replicas"].sum(), "load_rps": per["load_rps"].sum(),
+                         "cap": per["cap"].max()})
     replicas = [int(by_t.at[t, "replicas"]) if t in by_t.index else 0 for t in range(n)]
     rates = [float(by_t.at[t, "load_rps"]) if t in by_t.index else 0.0 for t in range(n)]
-    widest = rows.loc[rows["replicas"].idxmax()]
+    caps: list[float | None] = []
+    for t in range(n):  # a period without replicas keeps the limit before it
+        cap = float(by_t.at[t, "cap"]) if t in by_t.index else (caps[-1] if caps else np.inf)
+        caps.append(cap if cap is not None and np.isfinite(cap) else None)
+    widest = rows.loc[rows["replicas"].idxmax()].copy()
+    widest["replicas"] = max(replicas)
+    widest["power_cap_w"] = np.nan  # the schedule sets the limits
+    widest["config"] = f"{widest['gpu']}/tp{int(widest['tp'])}/b{int(widest['max_num_seqs'])}"
     base = replica_service(svc, widest, use_servers)
     lead = cold_start_lead_s(s, base, cat)
-    scaling = ScheduledScaling(steps=schedule_steps(replicas, period_s, lead))
+    scaling = ScheduledScaling(steps=schedule_steps(replicas, period_s, lead, caps))
     return InferenceService.model_validate(base.model_copy(update={
         "arrival": StepArrivals(step_s=period_s, rates_per_s=rates),
         "scaling": scaling}).model_dump())
@@ -69,8 +89,8 @@ def plan_scenario(s: Scenario, services: list[InferenceService], dep: pd.DataFra
     why = ""
     for use_servers in ("servers" in dep.columns, False):
         workloads: list[InferenceService | TrainingJob] = [
-            config_service(s, services[int(k[0])], g, n, period_s, cat, use_servers)
-            for k, g in dep.groupby(["service_index", "config"], sort=True)]
+            family_service(s, services[int(k[0])], g, n, period_s, cat, use_servers)
+            for k, g in dep.groupby(FAMILY, sort=True)]
         sim = s.simulation.model_copy(update={
             "duration_s": n * period_s, "warmup_s": min(s.simulation.warmup_s, period_s / 5)})
         sc = Scenario.model_validate(s.model_copy(update={
