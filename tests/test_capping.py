@@ -105,16 +105,23 @@ def test_a_cap_comes_a_window_and_a_reaction_after_the_crossing():
         assert mean >= level
 
 
-def test_capped_spans_hold_at_least_hold_s():
+def test_a_cap_lifts_after_a_hold_span_whose_mean_is_below_the_release_level():
     _, rec, _ = simulate_traced(burst({"kind": "controller", "hold_s": 15.0}))
     ev = rec.capper.table()
-    starts = ev[ev["event"] != "release"]["t_s"].to_numpy()
+    starts = ev[ev["event"].isin(["cap", "brake"])]["t_s"].to_numpy()
     ends = ev[ev["event"] == "release"]["t_s"].to_numpy()
     assert len(ends) > 0
+    held = lasting(rec.capper.trace)
+    t, w = held["t_s"].to_numpy(), held["power_w"].to_numpy()
+    level = 0.8 * BUDGET_KW * 1e3
     for t_end in ends:
-        t0 = starts[starts < t_end].max()
-        gap = (t_end - t0) / 15.0
-        assert gap >= 1 - 1e-9 and abs(gap - round(gap)) < 1e-6  # whole hold spans
+        assert t_end - starts[starts < t_end].max() >= 15.0 - 1e-9  # held at least hold_s
+        # the mean metered draw over the hold span before the release
+        inside = (t >= t_end - 15.0) & (t < t_end)
+        k = np.searchsorted(t, t_end - 15.0, side="right") - 1
+        tt = np.concatenate([[t_end - 15.0], t[inside], [t_end]])
+        ww = np.concatenate([[w[k]], w[inside]])
+        assert np.sum(ww * np.diff(tt)) / 15.0 < level
 
 
 def test_the_latency_cost_lands_where_caps_were(controlled):

@@ -9,16 +9,17 @@ serving server that a scaling switched off is still metered at its host's idle d
 which overstates the domain, never understates it.
 
 Per domain, three moves, each an event only when it happens or is being decided
-(no polling while a domain is free):
+(no polling):
 - the draw reaches cap_at_fraction x budget while free: if its mean over the next
   window_s is still at that level, reaction_s later the domain's serving replicas go
   under their capped tables (the static worst-case limits, with which the domain's
   worst case fits its budget) from their next iteration;
 - a change that would take the draw above the budget while free: the brake, at once,
   work in flight included (dcsim.engine.recost), so the metered draw never exceeds it;
-- while capped, at the end of every hold_s from the cap: if the mean draw over it is
-  below release_below_fraction x budget, the limits lift (a replica stays capped while
-  another domain holding its server is capped).
+- while capped, when the draw falls below release_below_fraction x budget, a hold span
+  of hold_s begins; at its end the limits lift if its mean draw stayed below that level
+  (else the next fall below it starts another); a replica stays capped while another
+  domain holding its server is capped.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Capper:
         self.energy = [0.0] * n  # integral of the metered draw, J, up to `since`
         self.since = [0.0] * n
         self.hold_v = [0] * n  # a new cap cancels the previous cap's hold checks
+        self.holding = [False] * n  # a hold span is being judged
         self.peak_w = list(self.total)
         self.excess_w = [0.0] * n  # the most the metered draw ever stood above the budget
         self.capped_since, self.capped_s = [0.0] * n, [0.0] * n
@@ -182,6 +184,8 @@ class Capper:
                 self.watching[d] = True
                 e0 = self.integral(d)
                 self._after(spec.window_s, lambda: self._watched(d, e0))
+        elif tot < spec.release_below_fraction * b and not self.holding[d]:
+            self._hold(d)
         if not self.braking:  # (a brake's own steps are not states that last)
             self.peak_w[d] = max(self.peak_w[d], self.total[d])
             self.excess_w[d] = max(self.excess_w[d], self.total[d] - b)
@@ -210,22 +214,28 @@ class Capper:
         now = self.env.now
         self.capped[d], self.capped_since[d] = True, now
         self.hold_v[d] += 1
+        self.holding[d] = False
         self._log(d, event)
         self._retarget(d, event == "brake")
         self._check(d)
-        self._hold(d, self.hold_v[d])
 
-    def _hold(self, d: int, v: int) -> None:
-        e0 = self.integral(d)
+    def _hold(self, d: int) -> None:
+        """The capped draw is below the release level: judge the next hold_s."""
+        self.holding[d] = True
+        v, e0 = self.hold_v[d], self.integral(d)
         self._after(self.spec.hold_s, lambda: self._held(d, v, e0))
 
     def _held(self, d: int, v: int, e0: float) -> None:
-        """A hold span of a cap is over: lift it if its mean draw was low, else hold on."""
+        """A hold span is over: lift the cap if its mean draw was low; else wait for the
+        draw to fall below the release level again (now, if it is)."""
         if v != self.hold_v[d] or not self.capped[d]:
             return
+        self.holding[d] = False
         spec = self.spec
-        if (self.integral(d) - e0) / spec.hold_s >= spec.release_below_fraction * self.budget[d]:
-            self._hold(d, v)
+        level = spec.release_below_fraction * self.budget[d]
+        if (self.integral(d) - e0) / spec.hold_s >= level:
+            if self.total[d] < level:
+                self._hold(d)
             return
         now = self.env.now
         self.capped[d] = False

@@ -14,7 +14,7 @@ from dcsim.schema_base import Spec
 # budget and lift below 80 % (POLCA-style thresholds leave headroom for the rise while
 # the cap takes effect); rack and PDU telemetry reports means over about a second;
 # reading it and setting a new limit through the BMC or NVML take about two seconds;
-# a cap is held at least 30 s and lifts when the mean draw over that time allows.
+# a cap lifts after 30 s whose mean draw stayed below the release share.
 CAP_AT_FRACTION = 0.9
 RELEASE_BELOW_FRACTION = 0.8
 WINDOW_S = 1.0
@@ -35,10 +35,10 @@ class CappingController(Spec):
     Serving GPUs run at the limits their deployments ask for. When a domain's draw,
     averaged over window_s, reaches cap_at_fraction of its budget, its serving GPUs get
     the limit the static scheme would give them (so its worst case fits) reaction_s
-    later; once the mean draw over hold_s is below release_below_fraction, the limits
-    lift. A start of work that would push a domain over its budget brakes it at once
-    (the GPUs' hardware power brake): the work in flight continues under the lower
-    limit from that instant.
+    later; while capped, a fall of the draw below release_below_fraction starts a span of
+    hold_s, and the limits lift at its end if its mean draw stayed below. A start of
+    work that would push a domain over its budget brakes it at once (the GPUs' hardware
+    power brake): the work in flight continues under the lower limit from that instant.
     """
 
     kind: Literal["controller"]
@@ -47,7 +47,8 @@ class CappingController(Spec):
         "budget, at which the controller caps a domain (an assumption unless set).")
     release_below_fraction: float = Field(
         default=RELEASE_BELOW_FRACTION, gt=0, lt=1, description="Share of the budget the "
-        "mean draw over hold_s must be below for the cap to lift (an assumption unless set).")
+        "mean draw over a hold span must stay below for the cap to lift (an assumption "
+        "unless set).")
     window_s: float = Field(
         default=WINDOW_S, gt=0, le=600, description="Telemetry averaging window: the mean "
         "draw over it, from a crossing of cap_at_fraction, decides a cap, s (an assumption "
@@ -56,9 +57,9 @@ class CappingController(Spec):
         default=REACTION_S, ge=0, le=600, description="Time from the measured crossing to "
         "the lower limits in force (telemetry plus actuation), s; an assumption unless set.")
     hold_s: float = Field(
-        default=HOLD_S, gt=0, le=86400, description="A cap holds at least this long and "
-        "lifts at the end of the first such span whose mean draw is below the release "
-        "share, s (an assumption unless set).")
+        default=HOLD_S, gt=0, le=86400, description="A fall of the capped draw below the "
+        "release share starts a span this long; the cap lifts at its end if the span's mean "
+        "draw stayed below it, s (an assumption unless set).")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> CappingController:
