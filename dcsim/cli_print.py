@@ -53,8 +53,10 @@ def print_summary(summary: RunSummary, start: datetime | None = None) -> None:
     if not t.gpus:  # nothing of its own to power (a trace replay alone)
         return
     pue = "-" if t.effective_pue is None else f"{t.effective_pue:.3g}"
+    in_use = ("" if t.gpu_hours_in_use is None or abs(t.gpu_hours_in_use - t.gpu_hours)
+              < 1e-6 * max(t.gpu_hours, 1.0) else f" ({t.gpu_hours_in_use:,.3g} in use)")
     out.print(f"total: {t.gpus_serving:,} of {t.gpus:,} GPUs serving, {t.gpu_hours:,.3g} "
-              f"GPU-h; energy {u.energy_kwh(t.gpu_energy_kwh)} GPUs, "
+              f"GPU-h{in_use}; energy {u.energy_kwh(t.gpu_energy_kwh)} GPUs, "
               f"{u.energy_kwh(t.it_energy_kwh)} IT, {u.energy_kwh(t.facility_kwh)} facility "
               f"(PUE {pue}); {u.mass_kg(t.carbon_kg)} CO2e; {u.money_usd(t.cost_usd)}",
               highlight=False)

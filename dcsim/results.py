@@ -89,7 +89,7 @@ def summarize(s: Scenario, requests: pd.DataFrame, replicas: pd.DataFrame,
         gpus_serving=int(replicas["gpus"].sum()) if len(replicas) else 0,
         gpus_training=int(jobs["gpus"].sum()) if jobs is not None and not jobs.empty else 0,
         gpu_hours=float(replicas["gpus"].sum() if len(replicas) else 0) * sim.duration_s / 3600.0,
-        **split)
+        **split, gpu_hours_in_use=in_use_gpu_hours(replicas))
     job_rows = []
     for j in ([] if jobs is None or jobs.empty else jobs.to_dict("records")):
         share = j["energy_j"] / gpu_j if gpu_j else 0.0
@@ -145,7 +145,15 @@ def _service(s: Scenario, w: InferenceService, requests: pd.DataFrame,
         j_per_output_token=float(done["energy_j"].sum()) / tokens if tokens else None,
         profile_provenance=provenance.get(w.name, {}),
         profile_basis={ph: str(reps[f"{ph}_basis"].iloc[0]) for ph in ("decode", "prefill")
-                       if len(reps) and f"{ph}_basis" in reps})
+                       if len(reps) and f"{ph}_basis" in reps},
+        gpu_hours_in_use=in_use_gpu_hours(reps))
+
+
+def in_use_gpu_hours(replicas: pd.DataFrame) -> float:
+    """GPU-hours of replicas loading, serving or draining (replicas.parquet's in_use_s)."""
+    if not len(replicas) or "in_use_s" not in replicas:
+        return 0.0
+    return float((replicas["in_use_s"] * replicas["gpus"]).sum()) / 3600.0
 
 
 def _py(x: object) -> object:

@@ -48,6 +48,9 @@ class ServiceSummary:
     profile_provenance: dict[str, dict[str, int]]
     # per phase: the measurements and scaling the answers rest on (older files: none)
     profile_basis: dict[str, str] = field(default_factory=dict)
+    # GPU-hours its replicas were loading, serving or draining (gpu_hours: placed slots
+    # over the run; they differ where a scaling starts and stops replicas; older: None)
+    gpu_hours_in_use: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Totals:
     effective_pue: float | None
     carbon_kg: float
     cost_usd: float
+    gpu_hours_in_use: float | None = None  # serving replicas' (older files: None)
 
 
 @dataclass(frozen=True)

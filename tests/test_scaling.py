@@ -200,6 +200,13 @@ def test_the_autoscaler_follows_a_ramp_up_and_back_down(tmp_path: Path) -> None:
     assert (peak["value"] >= 2).all()  # it may trim an overshoot, not drop to one
     assert events(res, "stopped")["t_s"].max() > 600  # the peak's replicas go after it
     assert len(events(res, "server_off"))  # the servers it stopped switched off
+    # the summary's GPU-hours in use are the replicas' time in use, below the slots'
+    reps = res.replicas
+    in_use = float((reps["in_use_s"] * reps["gpus"]).sum()) / 3600
+    svc = res.record.services["chat"]
+    assert svc.gpu_hours_in_use == pytest.approx(in_use)
+    assert res.record.total.gpu_hours_in_use == pytest.approx(in_use)
+    assert in_use < 0.6 * svc.gpu_hours  # one replica of four most of the time
 
 
 def test_scaled_runs_are_deterministic_and_events_stay_per_request() -> None:
