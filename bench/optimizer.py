@@ -5,8 +5,9 @@ Run: python bench/optimizer.py
 Services come in 10 classes (model x length distributions x SLO) with their own
 diurnal demand curves, as fleets run many deployments of few models; the capacity
 table is computed once per class. Prints the time to tabulate capacities, the MILP's
-build and solve times, its size, status and gap. Without a reconfiguration limit the
-periods are independent, so dcsim solves one MILP per period (exact).
+build and solve times, its size, status and gap. Cold starts (optimize.cold_starts, on
+by default) link the periods into one MILP; without them (and without a
+reconfiguration limit) dcsim solves one MILP per period (exact).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def main() -> None:
     build_s = solved.build_s
     print(f"{gpus:,} GPUs in {len(s.fleet.racks)} racks, {len(x.services)} services, "
           f"{len(table)} (service, configuration) rows ({len(x.table)} usable), 24 periods")
-    print(f"capacity table {tab_s:.1f} s; MILP (one per period: nothing links them) build "
+    how = ("one MILP: cold starts link the periods" if x.cold_starts
+           else "one per period: nothing links them")
+    print(f"capacity table {tab_s:.1f} s; MILP ({how}) build "
           f"{build_s:.1f} s, solve "
           f"{solved.solve_s:.1f} s (build + solve {build_s + solved.solve_s:.1f} s); "
           f"{solved.n_vars:,} variables, {solved.n_cons:,} constraints")
