@@ -91,13 +91,13 @@ class Capper:
         # (t, domain, event, draw W, budget W, capped limit W)
         self.rows: list[tuple[float, int, str, float, float, float]] = []
         self.trace: list[tuple[float, int, float]] | None = [] if trace else None
-        for r in {r for reps in self.dom_reps for r in reps}:
-            self.update(replicas[r])
-            replicas[r].meter = self.update  # type: ignore[assignment]
-        if supply is not None:
+        if supply is not None:  # (before the first meter readings, which may brake)
             self._supply_limits(0)
             for k in range(1, len(supply.starts_s)):
                 self._after(float(supply.starts_s[k]), lambda k=k: self._new_budget(k))
+        for r in sorted({r for reps in self.dom_reps for r in reps}):
+            self.update(replicas[r])
+            replicas[r].meter = self.update  # type: ignore[assignment]
 
     def update(self, rep: Replica) -> None:
         """Replica `rep`'s draw may have changed: meter its domains and act on them."""
