@@ -62,19 +62,9 @@ def print_summary(summary: RunSummary, start: datetime | None = None) -> None:
               highlight=False)
     _print_domains(summary)
     for c in summary.power_capping or ():
-        out.print(f"capping {c['kind']} {c['name']}: capped {c['capped_share']:.1%} of the "
-                  f"run ({c['caps']} caps, {c['brakes']} brakes); metered peak "
-                  f"{u.power_w(c['peak_w'])} of {_budget(c)}", highlight=False)
+        out.print(f"capping {u.capping_line(c)}", highlight=False)
     if summary.supply is not None:
         _print_supply(summary.supply)
-
-
-def _budget(c: dict) -> str:
-    """A capped domain's budget, or the range of the supply's hourly budgets."""
-    hi = c.get("budget_max_w", c["budget_w"])
-    if hi > c["budget_w"]:
-        return f"{u.power_w(c['budget_w'])}-{u.power_w(hi)} (by the hour)"
-    return u.power_w(c["budget_w"])
 
 
 def _print_supply(sup: dict) -> None:

@@ -66,3 +66,14 @@ def mass_kg(x: float) -> str:
     if abs(x) >= 1e6:
         return f"{x / 1e3:,.0f} t"
     return f"{x / 1e3:,.3g} t" if abs(x) >= 1e3 else f"{x:,.3g} kg"
+
+
+def capping_line(c: dict) -> str:
+    """One budgeted domain the power-capping controller watched (summary.json's
+    power_capping entry): time capped, caps, brakes, metered peak against the budget
+    (the supply's: the range of its hourly budgets)."""
+    lo, hi = c["budget_w"], c.get("budget_max_w", c["budget_w"])
+    budget = power_w(lo) if hi <= lo else f"{power_w(lo)}-{power_w(hi)} (by the hour)"
+    return (f"{c['kind']} {c['name']}: capped {c['capped_share']:.1%} of the run "
+            f"({c['caps']} caps, {c['brakes']} brakes); metered peak "
+            f"{power_w(c['peak_w'])} of {budget}")

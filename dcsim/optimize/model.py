@@ -221,7 +221,7 @@ def objective(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
 
 def _warming_w(m: pyo.ConcreteModel, d: _Data, t: int) -> object:
     """Power the cold starts for period t + 1 draw in period t, W (0 without them)."""
-    if not hasattr(m, "warm") or (0, t + 1) not in m.warm:
+    if (0, t + 1) not in m.warm:  # the last period, or no cold starts
         return 0.0
     return pyo.quicksum(d.warm_w[fs[0]] * m.warm[f, t + 1] for f, fs in enumerate(d.families)
                         if d.warm_w[fs[0]] > 0)

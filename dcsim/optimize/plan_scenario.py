@@ -65,7 +65,7 @@ def family_service(s: Scenario, svc: InferenceService, rows: pd.DataFrame, n: in
     caps: list[float | None] = []
     for t in range(n):  # a period without replicas keeps the limit before it
         cap = float(by_t.at[t, "cap"]) if t in by_t.index else (caps[-1] if caps else np.inf)
-        caps.append(cap if cap is not None and np.isfinite(cap) else None)
+        caps.append(cap if np.isfinite(cap) else None)
     widest = rows.loc[rows["replicas"].idxmax()].copy()
     widest["replicas"] = max(replicas)
     widest["power_cap_w"] = np.nan  # the schedule sets the limits

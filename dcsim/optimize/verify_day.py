@@ -13,6 +13,7 @@ import pandas as pd
 
 from dcsim.engine.context import Context
 from dcsim.engine.simulation import simulate
+from dcsim.results import in_use_gpu_hours
 from dcsim.scenario import Scenario
 from dcsim.slo import slo_attainment
 from dcsim.workloads.spec import InferenceService
@@ -55,7 +56,7 @@ def verify_continuous(sc: Scenario, services: list[InferenceService], n: int,
            "slo_attainment": {svc.name: slo_attainment(
                req[req["service"].astype(str).str.startswith(f"{svc.name}@")], svc.slo,
                n * period_s) for svc in services},
-           "gpu_hours_in_use": float((rep["in_use_s"] * rep["gpus"]).sum() / 3600),
+           "gpu_hours_in_use": in_use_gpu_hours(rep),
            "cold_starts": starts,
            "cold_start_kwh": float(rep["cold_start_energy_j"].sum() / 3.6e6),
            "server_switches": int(scaling["event"].isin(["server_on", "server_off"]).sum())

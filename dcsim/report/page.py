@@ -233,12 +233,7 @@ def _plan_sections(res: Results) -> list[Section]:
 
 def _capping_note(s: RunSummary) -> list[str]:
     """A line per budgeted domain the power-capping controller watched."""
-    return [f"<p class='note'>{html.escape(c['kind'])} {html.escape(c['name'])}: capped "
-            f"{c['capped_share']:.1%} of the run ({c['caps']} caps, {c['brakes']} brakes); "
-            f"metered peak {units.power_w(c['peak_w'])} of a budget of "
-            f"{units.power_w(c['budget_w'])}"
-            + (f" to {units.power_w(c['budget_max_w'])} by the hour"
-               if c.get("budget_max_w", c["budget_w"]) > c["budget_w"] else "") + "</p>"
+    return [f"<p class='note'>{html.escape(units.capping_line(c))}</p>"
             for c in s.power_capping or ()]
 
 

@@ -8,8 +8,8 @@ start and end counts (the sun moves within the hour). The facility's overhead is
 affine in IT power (cooling = cool_a x IT + cool_b, likewise losses), so the IT the
 supply carries is (firm - cool_b - loss_b) / (1 + cool_a + loss_a), never below 0.
 Steps follow the clock's hours, as the capacity factors and the weather do.
-The leaf-spine switches' power (a few hundred W a leaf) is not in the servers' meter
-the controller reads: what they draw beyond it stays unmet in the dispatch.
+The leaf-spine switches' power is not in the servers' meter the controller reads:
+what they draw beyond the budget stays unmet in the dispatch.
 """
 
 from __future__ import annotations
