@@ -59,27 +59,24 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
             continue
         model = _lookup(problems, f"{p}.model", cat.model, w.model)
         if isinstance(w, InferenceService):
-            gpu = _lookup(problems, f"{p}.deployment.gpu", cat.gpu, w.deployment.gpu)
-            if gpu and model:
-                problems += _inference_fit(w, gpu, model, p, cat, base_dir)
+            for pool, view in w.views():
+                dp = f"{p}.deployment{'.' + pool if pool else ''}"
+                d = view.colocated()
+                gpu = _lookup(problems, f"{dp}.gpu", cat.gpu, d.gpu)
+                if gpu and model:
+                    problems += _inference_fit(view, gpu, model, dp, cat, base_dir)
+                problems += _cap_in_range(gpu, d.power_cap_w, f"{dp}.power_cap_w")
             problems += _trace_files(w, base_dir, p)
         else:
             gpu = _lookup(problems, f"{p}.gpu", cat.gpu, w.gpu)
             if gpu:
                 problems += _training_fit(w, cat, p)
+            problems += _cap_in_range(gpu, w.power_cap_w, f"{p}.power_cap_w")
         inference = isinstance(w, InferenceService)
-        cap = w.deployment.power_cap_w if inference else w.power_cap_w
-        if gpu and cap is not None and not gpu.power_limit_min_w <= cap <= gpu.power_limit_max_w:
-            where = f"{p}.deployment.power_cap_w" if inference else f"{p}.power_cap_w"
-            problems.append(Problem(where, cap, f"a power limit within {gpu.id}'s range "
-                                    f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
         steps = (getattr(w.scaling, "steps", None) or []) if inference else []
         for k, step in enumerate(steps):
-            c = step.power_cap_w
-            if gpu and c is not None and not gpu.power_limit_min_w <= c <= gpu.power_limit_max_w:
-                problems.append(Problem(f"{p}.scaling.steps[{k}].power_cap_w", c,
-                                        f"a power limit within {gpu.id}'s range "
-                                        f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W"))
+            problems += _cap_in_range(gpu, step.power_cap_w,
+                                      f"{p}.scaling.steps[{k}].power_cap_w")
     problems += _inventory(s, inventory)
     problems += _catalog_physics(s, cat)
     if s.optimize is not None and s.optimize.candidates.gpus is not None:
@@ -92,6 +89,13 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
     problems += _profile_files(s, cat, base_dir)
     problems += _facility_files(s, base_dir)
     return problems
+
+
+def _cap_in_range(gpu: GpuSpec | None, cap: float | None, where: str) -> list[Problem]:
+    if gpu is None or cap is None or gpu.power_limit_min_w <= cap <= gpu.power_limit_max_w:
+        return []
+    return [Problem(where, cap, f"a power limit within {gpu.id}'s range "
+                    f"{gpu.power_limit_min_w:g}-{gpu.power_limit_max_w:g} W")]
 
 
 def _placement(s: Scenario, cat: Catalog) -> list[Problem]:
@@ -172,20 +176,23 @@ def _facility_files(s: Scenario, base_dir: Path) -> list[Problem]:
     return out
 
 
-def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
+def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, dp: str,
                    cat: Catalog, base_dir: Path) -> list[Problem]:
-    d = w.deployment
-    out = _tp_fits(d.tp, model, cat, gpu.id, f"{p}.deployment.tp")
-    out += _ep_fits(d, model, cat, gpu.id, f"{p}.deployment")
+    """What a deployment (`dp`: its path) of a colocated service, or of one pool, must
+    satisfy on its GPU: TP and EP that hold the model, a budget for unchunked prompts, a
+    host link for a host tier, something for a prefix cache to reuse."""
+    d = w.colocated()
+    out = _tp_fits(d.tp, model, cat, gpu.id, f"{dp}.tp")
+    out += _ep_fits(d, model, cat, gpu.id, dp)
     try:
-        lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep, f"{p}.deployment")
+        lay = layout_of(gpu, d.weights_dtype, d.kv_cache_dtype, d.ep, dp)
     except DcsimError as exc:
         out += exc.problems
         lay = None
     need = 0.0 if lay is None else weight_bytes_per_gpu(model, d.tp, lay) / 1e9
     have = gpu.memory_gb * d.gpu_memory_utilization
     if need >= have:
-        out.append(Problem(f"{p}.deployment.tp", d.tp, f"a TP degree whose GPUs hold {model.id}: "
+        out.append(Problem(f"{dp}.tp", d.tp, f"a TP degree whose GPUs hold {model.id}: "
                            f"weights need {need:.1f} GB per GPU at tp={d.tp}, ep={d.ep} in "
                            f"{d.weights_dtype}, {gpu.id} offers {have:.1f} GB (memory x "
                            "gpu_memory_utilization)"))
@@ -193,15 +200,15 @@ def _inference_fit(w: InferenceService, gpu: GpuSpec, model: ModelSpec, p: str,
     if longest is not None and w.shared_prefix is not None:
         longest += w.shared_prefix.tokens  # the prefix comes before every prompt
     if not d.chunked_prefill and longest is not None and longest > d.max_batched_tokens:
-        out.append(Problem(f"{p}.deployment.max_batched_tokens", d.max_batched_tokens,
+        out.append(Problem(f"{dp}.max_batched_tokens", d.max_batched_tokens,
                            f"at least the longest prompt ({longest} tokens) when "
                            "chunked_prefill is off: a prompt must fit one iteration"))
     if d.host_kv_gb > 0 and gpu.pcie_gbyte_s is None:
-        out.append(Problem(f"{p}.deployment.host_kv_gb", d.host_kv_gb, f"0, or a GPU whose "
+        out.append(Problem(f"{dp}.host_kv_gb", d.host_kv_gb, f"0, or a GPU whose "
                            f"catalog entry gives pcie_gbyte_s ({gpu.id} has none)"))
     if d.prefix_caching and w.shared_prefix is None and w.sessions is None and not (
             _traced_sessions(w, base_dir)):
-        out.append(Problem(f"{p}.deployment.prefix_caching", True, "a service with "
+        out.append(Problem(f"{dp}.prefix_caching", True, "a service with "
                            "shared_prefix or sessions (requests that share no prefix have "
                            "nothing to reuse)"))
     return out
@@ -309,8 +316,8 @@ def _inventory(s: Scenario, inventory: dict[str, int]) -> list[Problem]:
     out = []
     for i, w in enumerate(s.workloads):
         if isinstance(w, InferenceService):
-            d = w.deployment
-            need[d.gpu] = need.get(d.gpu, 0) + d.replicas * d.gpus_per_replica
+            for _, d in w.pools:
+                need[d.gpu] = need.get(d.gpu, 0) + d.replicas * d.gpus_per_replica
         elif w.gpus > inventory.get(w.gpu, 0):
             out.append(Problem(f"workloads[{i}].gpus", w.gpus,
                                f"at most the {inventory.get(w.gpu, 0)} {w.gpu} GPUs in the fleet"))

@@ -34,6 +34,8 @@ def run_tables(s: Scenario, base_dir: Path, coalesce: bool = True,
         tables["scaling"] = result.scaling
         if result.jobs.empty:
             tables["links"] = result.links  # weight loads on the file system
+    if "pool" in result.replicas and "links" not in tables:
+        tables["links"] = result.links  # KV transfers' ports and uplinks
     if result.capping_domains:  # the power-capping controller ran
         tables["capping"] = result.capping
         summary = replace(summary, power_capping=result.capping_domains)

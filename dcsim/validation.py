@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from dcsim.errors import Problem, format_loc
 
-_UNION_FIELDS = {"arrival", "prompt_tokens", "output_tokens", "workloads"}
+_UNION_FIELDS = {"arrival", "prompt_tokens", "output_tokens", "workloads", "deployment"}
 
 
 def _model_at(root: type[BaseModel], loc: tuple[object, ...]) -> type[BaseModel] | None:
@@ -35,6 +35,8 @@ def _step(tp: object, part: object) -> object:
         if isinstance(arm, type) and issubclass(arm, BaseModel):
             kind = arm.model_fields.get("kind")
             if kind is not None and kind.default == part:
+                return arm
+            if kind is None and arm.__name__.lower() == part:  # tagged by class name
                 return arm
     return None
 
@@ -62,9 +64,10 @@ def _clean_loc(loc: tuple[object, ...]) -> tuple[object, ...]:
 
 
 def _looks_like_tag(part: str) -> bool:
+    from dcsim.workloads.deployment import DEPLOYMENTS
     from dcsim.workloads.spec import ARRIVALS, LENGTHS, WORKLOADS
 
-    return part in ARRIVALS or part in LENGTHS or part in WORKLOADS
+    return part in ARRIVALS or part in LENGTHS or part in WORKLOADS or part in DEPLOYMENTS
 
 
 def pydantic_problems(exc: ValidationError, root: type[BaseModel], origin: str) -> list[Problem]:

@@ -98,3 +98,23 @@ def test_the_plan_scenario_changes_a_limit_in_place_and_starts_replicas_a_lead_e
     both = schedule_steps([1, 2], 600.0, 90.0, [420.0, None])
     assert [(s.at_s, s.replicas, s.power_cap_w) for s in both] == [
         (0.0, 1, 420.0), (510.0, 2, 420.0), (600.0, 2, None)]
+
+
+def test_a_family_idle_for_a_period_after_one_at_full_power_keeps_no_limit():
+    # a family serving at full power (no limit) in period 0, idle in period 1, at 420 W
+    # in period 2: the idle period keeps "no limit" (once a TypeError in notebook 03)
+    from dcsim.optimize.plan_scenario import family_service
+
+    s = load_scenario(ROOT / "scenarios" / "optimize_diurnal.yaml")
+    svc = s.workloads[0]
+    gpu = svc.deployment.gpu
+    rows = pd.DataFrame({
+        "period": [0, 2], "replicas": [2, 1], "load_rps": [3.0, 1.0],
+        "power_cap_w": [float("nan"), 420.0], "gpu": [gpu, gpu], "tp": [1, 1],
+        "max_num_seqs": [64, 64], "config": ["a", "b"]})
+    out = family_service(s, svc, rows, 3, 600.0, load_catalog(), False)
+    steps = [(x.at_s, x.replicas, x.power_cap_w) for x in out.scaling.steps]
+    lead = round(plan_lead_s(s, out, load_catalog()), 3)
+    assert steps == [(0.0, 2, None), (600.0, 0, None), (1200.0 - lead, 1, None),
+                     (1200.0, 1, 420.0)]
+    assert out.deployment.replicas == 2

@@ -80,11 +80,29 @@ def _requests(model: RunModel, rec: RunRecord) -> pd.DataFrame:
         "status": pd.Categorical.from_codes(log.status, categories=list(STATUS)),
         "in_warmup": arrival < model.scenario.simulation.warmup_s,
     })
+    if rec.kv is not None:
+        table = _with_kv_moves(model, rec, table)
     # a session's turn whose previous answer came too late (or never) was never sent
     sent = ~np.isnan(arrival)
     if sent.all() and not (reqs["session"].to_numpy() >= 0).any():
         return table  # in arrival order already
     return table[sent].sort_values("arrival_s", kind="stable", ignore_index=True)
+
+
+def _with_kv_moves(model: RunModel, rec: RunRecord, table: pd.DataFrame) -> pd.DataFrame:
+    """Disaggregated services' columns: the prefill and decode replica of each request
+    (a colocated request's one replica in both; -1: not there), its KV bytes, its wait
+    for decode room and its transfer time (NaN: not moved)."""
+    kv, replica = rec.kv, rec.log.replica
+    assert kv is not None
+    pools = np.array([svc.disaggregated for svc in model.services])
+    split = pools[model.requests["service"].to_numpy()]
+    admitted = kv.kv_bytes > 0  # a decode replica took it (its log replica since)
+    return table.assign(
+        prefill_replica=np.where(split & (kv.prefill_replica >= 0), kv.prefill_replica,
+                                 replica),
+        decode_replica=np.where(~split | admitted, replica, -1),
+        kv_bytes=kv.kv_bytes, kv_wait_s=kv.kv_wait_s, kv_transfer_s=kv.kv_transfer_s)
 
 
 def _class_names(model: RunModel, reqs: pd.DataFrame) -> pd.Categorical:
@@ -149,6 +167,8 @@ def _power(model: RunModel, rec: RunRecord) -> pd.DataFrame:
     dt = bucket_seconds(n, sim.time_bucket_s, sim.duration_s)
     off = s.fleet.unused_servers == "switched_off"
     train_w, busy, on = server_training_power(rec.pool, rec.job_series, pl.servers, dt, off)
+    if rec.kv_port_use is not None:  # switch ports carrying KV transfers are active too
+        busy = np.maximum(busy, rec.kv_port_use)
     if rec.server_on is not None:  # serving servers a scaling switched on and off
         on = on * rec.server_on
     power, it_w = domain_power(pl.servers, pl.domains, rec.series.array("energy_j"), dt,

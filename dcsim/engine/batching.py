@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from dcsim.engine.admission import PriorityWaiting, lowest_newest
 from dcsim.engine.metrics import STATUS
-from dcsim.engine.sequence import Seq
+from dcsim.engine.sequence import INCOMING, Seq
 
 if TYPE_CHECKING:
     import simpy
@@ -56,6 +56,8 @@ class Batching:
     _release: Callable[[Seq], None]
     _change_outstanding: Callable[[int], None]
     _join_decoding: Callable[[Seq], None]
+    _receive: Callable[[Seq], None]
+    incoming: dict[Seq, None]
     host: HostKV | None
     swap: bool  # preemption by swapping to host memory (else by recompute)
     transfer_due_s: float  # host transfers the next iteration waits for
@@ -80,12 +82,14 @@ class Batching:
             chunks.append((s, c))
             self.after.append((s.kv - s.prefill_left, c))  # it follows its earlier chunks
             budget -= c
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+        incoming = self.incoming  # slots held for KV on its way (disaggregated decode)
+        while self.waiting and budget > 0 and len(self.running) + len(incoming) < (
+                self.max_num_seqs):
             s = self.waiting[0]
             need = s.prefill_total
             hit, pinning = (0, 0) if self.cache is None else self._hit(s, need)
-            if s.swapped:  # its whole KV comes back from host memory: no prefill
-                need, hit, pinning = s.kv, 0, 0
+            if s.swapped:  # its whole KV comes back from host memory (or, INCOMING,
+                need, hit, pinning = s.kv, 0, 0  # from a prefill replica): no prefill
             # blocks for the prompt's uncached part and the first decode token, and the
             # cached blocks this request would pin (or bring back from host memory)
             want = -(-(need + 1 - hit) // pages.block) + pinning
@@ -97,6 +101,10 @@ class Batching:
                 held, exact = pages.held(self.used, self.step), True
             if held + want > room:
                 break
+            if s.swapped == INCOMING:
+                self._receive(s)
+                held += -(-s.kv // pages.block)
+                continue
             if s.swapped:
                 self._swap_in(s)
                 held += -(-s.kv // pages.block)

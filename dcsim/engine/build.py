@@ -21,6 +21,7 @@ from dcsim.engine.context import Context
 from dcsim.engine.costs import IterationCosts
 from dcsim.engine.fleet import domains, place, training_pool
 from dcsim.engine.jobs import JobSpec, fabric_capacity, job_specs
+from dcsim.engine.kv_ports import KvPorts, kv_ports
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.capping_spec import CappingController
 from dcsim.hardware.placement import Domain, Server, budget_caps
@@ -45,6 +46,7 @@ class ReplicaSpec:
     costs_for: Callable[[float | None], IterationCosts] | None = None  # tables at a limit
     host_blocks: int = 0  # KV blocks host memory holds (0: no host tier)
     block_transfer_s: float = 0.0  # seconds to move one block over the replica's PCIe
+    pool: str = ""  # disaggregated serving: "prefill" or "decode" ("": both, colocated)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class RunModel:
     replays: tuple[ReplaySpec, ...]
     storage_byte_s: tuple[float, float, float]  # file system: write, read, per client
     scalings: tuple[ScalingModel | None, ...] = ()  # per service (None: fixed replicas)
+    kv_ports: KvPorts | None = None  # disaggregated pools' transfer ports (None: none)
 
 
 def deployment_layout(d: Deployment, gpu: GpuSpec, path: str = "deployment") -> Layout:
@@ -132,11 +135,13 @@ def build(s: Scenario, ctx: Context) -> RunModel:
     fs = s.fleet.storage
     specs = job_specs(s, jobs, ctx.catalog, ctx.store, pl.servers, pl.server_caps,
                       seeds[len(services):])
+    ports = kv_ports(services, [(r.service, r.pool) for r in reps], pl.where, pl.where_index,
+                     leaf, uplinks.size, ctx.catalog)
     return RunModel(s, ctx, tuple(services), tuple(jobs), reqs, pl, tuple(reps), rows,
                     tuple(seeds[i][1] for i in range(len(services))), tuple(specs), leaf,
                     uplinks, tuple(load_replays(s, ctx.base_dir)), (
                         fs.write_bandwidth_gbyte_s * 1e9, fs.read_bandwidth_gbyte_s * 1e9,
-                        fs.per_client_gbyte_s * 1e9), tuple(scalings))
+                        fs.per_client_gbyte_s * 1e9), tuple(scalings), ports)
 
 
 def split_workloads(s: Scenario) -> tuple[list[InferenceService], list[TrainingJob]]:
@@ -190,31 +195,47 @@ def _replicas(services: list[InferenceService], reqs: pd.DataFrame, pl: Placemen
     rows: list[dict[str, object]] = []
     scalings: list[ScalingModel | None] = []
     for i, svc in enumerate(services):
-        d = svc.deployment
-        gpu, model = ctx.catalog.gpu(d.gpu), ctx.catalog.model(svc.model)
-        lay = deployment_layout(d, gpu, f"{svc.name}.deployment")
-        kv = kv_capacity_tokens(svc, gpu, model)
-        host_blocks, block_s = host_tier(svc, gpu, model)
         mine = reqs[reqs["service"] == i]
         longest = int((mine["prompt_tokens"] + mine["output_tokens"]).max()) if len(mine) else 1
-        costs_for = _ServiceCosts(ctx.store, gpu.id, model.id, d, lay, kv, longest)
-        first = len(out)
-        for _ in range(d.replicas):
-            r = len(out)
-            cap = pl.replica_caps[r]
-            low_cap = None if pl.capped_caps is None else limit_after_budgets(
-                cap, pl.where[r], float(pl.capped_caps[pl.where_index[r]]))
-            low = None if pl.capped_caps is None else costs_for(low_cap)
-            out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, low, low_cap, costs_for,
-                                   host_blocks, block_s))
-            rows.append(_replica_row(r, svc, gpu.id, model.id, pl, kv,
-                                     host_blocks * d.kv_block_tokens, costs_for.slow[cap],
-                                     costs_for(cap)))
-            if pl.capped_caps is not None:  # the limit the controller caps it to, W
-                rows[-1]["capped_limit_w"] = low_cap or gpu.power_limit_max_w
+        for pool, view in svc.views():
+            costs_for = _pool_replicas(view, i, pool, longest, pl, ctx, out, rows)
+        if svc.disaggregated:  # colocated services' rows in a run with pools: ""
+            for row in rows:
+                row.setdefault("pool", "")
         scalings.append(None if svc.scaling is None else scaling_model(
-            svc, i, range(first, len(out)), pl, costs_for, model))
+            svc, i, range(len(out) - svc.deployment.replicas, len(out)), pl, costs_for,
+            ctx.catalog.model(svc.model)))
     return out, pd.DataFrame(rows), scalings
+
+
+def _pool_replicas(svc: InferenceService, i: int, pool: str, longest: int, pl: Placement,
+                   ctx: Context, out: list[ReplicaSpec], rows: list[dict[str, object]]
+                   ) -> _ServiceCosts:
+    """Append the replicas of one pool (`svc` with that pool as its deployment) of
+    service i to `out` and their table rows to `rows`; the pool's cost tables."""
+    d = svc.deployment
+    assert isinstance(d, Deployment)
+    gpu, model = ctx.catalog.gpu(d.gpu), ctx.catalog.model(svc.model)
+    lay = deployment_layout(d, gpu, f"{svc.name}.deployment{'.' + pool if pool else ''}")
+    kv = kv_capacity_tokens(svc, gpu, model)
+    host_blocks, block_s = host_tier(svc, gpu, model)
+    costs_for = _ServiceCosts(ctx.store, gpu.id, model.id, d, lay, kv, longest)
+    for _ in range(d.replicas):
+        r = len(out)
+        cap = pl.replica_caps[r]
+        low_cap = None if pl.capped_caps is None else limit_after_budgets(
+            cap, pl.where[r], float(pl.capped_caps[pl.where_index[r]]))
+        low = None if pl.capped_caps is None else costs_for(low_cap)
+        out.append(ReplicaSpec(r, i, costs_for(cap), kv, cap, low, low_cap, costs_for,
+                               host_blocks, block_s, pool))
+        rows.append(_replica_row(r, svc, gpu.id, model.id, pl, kv,
+                                 host_blocks * d.kv_block_tokens, costs_for.slow[cap],
+                                 costs_for(cap)))
+        if pool:  # disaggregated serving: which pool the replica is in
+            rows[-1]["pool"] = pool
+        if pl.capped_caps is not None:  # the limit the controller caps it to, W
+            rows[-1]["capped_limit_w"] = low_cap or gpu.power_limit_max_w
+    return costs_for
 
 
 class _ServiceCosts:
@@ -277,8 +298,9 @@ def placement(s: Scenario, services: list[InferenceService], jobs: list[Training
     servers = place(s, services, cat)
     pool = training_pool(s, jobs, cat, servers)
     # budgets hold the highest limit a replica asks for over the run; it starts at its first
-    caps_req = [highest_cap(svc) for svc in services for _ in range(svc.deployment.replicas)]
-    caps_start = [first_cap(svc) for svc in services for _ in range(svc.deployment.replicas)]
+    views = [v for svc in services for _, v in svc.views()]
+    caps_req = [highest_cap(v) for v in views for _ in range(v.deployment.replicas)]
+    caps_start = [first_cap(v) for v in views for _ in range(v.deployment.replicas)]
     where: list[Server] = [servers[0]] * len(caps_req) if caps_req else []
     where_index = [0] * len(caps_req)
     for si, x in enumerate(servers):

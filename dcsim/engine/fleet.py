@@ -13,7 +13,7 @@ from dcsim.catalog import Catalog, ServerSpec
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.placement import Domain, Server
 from dcsim.scenario import Scenario
-from dcsim.workloads.spec import InferenceService, TrainingJob
+from dcsim.workloads.spec import Deployment, InferenceService, TrainingJob
 
 
 def fleet_servers(s: Scenario, cat: Catalog) -> list[Server]:
@@ -35,27 +35,33 @@ def place(s: Scenario, services: list[InferenceService], cat: Catalog) -> list[S
     index = 0
     by_name = {x.name: x for x in servers}
     for i, svc in enumerate(services):
-        d = svc.deployment
-        n = d.gpus_per_replica
-        for k in range(d.replicas):
-            if d.servers is not None:
-                slot = _named(by_name, d.servers[k], d.gpu, n, f"workloads[{i}].deployment"
-                              f".servers[{k}]")
-            else:
-                slot = next((x for x in servers if x.gpu.id == d.gpu and x.free >= n), None)
-            if slot is None and not s.fleet.racks:
-                slot = _auto_server(cat, d.gpu, n, len(servers), i)
-                servers.append(slot)
-            if slot is None:
-                raise DcsimError(Problem(f"workloads[{i}].deployment",
-                                         f"{d.replicas} x tp={d.tp} x ep={d.ep}",
-                                         f"room on {d.gpu} servers of fleet.racks for every "
-                                         "replica (tp x ep GPUs inside one server)"))
-            slot.free -= n
-            slot.replicas.append(index)
-            slot.tps.append(n)
-            index += 1
+        for pool, view in svc.views():
+            index = _place_pool(s, view.deployment, f"workloads[{i}].deployment"
+                                f"{'.' + pool if pool else ''}", servers, by_name, cat, index)
     return servers
+
+
+def _place_pool(s: Scenario, d: Deployment, where: str, servers: list[Server],
+                by_name: dict[str, Server], cat: Catalog, index: int) -> int:
+    """Place one pool's replicas from global replica index `index`; the next index."""
+    n = d.gpus_per_replica
+    for k in range(d.replicas):
+        if d.servers is not None:
+            slot = _named(by_name, d.servers[k], d.gpu, n, f"{where}.servers[{k}]")
+        else:
+            slot = next((x for x in servers if x.gpu.id == d.gpu and x.free >= n), None)
+        if slot is None and not s.fleet.racks:
+            slot = _auto_server(cat, d.gpu, n, len(servers), 0)
+            servers.append(slot)
+        if slot is None:
+            raise DcsimError(Problem(where, f"{d.replicas} x tp={d.tp} x ep={d.ep}",
+                                     f"room on {d.gpu} servers of fleet.racks for every "
+                                     "replica (tp x ep GPUs inside one server)"))
+        slot.free -= n
+        slot.replicas.append(index)
+        slot.tps.append(n)
+        index += 1
+    return index
 
 
 def _named(by_name: dict[str, Server], name: str, gpu: str, tp: int, where: str) -> Server:

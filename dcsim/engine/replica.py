@@ -112,6 +112,16 @@ class Replica(Batching, Lifecycle):
         self._on_mixed, self._on_block = self._mixed_done, self._block_done
         self.wake.callbacks.append(self._woken)  # idle from the start
         self.init_lifecycle(costs.idle_power_w)
+        # disaggregated serving (dcsim.engine.disagg). A prefill replica hands each
+        # prefilled request on (`handoff`: True if its KV is to be sent) and keeps its KV
+        # in `parked` until `release_kv`; a decode replica admits a request prefilled
+        # elsewhere by reserving its blocks and a slot (`incoming`, `on_receive` starts
+        # the transfer) and takes it into the batch at its next iteration once `deliver`ed
+        self.handoff: Callable[[Replica, Seq], bool] | None = None
+        self.on_receive: Callable[[Replica, Seq], None] | None = None
+        self.parked: dict[Seq, None] = {}
+        self.incoming: dict[Seq, None] = {}
+        self.arrived: list[Seq] = []
 
     # -- called by the router ----------------------------------------------
     def submit(self, seq: Seq) -> None:
@@ -146,8 +156,8 @@ class Replica(Batching, Lifecycle):
         loads[slot] = self.outstanding + self.closed
 
     def has_room(self) -> bool:
-        """A batch slot is free."""
-        return len(self.running) < self.max_num_seqs
+        """A batch slot is free (one is held for each incoming sequence)."""
+        return len(self.running) + len(self.incoming) < self.max_num_seqs
 
     def poke(self) -> None:
         """Tell the replica its queue changed: wake it, or cut its decode block short."""
@@ -209,6 +219,8 @@ class Replica(Batching, Lifecycle):
         """Start the next iteration: prefill chunks (plus one token for each decoding
         sequence), else a block of decode steps up to the next completion, else idle."""
         env, costs, pages = self.env, self.costs, self.pages
+        if self.arrived:  # KV received from prefill replicas: they join the batch now
+            self._join_arrived()
         nd = len(self.decoding)
         room = 0  # KV tokens free before padding (decode only; padding < a block a sequence)
         # schedule() only when it can change something (the decode-only case skips it)
@@ -363,6 +375,9 @@ class Replica(Batching, Lifecycle):
                 continue
             self._leave_decoding(s)
             del self.running[s]
+            if self.handoff is not None and self.handoff(self, s):
+                self._park(s)
+                continue
             if self.cache is None:
                 self.used -= s.kv
             else:
@@ -378,6 +393,59 @@ class Replica(Batching, Lifecycle):
     def _release(self, s: Seq) -> None:
         self.log.energy_j[s.rid] = s.energy_j
         self._change_outstanding(-1)
+
+    # -- disaggregated serving (see __init__) -------------------------------
+    def _park(self, s: Seq) -> None:
+        """Prefilled and handed on: its KV stays (blocks and padding) until sent."""
+        self.parked[s] = None
+        self.pages.pre_pad += self.pages.pad(s.kv)
+        self._change_outstanding(-1)
+
+    def release_kv(self, s: Seq) -> None:
+        """A parked sequence's KV has been sent: free its blocks."""
+        del self.parked[s]
+        self.pages.pre_pad -= self.pages.pad(s.kv)
+        if self.cache is None:
+            self.used -= s.kv
+        else:
+            if s.session != -1:
+                self._keep_history(s)
+            self._unpin(s)
+        if self.waiting:
+            self.poke()  # room for a prompt that waits
+
+    def _receive(self, s: Seq) -> None:
+        """Admit a sequence prefilled elsewhere: hold a slot and blocks for its KV, and
+        have the transfer started."""
+        self.waiting.popleft()
+        self.incoming[s] = None
+        self.used += s.kv
+        self.pages.pre_pad += self.pages.pad(s.kv)
+        self.log.replica[s.rid] = self.index
+        if self.pulls:
+            self._change_outstanding(+1)
+        assert self.on_receive is not None
+        self.on_receive(self, s)
+
+    def deliver(self, s: Seq) -> None:
+        """The KV of an incoming sequence is here: it joins the batch at the next
+        iteration (a decode block in flight ends at its step in progress)."""
+        self.arrived.append(s)
+        if self.state == "idle":
+            if not self.wake.triggered:
+                self.wake.succeed()
+        elif self.state == "block":
+            self.state = "cutting"
+            self._cut()
+
+    def _join_arrived(self) -> None:
+        for s in self.arrived:
+            del self.incoming[s]
+            self.pages.pre_pad -= self.pages.pad(s.kv)
+            s.swapped = 0
+            self.running[s] = None
+            self._join_decoding(s)
+        self.arrived.clear()
 
     def _account(self, t0: float, t1: float, energy: float, batch: float,
                  kv_mean: float | None = None) -> None:
@@ -436,7 +504,7 @@ class Replica(Batching, Lifecycle):
         self._change_outstanding(0)
         for s in list(self.decoding):
             self._leave_decoding(s)
-        for s in list(self.running) + list(self.waiting):
+        for s in [*self.running, *self.waiting, *self.incoming]:
             if self.log.status[s.rid] == 0:
                 self.log.energy_j[s.rid] = s.energy_j
 

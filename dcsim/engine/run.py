@@ -20,6 +20,7 @@ from dcsim.engine.admission import Deadlines, PriorityWaiting
 from dcsim.engine.build import RunModel
 from dcsim.engine.capping import Capper, start_capping
 from dcsim.engine.cluster import replay_tables, start_replays
+from dcsim.engine.disagg import Disaggregation, KvLog, Transfers
 from dcsim.engine.host_tier import HostKV
 from dcsim.engine.jobs import (
     PoolRecord,
@@ -29,6 +30,7 @@ from dcsim.engine.jobs import (
     pool_record,
     start_job,
 )
+from dcsim.engine.kv_ports import KvPorts, nic_byte_s_per_gpu
 from dcsim.engine.metrics import JOB_LEVELS, RequestLog, TimeSeries
 from dcsim.engine.replica import Replica
 from dcsim.engine.router import Router
@@ -39,6 +41,7 @@ from dcsim.engine.sequence import Seq, session_key
 from dcsim.engine.training import Shared
 from dcsim.hardware.network import Fabric
 from dcsim.hardware.storage import SharedStorage
+from dcsim.workloads.spec import Deployment
 
 PROGRESS_TICKS = 200
 
@@ -64,6 +67,8 @@ class RunRecord:
     scaling: pd.DataFrame = field(default_factory=pd.DataFrame)  # what scalers did
     server_on: np.ndarray | None = None  # scaled services' servers: share of each bucket on
     capper: Capper | None = None  # the power-capping controller, if one ran
+    kv: KvLog | None = None  # disaggregated services' KV moves per request (None: none)
+    kv_port_use: np.ndarray | None = None  # per server and bucket, its NIC ports' KV use
 
 
 def run(model: RunModel, coalesce: bool = True,
@@ -77,8 +82,12 @@ def run(model: RunModel, coalesce: bool = True,
     log = RequestLog(len(model.requests), model.requests["arrival_s"].to_numpy())
     series = TimeSeries(len(model.replicas), sim.duration_s, sim.time_bucket_s)
     job_series = TimeSeries(len(model.jobs), sim.duration_s, sim.time_bucket_s, JOB_LEVELS)
-    replicas, routers = _start_services(env, model, log, series, coalesce)
-    fabric = Fabric(model.uplink_byte_s, lambda: env.now, sim.time_bucket_s, sim.duration_s)
+    ports = model.kv_ports
+    fabric = Fabric(model.uplink_byte_s, lambda: env.now, sim.time_bucket_s, sim.duration_s,
+                    ports.links if ports is not None else ())
+    kv = KvLog(len(model.requests)) if ports is not None else None
+    transfers = Transfers(env, fabric) if ports is not None else None
+    replicas, routers = _start_services(env, model, log, series, coalesce, transfers, kv)
     pl = model.placement
     sched = JobScheduler(env, pl.servers, pl.pool, model.leaf,
                          model.scenario.fleet.training_scheduler, sim.duration_s,
@@ -110,42 +119,74 @@ def run(model: RunModel, coalesce: bool = True,
         cluster = pd.concat([cluster, sched.series().assign(workload="training jobs")],
                             ignore_index=True)
     links = pd.concat([fabric.links_table(), storage.links_table(sim.duration_s)],
-                      ignore_index=True) if model.jobs or switch else pd.DataFrame()
+                      ignore_index=True) if model.jobs or switch or ports else pd.DataFrame()
     on = None if switch is None else switch.on_share(len(pl.servers), sim.time_bucket_s,
                                                       series.n, sim.duration_s)
+    load = fabric.mean_load()
     return RunRecord(log, series, job_series, _replica_totals(replicas),
                      _provenance(model, replicas), jobs_table(runs, sim.duration_s),
                      failures_table(runs), checkpoints_table(runs),
-                     pool_record(sched, sim.duration_s), fabric.mean_load(), links, pods,
-                     cluster, events, scaling_table(model, scale_log), on, capper)
+                     pool_record(sched, sim.duration_s), load[:fabric.uplinks], links, pods,
+                     cluster, events, scaling_table(model, scale_log), on, capper, kv,
+                     None if ports is None else _port_use(model, ports, load))
+
+
+def _port_use(model: RunModel, ports: KvPorts, load: np.ndarray) -> np.ndarray:
+    """Per server and bucket, the share of its NICs' line rate KV transfers used (sent
+    plus received over twice the line rate: the ports are full duplex)."""
+    servers = model.placement.servers
+    use = np.zeros((len(servers), load.shape[1]))
+    for r, link in ports.nic.items():
+        use[ports.server[r]] += load[link]
+    line = np.array([2 * nic_byte_s_per_gpu(x) * x.spec.gpus_per_server for x in servers])
+    return np.clip(use / np.maximum(line, 1e-9)[:, None], 0.0, 1.0)
 
 
 def _start_services(env: simpy.Environment, model: RunModel, log: RequestLog,
-                    series: TimeSeries, coalesce: bool) -> tuple[list[Replica], list[Router]]:
-    """Every replica, and one router per service over its replicas."""
+                    series: TimeSeries, coalesce: bool, transfers: Transfers | None,
+                    kv: KvLog | None) -> tuple[list[Replica], list[Router | Disaggregation]]:
+    """Every replica, and per service its router over its replicas (a disaggregated
+    service: a router per pool, joined by a Disaggregation that takes its arrivals)."""
     replicas: list[Replica] = []
-    routers: list[Router] = []
+    routers: list[Router | Disaggregation] = []
     reqs = model.requests
     limited = bool(reqs["max_queue_s"].notna().any())
     deadlines = Deadlines(env, log) if limited else None
     limits = reqs["max_queue_s"].tolist() if limited else None
     for i, svc in enumerate(model.services):
-        d = svc.deployment
         levels = tuple(sorted({c.priority for c in svc.classes or ()}))
-        shared: deque[Seq] | PriorityWaiting | None = None
-        if svc.routing == "central_queue":
-            shared = PriorityWaiting(levels) if len(levels) > 1 else deque()
-        mine = [Replica(env, r.index, r.costs, d.max_num_seqs, d.max_batched_tokens,
-                        d.chunked_prefill, r.kv_capacity, log, series, coalesce, shared,
-                        d.scheduler == "prefill_first", d.kv_block_tokens, d.prefix_caching,
-                        levels, HostKV(r.host_blocks, r.block_transfer_s) if r.host_blocks
-                        else None, d.preemption == "swap")
-                for r in model.replicas if r.service == i]
-        replicas += mine
-        router = Router(svc.routing, mine, np.random.default_rng(model.routing_seeds[i]), log,
-                        shared, svc.affinity_slack_requests, d.max_waiting_requests)
-        router.wait_limits, router.deadlines = limits, deadlines
-        routers.append(router)
+        pools: dict[str, Router] = {}
+        for pool, view in svc.views():
+            d = view.deployment
+            assert isinstance(d, Deployment)
+            routing = svc.routing if pool != "decode" else svc.deployment.decode_routing
+            shared: deque[Seq] | PriorityWaiting | None = None
+            if routing == "central_queue":
+                shared = PriorityWaiting(levels) if len(levels) > 1 else deque()
+            mine = [Replica(env, r.index, r.costs, d.max_num_seqs, d.max_batched_tokens,
+                            d.chunked_prefill, r.kv_capacity, log, series, coalesce, shared,
+                            d.scheduler == "prefill_first", d.kv_block_tokens,
+                            d.prefix_caching, levels, HostKV(r.host_blocks,
+                                                             r.block_transfer_s)
+                            if r.host_blocks else None, d.preemption == "swap")
+                    for r in model.replicas if r.service == i and r.pool == pool]
+            replicas += mine
+            # (a decode pool refuses nothing: a prefilled request always finds a queue)
+            router = Router(routing, mine, np.random.default_rng(model.routing_seeds[i]),
+                            log, shared, svc.affinity_slack_requests,
+                            None if pool == "decode" else d.max_waiting_requests)
+            if pool != "decode":
+                router.wait_limits, router.deadlines = limits, deadlines
+            pools[pool] = router
+        if not svc.disaggregated:
+            routers.append(pools[""])
+            continue
+        assert model.kv_ports is not None and transfers is not None and kv is not None
+        mine = (reqs["service"] == i).to_numpy()
+        outputs = np.where(mine, reqs["output_tokens"].to_numpy(), 0).tolist()
+        routers.append(Disaggregation(env, pools["prefill"], pools["decode"], transfers,
+                                      model.kv_ports, model.kv_ports.bytes_per_token[i],
+                                      outputs, log, kv))
     return replicas, routers
 
 

@@ -26,6 +26,11 @@ class Block:
         self.blk, self.batch, self.k = blk, batch, k
 
 
+# Seq.swapped of a sequence prefilled on another replica whose KV comes over the network
+# (disaggregated serving): admitted like a swapped one, without prefill
+INCOMING = -1
+
+
 def session_key(session: int) -> int:
     """Cache and routing key of a session's history: negative, apart from the prefix
     groups (0, 1, ...) and from -1 (none)."""

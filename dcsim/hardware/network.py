@@ -1,4 +1,4 @@
-"""Scale-out network: max-min fair sharing of leaf-spine uplinks between jobs.
+"""Scale-out network: max-min fair sharing of leaf-spine uplinks between jobs and transfers.
 
 Servers hang off leaves in fleet order (`servers_per_leaf` each). A leaf's uplink
 carries servers_per_leaf x NIC bandwidth / oversubscription. A training job whose
@@ -10,7 +10,7 @@ filling) and re-shared whenever a job starts or ends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,18 +63,31 @@ def water_fill(capacity: float, demand: list[float]) -> list[float]:
 
 
 class Fabric:
-    """Uplink shares of the jobs running now; per-GPU all-reduce bandwidth of each."""
+    """Link shares of the training jobs and byte transfers running now: the per-GPU
+    all-reduce bandwidth of each job, and each transfer's rate and bytes left.
+
+    Links: the leaf uplinks, then any named in `links` (a KV transfer's NIC and NVLink
+    ports). Jobs and transfers share them max-min fairly, re-shared whenever one starts
+    or ends; `on_share` is called after each re-share (a transfer's end moves)."""
 
     def __init__(self, uplink_byte_s: np.ndarray, clock: Callable[[], float] | None = None,
-                 bucket_s: float = 60.0, duration_s: float = 60.0) -> None:
-        self.capacity = uplink_byte_s
+                 bucket_s: float = 60.0, duration_s: float = 60.0,
+                 links: Sequence[tuple[str, float]] = ()) -> None:
+        self.uplinks = uplink_byte_s.size
+        self.capacity = np.concatenate([np.asarray(uplink_byte_s, dtype=float),
+                                        np.array([c for _, c in links], dtype=float)])
+        self.names = [f"leaf-{i}/uplink" for i in range(self.uplinks)] + [n for n, _ in links]
         self.clock = clock or (lambda: 0.0)
         self.bucket_s = bucket_s
-        # integral of each uplink's load per bucket, bytes
-        self._load_x = LevelIntegral(("load",), duration_s, bucket_s, (uplink_byte_s.size,))
+        # integral of each link's load per bucket, bytes
+        self._load_x = LevelIntegral(("load",), duration_s, bucket_s, (self.capacity.size,))
         self.jobs: dict[int, tuple[dict[int, int], float]] = {}  # job -> ({leaf: GPUs}, B/s)
         self.per_gpu: dict[int, float] = {}
-        self.load = np.zeros(uplink_byte_s.size)  # bytes/s allocated on each uplink
+        self.load = np.zeros(self.capacity.size)  # bytes/s allocated on each link
+        # transfer -> [its links, demand B/s, bytes left, rate B/s]
+        self.flows: dict[int, list] = {}
+        self._t = 0.0  # when the transfers' bytes left were last brought up to date
+        self.on_share: Callable[[], None] | None = None
 
     def start(self, job: int, leaves: dict[int, int], nic_byte_s_per_gpu: float) -> None:
         """A job starts using its leaves (GPUs per leaf) at line rate per GPU: re-share the
@@ -88,23 +101,46 @@ class Fabric:
         self.per_gpu.pop(job, None)
         self._share()
 
+    def send(self, key: int, links: list[int], demand_byte_s: float, nbytes: float) -> None:
+        """Transfer `nbytes` over `links` (at most `demand_byte_s`): re-share."""
+        self._drain()
+        self.flows[key] = [links, demand_byte_s, float(nbytes), 0.0]
+        self._share()
+
+    def next_done_s(self) -> float:
+        """Seconds from now to the first transfer's end at today's rates (inf: none)."""
+        self._drain()
+        return min((max(f[2], 0.0) / f[3] for f in self.flows.values() if f[3] > 0),
+                   default=np.inf)
+
+    def finished(self) -> list[int]:
+        """End the transfers with no bytes left (a nanosecond's worth), re-share; their
+        keys."""
+        self._drain()
+        done = [k for k, f in self.flows.items() if f[2] <= f[3] * 1e-9 + 1e-6]
+        for k in done:
+            del self.flows[k]
+        if done:
+            self._share()
+        return done
+
     def observe(self) -> None:
-        """Integrate the uplink load since the last change into the time buckets."""
+        """Integrate the link load since the last change into the time buckets."""
         self._load_x.advance(self.clock(), {"load": self.load})
 
     def mean_load(self) -> np.ndarray:
-        """Mean load of each uplink per bucket up to now, bytes/s (links x buckets)."""
+        """Mean load of each link per bucket up to now, bytes/s (links x buckets)."""
         self.observe()
         return self._load_x.means()["load"]
 
     def links_table(self) -> pd.DataFrame:
-        """Per leaf uplink and time bucket: mean load (bytes/s) and utilisation."""
+        """Per link and time bucket: mean load (bytes/s) and utilisation."""
         load = self.mean_load()
         dt = self._load_x.bucket_seconds()
         n = dt.size
         starts = np.arange(n) * self.bucket_s
         return pd.DataFrame({
-            "link": np.repeat([f"leaf-{i}/uplink" for i in range(self.capacity.size)], n),
+            "link": np.repeat(self.names, n),
             "t_start_s": np.tile(starts, self.capacity.size),
             "t_end_s": np.tile(starts + dt, self.capacity.size),
             "capacity_byte_s": np.repeat(self.capacity, n),
@@ -112,24 +148,44 @@ class Fabric:
             "utilization": (load / self.capacity[:, None]).ravel(),
         })
 
+    def _drain(self) -> None:
+        """Take the bytes sent since the last update off each transfer."""
+        now = self.clock()
+        dt = now - self._t
+        if dt > 0:
+            for f in self.flows.values():
+                f[2] -= f[3] * dt
+        self._t = now
+
     def _share(self) -> None:
         self.observe()
-        flows, links, demand = [], [], []
+        self._drain()
+        owners: list[tuple[bool, int, int]] = []  # (a job?, job or transfer, GPUs)
+        links, demand = [], []
         for j, (leaves, nic) in self.jobs.items():
             if len(leaves) < 2:
                 self.per_gpu[j] = nic
                 continue
             for leaf, gpus in leaves.items():
-                flows.append((j, gpus))
+                owners.append((True, j, gpus))
                 links.append([leaf])
                 demand.append(gpus * nic)
-        rates = max_min_rates(links, self.capacity, np.array(demand)) if flows else np.empty(0)
+        for k, f in self.flows.items():
+            owners.append((False, k, 0))
+            links.append(f[0])
+            demand.append(f[1])
+        rates = max_min_rates(links, self.capacity, np.array(demand)) if owners else []
         self.load = np.zeros(self.capacity.size)
         worst: dict[int, float] = {}
-        for (j, gpus), link, r in zip(flows, links, rates, strict=True):
-            self.load[link[0]] += r
-            worst[j] = min(worst.get(j, np.inf), r / gpus)  # the slowest leaf paces the ring
+        for (job, j, gpus), link, r in zip(owners, links, rates, strict=True):
+            self.load[link] += r
+            if job:
+                worst[j] = min(worst.get(j, np.inf), r / gpus)  # the slowest leaf paces it
+            else:
+                self.flows[j][3] = float(r)
         self.per_gpu.update(worst)
+        if self.on_share is not None:
+            self.on_share()
 
 
 def switch_power_w(nics: list[int], leaf: list[int], server_busy: np.ndarray,

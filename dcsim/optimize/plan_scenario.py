@@ -63,8 +63,9 @@ def family_service(s: Scenario, svc: InferenceService, rows: pd.DataFrame, n: in
     replicas = [int(by_t.at[t, "replicas"]) if t in by_t.index else 0 for t in range(n)]
     rates = [float(by_t.at[t, "load_rps"]) if t in by_t.index else 0.0 for t in range(n)]
     caps: list[float | None] = []
+    cap = np.inf
     for t in range(n):  # a period without replicas keeps the limit before it
-        cap = float(by_t.at[t, "cap"]) if t in by_t.index else (caps[-1] if caps else np.inf)
+        cap = float(by_t.at[t, "cap"]) if t in by_t.index else cap
         caps.append(cap if np.isfinite(cap) else None)
     widest = rows.loc[rows["replicas"].idxmax()].copy()
     widest["replicas"] = max(replicas)

@@ -8,6 +8,12 @@ from pydantic import Field, field_validator, model_validator
 
 from dcsim.engine.gang import Policy
 from dcsim.schema_base import Spec
+from dcsim.workloads.deployment import (
+    POOL_KEYS,
+    Deployment,
+    DeploymentSpec,
+    Disaggregated,
+)
 from dcsim.workloads.scaling import Autoscaler, ScalingSpec
 from dcsim.workloads.traffic import PriorityClass, Sessions, SharedPrefix
 
@@ -156,91 +162,6 @@ class Slo(Spec):
     e2e_p99_s: float | None = Field(default=None, gt=0, description="End-to-end latency, s.")
 
 
-class Deployment(Spec):
-    """How a service is deployed: replicas of tp x ep GPUs of one type."""
-
-    gpu: str = Field(description="GPU catalog id.")
-    tp: int = Field(default=1, ge=1, le=72, description="Tensor-parallel degree (GPUs/replica "
-                    "with ep 1).")
-    ep: int = Field(default=1, ge=1, le=72, description="Expert-parallel degree (MoE models): "
-                    "the replica is ep attention groups of tp GPUs, each serving 1/ep of the "
-                    "batch (data-parallel attention), with the routed experts spread over all "
-                    "tp x ep GPUs, dispatch and combine all-to-all in each MoE layer. "
-                    "tp x ep GPUs must share one NVLink domain (a server).")
-    weights_dtype: Literal["bf16", "fp8", "fp4"] = Field(
-        default="bf16", description="Weight type: bytes per parameter (2, 1, 0.5625 with "
-        "NVFP4's block scales) and the matmul rate (the GPU's datasheet peak for the type; "
-        "fp8 and fp4 need tensor cores for them). Answers off the BF16 measurements are "
-        "derived.")
-    replicas: int = Field(ge=1, le=1_000_000, description="Number of model replicas.")
-    max_num_seqs: int = Field(default=256, ge=1, le=65536, description="Most sequences in one "
-                              "batch (at most 65,536: cost tables hold a row per batch size).")
-    max_batched_tokens: int = Field(
-        default=8192, ge=1, description="Token budget of one iteration (prefill + decode)."
-    )
-    chunked_prefill: bool = Field(default=True, description="Split long prompts over iterations.")
-    scheduler: Literal["mixed", "prefill_first"] = Field(
-        default="mixed", description="Iteration policy. mixed: every iteration decodes each "
-        "running sequence and fills the rest of the token budget with prefill (vLLM v1, "
-        "TensorRT-LLM in-flight batching). prefill_first: when a waiting prompt can be "
-        "admitted the iteration is prefill only and running sequences wait; they decode in "
-        "iterations with no prefill (SGLang's default, TGI, vLLM v0).")
-    gpu_memory_utilization: float = Field(
-        default=0.9, gt=0, le=1, description="Share of GPU memory for weights + KV cache."
-    )
-    kv_block_tokens: int = Field(
-        default=16, ge=1, le=1024, description="Tokens per KV-cache block, a power of two "
-        "(vLLM's default block is 16, SGLang's page 1): a sequence holds whole blocks, its "
-        "last one partly empty.")
-    prefix_caching: bool = Field(
-        default=False, description="Keep the KV blocks of shared prompt prefixes for reuse "
-        "(vLLM's automatic prefix caching, SGLang's radix cache): a request whose prefix is "
-        "cached prefills only the rest; unused blocks are evicted least recently used first.")
-    kv_cache_dtype: Literal["bf16", "fp8"] = Field(
-        default="bf16", description="KV-cache element type: fp8 halves the bytes a token "
-        "holds, so twice the tokens fit and decode reads half the cache bytes (derived from "
-        "the BF16 measurements).")
-    host_kv_gb: float = Field(
-        default=0.0, ge=0, le=100_000, description="Host memory of the replica's server "
-        "for KV blocks, GB (1e9 bytes): the prefix cache's evicted blocks wait there and "
-        "come back over PCIe (the GPU's pcie_gbyte_s x the replica's tp x ep GPUs) instead "
-        "of being recomputed; "
-        "0: no host tier.")
-    preemption: Literal["recompute", "swap"] = Field(
-        default="recompute", description="What preemption does with a decoding sequence's "
-        "KV: recompute (drop it and prefill again later, vLLM's default) or swap (copy it "
-        "to host memory and back over PCIe; needs host_kv_gb).")
-    max_waiting_requests: int | None = Field(
-        default=None, ge=1, le=10_000_000, description="Most requests waiting for admission "
-        "at one replica (central_queue: this many per replica in the shared queue); an "
-        "arrival finding the queue full is rejected. Default: no limit.")
-    power_cap_w: float | None = Field(default=None, gt=0, description="Power limit per GPU, W.")
-    servers: list[str] | None = Field(
-        default=None, description="Server of each replica by name (rack/type-k, as in "
-        "power.parquet), e.g. from an optimizer plan; default: first fit in fleet order.")
-
-    @property
-    def gpus_per_replica(self) -> int:
-        """GPUs one replica runs on: tp x ep."""
-        return self.tp * self.ep
-
-    @model_validator(mode="after")
-    def _budget_holds_a_batch(self) -> Deployment:
-        if self.servers is not None and len(self.servers) != self.replicas:
-            raise ValueError(f"servers names {len(self.servers)} servers for {self.replicas} "
-                             "replicas: give one per replica")
-        if self.preemption == "swap" and self.host_kv_gb <= 0:
-            raise ValueError("preemption: swap needs host memory: set host_kv_gb above 0")
-        if self.kv_block_tokens & (self.kv_block_tokens - 1):
-            raise ValueError(f"kv_block_tokens ({self.kv_block_tokens}) must be a power of "
-                             "two (1, 2, 4, ..., 1024)")
-        if self.max_batched_tokens < self.max_num_seqs:
-            raise ValueError(f"max_batched_tokens ({self.max_batched_tokens}) must be at least "
-                             f"max_num_seqs ({self.max_num_seqs}): each decoding sequence needs "
-                             "one token of the iteration budget")
-        return self
-
-
 class InferenceService(Spec):
     """An LLM service: model, arrivals, lengths, SLO, deployment and routing."""
 
@@ -269,7 +190,8 @@ class InferenceService(Spec):
     max_queue_s: float | None = Field(
         default=None, gt=0, le=86_400, description="A request not admitted this long after "
         "its arrival is dropped and counted as timed_out (a class may set its own).")
-    deployment: Deployment
+    deployment: DeploymentSpec = Field(description="One pool of replicas (gpu, tp, "
+                                       "replicas, ...), or `prefill` and `decode` pools.")
     scaling: ScalingSpec | None = Field(
         default=None, description="Replicas that change over time (a schedule or an "
         "autoscaler) within deployment.replicas; default: all of them serve throughout.")
@@ -311,11 +233,57 @@ class InferenceService(Spec):
                              "and the answer of each turn; a trace gives session starts only)")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_deployment_or_pools(cls, data: object) -> object:
+        d = data.get("deployment") if isinstance(data, dict) else None
+        if isinstance(d, dict) and POOL_KEYS & set(d) and set(d) - POOL_KEYS:
+            raise ValueError(
+                f"deployment gives both one deployment ({', '.join(sorted(set(d) - POOL_KEYS))})"
+                f" and pools ({', '.join(sorted(POOL_KEYS & set(d)))}): give either gpu, tp, "
+                "replicas, ... for one pool, or prefill and decode pools")
+        return data
+
+    @property
+    def pools(self) -> list[tuple[str, Deployment]]:
+        """(pool, deployment) of each pool: ("", the deployment) for one pool, else
+        ("prefill", ...) and ("decode", ...)."""
+        d = self.deployment
+        if isinstance(d, Disaggregated):
+            return [("prefill", d.prefill), ("decode", d.decode)]
+        return [("", d)]
+
+    def views(self) -> list[tuple[str, InferenceService]]:
+        """(pool, the service with that pool as its one deployment) of each pool: what
+        placement and the replicas' cost tables are built from."""
+        if not isinstance(self.deployment, Disaggregated):
+            return [("", self)]
+        return [(pool, self.model_copy(update={"deployment": d})) for pool, d in self.pools]
+
+    @property
+    def disaggregated(self) -> bool:
+        """Prefill and decode on separate pools."""
+        return isinstance(self.deployment, Disaggregated)
+
+    def colocated(self, where: str = "") -> Deployment:
+        """The one deployment of a colocated service; a clear error for pools (what
+        `where`, e.g. "dcsim optimize", does not support)."""
+        d = self.deployment
+        if isinstance(d, Disaggregated):
+            from dcsim.errors import DcsimError, Problem
+            raise DcsimError(Problem(f"workloads[{self.name}].deployment", "prefill/decode "
+                                     "pools", f"one deployment: {where or 'this'} does not "
+                                     "model disaggregated prefill and decode yet"))
+        return d
+
     @model_validator(mode="after")
     def _scaling_within_slots(self) -> InferenceService:
         sc, d = self.scaling, self.deployment
         if sc is None:
             return self
+        if isinstance(d, Disaggregated):
+            raise ValueError("scaling: the replicas of disaggregated prefill and decode "
+                             "pools are fixed (scaling them over time is not modelled)")
         if isinstance(sc, Autoscaler):
             for name in ("max_replicas", "initial_replicas", "min_replicas"):
                 n = getattr(sc, name)
