@@ -1,6 +1,7 @@
 """Engine speed: simulated requests per wall-clock second against bare SimPy.
 
 Run: python bench/engine.py [--requests N] [--replicas R] [--repeat K] [--sessions]
+     [--disaggregated]
 
 Simulates the Azure conversation trace (2023), rate-scaled to about N requests
 in its hour, on R replicas of Llama-3.1-8B on H200; then, in the same process,
@@ -14,6 +15,10 @@ conversation trace's lengths for each turn's new tokens and answer, a 1,000-toke
 system prompt, prefix caching and prefix-affinity routing; the session rate is set so
 that about N requests are planned in the hour (turns due after its end are never sent,
 so somewhat fewer arrive: 874,000 of a million).
+
+--disaggregated: the trace on R // 4 prefill replicas and R - R // 4 decode replicas
+(the same GPUs), each request's KV cache moved from its prefill replica to its decode
+replica as a flow on the fabric (NVLink within a server, NICs between servers).
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ def sessions_service(n: int, replicas: int) -> dict:
             "routing": "prefix_affinity"}
 
 
-def dcsim_run(n: int, replicas: int, sessions: bool = False) -> tuple[int, float, float, int]:
+def disaggregated(replicas: int) -> dict:
+    """Prefill and decode pools over the same GPUs (see the module docstring)."""
+    pre = max(replicas // 4, 1)
+    return {"prefill": {"gpu": "H200-SXM", "replicas": pre, "max_num_seqs": 256},
+            "decode": {"gpu": "H200-SXM", "replicas": max(replicas - pre, 1),
+                       "max_num_seqs": 256}}
+
+
+def dcsim_run(n: int, replicas: int, sessions: bool = False, split: bool = False
+              ) -> tuple[int, float, float, int]:
     data = {
         "name": "bench-engine",
         "workloads": [{
@@ -58,6 +72,8 @@ def dcsim_run(n: int, replicas: int, sessions: bool = False) -> tuple[int, float
     }
     if sessions:
         data["workloads"] = [sessions_service(n, replicas)]
+    if split:
+        data["workloads"][0]["deployment"] = disaggregated(replicas)
     s = scenario_from_data(data)
     before = _peak_rss_mib()
     t0 = time.perf_counter()
@@ -104,6 +120,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--sessions", action="store_true",
                     help="multi-turn chat with prefix caching instead of the trace")
+    ap.add_argument("--disaggregated", action="store_true",
+                    help="prefill and decode pools, KV moved between them")
     a = ap.parse_args()
     ratios = []
     for _ in range(a.repeat):
@@ -111,7 +129,8 @@ def main() -> None:
         m, wall_b, mem_b = bare_mmc(a.requests, a.replicas, 2.0)
         print(f"bare SimPy M/M/c: {m:>9,} requests in {wall_b:7.1f} s = {m / wall_b:9,.0f} "
               f"req/s, peak memory growth {mem_b:7.1f} MiB")
-        n, wall, mem, events = dcsim_run(a.requests, a.replicas, a.sessions)
+        n, wall, mem, events = dcsim_run(a.requests, a.replicas, a.sessions,
+                                         a.disaggregated)
         print(f"dcsim engine:     {n:>9,} requests in {wall:7.1f} s = {n / wall:9,.0f} req/s, "
               f"peak memory growth {mem:7.1f} MiB (setup and results tables included), "
               f"{events / n:.2f} SimPy events per request")

@@ -65,6 +65,8 @@ def check_references(s: Scenario, base_dir: Path) -> list[Problem]:
                 gpu = _lookup(problems, f"{dp}.gpu", cat.gpu, d.gpu)
                 if gpu and model:
                     problems += _inference_fit(view, gpu, model, dp, cat, base_dir)
+                if gpu and model and pool == "decode":
+                    problems += _decode_room(view, gpu, model, dp)
                 problems += _cap_in_range(gpu, d.power_cap_w, f"{dp}.power_cap_w")
             problems += _trace_files(w, base_dir, p)
         else:
@@ -222,6 +224,25 @@ def _traced_sessions(w: InferenceService, base_dir: Path) -> bool:
         return "session_id" in load_trace(resolve_trace_path(w.arrival.path, base_dir))
     except DcsimError:
         return False
+
+
+def _decode_room(w: InferenceService, gpu: GpuSpec, model: ModelSpec, dp: str
+                 ) -> list[Problem]:
+    """A decode replica must hold one request's KV: the longest prompt and its next token
+    (one token where the longest is not known up front)."""
+    from dcsim.engine.build import kv_capacity_tokens
+
+    longest = (_longest_prompt(w) or 1) + (w.shared_prefix.tokens if w.shared_prefix else 0)
+    try:
+        room = kv_capacity_tokens(w, gpu, model)
+    except DcsimError:  # (a type the GPU cannot run: reported by _inference_fit)
+        return []
+    if room >= longest + 1:
+        return []
+    return [Problem(dp, f"{max(room, 0)} KV tokens a replica", f"decode replicas that hold "
+                    f"one request's KV ({longest + 1} tokens: the longest prompt and its "
+                    "next token): more GPUs (tp), memory (gpu_memory_utilization) or an "
+                    "fp8 KV cache")]
 
 
 def _longest_prompt(w: InferenceService) -> int | None:

@@ -403,6 +403,8 @@ class Replica(Batching, Lifecycle):
 
     def release_kv(self, s: Seq) -> None:
         """A parked sequence's KV has been sent: free its blocks."""
+        if self.state == "idle":  # the KV level of the idle gap so far is the old one
+            self._settle()
         del self.parked[s]
         self.pages.pre_pad -= self.pages.pad(s.kv)
         if self.cache is None:

@@ -10,45 +10,48 @@ filling) and re-shared whenever a job starts or ends.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from dcsim.engine.metrics import LevelIntegral
+from dcsim.engine.metrics import bucket_count, overlaps
 
 
-def max_min_rates(flow_links: list[list[int]], capacity: np.ndarray,
-                  demand: np.ndarray | None = None) -> np.ndarray:
+def max_min_rates(flow_links: list[list[int]], capacity: Sequence[float],
+                  demand: Sequence[float] | None = None) -> np.ndarray:
     """Max-min fair rates of flows over links (progressive filling).
 
     All unfrozen flows grow together; a link that fills freezes its flows, and so
-    does a flow that reaches its demand. A flow on no link gets its demand.
+    does a flow that reaches its demand. A flow on no link gets its demand. (Plain
+    Python over the links in use: a fabric has many links and few flows at a time.)
     """
     n = len(flow_links)
-    want = np.full(n, np.inf) if demand is None else np.asarray(demand, dtype=float)
-    rate = np.zeros(n)
-    left = np.asarray(capacity, dtype=float).copy()
-    active = np.array([bool(links) for links in flow_links]) & (want > 0)
-    rate[[i for i in range(n) if not flow_links[i]]] = want[[i for i in range(n)
-                                                            if not flow_links[i]]]
-    while active.any():
-        users = np.zeros(left.size)
-        for i in np.flatnonzero(active):
-            for link in flow_links[i]:
-                users[link] += 1
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(users > 0, left / users, np.inf)
-        step = min(share.min(), float((want - rate)[active].min()))
-        for i in np.flatnonzero(active):
+    want = [math.inf] * n if demand is None else [float(x) for x in demand]
+    rate = [0.0] * n
+    active = []
+    for i, links in enumerate(flow_links):
+        if not links:
+            rate[i] = want[i]
+        elif want[i] > 0:
+            active.append(i)
+    left = {k: float(capacity[k]) for i in active for k in flow_links[i]}
+    while active:
+        users: dict[int, int] = {}
+        for i in active:
+            for k in flow_links[i]:
+                users[k] = users.get(k, 0) + 1
+        step = min(left[k] / u for k, u in users.items())
+        step = max(min(step, min(want[i] - rate[i] for i in active)), 0.0)
+        for i in active:
             rate[i] += step
-            for link in flow_links[i]:
-                left[link] -= step
-        full = np.flatnonzero((users > 0) & (left <= 1e-9 * np.maximum(capacity, 1)))
-        for i in np.flatnonzero(active):
-            if rate[i] >= want[i] - 1e-12 or any(link in full for link in flow_links[i]):
-                active[i] = False
-    return rate
+            for k in flow_links[i]:
+                left[k] -= step
+        full = {k for k in users if left[k] <= 1e-9 * max(float(capacity[k]), 1.0)}
+        active = [i for i in active if rate[i] < want[i] * (1 - 1e-12)
+                  and not any(k in full for k in flow_links[i])]
+    return np.array(rate)
 
 
 def water_fill(capacity: float, demand: list[float]) -> list[float]:
@@ -77,13 +80,17 @@ class Fabric:
         self.capacity = np.concatenate([np.asarray(uplink_byte_s, dtype=float),
                                         np.array([c for _, c in links], dtype=float)])
         self.names = [f"leaf-{i}/uplink" for i in range(self.uplinks)] + [n for n, _ in links]
+        self._cap = self.capacity.tolist()
         self.clock = clock or (lambda: 0.0)
-        self.bucket_s = bucket_s
-        # integral of each link's load per bucket, bytes
-        self._load_x = LevelIntegral(("load",), duration_s, bucket_s, (self.capacity.size,))
+        self.bucket_s, self.duration_s = bucket_s, duration_s
+        self.n = bucket_count(duration_s, bucket_s)
+        # integral of each link's load per bucket, bytes (lists: scalar updates are cheap)
+        self._load_x = [[0.0] * self.n for _ in self._cap]
+        self._t_load = 0.0
         self.jobs: dict[int, tuple[dict[int, int], float]] = {}  # job -> ({leaf: GPUs}, B/s)
         self.per_gpu: dict[int, float] = {}
-        self.load = np.zeros(self.capacity.size)  # bytes/s allocated on each link
+        self.load = [0.0] * len(self._cap)  # bytes/s allocated on each link
+        self._loaded: list[int] = []  # the links with load
         # transfer -> [its links, demand B/s, bytes left, rate B/s]
         self.flows: dict[int, list] = {}
         self._t = 0.0  # when the transfers' bytes left were last brought up to date
@@ -126,17 +133,30 @@ class Fabric:
 
     def observe(self) -> None:
         """Integrate the link load since the last change into the time buckets."""
-        self._load_x.advance(self.clock(), {"load": self.load})
+        now = min(self.clock(), self.duration_s)
+        if now <= self._t_load:
+            return
+        if self._loaded:
+            x, load = self._load_x, self.load
+            for b, dt in overlaps(self._t_load, now, self.bucket_s, self.n):
+                for k in self._loaded:
+                    x[k][b] += load[k] * dt
+        self._t_load = now
+
+    def bucket_seconds(self) -> np.ndarray:
+        """Length of each bucket; the last one may be cut by the end of the run."""
+        starts = np.arange(self.n) * self.bucket_s
+        return np.minimum(starts + self.bucket_s, self.duration_s) - starts
 
     def mean_load(self) -> np.ndarray:
         """Mean load of each link per bucket up to now, bytes/s (links x buckets)."""
         self.observe()
-        return self._load_x.means()["load"]
+        return np.array(self._load_x).reshape(len(self._cap), self.n) / self.bucket_seconds()
 
     def links_table(self) -> pd.DataFrame:
         """Per link and time bucket: mean load (bytes/s) and utilisation."""
         load = self.mean_load()
-        dt = self._load_x.bucket_seconds()
+        dt = self.bucket_seconds()
         n = dt.size
         starts = np.arange(n) * self.bucket_s
         return pd.DataFrame({
@@ -174,15 +194,19 @@ class Fabric:
             owners.append((False, k, 0))
             links.append(f[0])
             demand.append(f[1])
-        rates = max_min_rates(links, self.capacity, np.array(demand)) if owners else []
-        self.load = np.zeros(self.capacity.size)
+        rates = max_min_rates(links, self._cap, demand).tolist() if owners else []
+        load = self.load
+        for k in self._loaded:
+            load[k] = 0.0
         worst: dict[int, float] = {}
         for (job, j, gpus), link, r in zip(owners, links, rates, strict=True):
-            self.load[link] += r
+            for k in link:
+                load[k] += r
             if job:
                 worst[j] = min(worst.get(j, np.inf), r / gpus)  # the slowest leaf paces it
             else:
                 self.flows[j][3] = float(r)
+        self._loaded = sorted({k for link in links for k in link})
         self.per_gpu.update(worst)
         if self.on_share is not None:
             self.on_share()
