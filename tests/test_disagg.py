@@ -97,7 +97,8 @@ def busy(tmp_path_factory):
     """Load on two prefill replicas and three decode replicas over two servers; arrivals
     stop at 60 s so that every request is done by the end."""
     d = {"name": "pd-busy",
-         "fleet": {"racks": [{"name": "r", "power_budget_kw": 100, "servers": [{"type": "dgx-h200", "count": 2}]}]},
+         "fleet": {"racks": [{"name": "r", "power_budget_kw": 100,
+                              "servers": [{"type": "dgx-h200", "count": 2}]}]},
          "workloads": [{
              "kind": "inference", "name": "rag", "model": MODEL,
              "arrival": {"kind": "steps", "step_s": 60, "rates_per_s": [10.0, 0.0]},
@@ -113,7 +114,7 @@ def busy(tmp_path_factory):
 
 
 def test_every_request_is_moved_once_and_its_bytes_cross_both_ports(busy):
-    s, r = busy
+    _, r = busy
     q = r.requests
     assert (q["status"] == "finished").all() and len(q) > 400
     moved = q[q["output_tokens"] > 1]
@@ -237,6 +238,7 @@ def test_pools_on_servers_without_nics_are_refused():
     d["catalog"] = {"servers": [{
         "id": "h200-no-nic", "gpu": GPU, "gpus_per_server": 8, "max_power_w": 10200,
         "non_gpu_power_w": 4600, "nics": 0, "nic_gbps": 400, "source": "test: no NICs"}]}
-    d["fleet"] = {"racks": [{"name": "r", "power_budget_kw": 100, "servers": [{"type": "h200-no-nic", "count": 2}]}]}
+    d["fleet"] = {"racks": [{"name": "r", "power_budget_kw": 100,
+                             "servers": [{"type": "h200-no-nic", "count": 2}]}]}
     with pytest.raises(DcsimError, match="scale-out NICs"):
         simulate(scenario_from_data(d))
