@@ -47,6 +47,9 @@ def print_summary(summary: RunSummary, start: datetime | None = None) -> None:
         out.print(table)
     else:  # training or cluster replays only: no empty inference table
         out.print(table.title, highlight=False)
+    for name, v in services.items():
+        if v.pools:
+            out.print(f"pools {u.pools_line(name, v.pools)}", highlight=False)
     _print_derived(summary)
     _print_jobs_and_replays(summary, start)
     t = summary.total

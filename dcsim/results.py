@@ -146,7 +146,33 @@ def _service(s: Scenario, w: InferenceService, requests: pd.DataFrame,
         profile_provenance=provenance.get(w.name, {}),
         profile_basis={ph: str(reps[f"{ph}_basis"].iloc[0]) for ph in ("decode", "prefill")
                        if len(reps) and f"{ph}_basis" in reps},
-        gpu_hours_in_use=in_use_gpu_hours(reps))
+        gpu_hours_in_use=in_use_gpu_hours(reps),
+        pools=pool_summary(req, reps, sim.duration_s) if w.disaggregated else None)
+
+
+def pool_summary(req: pd.DataFrame, reps: pd.DataFrame, duration_s: float
+                 ) -> dict[str, dict[str, float]]:
+    """Per pool of a disaggregated service: replicas, GPUs, the share of the run its
+    replicas were busy, GPU energy (kWh) and mean GPU power (W); and its KV moves
+    (requests moved, GB, transfer and decode-wait percentiles) as `kv_transfer`."""
+    out: dict[str, dict[str, float]] = {}
+    for pool, g in reps.groupby("pool", sort=False):
+        e = float(g["energy_j"].sum())
+        out[str(pool)] = {
+            "replicas": len(g), "gpus": int(g["gpus"].sum()),
+            "busy_fraction": float(g["busy_s"].sum()) / (len(g) * duration_s),
+            "energy_kwh": e / 3.6e6, "mean_power_w": e / duration_s}
+    done = req[(req["status"] == "finished") & ~req["in_warmup"]]
+    moved = done[done["kv_transfer_s"].notna()]
+
+    def q(col: str, p: float) -> float:
+        return float(moved[col].quantile(p)) if len(moved) else float("nan")
+
+    out["kv_transfer"] = {
+        "requests_moved": len(moved), "kv_gb": float(moved["kv_bytes"].sum()) / 1e9,
+        "transfer_p50_s": q("kv_transfer_s", 0.5), "transfer_p99_s": q("kv_transfer_s", 0.99),
+        "wait_p99_s": q("kv_wait_s", 0.99)}
+    return out
 
 
 def in_use_gpu_hours(replicas: pd.DataFrame) -> float:

@@ -51,6 +51,17 @@ class ServiceSummary:
     # GPU-hours its replicas were loading, serving or draining (gpu_hours: placed slots
     # over the run; they differ where a scaling starts and stops replicas; older: None)
     gpu_hours_in_use: float | None = None
+    # disaggregated serving: per pool (prefill, decode) its replicas, GPUs, busy share,
+    # GPU energy and mean power, and the KV moves (kv_transfer); None: colocated
+    pools: dict[str, dict[str, float]] | None = None
+
+
+def service_dict(v: ServiceSummary) -> dict[str, Any]:
+    """A service as in summary.json (pools only where the service has them)."""
+    d = asdict(v)
+    if d["pools"] is None:
+        del d["pools"]
+    return d
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,7 @@ class RunSummary:
         """The JSON object written to summary.json."""
         return {"scenario": self.scenario, "duration_s": self.duration_s,
                 "warmup_s": self.warmup_s, "seed": self.seed,
-                "services": {k: asdict(v) for k, v in self.services.items()},
+                "services": {k: service_dict(v) for k, v in self.services.items()},
                 "jobs": [asdict(j) for j in self.jobs],
                 "cluster_replays": [asdict(c) for c in self.cluster_replays],
                 "total": asdict(self.total),

@@ -77,3 +77,20 @@ def capping_line(c: dict) -> str:
     return (f"{c['kind']} {c['name']}: capped {c['capped_share']:.1%} of the run "
             f"({c['caps']} caps, {c['brakes']} brakes); metered peak "
             f"{power_w(c['peak_w'])} of {budget}")
+
+
+def data_gb(x: float) -> str:
+    """Bytes given in GB (1e9), in GB, TB or PB with three digits."""
+    return _scaled(x, ((1e6, "PB"), (1e3, "TB"), (1.0, "GB")))
+
+
+def pools_line(name: str, pools: dict) -> str:
+    """One line on a disaggregated service's pools and KV moves (summary `pools`)."""
+    parts = [f"{k} {v['replicas']:g} replicas ({v['gpus']:g} GPUs) {v['busy_fraction']:.0%} "
+             f"busy, {power_w(v['mean_power_w'])}" for k, v in pools.items()
+             if k != "kv_transfer"]
+    kv = pools.get("kv_transfer", {})
+    moved = (f"; KV {data_gb(kv['kv_gb'])} over {count(kv['requests_moved'])} requests, "
+             f"transfer p99 {duration_s(kv['transfer_p99_s'])}, decode wait p99 "
+             f"{duration_s(kv['wait_p99_s'])}") if kv.get("requests_moved") else ""
+    return f"{name}: " + "; ".join(parts) + moved

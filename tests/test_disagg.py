@@ -242,3 +242,37 @@ def test_pools_on_servers_without_nics_are_refused():
                              "servers": [{"type": "h200-no-nic", "count": 2}]}]}
     with pytest.raises(DcsimError, match="scale-out NICs"):
         simulate(scenario_from_data(d))
+
+
+def test_the_shipped_scenario_runs_with_its_pools_in_the_summary_terminal_and_report(
+        tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dcsim.cli import app
+
+    out = tmp_path / "pd"
+    r = CliRunner().invoke(app, ["run", str(ROOT / "scenarios" / "disaggregated.yaml"),
+                                 "--out", str(out), "-q", "--report",
+                                 "--set", "simulation.duration_s=120",
+                                 "--set", "simulation.warmup_s=10"])
+    assert r.exit_code == 0, r.output
+    assert "pools rag: prefill 12 replicas (12 GPUs)" in " ".join(r.output.split())
+    svc = json.loads((out / "summary.json").read_text())["services"]["rag"]
+    pools = svc["pools"]
+    reps = pd.read_parquet(out / "replicas.parquet")
+    q = pd.read_parquet(out / "requests.parquet")
+    # the pools' energy is the service's; the KV moved is its requests' after warm-up
+    assert pools["prefill"]["energy_kwh"] + pools["decode"]["energy_kwh"] == pytest.approx(
+        svc["energy_kwh"], rel=1e-12)
+    assert pools["decode"]["replicas"] == (reps["pool"] == "decode").sum() == 4
+    done = q[(q["status"] == "finished") & ~q["in_warmup"]]
+    assert pools["kv_transfer"]["kv_gb"] == pytest.approx(done["kv_bytes"].sum() / 1e9)
+    assert 0 < pools["prefill"]["busy_fraction"] < 1
+    links = pd.read_parquet(out / "links.parquet")
+    nic = links[links["link"].str.endswith("nic-in")]
+    assert nic["load_byte_s"].sum() > 0  # the first server's prefill sends over NICs
+    page = (out / "report.html").read_text()
+    assert "<h2>Disaggregated serving</h2>" in page
+    assert "KV cache moves between the prefill and decode pools" in page

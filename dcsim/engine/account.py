@@ -125,6 +125,7 @@ def _replicas(model: RunModel, rec: RunRecord) -> pd.DataFrame:
                                      idle_energy_j=t["idle_energy_j"].tolist(),
                                      in_system_x_s=t["in_system_x_s"].tolist(),
                                      kv_transfer_s=t["kv_transfer_s"].tolist(),
+                                     busy_s=t["busy_s"].tolist(),
                                      in_use_s=t["in_use_s"].tolist(),
                                      cold_start_energy_j=t["cold_start_energy_j"].tolist())
 

@@ -195,6 +195,7 @@ def _replica_totals(replicas: list[Replica]) -> pd.DataFrame:
                          "idle_energy_j": [r.idle_energy_j for r in replicas],
                          "in_system_x_s": [r.in_system_x_s for r in replicas],
                          "kv_transfer_s": [r.transfer_s for r in replicas],
+                         "busy_s": [sum(r.series.busy_s[r.index]) for r in replicas],
                          "in_use_s": [r.up_s for r in replicas],
                          "cold_start_energy_j": [r.loading_j for r in replicas]})
 

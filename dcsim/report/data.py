@@ -17,7 +17,7 @@ TABLES = ("requests", "timeseries", "replicas", "power", "budgets", "jobs", "fai
           "replications_power", "replications_latency", "replications_busy",
           "sizing_fleet", "sizing_check", "sizing_capex", "sizing_growth", "sizing_runout",
           "sizing_periods", "supply", "power_trace", "power_trace_phases", "scaling",
-          "capping", "verify_continuous")
+          "capping", "verify_continuous", "links")
 
 
 @dataclass

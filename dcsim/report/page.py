@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 from dcsim import __version__, outlook, units
 from dcsim.output import atomic_file
 from dcsim.report import assumptions
+from dcsim.report import disagg as dg
 from dcsim.report import figures_plan as fp
 from dcsim.report import figures_run as fr
 from dcsim.report import operations as ops
@@ -108,6 +109,15 @@ def _run_sections(res: Results, g: float, months: int) -> list[Section]:
     if res.has("requests"):
         out.append(("Latency", [fr.latency_cdfs(t["requests"], res.slos,
                                                 t.get("replications_latency"))]))
+    if any(v.pools for v in s.services.values()):
+        out.append(("Disaggregated serving", [
+            "<p>Prefill and decode run on separate pools; each request's KV cache moves "
+            "from its prefill replica to its decode replica over NVLink (same server) or "
+            "the NICs and leaf-spine fabric, shared max-min with other traffic.</p>",
+            _table(dg.pool_table(s)), dg.kv_figure(t.get("requests", pd.DataFrame()),
+                                                   t.get("links", pd.DataFrame(
+                                                       {"link": [], "t_start_s": [],
+                                                        "utilization": []})))]))
     if res.has("timeseries") and res.has("replicas") and (res.has("scaling")
                                                            or res.has("capping")):
         out.append(("Operations over time", [ops.timeline(
