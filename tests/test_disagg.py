@@ -276,3 +276,16 @@ def test_the_shipped_scenario_runs_with_its_pools_in_the_summary_terminal_and_re
     page = (out / "report.html").read_text()
     assert "<h2>Disaggregated serving</h2>" in page
     assert "KV cache moves between the prefill and decode pools" in page
+
+
+@pytest.mark.parametrize("command", ["optimize", "size"])
+def test_planning_commands_refuse_pools_in_one_line(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from dcsim.cli import app
+
+    r = CliRunner().invoke(app, [command, str(ROOT / "scenarios" / "disaggregated.yaml"),
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"dcsim {command} does not model disaggregated prefill and decode" in r.output
+    assert not (tmp_path / "out").exists()

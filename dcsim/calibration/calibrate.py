@@ -34,6 +34,7 @@ from dcsim.errors import DcsimError, Problem
 from dcsim.profiles.store import ProfileStore
 from dcsim.profiles.uncertainty import from_errors, sigmas
 from dcsim.scenario import Scenario
+from dcsim.workloads.spec import InferenceService
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class Calibration:
 def calibrate(s: Scenario, base_dir: Path, fit_on: MeasuredRun, fmt: str = "dcsim",
               holdout: MeasuredRun | None = None) -> Calibration:
     """Fit, tabulate and check a correction (module docstring)."""
+    for w in s.workloads:  # a measured run of one serving engine per service
+        if isinstance(w, InferenceService):
+            w.colocated("dcsim calibrate")
     ctx = Context.load(s, base_dir)
     measured = fit_on.load(fmt, "--energy-j / --power-log")
     held = holdout.load(fmt, "--holdout-energy-j / --holdout-power-log") if holdout else None

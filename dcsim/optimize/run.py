@@ -16,6 +16,7 @@ from dcsim.optimize.plan_scenario import plan_scenario
 from dcsim.optimize.verify import period_scenario, verify, verify_jobs
 from dcsim.optimize.verify_day import verify_continuous
 from dcsim.scenario import Scenario
+from dcsim.workloads.spec import InferenceService
 
 
 def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool,
@@ -27,6 +28,9 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
     With `quantile`, every profile answer is taken at that quantile of its error
     (dcsim.profiles.uncertainty) for planning and for the simulation check alike, and
     the plan at the median answers is solved too, to state what the margin costs."""
+    for w in s.workloads:  # the MILP places one deployment a service
+        if isinstance(w, InferenceService):
+            w.colocated("dcsim optimize")
     ctx = Context.load(s, base_dir)  # one catalog and profile store for every stage
     median = None
     if quantile is not None:

@@ -61,6 +61,9 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
     fleet's peak period, a scenario `dcsim run` takes). `objective` (gpus | capex)
     replaces sizing.objective; `progress` hears each stage (as dcsim optimize's)."""
     say = progress or (lambda _stage, _msg: None)
+    for w in s.workloads:  # sizing places one deployment a service
+        if isinstance(w, InferenceService):
+            w.colocated("dcsim size")
     ctx = context or Context.load(s, base_dir)
     sz = _spec(s, objective, ctx)
     opt = (s.optimize or OptimizeSpec()).model_copy(update={"utilization_target": 1.0})
