@@ -130,7 +130,7 @@ def test_run_never_tracebacks_and_agrees_with_validate(tmp_path_factory, doc):
         assert r.exit_code == 1 and not (tmp / "out").exists()
 
 
-@settings(max_examples=10, deadline=None, derandomize=True,
+@settings(max_examples=7, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(doc=mutated(OPTIMIZE))
 def test_optimize_never_tracebacks_and_agrees_with_validate(tmp_path_factory, doc):
