@@ -1,4 +1,4 @@
-"""Max-min fair sharing of the scale-out network between training jobs."""
+"""Max-min fair sharing of the scale-out network between training jobs and transfers."""
 
 from __future__ import annotations
 
@@ -71,3 +71,26 @@ def test_topology_placement_keeps_the_second_job_off_the_shared_leaf():
     assert jobs["leaves"].tolist() == [2, 2]
     assert jobs.loc["a", "exposed_dp_s"] == pytest.approx(
         alone.jobs.set_index("job").loc["a", "exposed_dp_s"], rel=1e-9)
+
+
+def test_a_kv_transfer_and_a_training_job_share_the_uplinks_max_min():
+    from dcsim.hardware.network import Fabric
+
+    now = [0.0]
+    fab = Fabric(np.array([400e9, 400e9]), lambda: now[0], 1.0, 10.0,
+                 links=[("p/nic-out", 50e9), ("d/nic-in", 50e9)])
+    fab.start(0, {0: 8, 1: 8}, 50e9)  # a job on two leaves: line rate fills both uplinks
+    assert fab.per_gpu[0] == pytest.approx(50e9)
+    # 2 GB from leaf 0 to leaf 1: its NIC ports cap it at 50 GB/s, the job keeps the rest
+    fab.send(7, [2, 3, 0, 1], np.inf, 2e9)
+    assert fab.flows[7][3] == pytest.approx(50e9)
+    assert fab.per_gpu[0] == pytest.approx(350e9 / 8)
+    assert fab.next_done_s() == pytest.approx(0.04)
+    now[0] = 0.04
+    assert fab.finished() == [7]
+    assert fab.per_gpu[0] == pytest.approx(50e9)  # the job has its uplinks back
+    # uplink 0 stayed full: the job's 350 GB/s and the transfer's 50 while both ran
+    now[0] = 1.0
+    load = fab.mean_load()
+    assert load[0, 0] == pytest.approx(400e9, rel=1e-12)
+    assert load[2, 0] == pytest.approx(2e9, rel=1e-12)  # the port moved its 2 GB

@@ -4,8 +4,10 @@ Servers hang off leaves in fleet order (`servers_per_leaf` each). A leaf's uplin
 carries servers_per_leaf x NIC bandwidth / oversubscription. A training job whose
 servers span more than one leaf sends its data-parallel all-reduce over the uplink
 of every leaf it uses, wanting line rate for each of its GPUs there; jobs inside
-one leaf never touch an uplink. Uplinks are shared max-min fairly (progressive
-filling) and re-shared whenever a job starts or ends.
+one leaf never touch an uplink. A KV-cache transfer of disaggregated serving is a
+flow of bytes over its replicas' NVLink or NIC ports and, between leaves, both
+uplinks (dcsim.engine.kv_ports). Links are shared max-min fairly (progressive
+filling) by jobs and transfers, and re-shared whenever one starts or ends.
 """
 
 from __future__ import annotations
