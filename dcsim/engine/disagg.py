@@ -54,6 +54,7 @@ class Transfers:
         self.env, self.fabric = env, fabric
         self.done: dict[int, Callable[[], None]] = {}
         self._ev: simpy.Event | None = None
+        self._at = np.inf  # when the pending event fires
         fabric.on_share = self._reschedule
 
     def send(self, key: int, links: list[int], nbytes: float, done: Callable[[], None]
@@ -63,17 +64,23 @@ class Transfers:
         self.fabric.send(key, links, np.inf, nbytes)
 
     def _reschedule(self) -> None:
+        dt = self.fabric.next_done_s()
+        at = self.env.now + dt
         if self._ev is not None:
+            if abs(at - self._at) <= 1e-9:  # the next end has not moved: its event stands
+                return
             self._ev.callbacks.remove(self._fire)
             self._ev = None
-        dt = self.fabric.next_done_s()
         if dt < np.inf:
-            self._ev = self.env.timeout(dt)
+            self._ev, self._at = self.env.timeout(dt), at
             self._ev.callbacks.append(self._fire)
 
     def _fire(self, _ev: simpy.Event) -> None:
-        self._ev = None
-        for key in self.fabric.finished():  # (re-shares: the next end is scheduled)
+        self._ev, self._at = None, np.inf
+        done = self.fabric.finished()  # (a re-share schedules the next end)
+        if not done:  # (fired within a nanosecond before it: wait for it)
+            self._reschedule()
+        for key in done:
             self.done.pop(key)()
 
 

@@ -29,6 +29,7 @@ import simpy
 from dcsim.engine.admission import PriorityWaiting
 from dcsim.engine.batching import Batching
 from dcsim.engine.costs import DecodeBlock, IterationCosts
+from dcsim.engine.handoff import Handoff
 from dcsim.engine.host_tier import HostKV
 from dcsim.engine.lifecycle import Lifecycle
 from dcsim.engine.metrics import STATUS, RequestLog, TimeSeries
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 FINISHED = STATUS.index("finished")
 
 
-class Replica(Batching, Lifecycle):
+class Replica(Batching, Lifecycle, Handoff):
     """One model instance serving with continuous batching (see the module docstring).
 
     Routers use only `submit`, `poke`, `kv_capacity`, `outstanding`, `batch_size`,
@@ -112,16 +113,7 @@ class Replica(Batching, Lifecycle):
         self._on_mixed, self._on_block = self._mixed_done, self._block_done
         self.wake.callbacks.append(self._woken)  # idle from the start
         self.init_lifecycle(costs.idle_power_w)
-        # disaggregated serving (dcsim.engine.disagg). A prefill replica hands each
-        # prefilled request on (`handoff`: True if its KV is to be sent) and keeps its KV
-        # in `parked` until `release_kv`; a decode replica admits a request prefilled
-        # elsewhere by reserving its blocks and a slot (`incoming`, `on_receive` starts
-        # the transfer) and takes it into the batch at its next iteration once `deliver`ed
-        self.handoff: Callable[[Replica, Seq], bool] | None = None
-        self.on_receive: Callable[[Replica, Seq], None] | None = None
-        self.parked: dict[Seq, None] = {}
-        self.incoming: dict[Seq, None] = {}
-        self.arrived: list[Seq] = []
+        self.init_handoff()  # disaggregated serving (dcsim.engine.handoff)
 
     # -- called by the router ----------------------------------------------
     def submit(self, seq: Seq) -> None:
@@ -393,61 +385,6 @@ class Replica(Batching, Lifecycle):
     def _release(self, s: Seq) -> None:
         self.log.energy_j[s.rid] = s.energy_j
         self._change_outstanding(-1)
-
-    # -- disaggregated serving (see __init__) -------------------------------
-    def _park(self, s: Seq) -> None:
-        """Prefilled and handed on: its KV stays (blocks and padding) until sent."""
-        self.parked[s] = None
-        self.pages.pre_pad += self.pages.pad(s.kv)
-        self._change_outstanding(-1)
-
-    def release_kv(self, s: Seq) -> None:
-        """A parked sequence's KV has been sent: free its blocks."""
-        if self.state == "idle":  # the KV level of the idle gap so far is the old one
-            self._settle()
-        del self.parked[s]
-        self.pages.pre_pad -= self.pages.pad(s.kv)
-        if self.cache is None:
-            self.used -= s.kv
-        else:
-            if s.session != -1:
-                self._keep_history(s)
-            self._unpin(s)
-        if self.waiting:
-            self.poke()  # room for a prompt that waits
-
-    def _receive(self, s: Seq) -> None:
-        """Admit a sequence prefilled elsewhere: hold a slot and blocks for its KV, and
-        have the transfer started."""
-        self.waiting.popleft()
-        self.incoming[s] = None
-        self.used += s.kv
-        self.pages.pre_pad += self.pages.pad(s.kv)
-        self.log.replica[s.rid] = self.index
-        if self.pulls:
-            self._change_outstanding(+1)
-        assert self.on_receive is not None
-        self.on_receive(self, s)
-
-    def deliver(self, s: Seq) -> None:
-        """The KV of an incoming sequence is here: it joins the batch at the next
-        iteration (a decode block in flight ends at its step in progress)."""
-        self.arrived.append(s)
-        if self.state == "idle":
-            if not self.wake.triggered:
-                self.wake.succeed()
-        elif self.state == "block":
-            self.state = "cutting"
-            self._cut()
-
-    def _join_arrived(self) -> None:
-        for s in self.arrived:
-            del self.incoming[s]
-            self.pages.pre_pad -= self.pages.pad(s.kv)
-            s.swapped = 0
-            self.running[s] = None
-            self._join_decoding(s)
-        self.arrived.clear()
 
     def _account(self, t0: float, t1: float, energy: float, batch: float,
                  kv_mean: float | None = None) -> None:

@@ -123,10 +123,10 @@ class Fabric:
                    default=np.inf)
 
     def finished(self) -> list[int]:
-        """End the transfers with no bytes left (a nanosecond's worth), re-share; their
-        keys."""
+        """End the transfers with no bytes left (10 ns worth at their rate), re-share;
+        their keys."""
         self._drain()
-        done = [k for k, f in self.flows.items() if f[2] <= f[3] * 1e-9 + 1e-6]
+        done = [k for k, f in self.flows.items() if f[2] <= f[3] * 1e-8 + 1e-6]
         for k in done:
             del self.flows[k]
         if done:
