@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.timing  # real CPU time is measured: alone (tests/cpu_lock.py)
 
+from cpu_lock import cpu  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from dcsim.cli import app  # noqa: E402
@@ -31,10 +33,11 @@ REPLAY = dict(requests=30, time_scale=0.2, max_prompt=256, max_output=24, device
 def profile_dir(tmp_path_factory, catalog) -> Path:
     """Prefill and decode over the lengths and batches the replay reaches (interpolation)."""
     out = tmp_path_factory.mktemp("replay_prof")
-    run_profile(ProfileRequest(model="tiny-llama", device="cpu", grid="quick",
-                               phases=("prefill", "decode"), batches=(1, 2, 4, 8, 16),
-                               seqs=(32, 128, 512), min_time_s=0.05),
-                out, measure_catalog(catalog))
+    with cpu(alone=True):
+        run_profile(ProfileRequest(model="tiny-llama", device="cpu", grid="quick",
+                                   phases=("prefill", "decode"), batches=(1, 2, 4, 8, 16),
+                                   seqs=(32, 128, 512), min_time_s=0.05),
+                    out, measure_catalog(catalog))
     return out
 
 
@@ -42,8 +45,9 @@ def profile_dir(tmp_path_factory, catalog) -> Path:
 def replayed(request, profile_dir, catalog) -> tuple[pd.DataFrame, Path]:
     # the real loop and the simulator under the same iteration policy
     out = profile_dir / f"replay-{request.param}"
-    table, notes = replay(ReplayRequest(profile=profile_dir, scheduler=request.param,
-                                        **REPLAY), out, measure_catalog(catalog))
+    with cpu(alone=True):
+        table, notes = replay(ReplayRequest(profile=profile_dir, scheduler=request.param,
+                                            **REPLAY), out, measure_catalog(catalog))
     assert notes == ["no energy counter on this device: energy is not compared"]
     return table, out
 
