@@ -12,10 +12,10 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_the_five_studies():
+def test_there_are_the_six_studies():
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["01_power_caps", "02_capacity_growth", "03_carbon_price",
-                     "04_campus_supply", "05_day_operations"]
+                     "04_campus_supply", "05_day_operations", "06_prefill_decode_split"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
