@@ -222,7 +222,8 @@ def _print_deployments(summary: dict) -> None:
         span = (f"{first}" if first == last else f"{first}-{last}") + (
             f" ({first * hours:g}-{(last + 1) * hours:g} h)" if hours >= 1 else "")
         cap = r["power_cap_w"]
-        t.add_row(r["service"], span, str(r["gpu"]), str(r["tp"]),
+        pool = f" ({r['role']})" if r.get("role") else ""  # a pool of a split service
+        t.add_row(f"{r['service']}{pool}", span, str(r["gpu"]), str(r["tp"]),
                   "default" if cap is None else u.power_w(cap), str(r["max_num_seqs"]),
                   f"{r['replicas']:,}")
     out.print(t)

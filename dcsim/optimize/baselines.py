@@ -22,8 +22,9 @@ import pandas as pd
 from dcsim.optimize.model import Inputs
 from dcsim.workloads.spec import InferenceService
 
-COLUMNS = ["service", "service_index", "config", "gpu", "tp", "power_cap_w", "max_num_seqs",
-           "planned_rps", "power_a_w", "power_b_w_per_rps", "idle_w_per_gpu", "lead_s"]
+COLUMNS = ["service", "service_index", "config", "role", "gpu", "tp", "power_cap_w",
+           "max_num_seqs", "planned_rps", "power_a_w", "power_b_w_per_rps", "idle_w_per_gpu",
+           "lead_s"]
 
 
 def config_row(row: pd.Series) -> dict[str, object]:
@@ -31,10 +32,15 @@ def config_row(row: pd.Series) -> dict[str, object]:
     return row[[k for k in COLUMNS if k in row]].to_dict()
 
 
+def colocated_rows(tab: pd.DataFrame) -> pd.DataFrame:
+    """The capacity table's colocated configurations (the baselines split nothing)."""
+    return tab[tab["role"] == ""] if "role" in tab else tab
+
+
 def peak(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
     """Baseline `peak`: each service on its deployment's GPU and TP at the default limit,
     replicas for the peak period's demand in every period."""
-    tab = x.table
+    tab = colocated_rows(x.table)
     rows = []
     for i, svc in enumerate(services):
         d = svc.deployment
@@ -56,7 +62,7 @@ def peak(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
 def greedy(x: Inputs, services: list[InferenceService]) -> pd.DataFrame:
     """Baseline `greedy`: per period, services by demand take the configuration with the
     least energy per request whose GPU type still has room."""
-    tab = x.table
+    tab = colocated_rows(x.table)
     have = x.fleet.racks.assign(g=x.fleet.racks["servers"] * x.fleet.racks["gpus_per_server"]
                                 ).groupby("gpu")["g"].sum().to_dict()
     rows = []

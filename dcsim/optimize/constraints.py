@@ -176,6 +176,27 @@ def cold_starts(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
     m.pre_warm = pyo.Constraint([(g, t) for g in d.levels for t in later], rule=rule)
 
 
+def pools(m: pyo.ConcreteModel, x: Inputs, d: _Data) -> None:
+    """For a service the plan may split: balance[s,t]: its decode pool carries what its
+    prefill pool passes on; kv_ports[c,t]: a pool's replicas move their requests' KV
+    within their NICs' bytes/s (as if every transfer crossed servers); one_pool[s,p,t]:
+    at most one configuration per pool and period (a pool is one deployment), picked by
+    the binaries pick[c,t]."""
+    rows = [c for pre, dec in d.pools.values() for c in pre + dec]
+    m.P = pyo.Set(initialize=rows)
+    m.pick = pyo.Var(m.P, m.T, domain=pyo.Binary)
+    most = {g: sum(n for (_, g2), n in d.have.items() if g2 == g) * d.per[g] for g in d.per}
+    m.balance = pyo.Constraint(list(d.pools), m.T, rule=lambda m, s, t: pyo.quicksum(
+        m.y[c, t] for c in d.pools[s][0]) == pyo.quicksum(m.y[c, t] for c in d.pools[s][1]))
+    m.kv_ports = pyo.Constraint(m.P, m.T, rule=lambda m, c, t: d.kv_bytes[c] * m.y[c, t]
+                                <= d.port[c] * m.N[c, t])
+    m.picked = pyo.Constraint(m.P, m.T, rule=lambda m, c, t: m.N[c, t] <= max(
+        most.get(d.gpu[c], 0) // d.tp[c], 1) * m.pick[c, t])
+    keys = [(s, p) for s in d.pools for p in (0, 1)]
+    m.one_pool = pyo.Constraint(keys, m.T, rule=lambda m, s, p, t: pyo.quicksum(
+        m.pick[c, t] for c in d.pools[s][p]) <= 1)
+
+
 def _bounded(expr: object, bound: float) -> object:
     """expr <= bound, skipped where no variable enters (a type without candidates)."""
     return pyo.Constraint.Skip if isinstance(expr, int | float) else expr <= bound
@@ -183,5 +204,5 @@ def _bounded(expr: object, bound: float) -> object:
 
 FAMILIES: tuple[Family, ...] = (demand, capacity, min_replicas, job_choice, gpus_at,
                                 rack_servers, spares, rack_order, rack_power, row_power,
-                                facility_power, reconfig, cold_starts)
+                                facility_power, reconfig, cold_starts, pools)
 BUDGETS = ("rack_power", "row_power", "facility_power")  # families whose duals price budgets

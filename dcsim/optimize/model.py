@@ -35,8 +35,8 @@ from dcsim.hardware.facility import Overhead, facility_power_w
 from dcsim.optimize import jobs
 from dcsim.optimize.constraints import FAMILIES, Family
 
-# configurations of a service that differ only in GPU limit: a limit changes in place
-FAMILY = ["service_index", "gpu", "tp", "max_num_seqs"]
+# configurations of a service (pool) that differ only in GPU limit: a limit changes in place
+FAMILY = ["service_index", "role", "gpu", "tp", "max_num_seqs"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,11 @@ class _Data:
     warm_w: list[float]  # W a replica's cold start adds over the period before it is used
     families: list[list[int]]  # configurations that differ only in GPU limit
     gpu: list[str]  # per configuration
+    # disaggregated serving: per service, its prefill and its decode pools' rows; per
+    # configuration, the KV bytes a request moves and a replica's NIC bytes/s
+    pools: dict[int, tuple[list[int], list[int]]]
+    kv_bytes: list[float]
+    port: list[float]
 
 
 def _data(x: Inputs) -> _Data:
@@ -114,11 +119,19 @@ def _data(x: Inputs) -> _Data:
         rack_rows.setdefault(r.rack, []).append((r.gpu, int(r.gps), int(r.servers),
                                                  float(r.min_w)))
     peak_w = tab["peak_w_per_gpu"].tolist()
+    role = tab["role"] if "role" in tab else pd.Series("", index=tab.index)
+    pools: dict[int, tuple[list[int], list[int]]] = {}
+    for s_, g in tab[role != ""].groupby("service_index"):
+        pools[int(s_)] = (list(g.index[role[g.index] == "prefill"]),
+                          list(g.index[role[g.index] == "decode"]))
     out = _Data(
         tp=tab["tp"].astype(int).tolist(), rate=tab["planned_rps"].astype(float).tolist(),
         above=[float(replica_it_w(r, 1, 0.0)) for r in tab.to_dict("records")],
         slope=tab["power_b_w_per_rps"].astype(float).tolist(),
-        by_svc={int(k): list(v) for k, v in tab.groupby("service_index").groups.items()},
+        # a service's demand is met by its colocated and prefill rows (decode rows carry
+        # what prefill rows pass on: constraints.pools)
+        by_svc={int(k): list(v) for k, v in tab[role != "decode"].groupby(
+            "service_index").groups.items()},
         levels=levels, users=users,
         per={g: gps for rs in rack_rows.values() for g, gps, _, _ in rs},
         at_level={(g, k): [r for r, rs in rack_rows.items() if any(g == q[0] for q in rs)]
@@ -129,7 +142,9 @@ def _data(x: Inputs) -> _Data:
         warm_w=[cold_start_w(r, x.period_s, x.servers_off) for r in tab.to_dict("records")],
         families=[[int(c) for c in v] for v in tab.groupby(
             [k for k in FAMILY if k in tab], sort=False).indices.values()],
-        gpu=tab["gpu"].tolist())
+        gpu=tab["gpu"].tolist(), pools=pools,
+        kv_bytes=tab.get("kv_bytes_per_request", pd.Series(0.0, index=tab.index)).tolist(),
+        port=tab.get("port_byte_s", pd.Series(0.0, index=tab.index)).tolist())
     out.twins = _twins(x, out)
     return out
 

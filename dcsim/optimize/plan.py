@@ -128,6 +128,10 @@ def inputs_for(s: Scenario, ctx: Context, objective: str | None = None
     services = [w for w in s.workloads if isinstance(w, InferenceService)]
     if not services:
         raise DcsimError(Problem("workloads", [], "at least one inference service to plan"))
+    unknown = sorted(set(opt.disaggregate) - {v.name for v in services})
+    if unknown:
+        raise DcsimError(Problem("optimize.disaggregate", unknown, "names of inference "
+                                 f"services: {', '.join(v.name for v in services)}"))
     cat, store, base_dir = ctx.catalog, ctx.store, ctx.base_dir
     dem = demand(s, services, opt, base_dir)
     table = capacity_table(s, services, cat, store, opt, base_dir)
@@ -157,7 +161,7 @@ def undominated(table: pd.DataFrame) -> pd.DataFrame:
     TP, a power limit no higher (no more budget), at least the rate, and no more power
     at any load. They can never be needed, and they slow the solver down."""
     keep = []
-    for _, g in table.groupby(["service_index", "gpu", "tp"], sort=False):
+    for _, g in table.groupby(["service_index", "role", "gpu", "tp"], sort=False):
         cap = g["power_cap_w"].fillna(np.inf).to_numpy()
         rate, a = g["planned_rps"].to_numpy(), g["power_a_w"].to_numpy()
         b = g["power_b_w_per_rps"].to_numpy()

@@ -86,6 +86,10 @@ def plan_scenario(s: Scenario, services: list[InferenceService], dep: pd.DataFra
     there is none: every configuration holds its widest period's replicas on servers all
     day, which a plan that moves GPUs between configurations (or to training jobs) from
     period to period may not fit in the fleet."""
+    if "role" in dep and (dep["role"] != "").any():
+        return ("a plan that splits a service into prefill and decode pools runs period by "
+                "period (verify_mode periods): the pools' replicas do not change within a "
+                "run (a scaling of pools is not modelled)")
     train = _jobs(s, jobs)
     why = ""
     for use_servers in ("servers" in dep.columns, False):

@@ -28,9 +28,11 @@ def run_optimize(s: Scenario, base_dir: Path, objective: str | None, check: bool
     With `quantile`, every profile answer is taken at that quantile of its error
     (dcsim.profiles.uncertainty) for planning and for the simulation check alike, and
     the plan at the median answers is solved too, to state what the margin costs."""
-    for w in s.workloads:  # the MILP places one deployment a service
+    for w in s.workloads:  # the baselines' deployment; the plan may split it
         if isinstance(w, InferenceService):
-            w.colocated("dcsim optimize")
+            w.colocated("dcsim optimize", "give the colocated deployment the baselines "
+                        "use and list the service under optimize.disaggregate: the plan "
+                        "splits it where that costs less")
     ctx = Context.load(s, base_dir)  # one catalog and profile store for every stage
     median = None
     if quantile is not None:
@@ -170,10 +172,13 @@ OBJECTIVE_UNITS = {"energy": "kWh", "cost": "USD", "carbon": "kg CO2e"}
 
 def plan_rows(dep: pd.DataFrame) -> list[dict[str, object]]:
     """Per service and run of periods with one configuration: GPU type, tp, power limit
-    (None: the default), batch limit and replicas (optimize.json's `deployments`)."""
+    (None: the default), batch limit and replicas, and the pool (role: prefill or decode;
+    "" colocated) (optimize.json's `deployments`)."""
     if dep.empty:
         return []
     cols = ["gpu", "tp", "power_cap_w", "max_num_seqs", "replicas"]
+    if "role" in dep:
+        cols.append("role")
     rows: list[dict[str, object]] = []
     plain = dep[cols].astype(object).where(dep[cols].notna(), None)  # NaN limit: default
     for service, g in dep.sort_values(["service", "period", "config"]).groupby(

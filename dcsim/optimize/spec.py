@@ -47,6 +47,11 @@ class OptimizeSpec(Spec):
         default=None, description="Forecast request rate per service name and period, req/s; "
         "default: the mean rate of each service's arrival process in each period.")
     candidates: Candidates = Candidates()
+    disaggregate: list[str] = Field(
+        default_factory=list, max_length=1000, description="Services (by name) the plan "
+        "may split into a prefill pool and a decode pool (each its own GPU type, tp, power "
+        "limit and replicas, the KV cache moved between them over the NICs) where that "
+        "costs less than serving them colocated.")
     min_replicas: int = Field(default=1, ge=0, description="Replicas each service keeps in "
                               "every period (availability).")
     cold_starts: bool = Field(

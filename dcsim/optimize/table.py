@@ -23,6 +23,7 @@ from dcsim.engine.build_scaling import cold_start_lead_s
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.server import server_power_w
 from dcsim.optimize.capacity import Config, ReplicaModel, deployment_for, service_lengths
+from dcsim.optimize.pools import ROLES, PoolModel
 from dcsim.optimize.spec import OptimizeSpec
 from dcsim.profiles.store import ProfileStore
 from dcsim.profiles.work import weight_bytes_per_gpu
@@ -125,27 +126,40 @@ def capacity_table(s: Scenario, services: list[InferenceService], cat: Catalog,
     rows = []
     done: dict[str, list[dict[str, object]]] = {}  # services alike share their rows
     for i, svc in enumerate(services):
-        key = _kind(svc)
+        split = svc.name in opt.disaggregate
+        key = _kind(svc) + ("|pools" if split else "")
         if key in done:
             rows += [r | {"service": svc.name, "service_index": i} for r in done[key]]
             continue
         lengths = service_lengths(svc, s.simulation.seed, base_dir)
         first = len(rows)
         for cfg in configurations(s, svc, cat, opt):
-            m = ReplicaModel(store, cat, svc, cfg, lengths)
-            mu = m.capacity(svc)
-            idle = m.perf(1e-9)
-            row = {"service": svc.name, "service_index": i, "kind": key, "basis": "model",
-                   "config": cfg.label,
-                   "gpu": cfg.gpu, "tp": cfg.tp, "power_cap_w": cfg.power_cap_w,
-                   "max_num_seqs": cfg.max_num_seqs, "capacity_rps": mu,
-                   "idle_ttft_p99_s": idle.ttft_p99_s, "idle_tpot_p99_s": idle.tpot_p99_s,
-                   "idle_e2e_p99_s": idle.e2e_p99_s,
-                   "lead_s": cold_start_lead_s(s.fleet, deployment_for(svc, cfg, 1),
-                                               cat.gpu(cfg.gpu), cat.model(svc.model))}
-            rows.append(row | _power_line(m, cat, cfg, mu * opt.utilization_target))
+            for role in ("", *(ROLES if split else ())):
+                m = (PoolModel(store, cat, svc, cfg, lengths, role) if role
+                     else ReplicaModel(store, cat, svc, cfg, lengths))
+                rows.append(_row(s, svc, i, key, cfg, role, m, cat, opt))
         done[key] = rows[first:]
     return pd.DataFrame(rows)
+
+
+def _row(s: Scenario, svc: InferenceService, i: int, key: str, cfg: Config, role: str,
+         m: ReplicaModel, cat: Catalog, opt: OptimizeSpec) -> dict[str, object]:
+    """One capacity-table row: a configuration of service i, colocated (role "") or as a
+    replica of its prefill or decode pool (with the KV bytes a request moves and the
+    replica's NIC bytes/s)."""
+    mu = m.capacity(svc)
+    idle = m.perf(1e-9)
+    row = {"service": svc.name, "service_index": i, "kind": key, "basis": "model",
+           "config": f"{role}:{cfg.label}" if role else cfg.label, "role": role,
+           "gpu": cfg.gpu, "tp": cfg.tp, "power_cap_w": cfg.power_cap_w,
+           "max_num_seqs": cfg.max_num_seqs, "capacity_rps": mu,
+           "idle_ttft_p99_s": idle.ttft_p99_s, "idle_tpot_p99_s": idle.tpot_p99_s,
+           "idle_e2e_p99_s": idle.e2e_p99_s,
+           "kv_bytes_per_request": m.kv_bytes_mean if isinstance(m, PoolModel) else 0.0,
+           "port_byte_s": m.port_byte_s if isinstance(m, PoolModel) else 0.0,
+           "lead_s": cold_start_lead_s(s.fleet, deployment_for(svc, cfg, 1),
+                                       cat.gpu(cfg.gpu), cat.model(svc.model))}
+    return row | _power_line(m, cat, cfg, mu * opt.utilization_target)
 
 
 def _kind(svc: InferenceService) -> str:
@@ -177,5 +191,8 @@ def _power_line(m: ReplicaModel, cat: Catalog, cfg: Config, rate: float) -> dict
     walls = [cfg.tp * wall_per_gpu_w(cat, cfg.gpu, m.perf(x).gpu_power_w / cfg.tp)
              for x in (rate / 2, rate)]
     b = max((walls[1] - walls[0]) / (rate / 2), 0.0)  # power does not fall with load
+    idle = cfg.tp * out["idle_w_per_gpu"]
+    if walls[1] - b * rate < idle:  # a replica never draws less than its idle GPUs: the
+        b = max((walls[1] - idle) / rate, 0.0)  # line from idle to the full-load point
     return out | {"power_a_w": walls[1] - b * rate, "power_b_w_per_rps": b,
                   "j_per_request": walls[1] / rate}

@@ -22,6 +22,7 @@ from dcsim.optimize.model import Inputs, period_it_w
 from dcsim.scenario import Scenario
 from dcsim.slo import meets_p99, slo_attainment
 from dcsim.workloads.spec import (
+    Disaggregated,
     EmpiricalLength,
     InferenceService,
     PoissonArrivals,
@@ -48,13 +49,37 @@ def replica_service(svc: InferenceService, row: pd.Series, use_servers: bool) ->
     return InferenceService.model_validate(svc.model_copy(update=update).model_dump())
 
 
+def pools_service(svc: InferenceService, prefill: pd.Series, decode: pd.Series,
+                  use_servers: bool) -> InferenceService:
+    """The service of a plan's prefill row and decode row (one pool each) as one
+    disaggregated workload at the prefill row's load, named service@pools."""
+    one = replica_service(svc, prefill, use_servers)
+    pools = {role: replica_service(svc, row, use_servers).deployment
+             for role, row in (("prefill", prefill), ("decode", decode))}
+    pools["decode"] = pools["decode"].model_copy(update={"prefix_caching": False})
+    return InferenceService.model_validate(one.model_copy(update={
+        "name": f"{svc.name}@pools", "deployment": Disaggregated(**pools)}).model_dump())
+
+
+def period_workloads(services: list[InferenceService], rows: pd.DataFrame,
+                     use_servers: bool) -> list[InferenceService]:
+    """One workload per colocated row, one per service for its two pools' rows."""
+    role = rows["role"] if "role" in rows else pd.Series("", index=rows.index)
+    out = [replica_service(services[int(r["service_index"])], r, use_servers)
+           for _, r in rows[role == ""].iterrows()]
+    for s_, g in rows[role != ""].groupby("service_index", sort=True):
+        pre, dec = (g[role[g.index] == p] for p in ("prefill", "decode"))
+        if len(pre) and len(dec):  # (a pool alone carries nothing: balance)
+            out.append(pools_service(services[int(s_)], pre.iloc[0], dec.iloc[0],
+                                     use_servers))
+    return out
+
+
 def period_scenario(s: Scenario, services: list[InferenceService], dep: pd.DataFrame, t: int,
                     period_s: float, duration_s: float) -> Scenario:
     """The scenario that runs period t of a plan (or baseline) for duration_s."""
     mine = dep[dep["period"] == t]
-    use_servers = "servers" in mine.columns
-    workloads = [replica_service(services[int(r["service_index"])], r, use_servers)
-                 for _, r in mine.iterrows()]
+    workloads = period_workloads(services, mine, "servers" in mine.columns)
     f = s.facility.model_copy(update={"start_time": s.facility.start_time + timedelta(
         seconds=t * period_s)})
     sim = s.simulation.model_copy(update={"duration_s": duration_s,

@@ -265,15 +265,16 @@ class InferenceService(Spec):
         """Prefill and decode on separate pools."""
         return isinstance(self.deployment, Disaggregated)
 
-    def colocated(self, where: str = "") -> Deployment:
+    def colocated(self, where: str = "", hint: str = "") -> Deployment:
         """The one deployment of a colocated service; a clear error for pools (what
-        `where`, e.g. "dcsim optimize", does not support)."""
+        `where`, e.g. "dcsim size", does not take; `hint`: what to do instead)."""
         d = self.deployment
         if isinstance(d, Disaggregated):
             from dcsim.errors import DcsimError, Problem
             raise DcsimError(Problem(f"workloads[{self.name}].deployment", "prefill/decode "
                                      "pools", f"one deployment: {where or 'this'} does not "
-                                     "model disaggregated prefill and decode yet"))
+                                     "take disaggregated prefill and decode pools"
+                                     + (f" ({hint})" if hint else "")))
         return d
 
     @model_validator(mode="after")
