@@ -66,7 +66,9 @@ def run_size(s: Scenario, base_dir: Path, growth_per_month: float = 0.0, months:
             w.colocated("dcsim size")
     ctx = context or Context.load(s, base_dir)
     sz = _spec(s, objective, ctx)
-    opt = (s.optimize or OptimizeSpec()).model_copy(update={"utilization_target": 1.0})
+    # sizing counts colocated replicas (it does not split services into pools)
+    opt = (s.optimize or OptimizeSpec()).model_copy(update={"utilization_target": 1.0,
+                                                            "disaggregate": []})
     s = s.model_copy(update={"optimize": opt})
     services = [w for w in s.workloads if isinstance(w, InferenceService)]
     jobs = [w for w in s.workloads if isinstance(w, TrainingJob)]
