@@ -15,6 +15,10 @@ power-limit level k (a server's GPUs share one limit, as the simulator sets them
                    the PSUs; servers without replicas parked at the lowest limit, as
                    the simulator enforces budgets) <= budget
   reconfig         replicas started per service from t-1 to t <= max_replica_change
+  balance[s,t]     a split service (optimize.disaggregate): its prefill rows' load (part
+                   of its demand) = its decode rows' load
+  kv_ports[c,t]    a pool's replicas move their requests' KV within their NICs' bytes/s
+  one_pool[s,p,t]  one configuration a pool and period (binaries pick[c,t], picked[c,t])
 
 Objective: sum over t of period length x facility power (IT through the facility
 model's affine overhead) [x price or carbon intensity]; IT = every GPU idle plus,
