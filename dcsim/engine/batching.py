@@ -195,6 +195,15 @@ class Batching:
         self.series.count(self.index, self.env.now, need, hit)
         self._fit_cache()
 
+    def _free_kv(self, s: Seq) -> None:
+        """A sequence done with its KV frees it (its session's history kept cached)."""
+        if self.cache is None:
+            self.used -= s.kv
+            return
+        if s.session != -1:
+            self._keep_history(s)
+        self._unpin(s)
+
     def _unpin(self, s: Seq) -> None:
         """`s` leaves the replica's KV cache: its private tokens are freed and its prefix
         and history are no longer pinned by it (the history first: least recently used

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from dcsim.engine.admission import PriorityWaiting
     from dcsim.engine.metrics import RequestLog
     from dcsim.engine.paging import Pages
-    from dcsim.engine.prefix_cache import PrefixCache
     from dcsim.engine.sequence import Seq
 
 
@@ -31,7 +30,6 @@ class Handoff:
     running: dict[Seq, None]
     used: int
     pages: Pages
-    cache: PrefixCache | None
     pulls: bool
     index: int
     log: RequestLog
@@ -40,8 +38,7 @@ class Handoff:
     watch: Callable[[Any], None] | None
     _settle: Callable[[], None]
     _cut: Callable[[], None]
-    _keep_history: Callable[[Seq], None]
-    _unpin: Callable[[Seq], None]
+    _free_kv: Callable[[Seq], None]
     _join_decoding: Callable[[Seq], None]
     _change_outstanding: Callable[[int], None]
     poke: Callable[[], None]
@@ -65,12 +62,7 @@ class Handoff:
             self._settle()
         del self.parked[s]
         self.pages.pre_pad -= self.pages.pad(s.kv)
-        if self.cache is None:
-            self.used -= s.kv
-        else:
-            if s.session != -1:
-                self._keep_history(s)
-            self._unpin(s)
+        self._free_kv(s)
         if self.waiting:
             self.poke()  # room for a prompt that waits
 
