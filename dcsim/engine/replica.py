@@ -370,7 +370,12 @@ class Replica(Batching, Lifecycle, Handoff):
             if self.handoff is not None and self.handoff(self, s):
                 self._park(s)
                 continue
-            self._free_kv(s)
+            if self.cache is None:  # Batching._free_kv, inline: once a request, hot path
+                self.used -= s.kv
+            else:
+                if s.session != -1:
+                    self._keep_history(s)
+                self._unpin(s)
             self.log.finish_s[s.rid] = now
             self.log.status[s.rid] = FINISHED
             self._release(s)
