@@ -43,7 +43,6 @@ class KvLog:
         self.kv_bytes = np.zeros(n)
         self.kv_wait_s = np.full(n, np.nan)  # end of prefill to the transfer's start
         self.kv_transfer_s = np.full(n, np.nan)
-        self.received = np.zeros(n, dtype=bool)  # the last byte landed
 
 
 class Transfers:
@@ -133,7 +132,6 @@ class Disaggregation:
 
         def landed() -> None:
             self.kv.kv_transfer_s[d.rid] = self.env.now - now
-            self.kv.received[d.rid] = True
             src.release_kv(s)
             rep.deliver(d)
 

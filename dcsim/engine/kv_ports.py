@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dcsim.catalog import Catalog, shapes
+from dcsim.catalog import Catalog, ServerSpec, shapes
 from dcsim.errors import DcsimError, Problem
 from dcsim.hardware.placement import Server
 from dcsim.profiles.work import layout_of
@@ -41,10 +41,10 @@ class KvPorts:
         return [self.nic[src], self.nic[dst]] + ([] if la == lb else [la, lb])
 
 
-def nic_byte_s_per_gpu(x: Server) -> float:
-    """A server's scale-out bandwidth per GPU, one direction: NICs x line rate / GPUs,
-    bytes/s."""
-    return x.spec.nics * x.spec.nic_gbps * 1e9 / 8 / x.spec.gpus_per_server
+def nic_byte_s_per_gpu(spec: ServerSpec) -> float:
+    """A server type's scale-out bandwidth per GPU, one direction: NICs x line rate /
+    GPUs, bytes/s."""
+    return spec.nics * spec.nic_gbps * 1e9 / 8 / spec.gpus_per_server
 
 
 def kv_ports(services: list[InferenceService], pools: list[tuple[int, str]],
@@ -69,7 +69,7 @@ def kv_ports(services: list[InferenceService], pools: list[tuple[int, str]],
                       d.gpus_per_replica * x.gpu.scaleup_bandwidth_gbyte_s * 1e9 / 2))
         nic[r] = uplinks + len(links)
         links.append((f"{x.name}/replica-{r}/nic-{way}",
-                      d.gpus_per_replica * nic_byte_s_per_gpu(x)))
+                      d.gpus_per_replica * nic_byte_s_per_gpu(x.spec)))
     per_token = {}
     for i, svc in enumerate(services):
         if svc.disaggregated:

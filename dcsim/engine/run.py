@@ -138,7 +138,7 @@ def _port_use(model: RunModel, ports: KvPorts, load: np.ndarray) -> np.ndarray:
     use = np.zeros((len(servers), load.shape[1]))
     for r, link in ports.nic.items():
         use[ports.server[r]] += load[link]
-    line = np.array([2 * nic_byte_s_per_gpu(x) * x.spec.gpus_per_server for x in servers])
+    line = np.array([2 * nic_byte_s_per_gpu(x.spec) * x.spec.gpus_per_server for x in servers])
     return np.clip(use / np.maximum(line, 1e-9)[:, None], 0.0, 1.0)
 
 

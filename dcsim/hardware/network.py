@@ -111,8 +111,8 @@ class Fabric:
         self._share()
 
     def send(self, key: int, links: list[int], demand_byte_s: float, nbytes: float) -> None:
-        """Transfer `nbytes` over `links` (at most `demand_byte_s`): re-share."""
-        self._drain()
+        """Transfer `nbytes` over `links` (at most `demand_byte_s`): re-share (which first
+        takes off what the others sent until now)."""
         self.flows[key] = [links, demand_byte_s, float(nbytes), 0.0]
         self._share()
 

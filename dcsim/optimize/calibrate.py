@@ -43,6 +43,8 @@ def holds(s: Scenario, svc: InferenceService, row: pd.Series, rate: float, ctx: 
     mine = dict(svc.slo.model_dump())
     if role:
         assert partner is not None
+        # the partner pool with a quarter more replicas than its planned rate needs, and
+        # one more: never the bottleneck of the check (an assumed margin)
         other = partner.to_dict() | {"load_rps": rate, "period": 0, "replicas": math.ceil(
             rate / max(float(partner["planned_rps"]), 1e-9) * 1.25) + 1}
         rows = (pd.Series(one), pd.Series(other))

@@ -32,6 +32,7 @@ import numpy as np
 
 from dcsim.catalog import Catalog, shapes
 from dcsim.engine.build import deployment_layout
+from dcsim.engine.kv_ports import nic_byte_s_per_gpu
 from dcsim.optimize.capacity import (
     Config,
     Lengths,
@@ -58,7 +59,10 @@ class PoolModel(ReplicaModel):
         dep = deployment_for(svc, cfg, 1)
         per_token = shapes.kv_bytes_per_token(cat.model(svc.model), deployment_layout(
             dep, cat.gpu(cfg.gpu)).kv_bytes)
-        self.port_byte_s = cfg.tp * nic_byte_s_per_gpu(cat, cfg.gpu)
+        srv = max((x for x in cat.servers.values() if x.gpu == cfg.gpu),
+                  key=lambda x: x.gpus_per_server, default=None)  # (as table.wall_per_gpu_w)
+        # the replica's share of its server's NICs (0: no server type known)
+        self.port_byte_s = 0.0 if srv is None else cfg.tp * nic_byte_s_per_gpu(srv)
         self.kv_bytes = self.prompt * per_token  # per sampled request
         self.kv_bytes_mean = float(self.kv_bytes.mean())
         self.ttft_bound = svc.slo.ttft_p99_s or 0.0
@@ -101,10 +105,3 @@ class PoolModel(ReplicaModel):
         power = need * per_token + self.idle_w * math.exp(-n)
         return Perf(True, 0.0, tpot, e2e, power)
 
-
-def nic_byte_s_per_gpu(cat: Catalog, gpu: str) -> float:
-    """Scale-out bandwidth per GPU of the largest catalog server of that GPU, one
-    direction, bytes/s (0: none known)."""
-    srv = max((x for x in cat.servers.values() if x.gpu == gpu),
-              key=lambda x: x.gpus_per_server, default=None)
-    return 0.0 if srv is None else srv.nics * srv.nic_gbps * 1e9 / 8 / srv.gpus_per_server
